@@ -1,0 +1,77 @@
+"""Word-to-token alignment for the target and cue words, and right-padded batch encoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from lexprobe.stimuli import StimulusError, locate
+
+
+@dataclass
+class Encoded:
+    """Right-padded token ids with boolean masks marking each sentence's target and cue tokens."""
+
+    input_ids: torch.Tensor  # (n, T) long
+    attention_mask: torch.Tensor  # (n, T) long, 1 = real token
+    target_mask: torch.Tensor  # (n, T) bool
+    cue_mask: torch.Tensor  # (n, T) bool
+    tokens: list[list[str]]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.attention_mask.sum(1)
+
+    def rows(self, idx: torch.Tensor | list[int]) -> "Encoded":
+        """A sub-batch, trimmed to its longest sentence."""
+        idx = torch.as_tensor(idx)
+        width = int(self.attention_mask[idx].sum(1).max())
+        return Encoded(self.input_ids[idx, :width], self.attention_mask[idx, :width], self.target_mask[idx, :width],
+                       self.cue_mask[idx, :width], [self.tokens[i] for i in idx.tolist()])
+
+
+def token_span(offsets: list[tuple[int, int]], span: tuple[int, int]) -> list[int]:
+    """Indices of tokens whose characters overlap ``span`` (a leading-space token like " bank" overlaps)."""
+    return [i for i, (a, b) in enumerate(offsets) if b > a and a < span[1] and b > span[0]]
+
+
+def align(tokenizer: object, sentence: str, target: str, cue: str) -> tuple[list[int], list[int], list[int], list[str]]:
+    """Token ids plus the token indices of the target (the occurrence after the cue) and of that cue."""
+    found = locate(sentence, target, cue)
+    if found is None:
+        raise StimulusError(f"sentence {sentence!r}: no occurrence of target {target!r} after cue {cue!r}")
+    enc = tokenizer(sentence, return_offsets_mapping=True, add_special_tokens=False)
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    t_idx, c_idx = token_span(offsets, found[0]), token_span(offsets, found[1])
+    if not t_idx or not c_idx:
+        raise StimulusError(f"sentence {sentence!r}: could not map target/cue to tokens (offsets {offsets})")
+    if set(t_idx) & set(c_idx):
+        raise StimulusError(f"sentence {sentence!r}: target {target!r} and cue {cue!r} share a token")
+    return list(enc["input_ids"]), t_idx, c_idx, tokenizer.convert_ids_to_tokens(enc["input_ids"])
+
+
+def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encoded:
+    """Encode a sentence table (columns sentence, string, cue) into one right-padded batch.
+
+    Right padding keeps every real token at its unpadded position, and causal attention never lets a real
+    token see a pad, so batched results equal unbatched ones.
+    """
+    rows = []
+    for r in sentences.itertuples(index=False):
+        try:
+            rows.append(align(tokenizer, r.sentence, r.string, r.cue))
+        except StimulusError as err:
+            raise StimulusError(f"sentence_id {getattr(r, 'sentence_id', '?')}: {err}") from err
+    n, width = len(rows), max(len(r[0]) for r in rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    tmask = torch.zeros((n, width), dtype=torch.bool)
+    cmask = torch.zeros((n, width), dtype=torch.bool)
+    for i, (tok_ids, t_idx, c_idx, _) in enumerate(rows):
+        ids[i, : len(tok_ids)] = torch.tensor(tok_ids)
+        mask[i, : len(tok_ids)] = 1
+        tmask[i, t_idx] = True
+        cmask[i, c_idx] = True
+    return Encoded(ids, mask, tmask, cmask, [r[3] for r in rows])

@@ -1,0 +1,110 @@
+"""``lexprobe`` command line: extract, organism train/check, analyse."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from lexprobe.paths import results_dir, smoke
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from lexprobe.extract import ExtractConfig
+    from lexprobe.stimuli import load_stimuli
+    from lexprobe.suites import parse_steps, resolve_suite
+    from lexprobe.sweep import extract
+
+    suite = resolve_suite(args.suite)
+    steps = parse_steps(args.steps, suite.steps) if suite.steps else parse_steps(args.steps, ())
+    stimuli = load_stimuli(args.stimuli)
+    models = tuple(args.models.split(",")) if args.models else None
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    status = extract(suite, stimuli, steps, models, seeds, root=args.out,
+                     config=ExtractConfig(batch_size=args.batch_size, save_embeddings=not args.no_embeddings))
+    counts = status["status"].value_counts().to_dict()
+    print(f"{len(status)} checkpoints: {counts}; results in {args.out or results_dir()}")
+    for r in status.query("status == 'skipped'").itertuples():
+        print(f"  skipped {r.model} seed{r.seed} step{r.step}: {r.reason}")
+    return 0
+
+
+def _organism_train(args: argparse.Namespace) -> int:
+    from lexprobe.organism.suite import ensure_trained
+
+    suite = ensure_trained(args.profile, progress=True)
+    print(f"organism suite {suite.name}: {len(suite.seeds)} seeds x {len(suite.steps)} checkpoints in {suite.cache_dir}")
+    return 0
+
+
+def _analyse(args: argparse.Namespace) -> int:
+    from lexprobe.report import report
+
+    print(report(args.suite, args.stimuli, root=args.out))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Main job: train (or reuse) the organism, extract on it, print the stage 1-2 summary."""
+    from lexprobe.organism.suite import ensure_trained
+    from lexprobe.report import report
+    from lexprobe.stimuli import load_stimuli
+    from lexprobe.sweep import extract
+
+    suite = ensure_trained(args.profile, progress=True)
+    extract(suite, load_stimuli(args.stimuli), root=args.out)
+    print(report(suite.name, args.stimuli, root=args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lexprobe", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    default_suite = "organism-smoke" if smoke() else "organism"
+
+    e = sub.add_parser("extract", help="measure a suite's checkpoints on a stimulus set (resumable)")
+    e.add_argument("--suite", default=default_suite,
+                   help="organism | pythia-14m | pythia-70m-deduped | pythia-14m:seeds=0-9 | local:PATH | "
+                        "hubcache:PATH:ORG/NAME (default %(default)s)")
+    e.add_argument("--steps", default="all", help="all | rivtrott | last | log:N | first:N | 0,1,512")
+    e.add_argument("--stimuli", default="lexprobe_nouns", help="shipped set name or a CSV in RAW-C schema")
+    e.add_argument("--models", help="comma list of model sizes (default: all of the suite's)")
+    e.add_argument("--seeds", help="comma list of seeds (default: all of the suite's)")
+    e.add_argument("--out", help="results folder (default: $LEXPROBE_HOME/results)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--no-embeddings", action="store_true", help="do not store per-sentence embeddings")
+    e.set_defaults(func=_extract)
+
+    o = sub.add_parser("organism", help="the offline developmental model organism")
+    osub = o.add_subparsers(dest="organism_command", required=True)
+    t = osub.add_parser("train", help="train (or reuse) the organism suite")
+    t.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
+    t.set_defaults(func=_organism_train)
+
+    a = sub.add_parser("analyse", help="stage 1-2 summary (inflection, heads) from stored results")
+    a.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
+    a.add_argument("--stimuli", default="lexprobe_nouns")
+    a.add_argument("--out", help="results folder")
+    a.set_defaults(func=_analyse)
+
+    r = sub.add_parser("run", help="main job: train/reuse the organism, extract, summarise")
+    r.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
+    r.add_argument("--stimuli", default="lexprobe_nouns")
+    r.add_argument("--out", help="results folder")
+    r.set_defaults(func=_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"lexprobe: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
