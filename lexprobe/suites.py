@@ -171,9 +171,12 @@ def hub_cache_steps(cache_dir: str | Path, repo: str) -> tuple[int, ...]:
     return tuple(sorted(int(m.group(1)) for p in refs.iterdir() if (m := _STEP_DIR.match(p.name))))
 
 
-def hub_cache(cache_dir: str | Path, repo_template: str, models: tuple[str, ...] = ("",),
+def hub_cache(cache_dir: str | Path, repo_template: str, models: tuple[str, ...] | None = None,
               seeds: tuple[int, ...] = (0,), name: str | None = None, metadata: dict | None = None) -> Suite:
-    """A suite read offline from a hub cache (``models--ORG--NAME/refs/stepN``), steps taken from the cache."""
+    """A suite read offline from a hub cache (``models--ORG--NAME/refs/stepN``), steps taken from the cache.
+
+    For a plain repo id (no ``{model}`` placeholder) the model is named after the repo."""
+    models = models or (repo_template.rsplit("/", 1)[-1],)
     suite = Suite(name or repo_template.split("/")[0], "hub", tuple(models), tuple(seeds), (), repo_template,
                   cache_dir=str(cache_dir), offline=True, metadata=metadata or {})
     steps = sorted(set().union(*(hub_cache_steps(cache_dir, suite.repo(m, s)) for m in models for s in seeds)))
@@ -245,14 +248,23 @@ def _load(ck: Checkpoint) -> tuple[torch.nn.Module, object, str]:
         tok = AutoTokenizer.from_pretrained(src, **kw)
     except Exception as err:  # missing revision, missing/corrupt files: all mean "skip this checkpoint"
         raise CheckpointUnavailable(f"{ck.label}: could not load ({type(err).__name__}: {err})") from err
-    commit = getattr(model.config, "_commit_hash", None) or _folder_commit(Path(src) if ck.path else None)
-    return model.eval(), tok, commit or "unknown"
+    commit = _folder_commit(Path(src)) if ck.path else _hub_commit(ck)
+    return model.eval(), tok, commit
 
 
-def _folder_commit(path: Path | None) -> str | None:
+def _hub_commit(ck: Checkpoint) -> str:
+    """The commit a hub revision resolved to, read from the cache's ``refs/`` (where the download put it)."""
+    from huggingface_hub import constants
+
+    if ck.revision and re.fullmatch(r"[0-9a-f]{40}", ck.revision):
+        return ck.revision
+    ref = Path(ck.cache_dir or constants.HF_HUB_CACHE) / f"models--{ck.repo.replace('/', '--')}" / "refs" / str(
+        ck.revision)
+    return ref.read_text().strip() if ref.is_file() else "unknown"
+
+
+def _folder_commit(path: Path) -> str:
     """Content hash of a local folder's weight files, standing in for a commit."""
-    if path is None:
-        return None
     h = hashlib.sha256()
     for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         h.update(f.read_bytes())
@@ -282,9 +294,9 @@ def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
     """Suite from a CLI spec: ``organism`` | ``organism-smoke`` | ``pythia-14m`` (``pythia-70m-deduped``,
     ``pythia-14m:seeds=0-9``) | ``local:PATH`` | ``hubcache:PATH:ORG/NAME``."""
     if spec.startswith("organism"):
-        from lexprobe.organism.suite import organism_suite
+        from lexprobe.organism.suite import ensure_trained
 
-        return organism_suite(profile=spec.partition("-")[2] or None)
+        return ensure_trained(spec.partition("-")[2] or None)
     if spec.startswith("local:"):
         return local_folder(spec[6:])
     if spec.startswith("hubcache:"):

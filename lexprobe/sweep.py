@@ -18,9 +18,10 @@ from lexprobe.suites import CheckpointUnavailable, Suite, opened, suite_metadata
 log = logging.getLogger(__name__)
 
 
-def run_fingerprint(stimuli: Stimuli, config: ExtractConfig, condition: str) -> str:
-    """Fingerprint of everything that determines a unit's numbers."""
-    return fingerprint({"stimuli": stimuli.hash, "config": config.fingerprint_fields(), "condition": condition})
+def run_fingerprint(suite: Suite, stimuli: Stimuli, config: ExtractConfig, condition: str) -> str:
+    """Fingerprint of everything that determines a unit's numbers (a retrained organism changes it too)."""
+    return fingerprint({"stimuli": stimuli.hash, "config": config.fingerprint_fields(), "condition": condition,
+                        "suite": suite.metadata.get("fingerprint")})
 
 
 def extract(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None,
@@ -36,7 +37,7 @@ def extract(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None
         raise ValueError("pass a hook exactly when condition is not 'intact'")
     store = ResultsStore(root or results_dir())
     measurements = tuple(m for m in MEASUREMENTS if m != "embeddings" or config.save_embeddings)
-    fp = run_fingerprint(stimuli, config, condition)
+    fp = run_fingerprint(suite, stimuli, config, condition)
     status = []
     cks = suite.checkpoints(steps, models, seeds)
     bar = tqdm(cks, desc=f"{suite.name} checkpoints", disable=not progress)

@@ -1,0 +1,1 @@
+"""Statistics: disambiguation performance, inflection detection, head discovery."""

@@ -1,0 +1,176 @@
+"""Train the organism: a pythia-14m-shaped GPT-NeoX on the synthetic corpus, checkpointed into a hub cache.
+
+Deterministic per seed (weights from ``torch.manual_seed(seed)``, each step's batch from a generator seeded by
+``(seed, step)``), resumable (optimizer state saved at each checkpoint), and written through
+:mod:`lexprobe.hubcache` so :mod:`lexprobe.suites` loads it exactly like Pythia's ``stepN`` branches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+from lexprobe.hubcache import add_revision, has_revision
+from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon
+from lexprobe.organism.tokenizer import train_tokenizer
+from lexprobe.store import fingerprint
+
+ORG = "lexprobe-organism"
+MODEL = "pythia-14m-organism"
+TRAINER_VERSION = 1
+
+
+def schedule(total: int, every: int) -> tuple[int, ...]:
+    """Pythia-like checkpoint steps: 0, 1, 2, 4, ... (powers of two, with 1.5x midpoints from 8 on) below
+    ``every``, then every ``every`` steps to ``total``."""
+    steps = {0, total}
+    k = 1
+    while k < every:
+        steps.add(k)
+        if k >= 8:
+            steps.add(k * 3 // 2)
+        k *= 2
+    steps.update(range(every, total + 1, every))
+    return tuple(sorted(s for s in steps if s <= total))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that determines an organism suite."""
+
+    name: str
+    seeds: tuple[int, ...]
+    total_steps: int
+    onset: int
+    checkpoint_every: int
+    batch_size: int = 32
+    seq_len: int = 48
+    lr: float = 2e-3
+    warmup: int = 30
+    weight_decay: float = 0.01
+    vocab_size: int = 2048
+    tokenizer_sentences: int = 20000
+    hidden_size: int = 128
+    layers: int = 6
+    heads: int = 4
+    corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(onset=0))
+
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        return schedule(self.total_steps, self.checkpoint_every)
+
+    def repo(self, seed: int) -> str:
+        return f"{ORG}/{MODEL}{f'-seed{seed}' if seed else ''}"
+
+    def fingerprint(self, lexicon: Lexicon) -> str:
+        """Hash of the profile (seeds excluded: adding seeds keeps finished ones) and the lexicon."""
+        d = asdict(self)
+        d.pop("seeds")
+        d.pop("name")
+        return fingerprint({"profile": d, "lexicon": lexicon.hash, "trainer": TRAINER_VERSION})
+
+
+def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: object) -> Profile:
+    return Profile(name, tuple(range(seeds)), total, onset, every, corpus=CorpusConfig(onset=onset), **kw)
+
+
+PROFILES = {
+    "default": _profile("default", seeds=5, total=640, onset=160, every=64),
+    "smoke": _profile("smoke", seeds=2, total=48, onset=16, every=16, batch_size=16, seq_len=32, vocab_size=1024,
+                      tokenizer_sentences=4000, warmup=4),
+}
+
+
+def model_config(p: Profile, vocab: int) -> GPTNeoXConfig:
+    """pythia-14m's layout (rotary 0.25, parallel residual, untied embeddings) with the organism's vocabulary."""
+    return GPTNeoXConfig(vocab_size=vocab, hidden_size=p.hidden_size, num_hidden_layers=p.layers,
+                         num_attention_heads=p.heads, intermediate_size=4 * p.hidden_size, rotary_pct=0.25,
+                         rotary_emb_base=10000, max_position_embeddings=2048, use_parallel_residual=True,
+                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, attn_implementation="eager")
+
+
+def build_tokenizer(p: Profile, corpus: Corpus) -> PreTrainedTokenizerFast:
+    """Tokenizer trained on a fixed sample spanning both phases of the corpus, plus the lexicon's frames."""
+    rng = np.random.default_rng(12345)
+    half = p.tokenizer_sentences // 2
+    texts = corpus.texts(rng, 0, half) + corpus.texts(rng, p.onset, half)
+    return train_tokenizer(texts, p.vocab_size)
+
+
+def batch(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, step: int) -> torch.Tensor:
+    """The (batch, seq_len) token block for one step: sentences packed back to back, EOS between documents."""
+    rng = np.random.default_rng([seed, step])
+    rows = []
+    for _ in range(p.batch_size):
+        ids: list[int] = []
+        while len(ids) < p.seq_len:
+            texts = corpus.texts(rng, step, 4)
+            for t in tok(texts, add_special_tokens=False)["input_ids"]:
+                if ids:
+                    ids.append(tok.eos_token_id)
+                ids.extend(t)
+        rows.append(ids[: p.seq_len])
+    return torch.tensor(rows)
+
+
+def lr_at(p: Profile, step: int) -> float:
+    """Linear warmup then cosine decay to 10% of the peak."""
+    if step < p.warmup:
+        return p.lr * (step + 1) / p.warmup
+    frac = (step - p.warmup) / max(1, p.total_steps - p.warmup)
+    return p.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFast, cache_dir: Path,
+               state_dir: Path, progress: bool = True) -> list[float]:
+    """Train one seed, writing every checkpoint of the schedule; resumes from saved state. Returns losses."""
+    repo = p.repo(seed)
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(model_config(p, len(tok)))
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay)
+    state_path = state_dir / f"state-seed{seed}.pt"
+    start = 0
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    if start == 0 and not has_revision(cache_dir, repo, "step0"):
+        add_revision(cache_dir, repo, "step0", model.eval(), tok)
+    ckpts = set(p.checkpoints)
+    losses = []
+    model.train()
+    for step in tqdm(range(start, p.total_steps), desc=f"seed {seed}", initial=start, total=p.total_steps,
+                     disable=not progress, leave=False):
+        x = batch(tok, corpus, p, seed, step)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(p, step)
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        done = step + 1
+        if done in ckpts:
+            add_revision(cache_dir, repo, f"step{done}", model.eval(), tok)
+            model.train()
+            tmp = state_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": done}, tmp)
+            os.replace(tmp, state_path)
+    state_path.unlink(missing_ok=True)
+    return losses
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)

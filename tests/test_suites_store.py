@@ -1,0 +1,183 @@
+"""Suites (hub-cache revisions, local folders, missing/corrupt checkpoints), the results store and sweeps."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_model
+from transformers import AutoModelForCausalLM
+
+import lexprobe.sweep as sweep_mod
+from lexprobe.hubcache import add_revision, repo_folder
+from lexprobe.store import ResultsStore, StoreConflict
+from lexprobe.suites import (PYTHIA_STEPS, RIVTROTT_STEPS, CheckpointUnavailable, hub_cache, load_checkpoint,
+                             local_folder, log_subset, parse_steps, pythia, resolve_suite, validate_model)
+from lexprobe.sweep import extract
+
+REPO = "lexprobe-test/tiny-neox"
+
+
+@pytest.fixture()
+def small(stimuli):
+    return stimuli.subset(sorted(stimuli.pairs["word"].unique())[:4], name="small")
+
+
+@pytest.fixture()
+def cache(tmp_path, tokenizer):
+    """A hub cache with steps 0, 1, 2 of a tiny model (different weights per step) and a dangling ref step3."""
+    d = tmp_path / "hub"
+    for step in (0, 1, 2):
+        add_revision(d, REPO, f"step{step}", tiny_model(len(tokenizer), seed=step), tokenizer)
+    (repo_folder(d, REPO) / "refs" / "step3").write_text("0" * 40)  # branch whose weights are missing
+    return d
+
+
+def test_pythia_grids():
+    assert len(PYTHIA_STEPS) == 154 and PYTHIA_STEPS[:12] == (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
+    assert PYTHIA_STEPS[-1] == 143000 and len(RIVTROTT_STEPS) == 20 and set(RIVTROTT_STEPS) <= set(PYTHIA_STEPS)
+    s = pythia(("14m", "70m"), seeds=(0, 3))
+    assert s.repo("14m", 0) == "EleutherAI/pythia-14m" and s.repo("70m", 3) == "EleutherAI/pythia-70m-seed3"
+    assert pythia(("70m",), deduped=True).repo("70m", 0) == "EleutherAI/pythia-70m-deduped"
+    ck = s.checkpoint("14m", 3, 512)
+    assert (ck.repo, ck.revision) == ("EleutherAI/pythia-14m-seed3", "step512")
+    with pytest.raises(ValueError, match="extra seeds exist only"):
+        pythia(("1b",), seeds=(1,))
+    with pytest.raises(ValueError, match="unknown Pythia size"):
+        pythia(("13m",))
+    assert resolve_suite("pythia-14m:seeds=0-9").seeds == tuple(range(10))
+
+
+def test_step_selection():
+    sub = log_subset(PYTHIA_STEPS, 12)
+    assert sub[0] == 0 and sub[-1] == 143000 and 8 <= len(sub) <= 12
+    assert parse_steps("rivtrott", PYTHIA_STEPS) == RIVTROTT_STEPS
+    assert parse_steps("0,512", PYTHIA_STEPS) == (0, 512)
+    with pytest.raises(ValueError, match=r"steps \[3\] are not in this suite"):
+        parse_steps("0,3", PYTHIA_STEPS)
+
+
+def test_hub_cache_revisions_load_offline(cache, tokenizer, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    suite = hub_cache(cache, REPO, name="tiny")
+    assert suite.steps == (0, 1, 2, 3)
+    loaded = [load_checkpoint(suite.checkpoint(suite.models[0], 0, s)) for s in (1, 2)]
+    for step, ld in zip((1, 2), loaded):
+        ref = (repo_folder(cache, REPO) / "refs" / f"step{step}").read_text()
+        assert ld.commit == ref  # the revision was resolved, not ignored
+        expected = tiny_model(len(tokenizer), seed=step).state_dict()["gpt_neox.layers.0.attention.query_key_value.weight"]
+        torch.testing.assert_close(ld.model.state_dict()["gpt_neox.layers.0.attention.query_key_value.weight"], expected)
+    assert loaded[0].weights_hash != loaded[1].weights_hash
+    with pytest.raises(CheckpointUnavailable, match="step3"):
+        load_checkpoint(suite.checkpoint(suite.models[0], 0, 3))
+
+
+def test_refuses_fake_eleutherai_repo(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="refusing"):
+        add_revision(tmp_path, "EleutherAI/pythia-14m", "step0", tiny_model(len(tokenizer)), tokenizer)
+
+
+def test_validation_rejects_non_eager_attention(tokenizer):
+    m = tiny_model(len(tokenizer))
+    m.config._attn_implementation = "sdpa"
+    with pytest.raises(CheckpointUnavailable, match="attention must be eager"):
+        validate_model(m, "test")
+
+
+def test_local_folder_and_corrupt_checkpoint_skipped(tmp_path, tokenizer, small):
+    for step in (0, 10, 20):
+        tiny_model(len(tokenizer), seed=step).save_pretrained(tmp_path / "suite" / f"step{step}")
+        tokenizer.save_pretrained(tmp_path / "suite" / f"step{step}")
+    (tmp_path / "suite" / "step10" / "model.safetensors").write_bytes(b"not a safetensors file")
+    suite = local_folder(tmp_path / "suite")
+    assert suite.steps == (0, 10, 20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status = extract(suite, small, root=tmp_path / "res", progress=False)
+    assert list(status["status"]) == ["measured", "skipped", "measured"]
+    assert any("skipping suite/local/seed0/step10" in str(w.message) for w in caught)
+    store = ResultsStore(tmp_path / "res")
+    assert list(store.skipped()["step"]) == [10]
+    assert load_checkpoint(suite.checkpoint("local", 0, 0)).commit.startswith("local-")
+
+
+def test_sweep_skips_missing_then_rerun_does_no_model_work(cache, small, tmp_path, monkeypatch):
+    suite = hub_cache(cache, REPO, name="tiny")
+    with pytest.warns(UserWarning, match="step3"):
+        status = extract(suite, small, root=tmp_path / "res", progress=False)
+    assert list(status["status"]) == ["measured"] * 3 + ["skipped"]
+    df = ResultsStore(tmp_path / "res").load("distances", suite="tiny")
+    assert sorted(df["step"].unique()) == [0, 1, 2]
+    assert len(df) == 3 * len(small.pairs) * 3  # 3 steps x pairs x (2 layers + embeddings)
+    heads = ResultsStore(tmp_path / "res").load("heads")
+    assert set(heads.columns) >= {"model", "seed", "step", "layer", "head", "cue_attn", "prev_attn", "entropy"}
+
+    def no_loading(*a, **k):
+        raise AssertionError("a finished checkpoint was loaded again")
+
+    monkeypatch.setattr(sweep_mod, "opened", no_loading)
+    again = extract(suite.with_(steps=(0, 1, 2)), small, root=tmp_path / "res", progress=False)
+    assert list(again["status"]) == ["cached"] * 3
+
+
+def test_interrupted_sweep_resumes_to_identical_tables(cache, small, tmp_path, monkeypatch):
+    suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1, 2))
+    extract(suite, small, root=tmp_path / "clean", progress=False)
+
+    real_write = ResultsStore.write
+    calls = {"n": 0}
+
+    def crash_on_second(self, unit, tables, meta):
+        calls["n"] += 1
+        if calls["n"] == 2:  # die after writing only the first table of the second checkpoint
+            first = dict(list(tables.items())[:1])
+            real_write(self, unit, first, meta)
+            raise KeyboardInterrupt
+        real_write(self, unit, tables, meta)
+
+    monkeypatch.setattr(ResultsStore, "write", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        extract(suite, small, root=tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(ResultsStore, "write", real_write)
+    status = extract(suite, small, root=tmp_path / "resumed", progress=False)
+    assert list(status["status"]) == ["cached", "measured", "measured"]
+    for m in ("distances", "heads", "embeddings"):
+        a = ResultsStore(tmp_path / "clean").load(m)
+        b = ResultsStore(tmp_path / "resumed").load(m)
+        if m == "embeddings":
+            np.testing.assert_array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
+            a, b = a.drop(columns="embedding"), b.drop(columns="embedding")
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_changed_stimuli_detected_not_mixed(cache, small, tmp_path):
+    suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0,))
+    extract(suite, small, root=tmp_path / "res", progress=False)
+    pairs = small.pairs.copy()
+    pairs.loc[0, "same"] = not pairs.loc[0, "same"]
+    from lexprobe.stimuli import from_pairs
+
+    changed = from_pairs(pairs.drop(columns=["pair_id", "s1", "s2"]), name="small")
+    assert changed.hash != small.hash
+    with pytest.raises(StoreConflict, match="fingerprint"):
+        extract(suite, changed, root=tmp_path / "res", progress=False)
+
+
+def test_tampered_result_file_detected(cache, small, tmp_path):
+    suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0,))
+    extract(suite, small, root=tmp_path / "res", progress=False)
+    f = next(Path(tmp_path / "res").rglob("distances.parquet"))
+    pd.read_parquet(f).iloc[:5].to_parquet(f)
+    with pytest.raises(StoreConflict, match="sha256"):
+        ResultsStore(tmp_path / "res").load("distances")
+
+
+def test_loaded_model_is_eager_and_fp32(cache, monkeypatch):
+    ld = load_checkpoint(hub_cache(cache, REPO).checkpoint("tiny-neox", 0, 0))
+    assert ld.model.config._attn_implementation == "eager"
+    assert next(ld.model.parameters()).dtype == torch.float32
+    assert isinstance(ld.model, type(AutoModelForCausalLM.from_config(ld.model.config)))
