@@ -20,7 +20,9 @@ PUBLISHED_COLUMNS = ["sentence1", "sentence2", "word", "string", "Same_sense", "
 def with_pairs(distances: pd.DataFrame, stimuli: Stimuli) -> pd.DataFrame:
     """Attach each pair's word, same-sense flag and human relatedness to stored distances."""
     cols = ["pair_id", "word", "same", "mean_relatedness"]
-    return distances.merge(stimuli.pairs[cols], on="pair_id", how="left", validate="many_to_one")
+    out = distances.merge(stimuli.pairs[cols], on="pair_id", how="left", validate="many_to_one")
+    out["pair_key"] = out["pair_id"]
+    return out
 
 
 def from_published(df: pd.DataFrame, model: str = "published") -> pd.DataFrame:
@@ -29,16 +31,16 @@ def from_published(df: pd.DataFrame, model: str = "published") -> pd.DataFrame:
     if missing:
         raise ValueError(f"published table lacks columns {missing}; expected {PUBLISHED_COLUMNS} (+ optional seed)")
     same = df["Same_sense"]
-    if same.dtype == object:
+    if not pd.api.types.is_bool_dtype(same):
         same = same.astype(str).str.strip().str.lower().map({"same": True, "true": True, "1": True,
                                                               "different": False, "false": False, "0": False})
         if same.isna().any():
             bad = df.loc[same.isna(), "Same_sense"].iloc[0]
-            raise ValueError(f"Same_sense value {bad!r} (row {int(same.isna().idxmax())}) is not Same/Different")
+            raise ValueError(f"Same_sense value {bad!r} (row {same.isna().idxmax()}) is not Same/Different/True/False")
     out = pd.DataFrame({
         "model": model, "seed": df["seed"].astype(int) if "seed" in df.columns else 0,
         "step": df["step"].astype(int), "layer": df["Layer"].astype(int),
-        "word": df["word"], "pair": df["sentence1"] + " || " + df["sentence2"],
+        "word": df["word"], "pair_key": df["sentence1"] + " || " + df["sentence2"],
         "distance": df["Distance"].astype(float), "same": same.astype(bool),
         "mean_relatedness": pd.to_numeric(df["mean_relatedness"], errors="coerce"),
     })

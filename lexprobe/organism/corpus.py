@@ -69,6 +69,7 @@ class CorpusConfig:
     """How sentences are drawn; ``onset`` is the planted step where continuations start to depend on sense."""
 
     onset: int
+    cues_per_sense: int = 3  # the first N cues of each sense (the first two are the probe stimuli's cues)
     p_filler: float = 0.1
     placements: dict[str, float] = field(default_factory=lambda: {"adjacent": 0.6, "separated": 0.15,
                                                                    "clause": 0.15, "bare": 0.1})
@@ -112,7 +113,7 @@ class Corpus:
         sense = int(rng.integers(len(noun.senses)))
         informative = step >= self.config.onset and placement != "bare"
         cont_sense = sense if informative else int(rng.integers(len(noun.senses)))
-        cue = str(rng.choice(noun.senses[sense].cues))
+        cue = str(rng.choice(noun.senses[sense].cues[: self.config.cues_per_sense]))
         cont = str(rng.choice(noun.senses[cont_sense].continuations))
         frame = noun.frame if rng.random() < 0.5 else str(rng.choice(self.lexicon.frames))
         body = frame[:-1]  # drop the final period: the continuation follows the noun

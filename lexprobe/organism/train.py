@@ -79,22 +79,25 @@ class Profile:
 
 
 def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: object) -> Profile:
-    return Profile(name, tuple(range(seeds)), total, onset, every, corpus=CorpusConfig(onset=onset), **kw)
+    corpus = CorpusConfig(onset=onset, p_filler=0.05,
+                          placements={"adjacent": 0.7, "separated": 0.1, "clause": 0.1, "bare": 0.1})
+    return Profile(name, tuple(range(seeds)), total, onset, every, corpus=corpus, **kw)
 
 
 PROFILES = {
-    "default": _profile("default", seeds=5, total=640, onset=160, every=64),
+    "default": _profile("default", seeds=5, total=512, onset=128, every=32),
     "smoke": _profile("smoke", seeds=2, total=48, onset=16, every=16, batch_size=16, seq_len=32, vocab_size=1024,
                       tokenizer_sentences=4000, warmup=4),
 }
 
 
 def model_config(p: Profile, vocab: int) -> GPTNeoXConfig:
-    """pythia-14m's layout (rotary 0.25, parallel residual, untied embeddings) with the organism's vocabulary."""
+    """pythia-14m's layout (rotary 0.25, parallel residual, untied embeddings), organism vocabulary; trained with
+    SDPA attention for speed (loading for measurement always forces eager)."""
     return GPTNeoXConfig(vocab_size=vocab, hidden_size=p.hidden_size, num_hidden_layers=p.layers,
                          num_attention_heads=p.heads, intermediate_size=4 * p.hidden_size, rotary_pct=0.25,
                          rotary_emb_base=10000, max_position_embeddings=2048, use_parallel_residual=True,
-                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, attn_implementation="eager")
+                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
 
 
 def build_tokenizer(p: Profile, corpus: Corpus) -> PreTrainedTokenizerFast:

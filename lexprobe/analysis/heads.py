@@ -1,0 +1,109 @@
+"""Head discovery: which heads' target->cue attention tracks disambiguation performance across development.
+
+The original rule (per head, OLS across checkpoints of best-layer performance on the head's mean cue attention,
+Benjamini-Hochberg FDR over heads, keep slope > 0 and q < .05) is reported together with the controls it lacked:
+
+* **trend controls**: anything that grows during training correlates with a growing performance curve, so the
+  same test is repeated (a) with log10(step + 1) as a covariate (partial slope), (b) on first differences across
+  consecutive checkpoints, and (c) as a permutation null on first differences (performance increments shuffled);
+* **previous-token control**: per head, a paired one-tailed t-test over sentences (at one checkpoint, the last
+  by default) that cue attention exceeds the head's generic previous-token attention.
+
+A head ``passes`` when it meets the original rule and the log-step trend control (slope > 0, q < .05).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+ALPHA = 0.05
+
+
+def bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values (NaNs stay NaN)."""
+    p = np.asarray(p, float)
+    q = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
+    return q
+
+
+def ols(y: np.ndarray, *xs: np.ndarray) -> tuple[float, float]:
+    """Slope and two-sided p of the first regressor in y ~ 1 + xs (NaN when degenerate)."""
+    X = np.column_stack([np.ones_like(y), *xs])
+    n, k = X.shape
+    if n <= k or np.linalg.matrix_rank(X) < k:
+        return np.nan, np.nan
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    sigma2 = resid @ resid / (n - k)
+    cov = sigma2 * np.linalg.inv(X.T @ X)
+    se = np.sqrt(cov[1, 1])
+    if se == 0:
+        return float(beta[1]), 0.0
+    t = beta[1] / se
+    return float(beta[1]), float(2 * stats.t.sf(abs(t), n - k))
+
+
+def trajectories(heads: pd.DataFrame) -> pd.DataFrame:
+    """Mean cue/previous-token attention and entropy per (model, seed, step, layer, head), over sentences."""
+    keys = [k for k in ["model", "seed", "step", "layer", "head"] if k in heads.columns]
+    return heads.groupby(keys, as_index=False)[["cue_attn", "prev_attn", "entropy"]].mean()
+
+
+def permutation_p(dy: np.ndarray, dx: np.ndarray, n_perm: int, rng: np.random.Generator) -> float:
+    """One-sided permutation p that corr(dx, dy) is as large as observed when dy's order is shuffled."""
+    if dx.std() == 0 or dy.std() == 0:
+        return np.nan
+    obs = np.corrcoef(dx, dy)[0, 1]
+    perms = np.array([np.corrcoef(dx, rng.permutation(dy))[0, 1] for _ in range(n_perm)])
+    return float((1 + (perms >= obs).sum()) / (1 + n_perm))
+
+
+def discover(heads: pd.DataFrame, best: pd.DataFrame, score: str = "r2", control_step: int | None = None,
+             n_perm: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per-head statistics for every (model, seed); see the module docstring for the tests."""
+    traj = trajectories(heads)
+    rng = np.random.default_rng(seed)
+    out = []
+    for (model, sd), tr in traj.groupby(["model", "seed"]):
+        perf = best[(best["model"] == model) & (best["seed"] == sd)].set_index("step")[score]
+        steps = np.array(sorted(set(tr["step"]) & set(perf.index)))
+        if len(steps) < 4:
+            raise ValueError(f"{model} seed {sd}: head discovery needs >= 4 checkpoints, got {len(steps)}")
+        y = perf.loc[steps].to_numpy(float)
+        logstep = np.log10(steps + 1)
+        last = control_step if control_step is not None else int(steps.max())
+        ctrl = heads[(heads["model"] == model) & (heads["seed"] == sd) & (heads["step"] == last)]
+        for (layer, head), h in tr.groupby(["layer", "head"]):
+            a = h.set_index("step").loc[steps, "cue_attn"].to_numpy(float)
+            slope, p = ols(y, a)
+            slope_log, p_log = ols(y, a, logstep)
+            slope_diff, p_diff = ols(np.diff(y), np.diff(a))
+            c = ctrl[(ctrl["layer"] == layer) & (ctrl["head"] == head)]
+            diff = (c["cue_attn"] - c["prev_attn"]).dropna()
+            t_prev, p_prev = stats.ttest_1samp(diff, 0.0, alternative="greater") if len(diff) > 1 else (np.nan, np.nan)
+            out.append({
+                "model": model, "seed": sd, "layer": int(layer), "head": int(head),
+                "slope": slope, "p": p, "r": np.corrcoef(a, y)[0, 1] if a.std() > 0 else np.nan,
+                "slope_logstep": slope_log, "p_logstep": p_log, "slope_diff": slope_diff, "p_diff": p_diff,
+                "p_perm_diff": permutation_p(np.diff(y), np.diff(a), n_perm, rng),
+                "cue_attn_first": a[0], "cue_attn_last": a[-1],
+                "prev_attn_last": float(c["prev_attn"].mean()) if len(c) else np.nan,
+                "t_prev": float(t_prev), "p_prev": float(p_prev), "control_step": last,
+            })
+    df = pd.DataFrame(out)
+    for col in ("p", "p_logstep", "p_diff", "p_perm_diff", "p_prev"):
+        df["q" + col[1:]] = df.groupby(["model", "seed"])[col].transform(lambda s: pd.Series(bh(s.to_numpy()),
+                                                                                             index=s.index))
+    df["selected"] = (df["slope"] > 0) & (df["q"] < ALPHA)
+    df["trend_ok"] = (df["slope_logstep"] > 0) & (df["q_logstep"] < ALPHA)
+    df["diff_ok"] = (df["slope_diff"] > 0) & (df["q_diff"] < ALPHA)
+    df["perm_ok"] = df["q_perm_diff"] < ALPHA
+    df["beats_prev"] = df["q_prev"] < ALPHA
+    df["passes"] = df["selected"] & df["trend_ok"]
+    return df

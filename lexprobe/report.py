@@ -1,0 +1,34 @@
+"""Plain-text summary of stages 1-2 for the command line (``lexprobe run`` / ``lexprobe analyse``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lexprobe.stages import head_stage, inflection_stage
+
+
+def report(suite: str, stimuli: str = "lexprobe_nouns", root: str | Path | None = None) -> str:
+    """Inflection per seed (with the planted onset when known) and the heads that pass discovery + trend control."""
+    s1 = inflection_stage(suite, stimuli, root=root, progress=False)
+    s2 = head_stage(s1, root=root)
+    lines = [f"suite {s1.suite.name}: {s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
+             f"{s1.best['step'].nunique()} checkpoints, stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs, "
+             f"target: {s1.perf['target'].iloc[0]})"]
+    if s1.onset is not None:
+        lines.append(f"planted onset: step {s1.onset}")
+    lines.append("")
+    lines.append("seed  R2@first  R2@last  breakpoint  CI(segmented)      CI(item bootstrap)  max-increase  changepoint")
+    last = s1.best.sort_values("step").groupby(["model", "seed"])
+    for r in s1.inflection.itertuples():
+        g = last.get_group((r.model, r.seed))
+        lines.append(f"{r.seed:>4}  {g['r2'].iloc[0]:8.3f}  {g['r2'].iloc[-1]:7.3f}  {r.breakpoint_step:10.0f}  "
+                     f"[{r.ci_low_step:6.0f}, {r.ci_high_step:6.0f}]  [{r.boot_low_step:6.0f}, {r.boot_high_step:6.0f}]"
+                     f"  {r.max_increase_step:12.0f}  {r.changepoint_step:11.0f}")
+    lines.append("")
+    st = s2.stats
+    for (model, seed), g in st.groupby(["model", "seed"]):
+        passing = g[g["passes"]].sort_values("q")
+        names = ", ".join(f"L{r.layer}H{r.head} (r={r.r:.2f}, q={r.q:.2g}, q_logstep={r.q_logstep:.2g}, "
+                          f"beats prev-token: {'yes' if r.beats_prev else 'no'})" for r in passing.itertuples())
+        lines.append(f"seed {seed}: {len(passing)}/{len(g)} heads pass FDR rule + trend control: {names or '-'}")
+    return "\n".join(lines)
