@@ -16,7 +16,7 @@ def _extract(args: argparse.Namespace) -> int:
     from lexprobe.sweep import extract
 
     suite = resolve_suite(args.suite)
-    steps = parse_steps(args.steps, suite.steps) if suite.steps else parse_steps(args.steps, ())
+    steps = parse_steps(args.steps, suite.steps)
     stimuli = load_stimuli(args.stimuli)
     models = tuple(args.models.split(",")) if args.models else None
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
@@ -45,15 +45,12 @@ def _analyse(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Main job: train (or reuse) the organism, extract on it, print the stage 1-2 summary."""
+    """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 summary."""
     from lexprobe.organism.suite import ensure_trained
     from lexprobe.report import report
-    from lexprobe.stimuli import load_stimuli
-    from lexprobe.sweep import extract
 
     suite = ensure_trained(args.profile, progress=True)
-    extract(suite, load_stimuli(args.stimuli), root=args.out)
-    print(report(suite.name, args.stimuli, root=args.out))
+    print(report(suite, args.stimuli, root=args.out))
     return 0
 
 

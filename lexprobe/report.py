@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lexprobe.paths import results_dir
 from lexprobe.stages import head_stage, inflection_stage
+from lexprobe.store import ResultsStore
+from lexprobe.suites import Suite
 
 
-def report(suite: str, stimuli: str = "lexprobe_nouns", root: str | Path | None = None) -> str:
+def report(suite: str | Suite, stimuli: str = "lexprobe_nouns", root: str | Path | None = None) -> str:
     """Inflection per seed (with the planted onset when known) and the heads that pass discovery + trend control."""
-    s1 = inflection_stage(suite, stimuli, root=root, progress=False)
+    s1 = inflection_stage(suite, stimuli, root=root, progress=True)
     s2 = head_stage(s1, root=root)
+    prov = ResultsStore(root or results_dir()).provenance(suite=s1.suite.name, stimuli=s1.stimuli.name)
+    dupes = prov[prov["same_as_previous"]]
     lines = [f"suite {s1.suite.name}: {s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
              f"{s1.best['step'].nunique()} checkpoints, stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs, "
              f"target: {s1.perf['target'].iloc[0]})"]
     if s1.onset is not None:
         lines.append(f"planted onset: step {s1.onset}")
+    for r in dupes.itertuples():
+        lines.append(f"WARNING: {r.model} seed {r.seed} step {r.step} has the same weights as the previous step")
+    skipped = s1.status[s1.status["status"] == "skipped"]
+    for r in skipped.itertuples():
+        lines.append(f"WARNING: skipped {r.model} seed {r.seed} step {r.step}: {r.reason}")
     lines.append("")
     lines.append("seed  R2@first  R2@last  breakpoint  CI(segmented)      CI(item bootstrap)  max-increase  changepoint")
     last = s1.best.sort_values("step").groupby(["model", "seed"])
@@ -24,6 +34,14 @@ def report(suite: str, stimuli: str = "lexprobe_nouns", root: str | Path | None 
         lines.append(f"{r.seed:>4}  {g['r2'].iloc[0]:8.3f}  {g['r2'].iloc[-1]:7.3f}  {r.breakpoint_step:10.0f}  "
                      f"[{r.ci_low_step:6.0f}, {r.ci_high_step:6.0f}]  [{r.boot_low_step:6.0f}, {r.boot_high_step:6.0f}]"
                      f"  {r.max_increase_step:12.0f}  {r.changepoint_step:11.0f}")
+    if s1.onset is not None:
+        lines.append("")
+        for r in s1.inflection.itertuples():
+            after = r.ci_low_step > s1.onset
+            within = s1.onset / 4 <= r.breakpoint_step <= s1.onset * 4
+            lines.append(f"seed {r.seed}: segmented CI [{r.ci_low_step:.0f}, {r.ci_high_step:.0f}] lies after the onset "
+                         f"({s1.onset}): {'yes' if after else 'NO'}; breakpoint {r.breakpoint_step:.0f} within 4x of "
+                         f"the onset [{s1.onset / 4:.0f}, {s1.onset * 4:.0f}]: {'yes' if within else 'NO'}")
     lines.append("")
     st = s2.stats
     for (model, seed), g in st.groupby(["model", "seed"]):

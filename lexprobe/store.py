@@ -138,6 +138,15 @@ class ResultsStore:
                 found.append((unit, side))
         return found
 
+    def provenance(self, measurement: str = "distances", **where: object) -> pd.DataFrame:
+        """Per finished unit: resolved commit and weights fingerprint, plus ``same_as_previous`` flagging a
+        checkpoint whose weights equal the previous step's (e.g. hub branches that serve the final weights)."""
+        rows = [{**unit.__dict__, "commit": side.get("commit"), "weights_hash": side.get("weights_hash")}
+                for unit, side in self.units(measurement, **where)]
+        df = pd.DataFrame(rows, columns=KEY_COLUMNS + ["commit", "weights_hash"]).sort_values(KEY_COLUMNS)
+        prev = df.groupby(["suite", "stimuli", "condition", "model", "seed"])["weights_hash"].shift()
+        return df.assign(same_as_previous=df["weights_hash"].eq(prev)).reset_index(drop=True)
+
     def skipped(self, **where: object) -> pd.DataFrame:
         """Table of checkpoints recorded as skipped, with reasons."""
         rows = []

@@ -38,6 +38,16 @@ def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None
     return alt.layer(*layers).properties(width=520, height=280, title="Disambiguation across training")
 
 
+def layer_chart(perf: pd.DataFrame, score: str = "r2") -> alt.Chart:
+    """Performance per layer x checkpoint (mean over seeds): where in depth, and when, senses separate."""
+    d = perf.groupby(["step", "layer"], as_index=False)[score].mean()
+    return alt.Chart(d).mark_rect().encode(
+        x=alt.X("step:O", title="training step"), y=alt.Y("layer:O", sort="descending", title="layer (0 = embeddings)"),
+        color=alt.Color(f"{score}:Q", scale=alt.Scale(scheme="viridis"), title=score),
+        tooltip=["step", "layer", alt.Tooltip(f"{score}:Q", format=".3f")],
+    ).properties(width=520, height=180, title=f"{score} by layer (mean over seeds)")
+
+
 def head_explorer(stats: pd.DataFrame, traj: pd.DataFrame, value: str = "r") -> alt.VConcatChart:
     """Layer x head heatmap of a head statistic; clicking a head shows its attention trajectory below."""
     sel = alt.selection_point(fields=["layer", "head"], on="click", empty=False,

@@ -181,3 +181,14 @@ def test_loaded_model_is_eager_and_fp32(cache, monkeypatch):
     assert ld.model.config._attn_implementation == "eager"
     assert next(ld.model.parameters()).dtype == torch.float32
     assert isinstance(ld.model, type(AutoModelForCausalLM.from_config(ld.model.config)))
+
+
+def test_provenance_flags_identical_consecutive_checkpoints(tmp_path, tokenizer, small):
+    d = tmp_path / "hub"
+    add_revision(d, REPO, "step0", tiny_model(len(tokenizer), seed=0), tokenizer)
+    add_revision(d, REPO, "step1", tiny_model(len(tokenizer), seed=1), tokenizer)
+    add_revision(d, REPO, "step2", tiny_model(len(tokenizer), seed=1), tokenizer)  # branch serving old weights
+    extract(hub_cache(d, REPO, name="tiny"), small, root=tmp_path / "res", progress=False)
+    prov = ResultsStore(tmp_path / "res").provenance()
+    assert list(prov["same_as_previous"]) == [False, False, True]
+    assert prov["commit"].iloc[1] == prov["commit"].iloc[2]  # identical files, identical commit

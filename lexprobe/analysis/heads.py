@@ -55,13 +55,15 @@ def trajectories(heads: pd.DataFrame) -> pd.DataFrame:
     return heads.groupby(keys, as_index=False)[["cue_attn", "prev_attn", "entropy"]].mean()
 
 
-def permutation_p(dy: np.ndarray, dx: np.ndarray, n_perm: int, rng: np.random.Generator) -> float:
-    """One-sided permutation p that corr(dx, dy) is as large as observed when dy's order is shuffled."""
-    if dx.std() == 0 or dy.std() == 0:
+def permutation_p(dy_perms: np.ndarray, dx: np.ndarray) -> float:
+    """One-sided permutation p that corr(dx, dy) is as large as observed; row 0 of ``dy_perms`` is the observed
+    dy, the other rows are shuffles of it."""
+    if dx.std() == 0 or dy_perms[0].std() == 0:
         return np.nan
-    obs = np.corrcoef(dx, dy)[0, 1]
-    perms = np.array([np.corrcoef(dx, rng.permutation(dy))[0, 1] for _ in range(n_perm)])
-    return float((1 + (perms >= obs).sum()) / (1 + n_perm))
+    xc = (dx - dx.mean()) / dx.std()
+    yc = (dy_perms - dy_perms.mean(1, keepdims=True)) / dy_perms.std(1, keepdims=True)
+    corr = yc @ xc / len(dx)
+    return float((corr[1:] >= corr[0] - 1e-12).sum() + 1) / len(corr)
 
 
 def discover(heads: pd.DataFrame, best: pd.DataFrame, score: str = "r2", control_step: int | None = None,
@@ -78,6 +80,8 @@ def discover(heads: pd.DataFrame, best: pd.DataFrame, score: str = "r2", control
         y = perf.loc[steps].to_numpy(float)
         logstep = np.log10(steps + 1)
         last = control_step if control_step is not None else int(steps.max())
+        dy = np.diff(y)
+        dy_perms = np.vstack([dy, [rng.permutation(dy) for _ in range(n_perm)]])
         ctrl = heads[(heads["model"] == model) & (heads["seed"] == sd) & (heads["step"] == last)]
         for (layer, head), h in tr.groupby(["layer", "head"]):
             a = h.set_index("step").loc[steps, "cue_attn"].to_numpy(float)
@@ -91,7 +95,7 @@ def discover(heads: pd.DataFrame, best: pd.DataFrame, score: str = "r2", control
                 "model": model, "seed": sd, "layer": int(layer), "head": int(head),
                 "slope": slope, "p": p, "r": np.corrcoef(a, y)[0, 1] if a.std() > 0 else np.nan,
                 "slope_logstep": slope_log, "p_logstep": p_log, "slope_diff": slope_diff, "p_diff": p_diff,
-                "p_perm_diff": permutation_p(np.diff(y), np.diff(a), n_perm, rng),
+                "p_perm_diff": permutation_p(dy_perms, np.diff(a)),
                 "cue_attn_first": a[0], "cue_attn_last": a[-1],
                 "prev_attn_last": float(c["prev_attn"].mean()) if len(c) else np.nan,
                 "t_prev": float(t_prev), "p_prev": float(p_prev), "control_step": last,

@@ -36,14 +36,15 @@ def check(fresh: bool) -> bool:
     ok = True
     for name, budget in (("smoke", SMOKE_BUDGET_S), ("default", DEFAULT_BUDGET_S)):
         wall, timings = _train(name)
-        recorded = sum(t["seconds"] for t in timings.values())
+        recorded = max(wall, sum(t["seconds"] for t in timings.values()))  # wall includes the tokenizer
         p = get_profile(name)
+        per_seed = ", ".join(f"{k}: {v['seconds']:.0f}s" for k, v in sorted(timings.items()))
         passed = recorded <= budget
         ok &= passed
         print(f"[{'PASS' if passed else 'FAIL'}] profile {name}: {len(p.seeds)} seeds x {p.total_steps} steps "
               f"trained in {recorded:.0f} s (budget {budget} s; this call's wall time {wall:.0f} s"
               f"{'' if fresh else ', cached seeds report their recorded time'}); "
-              f"per seed: {', '.join(f'{k}: {v['seconds']:.0f}s' for k, v in sorted(timings.items()))}")
+              f"per seed: {per_seed}")
     s1 = inflection_stage("organism", n_boot=0, progress=False)
     onset = s1.onset
     print(f"planted onset: step {onset}; stimuli {s1.stimuli.name}, {len(s1.stimuli.pairs)} pairs; "

@@ -1,0 +1,69 @@
+"""The command line (extract, errors) and charts (build and export offline)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_model
+
+from lexprobe import viz
+from lexprobe.cli import main
+from lexprobe.store import load_results
+
+
+@pytest.fixture()
+def local_suite(tmp_path, tokenizer):
+    for step in (0, 4):
+        tiny_model(len(tokenizer), seed=step).save_pretrained(tmp_path / "suite" / f"step{step}")
+        tokenizer.save_pretrained(tmp_path / "suite" / f"step{step}")
+    return tmp_path / "suite"
+
+
+def test_cli_extract_then_cached(local_suite, tmp_path, capsys):
+    args = ["extract", "--suite", f"local:{local_suite}", "--out", str(tmp_path / "res"), "--no-embeddings"]
+    assert main(args) == 0
+    assert "{'measured': 2}" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "{'cached': 2}" in capsys.readouterr().out
+    df = load_results("heads", root=tmp_path / "res")
+    assert sorted(df["step"].unique()) == [0, 4]
+    with pytest.raises(FileNotFoundError):
+        load_results("embeddings", root=tmp_path / "res")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["extract", "--suite", "gpt-17"], "unknown suite 'gpt-17'"),
+    (["extract", "--suite", "local:/nonexistent/x"], "does not exist"),
+    (["extract", "--suite", "pythia-14m", "--steps", "3"], r"steps \[3\] are not in this suite"),
+    (["extract", "--suite", "pythia-14m", "--stimuli", "nosuchset"], "no shipped stimulus set named 'nosuchset'"),
+])
+def test_cli_errors_name_the_bad_argument(args, message, capsys):
+    assert main(args) == 2
+    assert pytest.importorskip("re").search(message, capsys.readouterr().err)
+
+
+def test_charts_build_and_export_offline(tmp_path):
+    steps = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
+    best = pd.DataFrame({"model": "m", "seed": 0, "step": steps, "r2": np.linspace(0, 0.4, len(steps)),
+                         "best_layer": 3})
+    inf = pd.DataFrame({"model": ["m"], "seed": [0], "breakpoint_step": [100.0], "ci_low_step": [60.0],
+                        "ci_high_step": [150.0]})
+    chart = viz.performance_chart(best, inf, onset=64)
+    spec = chart.to_dict()
+    assert any(layer["mark"]["type"] == "rect" for layer in spec["layer"])  # the shaded CI
+    out = viz.save(chart, tmp_path / "perf.svg")
+    assert out.read_text().lstrip().startswith("<svg")
+    stats = pd.DataFrame({"model": "m", "seed": 0, "layer": [0, 0, 1, 1], "head": [0, 1, 0, 1],
+                          "r": [0.1, -0.2, 0.9, 0.0], "q": [0.5, 0.5, 0.01, 0.9], "q_logstep": 0.5,
+                          "q_prev": 0.5, "passes": [False, False, True, False]})
+    traj = pd.DataFrame([{"model": "m", "seed": 0, "step": s, "layer": l, "head": h, "cue_attn": 0.1,
+                          "prev_attn": 0.2, "entropy": 1.0} for s in steps for l in (0, 1) for h in (0, 1)])
+    explorer = viz.head_explorer(stats, traj).to_dict()
+    assert json.dumps(explorer).count('"layer": 1, "head": 0') >= 1  # best head preselected
+    viz.save(viz.head_explorer(stats, traj), tmp_path / "heads.html")
+    assert "vega" in (tmp_path / "heads.html").read_text()
+    bars = viz.attention_tokens(["The", "\u0120muddy", "\u0120bank"], [0.2, 0.7, 0.1], [2], [1]).to_dict()
+    assert [r["role"] for r in bars["datasets"][next(iter(bars["datasets"]))]] == ["other", "cue", "target"]
