@@ -34,7 +34,7 @@ def main() -> None:
             print(f"{label}: {time.perf_counter() - t0:.1f} s")
         for m in ("distances", "heads", "embeddings"):
             df = load_results(m, root=Path(tmp) / "results")
-            print(f"{m}: {len(df)} rows, steps {sorted(df['step'].unique())}")
+            print(f"{m}: {len(df)} rows, steps {sorted(int(s) for s in df['step'].unique())}")
 
 
 if __name__ == "__main__":

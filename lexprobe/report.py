@@ -44,9 +44,14 @@ def report(suite: str | Suite, stimuli: str = "lexprobe_nouns", root: str | Path
                          f"the onset [{s1.onset / 4:.0f}, {s1.onset * 4:.0f}]: {'yes' if within else 'NO'}")
     lines.append("")
     st = s2.stats
+    lines.append("heads (of " + str(st.groupby("seed").size().iloc[0]) + " per seed) meeting each criterion:")
+    counts = st.groupby(["model", "seed"])[["selected", "diff_ok", "logstep_ok", "perm_ok", "beats_prev", "passes"]].sum()
+    lines.append(counts.rename(columns={"selected": "FDR rule", "diff_ok": "1st-diff", "logstep_ok": "log-step",
+                                        "perm_ok": "permutation", "beats_prev": "> prev-token",
+                                        "passes": "PASS (FDR + 1st-diff)"}).to_string())
     for (model, seed), g in st.groupby(["model", "seed"]):
-        passing = g[g["passes"]].sort_values("q")
-        names = ", ".join(f"L{r.layer}H{r.head} (r={r.r:.2f}, q={r.q:.2g}, q_logstep={r.q_logstep:.2g}, "
-                          f"beats prev-token: {'yes' if r.beats_prev else 'no'})" for r in passing.itertuples())
-        lines.append(f"seed {seed}: {len(passing)}/{len(g)} heads pass FDR rule + trend control: {names or '-'}")
+        passing = g[g["passes"]].sort_values("q_diff")
+        names = ", ".join(f"L{r.layer}H{r.head} (r={r.r:.2f}, q={r.q:.1g}, q_diff={r.q_diff:.2g}, "
+                          f"{'beats' if r.beats_prev else 'not above'} prev-token)" for r in passing.itertuples())
+        lines.append(f"seed {seed}: passing heads: {names or '-'}")
     return "\n".join(lines)

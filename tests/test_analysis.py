@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from lexprobe.analysis.heads import bh, discover
-from lexprobe.analysis.inflection import detect, inflections
+from lexprobe.analysis.inflection import detect, grid_breakpoint, inflections, to_step
 from lexprobe.analysis.performance import auc, best_layer, from_published, performance
 
 STEPS = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 5000, 10000, 25000, 50000, 75000, 100000,
@@ -92,7 +92,9 @@ def test_item_bootstrap_interval_brackets_the_estimate():
     inf = inflections(best, pairs, n_boot=50)
     r = inf.iloc[0]
     assert r["boot_low_step"] <= r["boot_high_step"]
-    assert 64 <= r["boot_low_step"] <= r["breakpoint_step"] <= r["boot_high_step"] <= 1000
+    full = to_step(grid_breakpoint(np.log10(best["step"].to_numpy() + 1.0), best["r2"].to_numpy()))
+    assert 0 < r["boot_low_step"] <= full <= r["boot_high_step"] < 4000  # brackets the full-data estimate
+    assert r["boot_high_step"] / r["boot_low_step"] < 20  # and says something: not the whole step range
 
 
 def synthetic_heads(rng: np.random.Generator, steps: np.ndarray, perf: np.ndarray) -> pd.DataFrame:
@@ -124,7 +126,7 @@ def test_head_discovery_separates_tracking_from_trend_and_prev_token():
     st = discover(heads, best, n_perm=500).set_index(["layer", "head"])
     assert st.loc[(1, 0), "passes"] and st.loc[(1, 0), "beats_prev"] and st.loc[(1, 0), "perm_ok"]
     assert st.loc[(0, 1), "selected"]  # the original rule picks the merely trending head ...
-    assert not st.loc[(0, 1), "passes"]  # ... the trend control rejects it
+    assert not st.loc[(0, 1), "passes"] and not st.loc[(0, 1), "logstep_ok"]  # ... the trend controls reject it
     assert not st.loc[(0, 0), "beats_prev"]  # previous-token head fails the control
     assert not st.loc[(1, 1), "selected"]
 
