@@ -43,8 +43,8 @@ class ExtractConfig:
     save_embeddings: bool = True
 
     def fingerprint_fields(self) -> dict:
-        """Fields that change results (batch size does not)."""
-        return {"engine_version": ENGINE_VERSION, "save_embeddings": self.save_embeddings}
+        """Fields that change the numbers (batch size and whether embeddings are kept do not)."""
+        return {"engine_version": ENGINE_VERSION}
 
     def as_dict(self) -> dict:
         return asdict(self)
