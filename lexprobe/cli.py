@@ -40,7 +40,7 @@ def _organism_train(args: argparse.Namespace) -> int:
 def _analyse(args: argparse.Namespace) -> int:
     from lexprobe.report import report
 
-    print(report(args.suite, args.stimuli, root=args.out))
+    print(report(args.suite, args.stimuli, root=args.out, steps=args.steps))
     return 0
 
 
@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
     t.set_defaults(func=_organism_train)
 
-    a = sub.add_parser("analyse", help="stage 1-2 summary (inflection, heads) from stored results")
+    a = sub.add_parser("analyse", help="stage 1-2 summary (inflection, heads); measures missing checkpoints first")
     a.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
     a.add_argument("--stimuli", default="lexprobe_nouns")
+    a.add_argument("--steps", default="all", help="as for extract; checkpoints not yet stored are measured first")
     a.add_argument("--out", help="results folder")
     a.set_defaults(func=_analyse)
 

@@ -10,9 +10,10 @@ from lexprobe.store import ResultsStore
 from lexprobe.suites import Suite
 
 
-def report(suite: str | Suite, stimuli: str = "lexprobe_nouns", root: str | Path | None = None) -> str:
+def report(suite: str | Suite, stimuli: str = "lexprobe_nouns", root: str | Path | None = None,
+           steps: str = "all") -> str:
     """Inflection per seed (with the planted onset when known) and the heads that pass discovery + trend control."""
-    s1 = inflection_stage(suite, stimuli, root=root, progress=True)
+    s1 = inflection_stage(suite, stimuli, steps, root=root, progress=True)
     s2 = head_stage(s1, root=root)
     prov = ResultsStore(root or results_dir()).provenance(suite=s1.suite.name, stimuli=s1.stimuli.name)
     dupes = prov[prov["same_as_previous"]]

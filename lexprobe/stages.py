@@ -60,12 +60,16 @@ def inflection_stage(suite: str | Suite = "organism", stimuli: str | Stimuli = "
     stimuli = load_stimuli(stimuli) if isinstance(stimuli, str) else stimuli
     chosen = parse_steps(steps, suite.steps)
     status = extract(suite, stimuli, chosen, root=root, progress=progress)
+    if not status["status"].isin(["measured", "cached"]).any():
+        raise RuntimeError(f"none of the {len(status)} checkpoints of {suite.name} could be measured; first reason: "
+                           f"{status['reason'].iloc[0]}")
     dist = _store(root).load("distances", suite=suite.name, stimuli=stimuli.name, condition="intact",
                              step=list(chosen), model=list(suite.models), seed=list(suite.seeds))
     pairs = with_pairs(dist, stimuli)
     perf = performance(pairs)
     best = best_layer(perf, exclude_embedding=exclude_embedding)
-    return Stage1(suite, stimuli, status, pairs, perf, best, inflections(best, pairs, n_boot=n_boot))
+    inf = inflections(best, pairs, n_boot=n_boot, exclude_embedding=exclude_embedding, target=perf["target"].iloc[0])
+    return Stage1(suite, stimuli, status, pairs, perf, best, inf)
 
 
 def head_stage(stage1: Stage1, root: str | Path | None = None, n_perm: int = 2000) -> Stage2:

@@ -114,7 +114,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise StimulusError(f"{p}: file is empty")
     from io import StringIO
 
-    df = pd.read_csv(StringIO(decoded), dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(StringIO(decoded), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as err:
+        raise StimulusError(f"{p}: not a valid CSV ({err})") from err
     if df.empty:
         raise StimulusError(f"{p}: header only, no rows")
     return df
@@ -123,8 +126,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def validate_pairs(df: pd.DataFrame, source: str = "<table>") -> pd.DataFrame:
     """Validate a pair table and return a cleaned copy.
 
-    Errors name the source and the 1-based data row (CSV line = row + 1). Pairs where a cue does not precede
-    the target are excluded with one counted warning, because a causal LM cannot use a later cue.
+    Errors name the source and the 1-based data row of the file (CSV line = row + 1; a ``_row`` column, set by
+    :func:`load_rawc` before filtering, keeps file rows). Pairs where a cue does not precede the target are
+    excluded with one counted warning, because a causal LM cannot use a later cue.
     """
     missing = [c for c in PAIR_COLUMNS if c not in df.columns and c != "mean_relatedness"]
     if missing:
@@ -132,13 +136,14 @@ def validate_pairs(df: pd.DataFrame, source: str = "<table>") -> pd.DataFrame:
     if len(df) == 0:
         raise StimulusError(f"{source}: no rows")
     out = df.copy()
+    rows = out.pop("_row").tolist() if "_row" in out.columns else list(range(1, len(out) + 1))
     if "mean_relatedness" not in out.columns:
         out["mean_relatedness"] = ""
     keep: list[bool] = []
     late: list[int] = []
     seen: dict[tuple[str, str], int] = {}
     same_vals, rel_vals = [], []
-    for i, row in enumerate(out.itertuples(index=False), start=1):
+    for i, row in zip(rows, out.itertuples(index=False)):
         where = f"{source} row {i} (word {row.word!r})"
         for col in ("word", "sentence1", "sentence2", "string", "disambiguating_word1", "disambiguating_word2"):
             if not str(getattr(row, col)).strip():
@@ -242,6 +247,7 @@ def from_pairs(pairs: pd.DataFrame, name: str, source: str | None = None) -> Sti
 def load_rawc(path: str | Path, nouns_only: bool = True) -> Stimuli:
     """Load the RAW-C CSV as published (or any file in its schema); by default keep Class N only."""
     df = read_table(path)
+    df["_row"] = range(1, len(df) + 1)
     if nouns_only and "Class" in df.columns:
         df = df[df["Class"].str.strip().str.upper() == "N"].reset_index(drop=True)
         if df.empty:

@@ -70,7 +70,7 @@ class Unit:
 
     @classmethod
     def of(cls, ck: Checkpoint, stimuli: str, condition: str = "intact") -> "Unit":
-        return cls(ck.suite, stimuli, condition, ck.model, ck.seed, ck.step)
+        return cls(ck.suite, stimuli, condition, ck.model, int(ck.seed), int(ck.step))
 
     def relpath(self) -> Path:
         return Path(self.suite, self.stimuli, self.condition, self.model, f"seed{self.seed}", f"step{self.step}")

@@ -59,10 +59,11 @@ def parse_steps(spec: str, available: tuple[int, ...]) -> tuple[int, ...]:
         return (max(available),)
     if spec == "rivtrott":
         wanted = RIVTROTT_STEPS
-    elif spec.startswith("log:"):
-        return log_subset(available, int(spec[4:]))
-    elif spec.startswith("first:"):
-        return tuple(sorted(available)[: int(spec[6:])])
+    elif spec.startswith(("log:", "first:")):
+        head, _, n = spec.partition(":")
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"bad --steps {spec!r}: {head}:N needs a whole number N >= 1")
+        return log_subset(available, int(n)) if head == "log" else tuple(sorted(available)[: int(n)])
     else:
         try:
             wanted = tuple(int(s) for s in spec.split(",") if s.strip())
@@ -115,6 +116,7 @@ class Suite:
         return self.repo_template.format(model=model, seed=seed, seed_suffix=f"-seed{seed}" if seed else "")
 
     def checkpoint(self, model: str, seed: int, step: int) -> Checkpoint:
+        seed, step = int(seed), int(step)
         if self.kind == "hub":
             return Checkpoint(self.name, model, seed, step, repo=self.repo(model, seed), revision=f"step{step}",
                               cache_dir=self.cache_dir, offline=self.offline)
@@ -124,8 +126,16 @@ class Suite:
     def checkpoints(self, steps: tuple[int, ...] | None = None, models: tuple[str, ...] | None = None,
                     seeds: tuple[int, ...] | None = None) -> list[Checkpoint]:
         """All checkpoints, model-major then seed then step."""
-        return [self.checkpoint(m, s, t) for m in (models or self.models) for s in (seeds or self.seeds)
-                for t in (steps or self.steps)]
+        pick = [self.models if models is None else models, self.seeds if seeds is None else seeds,
+                self.steps if steps is None else steps]
+        return [self.checkpoint(m, s, t) for m in pick[0] for s in pick[1] for t in pick[2]]
+
+    def identity(self) -> dict:
+        """What makes this suite's checkpoints these checkpoints (goes into result fingerprints): a suite's own
+        fingerprint (the organism's training fingerprint) when it has one, else where its checkpoints live."""
+        if "fingerprint" in self.metadata:
+            return {"fingerprint": self.metadata["fingerprint"]}
+        return {"kind": self.kind, "root": self.root, "cache_dir": self.cache_dir, "repo_template": self.repo_template}
 
     def with_(self, **changes: object) -> "Suite":
         """A copy with some fields changed (e.g. a step subset)."""
@@ -254,13 +264,20 @@ def _load(ck: Checkpoint) -> tuple[torch.nn.Module, object, str]:
 
 def _hub_commit(ck: Checkpoint) -> str:
     """The commit a hub revision resolved to, read from the cache's ``refs/`` (where the download put it)."""
+    return cached_commit(ck) or "unknown"
+
+
+def cached_commit(ck: Checkpoint) -> str | None:
+    """The commit a hub checkpoint's revision points to in the local cache, without loading it (None if unknown)."""
     from huggingface_hub import constants
 
+    if ck.repo is None:
+        return None
     if ck.revision and re.fullmatch(r"[0-9a-f]{40}", ck.revision):
         return ck.revision
     ref = Path(ck.cache_dir or constants.HF_HUB_CACHE) / f"models--{ck.repo.replace('/', '--')}" / "refs" / str(
         ck.revision)
-    return ref.read_text().strip() if ref.is_file() else "unknown"
+    return ref.read_text().strip() if ref.is_file() else None
 
 
 def _folder_commit(path: Path) -> str:
@@ -301,6 +318,8 @@ def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
         return local_folder(spec[6:])
     if spec.startswith("hubcache:"):
         path, _, repo = spec[9:].rpartition(":")
+        if not path or "/" not in repo:
+            raise ValueError(f"bad suite {spec!r}: use hubcache:PATH:ORG/NAME")
         return hub_cache(path, repo, name=repo.split("/")[-1])
     m = re.fullmatch(r"pythia-([\w.]+?)(-deduped)?(?::seeds=(\d+)(?:-(\d+))?)?", spec)
     if m:

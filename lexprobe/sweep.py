@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 from lexprobe.extract import MEASUREMENTS, ExtractConfig, LayerHook, measure
 from lexprobe.paths import results_dir
 from lexprobe.stimuli import Stimuli
-from lexprobe.store import ResultsStore, Unit, fingerprint
-from lexprobe.suites import CheckpointUnavailable, Suite, opened, suite_metadata
+from lexprobe.store import ResultsStore, StoreConflict, Unit, fingerprint
+from lexprobe.suites import CheckpointUnavailable, Suite, cached_commit, opened, suite_metadata
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def run_fingerprint(suite: Suite, stimuli: Stimuli, config: ExtractConfig, condition: str) -> str:
     """Fingerprint of everything that determines a unit's numbers (a retrained organism changes it too)."""
     return fingerprint({"stimuli": stimuli.hash, "config": config.fingerprint_fields(), "condition": condition,
-                        "suite": suite.metadata.get("fingerprint")})
+                        "suite": suite.identity()})
 
 
 def extract(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None,
@@ -45,6 +45,10 @@ def extract(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None
         bar.set_postfix_str(f"{ck.model} seed{ck.seed} step{ck.step}")
         unit = Unit.of(ck, stimuli.name, condition)
         if store.is_done(unit, measurements, fp):
+            stored, now = store.sidecar(unit, measurements[0])["commit"], cached_commit(ck)
+            if now is not None and stored != now:
+                raise StoreConflict(f"{ck.label}: results were measured on commit {stored}, but {ck.revision} now "
+                                    f"points to {now}; delete {store.dir(unit)} or use another --out")
             status.append({**unit.__dict__, "status": "cached", "reason": ""})
             continue
         try:

@@ -61,12 +61,14 @@ def head_explorer(stats: pd.DataFrame, traj: pd.DataFrame, value: str = "r") -> 
     ).add_params(sel).properties(width=220, height=220, title=f"head statistic: {value} (click a head)")
     marks = alt.Chart(stats[stats["passes"]]).mark_text(text="★", color="black").encode(
         x="head:O", y=alt.Y("layer:O", sort="descending"))
-    long = traj.melt(id_vars=["model", "seed", "step", "layer", "head"], value_vars=["cue_attn", "prev_attn"],
-                     var_name="attention", value_name="value").assign(step1=lambda d: d["step"] + 1)
-    line = alt.Chart(long).mark_line(point=True).encode(
+    # inline values: a big suite (154 steps x many heads) would exceed altair's 5000-row guard, and the chart
+    # needs every head's trajectory for the click-through
+    wide = traj[["step", "layer", "head", "cue_attn", "prev_attn"]].assign(step1=traj["step"] + 1)
+    line = alt.Chart(alt.InlineData(values=wide.to_dict("records"))).transform_fold(
+        ["cue_attn", "prev_attn"], as_=["attention", "value"]).mark_line(point=True).encode(
         x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
         y=alt.Y("value:Q", title="mean attention"), color=alt.Color("attention:N"),
-        tooltip=["layer", "head", "step", "attention", alt.Tooltip("value:Q", format=".3f")],
+        tooltip=["layer:O", "head:O", "step:Q", "attention:N", alt.Tooltip("value:Q", format=".3f")],
     ).transform_filter(sel).properties(width=420, height=220, title="selected head across training")
     return alt.vconcat(alt.layer(heat, marks), line)
 

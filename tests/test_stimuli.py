@@ -153,3 +153,20 @@ def test_shipped_set_meets_spec(stimuli):
     assert (sents.groupby(["word", "sense"]).size() == 2).all()
     assert pairs["mean_relatedness"].isna().all()
     assert load_stimuli().hash == stimuli.hash
+
+
+def test_errors_keep_file_rows_after_class_filter(tmp_path):
+    verb = ["broke", "She broke the glass.", "She broke the news.", "FALSE", "Polysemy", "glass", "news", "V", "",
+            "broke"]
+    rows = [verb, verb[:], [r[:] for r in GOOD][0], [r[:] for r in GOOD][1]]
+    rows[1][1] = "He broke the vase."
+    rows[3][3] = "sometimes"
+    with pytest.raises(StimulusError, match="row 4 "):
+        load_rawc(write(tmp_path, rows))
+
+
+def test_malformed_csv_names_file(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text('word,sentence1\n"unterminated,quote\n')
+    with pytest.raises(StimulusError, match="bad.csv"):
+        load_rawc(p)

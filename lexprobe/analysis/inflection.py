@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from lexprobe.analysis.performance import CHECKPOINT_KEYS
+from lexprobe.analysis.performance import CHECKPOINT_KEYS, DEGENERATE
 
 MIN_SEGMENTED = 5  # a broken line has 4 parameters
 
@@ -80,18 +80,22 @@ def detect(steps: np.ndarray, score: np.ndarray) -> dict:
     seg = segmented(x, score) if len(steps) >= MIN_SEGMENTED else nan_seg
     jump = int(np.argmax(np.diff(score))) + 1
     cp = steps[changepoint(score)] if len(steps) >= 4 else np.nan
+    lo, hi = (np.clip(seg[k], x.min(), x.max()) for k in ("psi_low", "psi_high"))  # CI is symmetric in log
     return {
-        "breakpoint_step": to_step(seg["psi"]), "ci_low_step": to_step(seg["psi_low"]),
-        "ci_high_step": to_step(seg["psi_high"]), "converged": seg["converged"], "davies_p": seg["davies_p"],
+        "breakpoint_step": to_step(seg["psi"]), "ci_low_step": to_step(lo), "ci_high_step": to_step(hi),
+        "ci_clipped": bool(lo != seg["psi_low"] or hi != seg["psi_high"]) if seg["converged"] else False, "converged": seg["converged"], "davies_p": seg["davies_p"],
         "max_increase_step": steps[jump], "max_increase_from": steps[jump - 1],
         "max_increase": float(score[jump] - score[jump - 1]), "changepoint_step": cp,
         "n_checkpoints": len(steps),
     }
 
 
-def _bootstrap_best_r2(table: pd.DataFrame, n_boot: int, rng: np.random.Generator, target: str) -> tuple:
+def _bootstrap_best_r2(table: pd.DataFrame, n_boot: int, rng: np.random.Generator, target: str,
+                       exclude_embedding: bool) -> tuple:
     """Best-layer R^2 per checkpoint for ``n_boot`` resamples of words; returns (steps, (n_boot, n_steps))."""
     ycol = "mean_relatedness" if target == "relatedness" else "same"
+    if exclude_embedding:
+        table = table[table["layer"] > 0]
     wide = table.pivot_table(index=["word", "pair_key"], columns=["step", "layer"], values="distance")
     ys = table.drop_duplicates("pair_key").set_index(["word", "pair_key"])[ycol].astype(float)
     ys = ys.reindex(wide.index).to_numpy()
@@ -105,7 +109,8 @@ def _bootstrap_best_r2(table: pd.DataFrame, n_boot: int, rng: np.random.Generato
     cov = (W @ (D * ys[:, None])) / n - md * my
     vd = (W @ D**2) / n - md**2
     vy = (W @ ys**2)[:, None] / n - my**2
-    r2 = np.where((vd > 0) & (vy > 0), cov**2 / np.clip(vd * vy, 1e-300, None), np.nan)
+    varies = (np.ptp(D, axis=0) > DEGENERATE)[None, :] & (vd > 0) & (vy > 0)
+    r2 = np.where(varies, cov**2 / np.clip(vd * vy, 1e-300, None), np.nan)
     cols = wide.columns.to_frame(index=False)
     steps = np.sort(cols["step"].unique())
     best = np.stack([np.nanmax(r2[:, (cols["step"] == s).to_numpy()], axis=1) for s in steps], axis=1)
@@ -113,7 +118,8 @@ def _bootstrap_best_r2(table: pd.DataFrame, n_boot: int, rng: np.random.Generato
 
 
 def inflections(best: pd.DataFrame, pairs_table: pd.DataFrame | None = None, n_boot: int = 200,
-                seed: int = 0, score: str = "r2") -> pd.DataFrame:
+                seed: int = 0, score: str = "r2", exclude_embedding: bool = False,
+                target: str | None = None) -> pd.DataFrame:
     """One row per (model, seed): breakpoint with CI (steps), cross-checks, and item-bootstrap percentiles.
 
     ``best`` is :func:`lexprobe.analysis.performance.best_layer` output; ``pairs_table`` the pair-level distances
@@ -126,11 +132,12 @@ def inflections(best: pd.DataFrame, pairs_table: pd.DataFrame | None = None, n_b
     keys = [k for k in CHECKPOINT_KEYS if k != "step"]
     for key, g in best.groupby(keys):
         row = dict(zip(keys, key)) | detect(g["step"].to_numpy(), g[score].to_numpy())
+        row |= {"boot_low_step": np.nan, "boot_high_step": np.nan, "n_boot": 0}
         if pairs_table is not None and n_boot and len(g) >= MIN_SEGMENTED:
             sub = pairs_table
             for k, v in zip(keys, key):
                 sub = sub[sub[k] == v]
-            steps, boot = _bootstrap_best_r2(sub, n_boot, rng, target_of(sub))
+            steps, boot = _bootstrap_best_r2(sub, n_boot, rng, target or target_of(sub), exclude_embedding)
             psis = np.array([to_step(grid_breakpoint(np.log10(steps + 1), b)) for b in boot])
             row |= {"boot_low_step": float(np.percentile(psis, 2.5)), "boot_high_step": float(np.percentile(psis, 97.5)),
                     "n_boot": n_boot}

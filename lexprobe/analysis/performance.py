@@ -13,6 +13,7 @@ from scipy.stats import rankdata
 from lexprobe.stimuli import Stimuli
 
 CHECKPOINT_KEYS = ["model", "seed", "step"]
+DEGENERATE = 1e-9  # distance ranges below this are numerical noise, not a measurement
 PUBLISHED_COLUMNS = ["sentence1", "sentence2", "word", "string", "Same_sense", "Distance", "Layer",
                      "mean_relatedness", "step"]
 
@@ -61,7 +62,9 @@ def _score(g: pd.DataFrame, target: str) -> pd.Series:
     y = g["mean_relatedness"].to_numpy(float) if target == "relatedness" else g["same"].to_numpy(float)
     d = g["distance"].to_numpy(float)
     ok = np.isfinite(y) & np.isfinite(d)
-    r = np.corrcoef(d[ok], y[ok])[0, 1] if ok.sum() > 2 and d[ok].std() > 0 and y[ok].std() > 0 else np.nan
+    # identical embeddings (e.g. layer 0 of a noun in every sentence) give distances that are rounding noise
+    varies = ok.sum() > 2 and np.ptp(d[ok]) > DEGENERATE and y[ok].std() > 0
+    r = np.corrcoef(d[ok], y[ok])[0, 1] if varies else np.nan
     return pd.Series({"r": r, "r2": r * r, "auc": auc(d, ~g["same"].to_numpy(bool)), "n_pairs": int(ok.sum())})
 
 
@@ -84,6 +87,10 @@ def performance(table: pd.DataFrame, target: str | None = None) -> pd.DataFrame:
 def best_layer(perf: pd.DataFrame, exclude_embedding: bool = False, metric: str = "r2") -> pd.DataFrame:
     """Each checkpoint's best layer by ``metric`` (the original study's score is best-layer R^2)."""
     p = perf[perf["layer"] > 0] if exclude_embedding else perf
+    p = p.dropna(subset=[metric])
+    if p.empty:
+        raise ValueError(f"no layer has a defined {metric}: distances or the target do not vary (are all pairs "
+                         "same-sense, or fewer than 3?)")
     keys = [k for k in ["suite", "stimuli", "condition", *CHECKPOINT_KEYS] if k in p.columns]
-    idx = p.groupby(keys)[metric].idxmax().dropna()
+    idx = p.groupby(keys)[metric].idxmax()
     return p.loc[idx].rename(columns={"layer": "best_layer"}).reset_index(drop=True)
