@@ -48,7 +48,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it into place."""
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -115,18 +116,18 @@ class ResultsStore:
             buf = io.BytesIO()
             df.to_parquet(buf, index=False)
             data = buf.getvalue()
-            _atomic_write(d / f"{name}.parquet", data)
+            atomic_write(d / f"{name}.parquet", data)
             side = {**meta, "measurement": name, "rows": len(df), "sha256": hashlib.sha256(data).hexdigest(),
                     "unit": unit.__dict__, "versions": library_versions(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            _atomic_write(d / f"{name}.json", json.dumps(side, indent=1, default=str).encode())
+            atomic_write(d / f"{name}.json", json.dumps(side, indent=1, default=str).encode())
 
     def write_skipped(self, unit: Unit, reason: str) -> None:
         """Record that a checkpoint could not be measured (retried on the next run)."""
         d = self.dir(unit)
         d.mkdir(parents=True, exist_ok=True)
         rec = {"unit": unit.__dict__, "reason": reason, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        _atomic_write(d / "skipped.json", json.dumps(rec, indent=1).encode())
+        atomic_write(d / "skipped.json", json.dumps(rec, indent=1).encode())
 
     def units(self, measurement: str, **where: object) -> list[tuple[Unit, dict]]:
         """Finished units of a measurement, filtered by key columns (a value or a list of values)."""

@@ -25,7 +25,7 @@ SMOKE_BUDGET_S = 30
 
 def _train(profile: str) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    suite = ensure_trained(profile, progress=True)
+    ensure_trained(profile, progress=True)
     wall = time.perf_counter() - t0
     timings = json.loads((suite_dir(get_profile(profile)) / "timings.json").read_text())
     return wall, timings

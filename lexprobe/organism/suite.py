@@ -10,8 +10,9 @@ from tqdm.auto import tqdm
 
 from lexprobe.hubcache import has_revision
 from lexprobe.organism.corpus import Corpus, load_lexicon
-from lexprobe.organism.train import MODEL, ORG, PROFILES, Profile, build_tokenizer, train_seed, write_json
+from lexprobe.organism.train import MODEL, ORG, PROFILES, Profile, build_tokenizer, train_seed
 from lexprobe.paths import home, smoke
+from lexprobe.store import atomic_write
 from lexprobe.suites import Suite, hub_cache
 
 
@@ -55,10 +56,10 @@ def ensure_trained(profile: str | Profile | None = None, progress: bool = True) 
             t0 = time.perf_counter()
             losses = train_seed(p, seed, corpus, tok, root / "hub", root, progress)
             timings[str(seed)] = {"seconds": time.perf_counter() - t0, "final_loss": losses[-1] if losses else None}
-            write_json(root / "timings.json", timings)
-        write_json(root / "suite.json", {"profile": p.name, "fingerprint": p.fingerprint(lexicon),
-                                         "onset": p.onset, "seeds": list(p.seeds), "steps": list(p.checkpoints),
-                                         "lexicon_hash": lexicon.hash, "corpus": p.corpus.as_dict()})
+            atomic_write(root / "timings.json", json.dumps(timings, indent=1).encode())
+        meta = {"profile": p.name, "fingerprint": p.fingerprint(lexicon), "onset": p.onset, "seeds": list(p.seeds),
+                "steps": list(p.checkpoints), "lexicon_hash": lexicon.hash, "corpus": p.corpus.as_dict()}
+        atomic_write(root / "suite.json", json.dumps(meta, indent=1).encode())
     return organism_suite(p)
 
 

@@ -7,7 +7,6 @@ Deterministic per seed (weights from ``torch.manual_seed(seed)``, each step's ba
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -171,9 +170,3 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
             os.replace(tmp, state_path)
     state_path.unlink(missing_ok=True)
     return losses
-
-
-def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
