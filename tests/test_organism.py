@@ -116,3 +116,16 @@ def test_interrupted_training_resumes_to_same_weights(home, monkeypatch):
 def test_cli_suite_spec_for_organism(home, monkeypatch):
     monkeypatch.setitem(train_mod.PROFILES, "micro", MICRO)
     assert resolve_suite("organism-micro").name == "organism-micro"
+
+
+def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
+    monkeypatch.setitem(train_mod.PROFILES, "micro", MICRO)
+    from lexprobe.cli import main
+
+    assert main(["run", "--profile", "micro"]) == 0
+    out = capsys.readouterr().out
+    assert "suite organism-micro: 1 model(s), 2 seed(s), 5 checkpoints" in out
+    assert "planted onset: step 4" in out
+    assert out.count("lies after the onset (4)") == 2
+    assert "PASS (FDR + 1st-diff)" in out
+    assert main(["analyse", "--suite", "organism-micro", "--steps", "nonsense"]) == 2
