@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from lexprobe.paths import results_dir, smoke
+from lexprobe.paths import results_dir
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -15,9 +15,9 @@ def _extract(args: argparse.Namespace) -> int:
     from lexprobe.suites import parse_steps, resolve_suite
     from lexprobe.sweep import extract
 
+    stimuli = load_stimuli(args.stimuli)  # before resolving the suite: a bad file fails before any training
     suite = resolve_suite(args.suite)
     steps = parse_steps(args.steps, suite.steps)
-    stimuli = load_stimuli(args.stimuli)
     models = tuple(args.models.split(",")) if args.models else None
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     status = extract(suite, stimuli, steps, models, seeds, root=args.out,
@@ -48,9 +48,11 @@ def _run(args: argparse.Namespace) -> int:
     """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 summary."""
     from lexprobe.organism.suite import ensure_trained
     from lexprobe.report import report
+    from lexprobe.stimuli import load_stimuli
 
+    stimuli = load_stimuli(args.stimuli)  # fail on bad stimuli before training
     suite = ensure_trained(args.profile, progress=True)
-    print(report(suite, args.stimuli, root=args.out))
+    print(report(suite, stimuli, root=args.out))
     return 0
 
 
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lexprobe", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
-    default_suite = "organism-smoke" if smoke() else "organism"
+    default_suite = "organism"  # LEXPROBE_SMOKE=1 makes this the smoke profile
 
     e = sub.add_parser("extract", help="measure a suite's checkpoints on a stimulus set (resumable)")
     e.add_argument("--suite", default=default_suite,

@@ -7,10 +7,11 @@ from pathlib import Path
 from lexprobe.paths import results_dir
 from lexprobe.stages import head_stage, inflection_stage
 from lexprobe.store import ResultsStore
+from lexprobe.stimuli import Stimuli
 from lexprobe.suites import Suite
 
 
-def report(suite: str | Suite, stimuli: str = "lexprobe_nouns", root: str | Path | None = None,
+def report(suite: str | Suite, stimuli: str | Stimuli = "lexprobe_nouns", root: str | Path | None = None,
            steps: str = "all") -> str:
     """Inflection per seed (with the planted onset when known) and the heads that pass discovery + trend control."""
     s1 = inflection_stage(suite, stimuli, steps, root=root, progress=True)

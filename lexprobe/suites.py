@@ -258,17 +258,13 @@ def _load(ck: Checkpoint) -> tuple[torch.nn.Module, object, str]:
         tok = AutoTokenizer.from_pretrained(src, **kw)
     except Exception as err:  # missing revision, missing/corrupt files: all mean "skip this checkpoint"
         raise CheckpointUnavailable(f"{ck.label}: could not load ({type(err).__name__}: {err})") from err
-    commit = _folder_commit(Path(src)) if ck.path else _hub_commit(ck)
+    commit = _folder_commit(Path(src)) if ck.path else (cached_commit(ck) or "unknown")
     return model.eval(), tok, commit
 
 
-def _hub_commit(ck: Checkpoint) -> str:
-    """The commit a hub revision resolved to, read from the cache's ``refs/`` (where the download put it)."""
-    return cached_commit(ck) or "unknown"
-
-
 def cached_commit(ck: Checkpoint) -> str | None:
-    """The commit a hub checkpoint's revision points to in the local cache, without loading it (None if unknown)."""
+    """The commit a hub revision points to in the local cache's ``refs/`` (where a download puts it), read
+    without loading the model; None if unknown."""
     from huggingface_hub import constants
 
     if ck.repo is None:
