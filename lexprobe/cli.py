@@ -56,6 +56,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from lexprobe.ablation import causal_report, causal_stage
+    from lexprobe.stages import head_stage, inflection_stage
+
+    s1 = inflection_stage(args.suite, args.stimuli, args.steps, root=args.out)
+    s2 = head_stage(s1, root=args.out)
+    s4 = causal_stage(s1, s2, n_random=args.n_random, n_random_dev=args.n_random_dev,
+                      layer_matched=args.layer_matched, map_steps=args.map_steps, root=args.out)
+    print(causal_report(s4))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lexprobe", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -87,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", default="all", help="as for extract; checkpoints not yet stored are measured first")
     a.add_argument("--out", help="results folder")
     a.set_defaults(func=_analyse)
+
+    b = sub.add_parser("ablate", help="stage 4: ablate discovered heads vs random head sets; causal head map")
+    b.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
+    b.add_argument("--stimuli", default="lexprobe_nouns")
+    b.add_argument("--steps", default="all", help="as for extract")
+    b.add_argument("--n-random", type=int, default=100, help="random head sets (and random edge sets) in each null")
+    b.add_argument("--n-random-dev", type=int, default=10, help="random head sets at every checkpoint")
+    b.add_argument("--map-steps", type=int, default=None, help="log-spaced checkpoints for the single-head map")
+    b.add_argument("--layer-matched", action="store_true", help="random sets match the discovered heads' layers")
+    b.add_argument("--out", help="results folder")
+    b.set_defaults(func=_ablate)
 
     r = sub.add_parser("run", help="main job: train/reuse the organism, extract, summarise")
     r.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")

@@ -10,12 +10,13 @@ every layer x head's attention weights, from which it derives per head:
 * ``entropy``: Shannon entropy (nats) of the head's attention row at the target, averaged over target tokens.
 
 Per pair it gives the cosine distance between the two sentences' target embeddings at every layer. The forward
-stops before the LM head (not needed here), and an optional per-layer hook can intervene inside the same trace.
+stops before the LM head (not needed here). An :class:`lexprobe.interventions.Intervention` edits the model inside
+the same trace (or its weights around it); module paths come from :mod:`lexprobe.sites`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import nnsight
@@ -25,14 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from lexprobe.align import Encoded, encode
+from lexprobe.interventions import Batch, Intervention
+from lexprobe.sites import Sites, sites_of
 from lexprobe.stimuli import Stimuli
 
 MEASUREMENTS = ("distances", "heads", "embeddings")
 ENGINE_VERSION = 1
-
-LayerHook = Callable[[object, int], None]
-"""``hook(model_envoy, layer_index)``: called inside the trace before layer ``layer_index``'s outputs are read,
-so it may edit that layer's activations (e.g. the input of ``attention.dense``)."""
+Donor = dict[int, tuple[torch.Tensor, torch.Tensor | None]]
 
 
 @dataclass(frozen=True)
@@ -60,24 +60,38 @@ class BatchOutput:
     entropy: torch.Tensor
 
 
-def trace_batch(envoy: nnsight.NNsight, enc: Encoded, hook: LayerHook | None = None) -> BatchOutput:
-    """Run one traced forward on a right-padded batch and reduce it to per-sentence statistics."""
-    base = envoy.gpt_neox
-    n_layers = len(base.layers)
+def trace_batch(sites: Sites, batch: Batch, intervention: Intervention | None = None) -> BatchOutput:
+    """Run one traced forward on a right-padded batch (editing it with ``intervention``) and reduce it."""
+    enc = batch.enc
     with torch.inference_mode():
-        with envoy.trace(input_ids=enc.input_ids, attention_mask=enc.attention_mask) as tracer:
+        with sites.envoy.trace(input_ids=enc.input_ids, attention_mask=enc.attention_mask) as tracer:
             hidden = nnsight.save([])
             attn = nnsight.save([])
-            hidden.append(base.embed_in.output)
-            for i, layer in enumerate(base.layers):
-                if hook is not None:
-                    hook(envoy, i)
-                attn.append(layer.attention.output[1])
-                if i < n_layers - 1:
-                    hidden.append(layer.output)
-            hidden.append(base.final_layer_norm.output)
+            hidden.append(sites.embed().output)
+            for i in range(sites.n_layers):
+                if intervention is not None:
+                    intervention.edit(sites, i, batch)
+                attn.append(sites.attention_weights(i))
+                if i < sites.n_layers - 1:
+                    hidden.append(sites.layer(i).output)
+            hidden.append(sites.final_norm().output)
             tracer.stop()
     return reduce_batch(torch.stack(list(hidden)), torch.stack(list(attn)), enc)
+
+
+def head_outputs(sites: Sites, enc: Encoded, batches: list[torch.Tensor], layers: set[int]) -> dict[int, torch.Tensor]:
+    """Intact concatenated head outputs (n, T, H*hd) of ``layers`` for every sentence (zeros at padding)."""
+    n, width = enc.input_ids.shape
+    out = {layer: torch.zeros(n, width, sites.n_heads * sites.head_dim) for layer in layers}
+    for idx in batches:
+        sub = enc.rows(idx)
+        with torch.inference_mode():
+            with sites.envoy.trace(input_ids=sub.input_ids, attention_mask=sub.attention_mask) as tracer:
+                got = nnsight.save({layer: sites.head_output(layer).input for layer in sorted(layers)})
+                tracer.stop()
+        for layer, x in got.items():
+            out[layer][idx, : x.shape[1]] = x.float() * sub.attention_mask[..., None]
+    return out
 
 
 def reduce_batch(hidden: torch.Tensor, attn: torch.Tensor, enc: Encoded) -> BatchOutput:
@@ -106,17 +120,35 @@ def cosine_distances(emb: torch.Tensor, s1: np.ndarray, s2: np.ndarray) -> torch
 
 
 def measure(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli, config: ExtractConfig = ExtractConfig(),
-            hook: LayerHook | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Measure one loaded checkpoint on a stimulus set; returns tidy tables keyed by measurement name."""
+            intervention: Intervention | None = None, donor: Donor | None = None,
+            progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Measure one loaded checkpoint on a stimulus set, optionally under an intervention; returns tidy tables.
+
+    ``donor`` holds another checkpoint's QKV weights for interventions that copy them
+    (:func:`lexprobe.interventions.donor_weights`). Every site is checked live once per model
+(:func:`lexprobe.sites.sites_of`).
+    """
     sents = stimuli.sentences
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = encode(tokenizer, sents, pad_id=pad)
-    envoy = nnsight.NNsight(model)
+    sites = sites_of(model)
     order = torch.argsort(enc.lengths, stable=True)  # similar lengths together: less padding
-    outs: list[BatchOutput] = []
     batches = list(torch.split(order, config.batch_size))
-    for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
-        outs.append(trace_batch(envoy, enc.rows(idx), hook))
+    values: dict[tuple[str, int], torch.Tensor] = {}
+    if intervention is not None:
+        intervention.validate(sites.n_layers, sites.n_heads)
+        words = sents["word"].to_numpy()
+        for leaf in intervention.leaves():
+            layers = leaf.value_layers(sites.n_layers, sites.n_heads)
+            if layers:
+                for layer, x in head_outputs(sites, enc, batches, layers).items():
+                    values[(leaf.key, layer)] = leaf.replacement(layer, x, enc.lengths, words)
+    outs: list[BatchOutput] = []
+    edits = intervention.weights(sites, donor) if intervention is not None else nullcontext()
+    with edits:
+        for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
+            batch = Batch(enc.rows(idx), idx, {k: v[idx] for k, v in values.items()})
+            outs.append(trace_batch(sites, batch, intervention))
     inv = torch.argsort(order)
     full = BatchOutput(*(torch.cat([getattr(o, f) for o in outs])[inv] for f in BatchOutput.__dataclass_fields__))
     return tables(full, stimuli, config)

@@ -132,7 +132,9 @@ class ResultsStore:
     def units(self, measurement: str, **where: object) -> list[tuple[Unit, dict]]:
         """Finished units of a measurement, filtered by key columns (a value or a list of values)."""
         found = []
-        for side_path in sorted(self.root.glob(f"*/*/*/*/seed*/step*/{measurement}.json")):
+        seg = [str(where[k]) if isinstance(where.get(k), (str, int)) else "*" for k in ("suite", "stimuli", "condition",
+                                                                                       "model")]
+        for side_path in sorted(self.root.glob(f"{'/'.join(seg)}/seed*/step*/{measurement}.json")):
             side = json.loads(side_path.read_text())
             unit = Unit(**side["unit"])
             if all(_match(getattr(unit, k), v) for k, v in where.items() if v is not None):

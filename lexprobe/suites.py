@@ -262,6 +262,18 @@ def _load(ck: Checkpoint) -> tuple[torch.nn.Module, object, str]:
     return model.eval(), tok, commit
 
 
+def load_tokenizer(ck: Checkpoint) -> object:
+    """The tokenizer of one checkpoint, without loading its weights."""
+    from transformers import AutoTokenizer
+
+    src, kw = (ck.path, {}) if ck.path is not None else (ck.repo, {"revision": ck.revision, "cache_dir": ck.cache_dir,
+                                                                   "local_files_only": ck.offline})
+    try:
+        return AutoTokenizer.from_pretrained(src, **kw)
+    except Exception as err:  # noqa: BLE001 - reported as an unavailable checkpoint, like a failed model load
+        raise CheckpointUnavailable(f"{ck.label}: could not load its tokenizer ({type(err).__name__}: {err})") from err
+
+
 def cached_commit(ck: Checkpoint) -> str | None:
     """The commit a hub revision points to in the local cache's ``refs/`` (where a download puts it), read
     without loading the model; None if unknown."""

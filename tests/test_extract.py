@@ -1,4 +1,4 @@
-"""The measurement engine against an independent per-sentence implementation; batching; hooks; alignment."""
+"""The measurement engine against an independent per-sentence implementation; batching; alignment."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from lexprobe.align import align, encode
 from lexprobe.extract import ExtractConfig, measure
+from lexprobe.interventions import HeadAblation
 from lexprobe.reference import measure_reference
 from lexprobe.stimuli import StimulusError
 
@@ -56,18 +57,9 @@ def test_embedding_layers_follow_hf_convention(model, tokenizer, few):
         np.testing.assert_allclose(got, hs[layer][0, t_idx].mean(0).numpy(), atol=1e-5)
 
 
-def test_noop_hook_changes_nothing_and_ablation_changes_downstream(model, tokenizer, few):
+def test_ablation_changes_only_downstream_layers(model, tokenizer, few):
     base = measure(model, tokenizer, few, progress=False)
-    noop = measure(model, tokenizer, few, hook=lambda envoy, i: None, progress=False)
-    pd.testing.assert_frame_equal(base["distances"], noop["distances"])
-
-    hd = model.config.hidden_size // model.config.num_attention_heads
-
-    def zero_head0_layer0(envoy, i):
-        if i == 0:
-            envoy.gpt_neox.layers[0].attention.dense.input[:, :, 0:hd] = 0
-
-    abl = measure(model, tokenizer, few, hook=zero_head0_layer0, progress=False)
+    abl = measure(model, tokenizer, few, intervention=HeadAblation(((0, 0),)), progress=False)
     layer0 = abl["heads"].query("layer == 0")
     pd.testing.assert_frame_equal(layer0.reset_index(drop=True),
                                   base["heads"].query("layer == 0").reset_index(drop=True))

@@ -1,0 +1,196 @@
+"""Stage 4 runner: are the heads found by discovery causally necessary for disambiguation?
+
+Per (model, seed) it designs the conditions, measures them through the results store (cached like extraction,
+one load per checkpoint), and tests them with :mod:`lexprobe.analysis.causal`:
+
+* at the last checkpoint: the discovered heads ablated by each method (``zero``, ``mean``, ``resample``, and
+  ``knockout`` of only their target->cue edges) against ``n_random`` random same-size sets of non-target heads
+  (optionally layer-matched) treated the same way; positive controls: the no-op (drop exactly 0) and knocking out
+  the target->cue edges in every head against ``n_random`` knockouts of as many random earlier non-cue edges;
+* at every checkpoint: the discovered set's zero ablation against ``n_random_dev`` random sets (when does the
+  effect appear, relative to the inflection?) and every single head's zero ablation (the causal head map);
+* exactness: with every target->cue edge cut, the target's embeddings of a noun's sentences must be identical
+  whenever the sentences differ only in a cue of equal token length (pair distances at most ``EXACT``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from lexprobe.align import encode
+from lexprobe.analysis import causal
+from lexprobe.analysis.performance import best_layer, performance, with_pairs
+from lexprobe.extract import ExtractConfig
+from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, NoOp, random_head_sets
+from lexprobe.paths import results_dir
+from lexprobe.stages import Stage1, Stage2
+from lexprobe.store import ResultsStore
+from lexprobe.suites import load_tokenizer, log_subset
+from lexprobe.sweep import extract
+
+METHODS = ("zero", "mean", "resample", "knockout")
+EXACT = 1e-5
+
+
+@dataclass
+class Stage4:
+    """Causal tests: design, best-layer scores per condition, drops, null tests, head map, agreement, controls."""
+
+    design: pd.DataFrame
+    best: pd.DataFrame
+    drops: pd.DataFrame
+    tests: pd.DataFrame
+    onset_of_effect: pd.DataFrame
+    causal_map: pd.DataFrame
+    agreement: pd.DataFrame
+    controls: pd.DataFrame
+    exactness: pd.DataFrame
+
+
+def _spec(method: str, heads: tuple, seed: int) -> Intervention:
+    if method == "knockout":
+        return EdgeKnockout(heads)
+    return HeadAblation(heads, method, seed=seed if method == "resample" else 0)
+
+
+def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_random_dev: int,
+           methods: tuple[str, ...] = METHODS, layer_matched: bool = False, seed: int = 0) -> pd.DataFrame:
+    """One row per (model, seed, condition): the intervention, its family and role, and where it is measured
+    (``scope`` last | all)."""
+    rows = []
+
+    def add(model: str, sd: int, iv: Intervention, family: str, role: str, draw: int, scope: str) -> None:
+        heads = () if isinstance(iv, NoOp) else iv.head_set()
+        rows.append({"model": model, "seed": sd, "condition": iv.condition, "intervention": iv, "family": family,
+                     "role": role, "draw": draw, "scope": scope, "heads": heads,
+                     "n_heads": n_layers * n_heads if heads is None else len(heads)})
+
+    for (model, sd), st in stats.groupby(["model", "seed"]):
+        target = tuple(sorted((int(r.layer), int(r.head)) for r in st.itertuples() if r.passes))
+        add(model, sd, NoOp(), "noop", "control", 0, "last")
+        add(model, sd, EdgeKnockout(None), "edges", "target", 0, "last")
+        for k in range(n_random):
+            add(model, sd, EdgeKnockout(None, edges="random", seed=k), "edges", "random", k, "last")
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                add(model, sd, HeadAblation(((layer, head),)), "single", "single", 0, "map")
+        if not target:
+            continue
+        sets = random_head_sets(n_layers, n_heads, target, len(target), max(n_random, n_random_dev),
+                                seed=seed + int(sd), layer_matched=layer_matched)
+        for method in methods:
+            add(model, sd, _spec(method, target, seed), method, "target", 0, "all" if method == "zero" else "last")
+            n_sets = max(n_random, n_random_dev) if method == "zero" else n_random
+            for k, heads in enumerate(sets[:n_sets]):
+                dev = method == "zero" and k < n_random_dev
+                add(model, sd, _spec(method, heads, seed + k), method, "random", k, "all" if dev else "last")
+    return pd.DataFrame(rows)
+
+
+def exactness(stage1: Stage1, pairs: pd.DataFrame, condition: str) -> pd.DataFrame:
+    """Per (model, seed): the largest pair distance (any layer) under the all-edge knockout, over nouns whose
+    sentences differ only in cues of equal token length; and the nouns left out."""
+    suite, stim = stage1.suite, stage1.stimuli
+    rows = []
+    for (model, sd), g in pairs[pairs["condition"] == condition].groupby(["model", "seed"]):
+        step = int(g["step"].max())
+        tok = load_tokenizer(suite.checkpoint(model, sd, step))
+        enc = encode(tok, stim.sentences)
+        sents = stim.sentences.assign(
+            frame=[tuple(int(t) for t, c in zip(ids[: int(n)], cm[: int(n)]) if not c)
+                   for ids, cm, n in zip(enc.input_ids, enc.cue_mask, enc.lengths)],
+            n_cue=enc.cue_mask.sum(1).numpy())
+        same = sents.groupby("word").apply(lambda w: w["frame"].nunique() == 1 and w["n_cue"].nunique() == 1,
+                                           include_groups=False)
+        ok = set(same[same].index)
+        at = g[(g["step"] == step) & g["word"].isin(ok)]
+        rows.append({"model": model, "seed": sd, "step": step, "nouns_checked": len(ok),
+                     "nouns_left_out": len(same) - len(ok), "left_out": " ".join(sorted(set(same.index) - ok)),
+                     "max_distance": float(at["distance"].abs().max()), "exact": bool(at["distance"].abs().max() <= EXACT)})
+    return pd.DataFrame(rows)
+
+
+def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int = 100, n_random_dev: int = 10,
+                 methods: tuple[str, ...] = METHODS, layer_matched: bool = False, map_steps: int | None = None,
+                 n_boot: int = 200, seed: int = 0, root: str | Path | None = None, progress: bool = True) -> Stage4:
+    """Design, measure (cached) and test stage 4 on the checkpoints of a finished inflection stage.
+
+    ``map_steps`` limits the single-head causal map to about that many log-spaced checkpoints (default: all)."""
+    suite, stim = stage1.suite, stage1.stimuli
+    stats = stage2.stats
+    n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
+    plan = design(stats, n_layers, n_heads, n_random, n_random_dev, methods, layer_matched, seed)
+    steps = tuple(sorted(int(s) for s in stage1.best["step"].unique()))
+    cfg = ExtractConfig(save_embeddings=False)
+    groups = list(plan.groupby(["model", "seed"]))
+    for (model, sd), g in tqdm(groups, desc="stage 4: seeds", disable=not progress):
+        map_at = log_subset(steps, map_steps) if map_steps else steps
+        for scope, chosen in (("last", steps[-1:]), ("all", steps), ("map", map_at)):
+            ivs = list(g.loc[g["scope"] == scope, "intervention"])
+            extract(suite, stim, chosen, models=(model,), seeds=(int(sd),), root=root, config=cfg,
+                    interventions=ivs, progress=progress)
+    store = ResultsStore(root or results_dir())
+    conds = ["intact", *plan["condition"].unique()]
+    dist = store.load("distances", suite=suite.name, stimuli=stim.name, condition=conds, step=list(steps),
+                      model=list(plan["model"].unique()), seed=[int(s) for s in plan["seed"].unique()])
+    pairs = with_pairs(dist, stim)
+    best = best_layer(performance(pairs))
+    dr = causal.drops(best)
+    key = plan.drop(columns=["intervention", "model", "seed"]).drop_duplicates("condition")
+    tests = causal.null_tests(dr, key)
+    cmap = causal.causal_map(pairs[pairs["condition"].isin(["intact", *key.loc[key["role"] == "single",
+                                                                                 "condition"]])],
+                             key, target=best["target"].iloc[0], n_boot=n_boot, seed=seed)
+    controls = dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition")
+    last = steps[-1]
+    return Stage4(plan.drop(columns=["intervention"]), best, dr, tests,
+                  causal.first_significant(tests[tests["family"] == "zero"]), cmap,
+                  causal.agreement(cmap, stats, step=last), controls,
+                  exactness(stage1, pairs, EdgeKnockout(None).condition))
+
+
+def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
+    """Plain-text summary of stage 4 (what ``lexprobe ablate`` prints); ``onset``: columns model, seed, onset_step
+    (the inflection onset of stage 1) to set the effect's first step beside."""
+    lines = ["stage 4: causal interventions (drop = intact best-layer R^2 - intervened; > 0 hurts)", ""]
+    ex = s4.exactness
+    lines.append("exactness: every target->cue edge cut in every head; nouns whose sentences differ only in an "
+                 "equal-length cue")
+    for r in ex.itertuples():
+        lines.append(f"  seed {r.seed} step {r.step}: {r.nouns_checked} nouns checked ({r.nouns_left_out} left out), "
+                     f"max pair distance {r.max_distance:.2e} (<= {EXACT:g}: {'yes' if r.exact else 'NO'})")
+    lines.append("")
+    lines.append("controls at the last checkpoint:")
+    for r in s4.controls.itertuples():
+        lines.append(f"  seed {r.seed}: no-op drop in R^2 = {r.drop_r2:.3g} (must be exactly 0)")
+    last = s4.tests[s4.tests["step"] == s4.tests.groupby(["model", "seed"])["step"].transform("max")]
+    for r in last[last["family"] == "edges"].itertuples():
+        lines.append(f"  seed {r.seed}: target->cue edges cut in every head: drop {r.drop_r2:.4f}; random earlier "
+                     f"non-cue edges ({r.n_random} draws): mean {r.null_mean:.4f}, 95% {r.null_q95:.4f}; p = {r.p:.3g}")
+    lines.append("")
+    lines.append("discovered heads vs random same-size head sets at the last checkpoint:")
+    tab = last[~last["family"].isin(["edges"])]
+    if tab.empty:
+        lines.append("  (no seed has heads that pass discovery)")
+    for r in tab.sort_values(["seed", "family"]).itertuples():
+        lines.append(f"  seed {r.seed} {r.family:>9}: drop {r.drop_r2:7.4f}  random ({r.n_random}): mean "
+                     f"{r.null_mean:7.4f}, 95% {r.null_q95:7.4f}  p = {r.p:.3g}  z = {r.z:.2f}")
+    lines.append("")
+    for r in s4.onset_of_effect.itertuples():
+        on = ""
+        if onset is not None and not onset.empty:
+            o = onset[(onset["model"] == r.model) & (onset["seed"] == r.seed)]
+            on = f"; inflection onset {float(o['onset_step'].iloc[0]):.0f}" if len(o) else ""
+        lines.append(f"seed {r.seed}: zero-ablating the discovered heads beats its null from step "
+                     f"{r.effect_from_step} on{on}")
+    lines.append("")
+    lines.append("causal head map (single-head zero ablation, paired item bootstrap, BH-FDR over heads x steps):")
+    for r in s4.agreement.itertuples():
+        lines.append(f"  seed {r.seed} step {r.step}: causal {r.causal_heads or '-'} | discovered "
+                     f"{r.discovered_heads or '-'} | both {r.both}, Jaccard {r.jaccard:.2f}, Fisher p {r.fisher_p:.3g}")
+    return "\n".join(lines)

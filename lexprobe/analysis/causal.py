@@ -1,0 +1,144 @@
+"""Stage 4 statistics: how much does an intervention hurt disambiguation, against which null?
+
+All functions take tidy tables (best-layer scores per condition and checkpoint, pair-level distances) and a
+*design* table describing each condition (``condition, family, role, draw, n_heads, heads``; ``role`` is
+``target``, ``random`` or ``single``). The effect of an intervention is the **drop** of the best-layer score
+(R^2, AUC) from the intact model at the same checkpoint, so a harmful intervention has a positive effect.
+
+* :func:`null_tests`: per family and checkpoint, the target set's drop against the drops of random same-size head
+  sets: empirical p = (1 + #random drops >= target drop) / (1 + #random sets), and z = (target - mean) / sd.
+* :func:`causal_map`: each single head's drop per checkpoint, with a paired item bootstrap (words resampled, the
+  same draws for the intact and ablated model) giving a one-sided p that the drop is > 0, BH-FDR over heads and
+  checkpoints within each (model, seed).
+* :func:`agreement`: per (model, seed), the causal map's significant heads at the last checkpoint against the
+  heads that pass correlational discovery (stage 2): counts, Jaccard, Fisher's exact test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from lexprobe.analysis.heads import ALPHA, bh
+from lexprobe.analysis.performance import DEGENERATE
+
+KEYS = ["model", "seed", "step"]
+
+
+def drops(best: pd.DataFrame, scores: tuple[str, ...] = ("r2", "auc")) -> pd.DataFrame:
+    """Per intervened (condition, model, seed, step): the intact score, the intervened score and their drop."""
+    base = best[best["condition"] == "intact"].set_index(KEYS)[list(scores)]
+    out = best[best["condition"] != "intact"].join(base, on=KEYS, rsuffix="_intact")
+    for s in scores:
+        out[f"drop_{s}"] = out[f"{s}_intact"] - out[s]
+    return out.reset_index(drop=True)
+
+
+def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r2") -> pd.DataFrame:
+    """Target set vs random same-size sets, per (family, model, seed, step)."""
+    eff = effects.merge(design[["condition", "family", "role"]], on="condition", validate="many_to_one")
+    rows = []
+    for (family, model, seed, step), g in eff.groupby(["family", *KEYS]):
+        target = g.loc[g["role"] == "target", score]
+        null = g.loc[g["role"] == "random", score].to_numpy(float)
+        if target.empty:
+            continue
+        obs = float(target.iloc[0])
+        sd = null.std(ddof=1) if len(null) > 1 else np.nan
+        rows.append({"family": family, "model": model, "seed": seed, "step": step, score: obs,
+                     "n_random": len(null), "null_mean": null.mean() if len(null) else np.nan,
+                     "null_q95": np.quantile(null, 0.95) if len(null) else np.nan, "null_sd": sd,
+                     "p": (1 + (null >= obs - 1e-12).sum()) / (1 + len(null)) if len(null) else np.nan,
+                     "z": (obs - null.mean()) / sd if sd and np.isfinite(sd) and sd > 0 else np.nan})
+    return pd.DataFrame(rows)
+
+
+def weighted_best_r2(W: np.ndarray, D: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Best-layer R^2 of distance vs ``y`` under pair weights ``W`` (B, pairs) for distances ``D`` (pairs, layers);
+    layers whose distances are rounding noise are ignored. Returns (B,)."""
+    n = W.sum(1, keepdims=True)
+    md, my = (W @ D) / n, (W @ y)[:, None] / n
+    cov = (W @ (D * y[:, None])) / n - md * my
+    vd = (W @ D**2) / n - md**2
+    vy = (W @ y**2)[:, None] / n - my**2
+    varies = (np.ptp(D, axis=0) > DEGENERATE)[None, :] & (vd > 0) & (vy > 0)
+    r2 = np.where(varies, cov**2 / np.clip(vd * vy, 1e-300, None), np.nan)
+    return np.nanmax(np.where(np.isnan(r2), -np.inf, r2), axis=1)
+
+
+def _wide(pairs: pd.DataFrame) -> pd.DataFrame:
+    return pairs.pivot_table(index=["word", "pair_key"], columns="layer", values="distance")
+
+
+def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", n_boot: int = 200,
+               seed: int = 0) -> pd.DataFrame:
+    """Single-head ablations: drop in best-layer R^2 per (model, seed, step, layer, head) with a paired item
+    bootstrap p (one-sided, drop > 0) and BH q over the heads and checkpoints of each (model, seed).
+
+    ``pairs`` holds pair-level distances of the intact condition and of every ``single`` condition of ``design``
+    (columns condition, model, seed, step, layer, word, pair_key, distance, same, mean_relatedness).
+    """
+    single = design[design["role"] == "single"].set_index("condition")
+    ycol = "mean_relatedness" if target == "relatedness" else "same"
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (model, sd, step), g in pairs.groupby(KEYS):
+        base = _wide(g[g["condition"] == "intact"])
+        if base.empty:
+            continue
+        y = (g[g["condition"] == "intact"].drop_duplicates("pair_key").set_index(["word", "pair_key"])[ycol]
+             .reindex(base.index).to_numpy(float))
+        words = base.index.get_level_values("word").to_numpy()
+        uniq, inv = np.unique(words, return_inverse=True)
+        counts = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_boot)
+        W = np.vstack([np.ones(len(words)), counts[:, inv]]).astype(float)  # row 0: the observed sample
+        r2_base = weighted_best_r2(W, base.to_numpy(), y)
+        for cond, h in g[g["condition"].isin(single.index)].groupby("condition"):
+            abl = _wide(h).reindex(index=base.index, columns=base.columns)
+            drop = r2_base - weighted_best_r2(W, abl.to_numpy(), y)
+            layer, head = single.loc[cond, "heads"][0]
+            rows.append({"model": model, "seed": sd, "step": step, "layer": int(layer), "head": int(head),
+                         "condition": cond, "drop_r2": drop[0],
+                         "boot_low": np.quantile(drop[1:], 0.025), "boot_high": np.quantile(drop[1:], 0.975),
+                         "p": (1 + (drop[1:] <= 0).sum()) / (1 + n_boot)})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["q"] = out.groupby(["model", "seed"])["p"].transform(lambda s: pd.Series(bh(s.to_numpy()), index=s.index))
+    out["significant"] = (out["q"] < ALPHA) & (out["drop_r2"] > 0)
+    return out
+
+
+def agreement(cmap: pd.DataFrame, discovery: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
+    """Per (model, seed): heads causally significant at ``step`` (default: the last) vs heads passing stage 2."""
+    rows = []
+    for (model, sd), g in cmap.groupby(["model", "seed"]):
+        at = g[g["step"] == (step if step is not None else g["step"].max())]
+        causal = {(r.layer, r.head) for r in at.itertuples() if r.significant}
+        d = discovery[(discovery["model"] == model) & (discovery["seed"] == sd)]
+        passing = {(r.layer, r.head) for r in d.itertuples() if r.passes}
+        n = len(d)
+        both = len(causal & passing)
+        table = [[both, len(passing - causal)], [len(causal - passing), n - len(causal | passing)]]
+        union = causal | passing
+        rows.append({"model": model, "seed": sd, "step": int(at["step"].iloc[0]), "n_heads": n,
+                     "causal": len(causal), "discovered": len(passing), "both": both,
+                     "jaccard": both / len(union) if union else np.nan,
+                     "fisher_p": stats.fisher_exact(table, alternative="greater")[1],
+                     "causal_heads": " ".join(f"L{l}H{h}" for l, h in sorted(causal)),
+                     "discovered_heads": " ".join(f"L{l}H{h}" for l, h in sorted(passing))})
+    return pd.DataFrame(rows)
+
+
+def first_significant(tests: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per (family, model, seed): the first step from which the target set's drop beats its null at every later
+    checkpoint (NaN if it never does)."""
+    rows = []
+    for (family, model, sd), g in tests.sort_values("step").groupby(["family", "model", "seed"]):
+        sig = (g["p"] < alpha).to_numpy()
+        steps = g["step"].to_numpy()
+        tail = np.flatnonzero(~sig)
+        first = steps[tail[-1] + 1] if len(tail) and tail[-1] + 1 < len(steps) else (steps[0] if not len(tail) else np.nan)
+        rows.append({"family": family, "model": model, "seed": sd, "effect_from_step": first})
+    return pd.DataFrame(rows)
