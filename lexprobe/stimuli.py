@@ -4,7 +4,8 @@ Two shapes are used throughout lexprobe:
 
 * **pair table** (RAW-C schema): one row per sentence pair, columns :data:`PAIR_COLUMNS`.
 * **sentence table**: one row per distinct sentence, columns :data:`SENTENCE_COLUMNS`, with a ``sense``
-  label derived from the pairs' ``same`` column (sentences linked by same-sense pairs share a label).
+  label derived from the pairs' ``same`` column (sentences linked by same-sense pairs share a label), optionally
+  followed by extra per-sentence columns (e.g. the provenance of a perturbed set, see :mod:`lexprobe.perturb`).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ class Stimuli:
     hash: str
 
     def subset(self, words: list[str], name: str | None = None) -> "Stimuli":
-        """The same stimuli restricted to some target words (hash recomputed)."""
+        """The same stimuli restricted to some target words (hash recomputed, extra sentence columns kept)."""
         pairs = self.pairs[self.pairs["word"].isin(words)].reset_index(drop=True)
-        return from_pairs(pairs, name=name or f"{self.name}-{len(words)}w")
+        extra = [c for c in self.sentences.columns if c not in SENTENCE_COLUMNS]
+        info = self.sentences[["word", "sentence", *extra]] if extra else None
+        return from_pairs(pairs, name=name or f"{self.name}-{len(words)}w", sentence_info=info)
 
 
 def word_pattern(word: str) -> re.Pattern[str]:
@@ -237,10 +240,33 @@ def content_hash(pairs: pd.DataFrame) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
 
 
-def from_pairs(pairs: pd.DataFrame, name: str, source: str | None = None) -> Stimuli:
-    """Validate a pair table and build a :class:`Stimuli`."""
+def attach_sentence_info(sentences: pd.DataFrame, info: pd.DataFrame, source: str = "<table>") -> pd.DataFrame:
+    """The sentence table with extra per-sentence columns from ``info`` (keyed by ``word`` and ``sentence``).
+
+    Every sentence must have exactly one ``info`` row; extra columns may not shadow :data:`SENTENCE_COLUMNS`.
+    """
+    extra = [c for c in info.columns if c not in ("word", "sentence")]
+    clash = [c for c in extra if c in SENTENCE_COLUMNS]
+    if clash:
+        raise StimulusError(f"{source}: extra sentence columns {clash} would shadow the sentence table's own")
+    dup = info.duplicated(["word", "sentence"], keep=False)
+    if dup.any():
+        raise StimulusError(f"{source}: sentence info has several rows for {info.loc[dup, 'sentence'].iloc[0]!r}")
+    out = sentences.merge(info, on=["word", "sentence"], how="left", indicator=True)
+    missing = out.loc[out["_merge"] != "both", "sentence_id"].tolist()
+    if missing:
+        raise StimulusError(f"{source}: no sentence info for sentence_id {missing[:10]}")
+    return out.drop(columns="_merge")[SENTENCE_COLUMNS + extra]
+
+
+def from_pairs(pairs: pd.DataFrame, name: str, source: str | None = None,
+               sentence_info: pd.DataFrame | None = None) -> Stimuli:
+    """Validate a pair table and build a :class:`Stimuli`; ``sentence_info`` adds extra per-sentence columns
+    (see :func:`attach_sentence_info`)."""
     clean = validate_pairs(pairs, source or name)
     sentences = pairs_to_sentences(clean)
+    if sentence_info is not None:
+        sentences = attach_sentence_info(sentences, sentence_info, source or name)
     return Stimuli(name=name, pairs=pair_index(clean, sentences), sentences=sentences, hash=content_hash(clean))
 
 
