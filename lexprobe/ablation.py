@@ -27,7 +27,7 @@ from lexprobe.analysis import causal
 from lexprobe.analysis.performance import best_layer, performance, with_pairs
 from lexprobe.extract import ExtractConfig
 from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, NoOp, random_head_sets
-from lexprobe.paths import results_dir
+from lexprobe.paths import results_dir, smoke
 from lexprobe.stages import Stage1, Stage2
 from lexprobe.store import ResultsStore
 from lexprobe.suites import load_tokenizer, log_subset
@@ -115,12 +115,17 @@ def exactness(stage1: Stage1, pairs: pd.DataFrame, condition: str) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int = 100, n_random_dev: int = 10,
+def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int | None = None, n_random_dev: int | None = None,
                  methods: tuple[str, ...] = METHODS, layer_matched: bool = False, map_steps: int | None = None,
                  n_boot: int = 200, seed: int = 0, root: str | Path | None = None, progress: bool = True) -> Stage4:
     """Design, measure (cached) and test stage 4 on the checkpoints of a finished inflection stage.
 
-    ``map_steps`` limits the single-head causal map to about that many log-spaced checkpoints (default: all)."""
+    Defaults: ``n_random`` 100 random sets per null and ``n_random_dev`` 10 at every checkpoint, the single-head
+    map at every checkpoint (``map_steps``: about that many log-spaced ones); under LEXPROBE_SMOKE=1 10, 3 and 4.
+    """
+    n_random = n_random if n_random is not None else (10 if smoke() else 100)
+    n_random_dev = n_random_dev if n_random_dev is not None else (3 if smoke() else 10)
+    map_steps = map_steps if map_steps is not None else (4 if smoke() else None)
     suite, stim = stage1.suite, stage1.stimuli
     stats = stage2.stats
     n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1

@@ -19,6 +19,7 @@ class Encoded:
     target_mask: torch.Tensor  # (n, T) bool
     cue_mask: torch.Tensor  # (n, T) bool
     tokens: list[list[str]]
+    control_mask: torch.Tensor | None = None  # (n, T) bool: the position-matched control word's tokens, if any
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -28,8 +29,9 @@ class Encoded:
         """A sub-batch, trimmed to its longest sentence."""
         idx = torch.as_tensor(idx)
         width = int(self.attention_mask[idx].sum(1).max())
+        ctrl = None if self.control_mask is None else self.control_mask[idx, :width]
         return Encoded(self.input_ids[idx, :width], self.attention_mask[idx, :width], self.target_mask[idx, :width],
-                       self.cue_mask[idx, :width], [self.tokens[i] for i in idx.tolist()])
+                       self.cue_mask[idx, :width], [self.tokens[i] for i in idx.tolist()], ctrl)
 
 
 def token_span(offsets: list[tuple[int, int]], span: tuple[int, int]) -> list[int]:
@@ -53,7 +55,7 @@ def align(tokenizer: object, sentence: str, target: str, cue: str) -> tuple[list
 
 
 def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encoded:
-    """Encode a sentence table (columns sentence, string, cue) into one right-padded batch.
+    """Encode a sentence table (columns sentence, string, cue, optional control) into one right-padded batch.
 
     Right padding keeps every real token at its unpadded position, and causal attention never lets a real
     token see a pad, so batched results equal unbatched ones.
@@ -74,4 +76,10 @@ def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encod
         mask[i, : len(tok_ids)] = 1
         tmask[i, t_idx] = True
         cmask[i, c_idx] = True
-    return Encoded(ids, mask, tmask, cmask, [r[3] for r in rows])
+    enc = Encoded(ids, mask, tmask, cmask, [r[3] for r in rows])
+    if "control" in sentences.columns:  # perturbed sets: the word now standing where the cue stood
+        ctrl = encode(tokenizer, sentences.assign(cue=sentences["control"]).drop(columns="control"), pad_id)
+        if not torch.equal(ctrl.input_ids, ids):
+            raise StimulusError("control words changed the tokenization; cannot align them with the cue")
+        enc.control_mask = ctrl.cue_mask
+    return enc

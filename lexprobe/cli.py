@@ -56,6 +56,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perturb(args: argparse.Namespace) -> int:
+    from lexprobe.robustness import perturbation_stage, robustness_report
+    from lexprobe.stages import head_stage, inflection_stage
+
+    s1 = inflection_stage(args.suite, args.stimuli, args.steps, root=args.out)
+    print(robustness_report(perturbation_stage(s1, head_stage(s1, root=args.out), root=args.out)))
+    return 0
+
+
 def _ablate(args: argparse.Namespace) -> int:
     from lexprobe.ablation import causal_report, causal_stage
     from lexprobe.stages import head_stage, inflection_stage
@@ -100,12 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="results folder")
     a.set_defaults(func=_analyse)
 
+    q = sub.add_parser("perturb", help="stage 3: perturbed stimuli (cue separated, reframed, neutral) across steps")
+    q.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
+    q.add_argument("--stimuli", default="lexprobe_nouns")
+    q.add_argument("--steps", default="all", help="as for extract")
+    q.add_argument("--out", help="results folder")
+    q.set_defaults(func=_perturb)
+
     b = sub.add_parser("ablate", help="stage 4: ablate discovered heads vs random head sets; causal head map")
     b.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
     b.add_argument("--stimuli", default="lexprobe_nouns")
     b.add_argument("--steps", default="all", help="as for extract")
-    b.add_argument("--n-random", type=int, default=100, help="random head sets (and random edge sets) in each null")
-    b.add_argument("--n-random-dev", type=int, default=10, help="random head sets at every checkpoint")
+    b.add_argument("--n-random", type=int, default=None,
+                   help="random head sets (and random edge sets) in each null (default 100; smoke 10)")
+    b.add_argument("--n-random-dev", type=int, default=None, help="random head sets at every checkpoint (default 10)")
     b.add_argument("--map-steps", type=int, default=None, help="log-spaced checkpoints for the single-head map")
     b.add_argument("--layer-matched", action="store_true", help="random sets match the discovered heads' layers")
     b.add_argument("--out", help="results folder")

@@ -7,7 +7,9 @@ every layer x head's attention weights, from which it derives per head:
 * ``cue_attn``: attention mass on the cue's tokens, averaged over the target's tokens;
 * ``prev_attn``: the head's previous-token attention, averaged over the sentence's non-target positions (the
   control for head discovery: a previous-token head also "attends to an adjacent cue");
-* ``entropy``: Shannon entropy (nats) of the head's attention row at the target, averaged over target tokens.
+* ``entropy``: Shannon entropy (nats) of the head's attention row at the target, averaged over target tokens;
+* ``control_attn`` (sets with a ``control`` column, see :mod:`lexprobe.perturb`): attention mass on the
+  position-matched control word, the word that now stands where the cue stood.
 
 Per pair it gives the cosine distance between the two sentences' target embeddings at every layer. The forward
 stops before the LM head (not needed here). An :class:`lexprobe.interventions.Intervention` edits the model inside
@@ -58,6 +60,7 @@ class BatchOutput:
     cue_attn: torch.Tensor
     prev_attn: torch.Tensor
     entropy: torch.Tensor
+    control_attn: torch.Tensor | None = None  # attention to the position-matched control word (perturbed sets)
 
 
 def trace_batch(sites: Sites, batch: Batch, intervention: Intervention | None = None) -> BatchOutput:
@@ -110,13 +113,47 @@ def reduce_batch(hidden: torch.Tensor, attn: torch.Tensor, enc: Encoded) -> Batc
     plogp = torch.where(attn > 0, attn * torch.log(attn.clamp(min=1e-30)), torch.zeros((), dtype=attn.dtype))
     ent_q = -plogp.sum(-1)  # (L, n, H, T)
     entropy = torch.einsum("lnhq,nq->nlh", ent_q, tw)
-    return BatchOutput(emb, cue_attn, prev_attn, entropy)
+    control = None
+    if enc.control_mask is not None:
+        control = torch.einsum("lnhqk,nq,nk->nlh", attn, tw, enc.control_mask.float())
+    return BatchOutput(emb, cue_attn, prev_attn, entropy, control)
 
 
 def cosine_distances(emb: torch.Tensor, s1: np.ndarray, s2: np.ndarray) -> torch.Tensor:
     """1 - cosine similarity between sentence embeddings ``emb[s1]`` and ``emb[s2]`` at every layer."""
     a, b = emb[torch.tensor(s1)].double(), emb[torch.tensor(s2)].double()
     return 1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], intervention: Intervention,
+                  words: np.ndarray) -> dict[tuple[str, int], torch.Tensor]:
+    """Replacement values of the intervention's mean/resample ablations, from intact passes over the set."""
+    intervention.validate(sites.n_layers, sites.n_heads)
+    values = {}
+    for leaf in intervention.leaves():
+        layers = leaf.value_layers(sites.n_layers, sites.n_heads)
+        if layers:
+            for layer, x in head_outputs(sites, enc, batches, layers).items():
+                values[(leaf.key, layer)] = leaf.replacement(layer, x, enc.lengths, words)
+    return values
+
+
+def _traced(model: torch.nn.Module, tokenizer: object, sentences: pd.DataFrame, batch_size: int,
+            intervention: Intervention | None, donor: Donor | None, read: object, progress: bool) -> tuple:
+    """Encode, prepare and trace every batch (sorted by length), calling ``read(sites, batch)`` inside each
+    trace; returns the encoding, the batch order and the per-batch results."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    enc = encode(tokenizer, sentences, pad_id=pad)
+    sites = sites_of(model)
+    order = torch.argsort(enc.lengths, stable=True)  # similar lengths together: less padding
+    batches = list(torch.split(order, batch_size))
+    values = {} if intervention is None else _replacements(sites, enc, batches, intervention,
+                                                           sentences["word"].to_numpy())
+    outs = []
+    with intervention.weights(sites, donor) if intervention is not None else nullcontext():
+        for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
+            outs.append(read(sites, Batch(enc.rows(idx), idx, {k: v[idx] for k, v in values.items()})))
+    return enc, order, outs
 
 
 def measure(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli, config: ExtractConfig = ExtractConfig(),
@@ -126,32 +163,41 @@ def measure(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli, config:
 
     ``donor`` holds another checkpoint's QKV weights for interventions that copy them
     (:func:`lexprobe.interventions.donor_weights`). Every site is checked live once per model
-(:func:`lexprobe.sites.sites_of`).
+    (:func:`lexprobe.sites.sites_of`).
     """
-    sents = stimuli.sentences
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    enc = encode(tokenizer, sents, pad_id=pad)
-    sites = sites_of(model)
-    order = torch.argsort(enc.lengths, stable=True)  # similar lengths together: less padding
-    batches = list(torch.split(order, config.batch_size))
-    values: dict[tuple[str, int], torch.Tensor] = {}
-    if intervention is not None:
-        intervention.validate(sites.n_layers, sites.n_heads)
-        words = sents["word"].to_numpy()
-        for leaf in intervention.leaves():
-            layers = leaf.value_layers(sites.n_layers, sites.n_heads)
-            if layers:
-                for layer, x in head_outputs(sites, enc, batches, layers).items():
-                    values[(leaf.key, layer)] = leaf.replacement(layer, x, enc.lengths, words)
-    outs: list[BatchOutput] = []
-    edits = intervention.weights(sites, donor) if intervention is not None else nullcontext()
-    with edits:
-        for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
-            batch = Batch(enc.rows(idx), idx, {k: v[idx] for k, v in values.items()})
-            outs.append(trace_batch(sites, batch, intervention))
+    _, order, outs = _traced(model, tokenizer, stimuli.sentences, config.batch_size, intervention, donor,
+                             lambda sites, batch: trace_batch(sites, batch, intervention), progress)
     inv = torch.argsort(order)
-    full = BatchOutput(*(torch.cat([getattr(o, f) for o in outs])[inv] for f in BatchOutput.__dataclass_fields__))
+    full = BatchOutput(*(torch.cat([getattr(o, f) for o in outs])[inv] if getattr(outs[0], f) is not None else None
+                         for f in BatchOutput.__dataclass_fields__))
     return tables(full, stimuli, config)
+
+
+def attention_maps(model: torch.nn.Module, tokenizer: object, sentences: pd.DataFrame,
+                   intervention: Intervention | None = None, donor: Donor | None = None) -> list[dict]:
+    """Per sentence (in table order): its tokens, target and cue token indices, and the attention (L, H, T, T)
+    the model used, under ``intervention`` (mean/resample values come from these sentences)."""
+
+    def read(sites: Sites, batch: Batch) -> torch.Tensor:
+        enc = batch.enc
+        with torch.inference_mode():
+            with sites.envoy.trace(input_ids=enc.input_ids, attention_mask=enc.attention_mask) as tracer:
+                attn = nnsight.save([])
+                for i in range(sites.n_layers):
+                    if intervention is not None:
+                        intervention.edit(sites, i, batch)
+                    attn.append(sites.attention_weights(i))
+                tracer.stop()
+        return torch.stack(list(attn), 1).float()  # (b, L, H, T, T)
+
+    enc, order, outs = _traced(model, tokenizer, sentences, 64, intervention, donor, read, progress=False)
+    maps: dict[int, dict] = {}
+    for idx, att in zip(torch.split(order, 64), outs):
+        for j, i in enumerate(idx.tolist()):
+            n = int(enc.lengths[i])
+            maps[i] = {"tokens": enc.tokens[i], "target": enc.target_mask[i, :n].nonzero()[:, 0].tolist(),
+                       "cue": enc.cue_mask[i, :n].nonzero()[:, 0].tolist(), "attention": att[j, :, :, :n, :n]}
+    return [maps[i] for i in range(len(maps))]
 
 
 def tables(out: BatchOutput, stimuli: Stimuli, config: ExtractConfig) -> dict[str, pd.DataFrame]:
@@ -166,6 +212,8 @@ def tables(out: BatchOutput, stimuli: Stimuli, config: ExtractConfig) -> dict[st
         "prev_attn": out.prev_attn.reshape(-1).numpy(),
         "entropy": out.entropy.reshape(-1).numpy(),
     })
+    if out.control_attn is not None:
+        heads["control_attn"] = out.control_attn.reshape(-1).numpy()
     pairs = stimuli.pairs
     dist = cosine_distances(out.embeddings, pairs["s1"].to_numpy(), pairs["s2"].to_numpy())  # (P, L+1)
     n_pairs, n_h = dist.shape

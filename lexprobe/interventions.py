@@ -23,7 +23,9 @@ Heads are ``(layer, head)`` pairs; ``heads=None`` means every head of every laye
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -388,23 +390,30 @@ def donor_weights(sites: Sites, layers: set[int]) -> dict[int, tuple[torch.Tenso
 
 def random_head_sets(n_layers: int, n_heads: int, exclude: tuple[Head, ...], size: int, n: int, seed: int = 0,
                      layer_matched: bool = False) -> list[tuple[Head, ...]]:
-    """``n`` seeded random sets of ``size`` heads drawn from the heads not in ``exclude``; with
-    ``layer_matched`` each set has as many heads in each layer as ``exclude`` (when the layer has enough others)."""
+    """``n`` distinct seeded random sets of ``size`` heads drawn from the heads not in ``exclude`` (all possible
+    sets, in random order, when there are fewer); with ``layer_matched`` each set has as many heads in each layer
+    as ``exclude``."""
     rng = np.random.default_rng(seed)
     pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in set(exclude)]
     if size > len(pool):
         raise ValueError(f"cannot draw {size} heads from the {len(pool)} non-target heads")
-    out = []
-    for _ in range(n):
-        if layer_matched:
-            picked: list[Head] = []
-            for layer in sorted({l for l, _ in exclude}):
-                in_layer = [p for p in pool if p[0] == layer]
-                want = sum(1 for l, _ in exclude if l == layer)
-                if want > len(in_layer):
-                    raise ValueError(f"layer {layer} has only {len(in_layer)} non-target heads, {want} needed")
-                picked += [in_layer[i] for i in rng.choice(len(in_layer), want, replace=False)]
-            out.append(tuple(sorted(picked)))
-        else:
-            out.append(tuple(sorted(pool[i] for i in rng.choice(len(pool), size, replace=False))))
-    return out
+    if layer_matched:
+        groups = []
+        for layer in sorted({l for l, _ in exclude}):
+            in_layer = [p for p in pool if p[0] == layer]
+            want = sum(1 for l, _ in exclude if l == layer)
+            if want > len(in_layer):
+                raise ValueError(f"layer {layer} has only {len(in_layer)} non-target heads, {want} needed")
+            groups.append((in_layer, want))
+    else:
+        groups = [(pool, size)]
+    possible = math.prod(math.comb(len(g), k) for g, k in groups)
+    if possible <= n:
+        every = [tuple(sorted(sum(parts, ()))) for parts in itertools.product(
+            *(itertools.combinations(g, k) for g, k in groups))]
+        return [every[i] for i in rng.permutation(len(every))]
+    out: dict[tuple[Head, ...], None] = {}
+    while len(out) < n:
+        picked = [g[i] for g, k in groups for i in rng.choice(len(g), k, replace=False)]
+        out[tuple(sorted(picked))] = None
+    return list(out)

@@ -7,6 +7,7 @@ reads Parquet files.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -14,11 +15,12 @@ import pandas as pd
 from lexprobe.analysis.heads import discover, trajectories
 from lexprobe.analysis.inflection import inflections
 from lexprobe.analysis.performance import best_layer, performance, with_pairs
+from lexprobe.interventions import Intervention
 from lexprobe.stimuli import Stimuli, load_stimuli
 from lexprobe.store import ResultsStore
 from lexprobe.paths import results_dir
-from lexprobe.suites import Suite, parse_steps, resolve_suite
-from lexprobe.sweep import extract
+from lexprobe.suites import Checkpoint, Loaded, Suite, load_checkpoint, parse_steps, resolve_suite
+from lexprobe.sweep import condition_of, extract
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Stage1:
     perf: pd.DataFrame
     best: pd.DataFrame
     inflection: pd.DataFrame
+    condition: str = "intact"
 
     @property
     def onset(self) -> int | None:
@@ -54,27 +57,36 @@ def _store(root: str | Path | None) -> ResultsStore:
 
 def inflection_stage(suite: str | Suite = "organism", stimuli: str | Stimuli = "lexprobe_nouns",
                      steps: str = "all", root: str | Path | None = None, n_boot: int = 200,
-                     exclude_embedding: bool = False, progress: bool = True) -> Stage1:
-    """Extract (or reuse) every checkpoint, then compute performance and inflection per (model, seed)."""
+                     exclude_embedding: bool = False, intervention: Intervention | None = None,
+                     progress: bool = True) -> Stage1:
+    """Extract (or reuse) every checkpoint, then compute performance and inflection per (model, seed), on the
+    intact model or under ``intervention`` (stored under its derived condition)."""
     suite = resolve_suite(suite) if isinstance(suite, str) else suite
     stimuli = load_stimuli(stimuli) if isinstance(stimuli, str) else stimuli
     chosen = parse_steps(steps, suite.steps)
-    status = extract(suite, stimuli, chosen, root=root, progress=progress)
+    status = extract(suite, stimuli, chosen, root=root, interventions=[intervention], progress=progress)
+    condition = condition_of(intervention)
     if not status["status"].isin(["measured", "cached"]).any():
         raise RuntimeError(f"none of the {len(status)} checkpoints of {suite.name} could be measured; first reason: "
                            f"{status['reason'].iloc[0]}")
-    dist = _store(root).load("distances", suite=suite.name, stimuli=stimuli.name, condition="intact",
+    dist = _store(root).load("distances", suite=suite.name, stimuli=stimuli.name, condition=condition,
                              step=list(chosen), model=list(suite.models), seed=list(suite.seeds))
     pairs = with_pairs(dist, stimuli)
     perf = performance(pairs)
     best = best_layer(perf, exclude_embedding=exclude_embedding)
     inf = inflections(best, pairs, n_boot=n_boot, exclude_embedding=exclude_embedding, target=perf["target"].iloc[0])
-    return Stage1(suite, stimuli, status, pairs, perf, best, inf)
+    return Stage1(suite, stimuli, status, pairs, perf, best, inf, condition)
 
 
 def head_stage(stage1: Stage1, root: str | Path | None = None, n_perm: int = 2000) -> Stage2:
     """Head discovery on the checkpoints of a finished inflection stage (reads stored head tables)."""
-    heads = _store(root).load("heads", suite=stage1.suite.name, stimuli=stage1.stimuli.name, condition="intact",
+    heads = _store(root).load("heads", suite=stage1.suite.name, stimuli=stage1.stimuli.name, condition=stage1.condition,
                               step=sorted(stage1.best["step"].unique()), model=list(stage1.suite.models),
                               seed=list(stage1.suite.seeds))
     return Stage2(heads, trajectories(heads), discover(heads, stage1.best, n_perm=n_perm))
+
+
+@lru_cache(maxsize=1)
+def loaded_checkpoint(ck: Checkpoint) -> Loaded:
+    """One checkpoint kept in memory for interactive inspection (only the most recently used one)."""
+    return load_checkpoint(ck)

@@ -103,3 +103,63 @@ def save(chart: alt.TopLevelMixin, path: str | Path) -> Path:
     else:
         chart.save(str(path))
     return path
+
+
+def robustness_heatmap(heads: pd.DataFrame, value: str = "retained") -> alt.Chart:
+    """Heads x perturbations at the last checkpoint: share of intact cue attention kept (or another column), with
+    the robustness test in the tooltip; discovered heads only when any are flagged."""
+    last = heads[heads["step"] == heads.groupby("seed")["step"].transform("max")]
+    if "discovered" in last and last["discovered"].fillna(False).astype(bool).any():
+        last = last[last["discovered"].fillna(False).astype(bool)]
+    d = last.assign(head_id=lambda x: "s" + x["seed"].astype(str) + " L" + x["layer"].astype(str) + "H"
+                    + x["head"].astype(str), robust=lambda x: x["robust"].map({True: "robust", False: "not robust"}))
+    return alt.Chart(d).mark_rect(stroke="white").encode(
+        x=alt.X("perturbation:N", title="perturbation"), y=alt.Y("head_id:N", title="seed, head"),
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="viridis"), title=value),
+        tooltip=["head_id", "perturbation", "test", "robust", alt.Tooltip("cue_intact:Q", format=".3f"),
+                 alt.Tooltip("cue_perturbed:Q", format=".3f"), alt.Tooltip("control:Q", format=".3f"),
+                 alt.Tooltip("q:Q", format=".3g")],
+    ).properties(width=360, title="Cue attention under perturbation (last checkpoint)")
+
+
+def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart:
+    """Drop in best-layer R^2 from ablating the discovered heads across training, with the random same-size head
+    sets' 5-95% band, one colour per seed."""
+    d = tests[tests["family"] == family].assign(step1=lambda x: x["step"] + 1, seed=lambda x: x["seed"].astype(str))
+    base = alt.Chart(d).encode(x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+                               color=alt.Color("seed:N"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("null_q05:Q", title="drop in best-layer R²"), y2="null_q95:Q")
+    line = base.mark_line(point=True).encode(
+        y="drop_r2:Q", tooltip=["seed", "step", alt.Tooltip("drop_r2:Q", format=".4f"),
+                                alt.Tooltip("null_mean:Q", format=".4f"), alt.Tooltip("p:Q", format=".3g"), "n_random"])
+    zero = alt.Chart(pd.DataFrame({"y": [0]})).mark_rule(color="black").encode(y="y:Q")
+    return alt.layer(band, line, zero).properties(
+        width=520, height=260, title=f"{family} ablation of discovered heads vs random head sets (band: 5-95%)")
+
+
+def causal_map_chart(cmap: pd.DataFrame, seed: int | None = None) -> alt.Chart:
+    """Single-head ablation effect per (layer, head) and checkpoint; significant cells outlined."""
+    d = cmap if seed is None else cmap[cmap["seed"] == seed]
+    d = d.assign(head_id=lambda x: "L" + x["layer"].astype(str) + "H" + x["head"].astype(str))
+    return alt.Chart(d).mark_rect().encode(
+        x=alt.X("step:O", title="training step"), y=alt.Y("head_id:N", sort=None, title="head"),
+        color=alt.Color("drop_r2:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True),
+                        title="drop in R²"),
+        stroke=alt.condition("datum.significant", alt.value("black"), alt.value(None)),
+        strokeWidth=alt.value(1.5),
+        facet=alt.Facet("seed:N", columns=3) if seed is None else alt.Undefined,
+        tooltip=["seed", "step", "head_id", alt.Tooltip("drop_r2:Q", format=".4f"), alt.Tooltip("q:Q", format=".3g"),
+                 "significant"],
+    ).properties(width=220 if seed is None else 480, height=260, title="Causal head map (single-head ablation)")
+
+
+def perturbation_chart(best: pd.DataFrame, score: str = "r2") -> alt.Chart:
+    """Best-layer performance across training for the intact set and every perturbation (mean over seeds)."""
+    d = best.groupby(["perturbation", "step"], as_index=False)[score].mean().assign(step1=lambda x: x["step"] + 1)
+    return alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+        y=alt.Y(f"{score}:Q", title="best-layer R² (mean over seeds)" if score == "r2" else score),
+        color=alt.Color("perturbation:N"), strokeDash=alt.condition("datum.perturbation == 'intact'", alt.value([1, 0]),
+                                                                   alt.value([4, 2])),
+        tooltip=["perturbation", "step", alt.Tooltip(f"{score}:Q", format=".3f")],
+    ).properties(width=520, height=280, title="Disambiguation under perturbation")

@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import altair as alt
 import ipywidgets as W
-import torch
+import pandas as pd
 
-from lexprobe.align import align
-from lexprobe.stages import Stage1, Stage2
-from lexprobe.suites import Checkpoint, Loaded, load_checkpoint
+from lexprobe.extract import ExtractConfig, attention_maps, measure
+from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, QKEdit
+from lexprobe.stages import Stage1, Stage2, loaded_checkpoint
+from lexprobe.analysis.performance import performance, with_pairs
 from lexprobe.viz import STEP_AXIS, attention_tokens
 
-
-@lru_cache(maxsize=1)
-def _loaded(ck: Checkpoint) -> Loaded:
-    """Keep only the most recently inspected checkpoint in memory."""
-    return load_checkpoint(ck)
+KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero")
 
 
-def sentence_attention(ld: Loaded, sentence: str, target: str, cue: str, layer: int, head: int) -> tuple:
-    """Tokens, the head's attention from the target (mean over its tokens) to every token, target and cue indices."""
-    ids, t_idx, c_idx, toks = align(ld.tokenizer, sentence, target, cue)
-    with torch.inference_mode():
-        att = ld.model(input_ids=torch.tensor([ids]), output_attentions=True).attentions[layer][0, head]
-    return toks, att[t_idx].mean(0).tolist(), t_idx, c_idx
+def intervention_of(kind: str, heads: tuple) -> Intervention | None:
+    """The intervention a widget's choices name (``none``: the intact model)."""
+    if kind == "none" or not heads:
+        return None
+    if kind == "knockout":
+        return EdgeKnockout(heads)
+    if kind == "qk-zero":
+        return QKEdit(heads)
+    return HeadAblation(heads, kind)
+
+
+def sentence_attention(s1: Stage1, seed: int, step: int, sentence_id: int, layer: int, head: int,
+                       intervention: Intervention | None = None) -> tuple:
+    """Tokens, one head's attention from the target (mean over its tokens) to every token, target and cue
+    indices, read through the engine (so an intervened model shows what it really attends to)."""
+    ld = loaded_checkpoint(s1.suite.checkpoint(s1.suite.models[0], seed, step))
+    sents = s1.stimuli.sentences
+    one = sents[sents["sentence_id"] == sentence_id]
+    m = attention_maps(ld.model, ld.tokenizer, one, intervention)[0]
+    return m["tokens"], m["attention"][layer, head][m["target"]].mean(0).tolist(), m["target"], m["cue"]
 
 
 def inspector(s1: Stage1, s2: Stage2) -> W.Widget:
@@ -38,8 +47,7 @@ def inspector(s1: Stage1, s2: Stage2) -> W.Widget:
 
     def show(seed: int, step: int, layer: int, head: int, sentence_id: int) -> alt.VConcatChart:
         r = sents.set_index("sentence_id").loc[sentence_id]
-        ld = _loaded(s1.suite.checkpoint(s1.suite.models[0], seed, step))
-        toks, w, t_idx, c_idx = sentence_attention(ld, r["sentence"], r["string"], r["cue"], layer, head)
+        toks, w, t_idx, c_idx = sentence_attention(s1, seed, step, sentence_id, layer, head)
         bars = attention_tokens(toks, w, t_idx, c_idx, title=f"L{layer}H{head} at step {step}: attention from "
                                                               f"'{r['string']}'")
         tr = s2.trajectories.query("seed == @seed and layer == @layer and head == @head").assign(
@@ -59,4 +67,38 @@ def inspector(s1: Stage1, s2: Stage2) -> W.Widget:
         head=W.Dropdown(options=heads, value=int(top["head"]), description="head"),
         sentence_id=W.Dropdown(options=labels, value=labels[0][1], description="sentence",
                                layout=W.Layout(width="640px")),
+    )
+
+
+def intervention_explorer(s1: Stage1, s2: Stage2) -> W.Widget:
+    """Pick an intervention kind, heads, seed and checkpoint: per-layer R^2 on the whole stimulus set, intact
+    next to intervened (measured live through the engine; heads marked * pass discovery)."""
+    heads = [(f"L{r.layer}H{r.head}{' *' if r.passes else ''}", (int(r.layer), int(r.head)))
+             for r in s2.stats.drop_duplicates(["layer", "head"]).sort_values(["layer", "head"]).itertuples()]
+    passing = tuple(sorted({(int(r.layer), int(r.head)) for r in s2.stats.itertuples() if r.passes}))
+    target = s1.perf["target"].iloc[0]
+
+    def show(kind: str, chosen: tuple, seed: int, step: int) -> alt.HConcatChart:
+        ld = loaded_checkpoint(s1.suite.checkpoint(s1.suite.models[0], seed, step))
+        rows = []
+        for label, iv in (("intact", None), (kind, intervention_of(kind, chosen))):
+            dist = measure(ld.model, ld.tokenizer, s1.stimuli, ExtractConfig(save_embeddings=False), iv,
+                           progress=False)["distances"].assign(model=s1.suite.models[0], seed=seed, step=step)
+            rows.append(performance(with_pairs(dist, s1.stimuli), target=target).assign(condition=label))
+        perf = pd.concat(rows)
+        bars = alt.Chart(perf).mark_bar().encode(
+            x=alt.X("condition:N", title=None), y=alt.Y("r2:Q", title="R²"), color="condition:N",
+            column=alt.Column("layer:O", title="layer"),
+            tooltip=["condition", "layer", alt.Tooltip("r2:Q", format=".4f"), alt.Tooltip("auc:Q", format=".3f")],
+        ).properties(width=40, height=180, title=f"{kind} on {len(chosen)} head(s), seed {seed}, step {step}")
+        return bars
+
+    return W.interactive(
+        show,
+        kind=W.Dropdown(options=KINDS, value="zero", description="kind"),
+        chosen=W.SelectMultiple(options=heads, value=passing or (heads[0][1],), description="heads (* passes)",
+                                rows=8),
+        seed=W.Dropdown(options=sorted(s1.best["seed"].unique()), description="seed"),
+        step=W.SelectionSlider(options=sorted(s1.best["step"].unique()), value=int(s1.best["step"].max()),
+                               description="step"),
     )

@@ -48,6 +48,7 @@ def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r
         sd = null.std(ddof=1) if len(null) > 1 else np.nan
         rows.append({"family": family, "model": model, "seed": seed, "step": step, score: obs,
                      "n_random": len(null), "null_mean": null.mean() if len(null) else np.nan,
+                     "null_q05": np.quantile(null, 0.05) if len(null) else np.nan,
                      "null_q95": np.quantile(null, 0.95) if len(null) else np.nan, "null_sd": sd,
                      "p": (1 + (null >= obs - 1e-12).sum()) / (1 + len(null)) if len(null) else np.nan,
                      "z": (obs - null.mean()) / sd if sd and np.isfinite(sd) and sd > 0 else np.nan})

@@ -1,0 +1,69 @@
+"""Stage 3 statistics: do heads keep attending to the cue when it moves, and does disambiguation survive?
+
+Inputs are tidy tables: the engine's per-sentence head table for the intact set and for each perturbed set (a
+``perturbation`` column names the set; perturbed sentences carry ``source_id`` and a ``control_attn`` column,
+the attention to the position-matched control word; see :mod:`lexprobe.perturb`), and best-layer scores per set.
+
+Per (perturbation, model, seed, step, layer, head), :func:`head_robustness` gives the head's mean cue attention on
+the source sentences intact, on the perturbed sentences, and to the control word, and a paired one-sided test over
+sentences:
+
+* ``separate`` / ``frame`` (the cue moved): perturbed cue attention > attention to the control word now standing
+  where the cue stood (``test = cue>control``): "still attends to the cue", not "attends to that position";
+* ``neutral`` (the cue replaced by a sense-neutral modifier): intact cue attention > attention to the neutral word
+  (``test = informative>neutral``): "attends to the informative cue", not "to whatever modifier stands there".
+
+BH-FDR runs over the heads and perturbations of each (model, seed, step); ``robust`` means q < .05.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from lexprobe.analysis.heads import ALPHA, bh
+
+KEYS = ["model", "seed", "step", "layer", "head"]
+
+
+def _paired_p(a: np.ndarray, b: np.ndarray) -> float:
+    d = a - b
+    d = d[np.isfinite(d)]
+    if len(d) < 2 or d.std() == 0:
+        return 0.0 if len(d) and d.mean() > 0 else 1.0
+    return float(stats.ttest_1samp(d, 0.0, alternative="greater").pvalue)
+
+
+def head_robustness(intact: pd.DataFrame, perturbed: pd.DataFrame) -> pd.DataFrame:
+    """Per perturbation and head: intact / perturbed cue attention, control attention, retained share, test."""
+    base = intact.rename(columns={"sentence_id": "source_id", "cue_attn": "cue_intact"})[
+        [*KEYS, "source_id", "cue_intact"]]
+    merged = perturbed.merge(base, on=[*KEYS, "source_id"], how="inner", validate="many_to_one")
+    rows = []
+    for (pert, op, *key), g in merged.groupby(["perturbation", "operation", *KEYS]):
+        neutral = op == "neutral"
+        p = (_paired_p(g["cue_intact"].to_numpy(float), g["cue_attn"].to_numpy(float)) if neutral
+             else _paired_p(g["cue_attn"].to_numpy(float), g["control_attn"].to_numpy(float)))
+        ci = g["cue_intact"].mean()
+        rows.append({"perturbation": pert, "operation": op, **dict(zip(KEYS, key)), "n_sentences": len(g),
+                     "cue_intact": ci, "cue_perturbed": g["cue_attn"].mean(), "control": g["control_attn"].mean(),
+                     "retained": g["cue_attn"].mean() / ci if ci > 0 else np.nan,
+                     "test": "informative>neutral" if neutral else "cue>control", "p": p})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["q"] = out.groupby(["model", "seed", "step"])["p"].transform(lambda s: pd.Series(bh(s.to_numpy()),
+                                                                                         index=s.index))
+    out["robust"] = out["q"] < ALPHA
+    return out
+
+
+def retained_performance(best: pd.DataFrame, scores: tuple[str, ...] = ("r2", "auc")) -> pd.DataFrame:
+    """Best-layer scores of each perturbation next to the intact set's at the same checkpoint, with the share of
+    the intact R^2 kept (``best`` has a ``perturbation`` column; ``intact`` marks the source set)."""
+    keys = ["model", "seed", "step"]
+    base = best[best["perturbation"] == "intact"].set_index(keys)[list(scores)]
+    out = best[best["perturbation"] != "intact"].join(base, on=keys, rsuffix="_intact")
+    out["r2_retained"] = out["r2"] / out["r2_intact"]
+    return out.reset_index(drop=True)

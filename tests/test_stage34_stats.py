@@ -1,0 +1,119 @@
+"""Stage 3-4 statistics on synthetic tables with known answers; random head sets; the stage-4 design."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lexprobe.ablation import design
+from lexprobe.analysis.causal import agreement, causal_map, drops, first_significant, null_tests
+from lexprobe.analysis.robustness import head_robustness, retained_performance
+from lexprobe.interventions import random_head_sets
+
+KEY = {"model": "m", "seed": 0}
+
+
+def test_null_test_ranks_the_target_among_random_sets():
+    best = pd.DataFrame([{**KEY, "step": 5, "condition": "intact", "r2": 0.5, "auc": 0.9},
+                         {**KEY, "step": 5, "condition": "t", "r2": 0.2, "auc": 0.7}]
+                        + [{**KEY, "step": 5, "condition": f"r{k}", "r2": 0.5 - 0.01 * k, "auc": 0.9}
+                           for k in range(19)])
+    des = pd.DataFrame([{"condition": "t", "family": "zero", "role": "target"}]
+                       + [{"condition": f"r{k}", "family": "zero", "role": "random"} for k in range(19)])
+    dr = drops(best)
+    assert dr.set_index("condition").loc["t", "drop_r2"] == pytest.approx(0.3)
+    t = null_tests(dr, des).iloc[0]
+    assert t["n_random"] == 19 and t["p"] == pytest.approx(1 / 20)
+    assert t["null_mean"] == pytest.approx(0.09) and t["z"] > 3
+    # a target no worse than the median random set is not significant
+    best.loc[best["condition"] == "t", "r2"] = 0.41
+    assert null_tests(drops(best), des).iloc[0]["p"] > 0.4
+
+
+def _pairs(step: int, condition: str, signal: float, rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for w in range(16):
+        for k in range(6):
+            same = k < 2
+            for layer in (0, 1):
+                d = 0.5 + (0.0 if same else signal) + rng.normal(0, 0.05) if layer == 1 else 0.3
+                rows.append({**KEY, "step": step, "condition": condition, "layer": layer, "word": f"w{w}",
+                             "pair_key": f"w{w}-{k}", "distance": d, "same": same, "mean_relatedness": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_causal_map_finds_the_head_that_destroys_the_signal():
+    rng = np.random.default_rng(0)
+    intact = _pairs(9, "intact", 0.2, rng)
+    pairs = pd.concat([intact, _pairs(9, "kill", 0.0, rng), intact.assign(condition="keep")])  # keep: no effect
+    des = pd.DataFrame([{"condition": "kill", "role": "single", "heads": ((1, 0),)},
+                        {"condition": "keep", "role": "single", "heads": ((1, 1),)}])
+    cmap = causal_map(pairs, des, n_boot=200).set_index("condition")
+    assert cmap.loc["kill", "significant"] and cmap.loc["kill", "drop_r2"] > 0.3
+    assert not cmap.loc["keep", "significant"]
+    disc = pd.DataFrame([{**KEY, "layer": 1, "head": 0, "passes": True}, {**KEY, "layer": 1, "head": 1, "passes": True},
+                         {**KEY, "layer": 0, "head": 0, "passes": False}])
+    ag = agreement(cmap.reset_index(), disc).iloc[0]
+    assert (ag["causal"], ag["discovered"], ag["both"]) == (1, 2, 1) and ag["jaccard"] == pytest.approx(0.5)
+    assert ag["causal_heads"] == "L1H0"
+
+
+def test_first_significant_step_needs_every_later_step():
+    tests = pd.DataFrame({"family": "zero", **KEY, "step": [0, 1, 2, 4, 8], "p": [0.5, 0.01, 0.4, 0.01, 0.02]})
+    assert first_significant(tests).iloc[0]["effect_from_step"] == 4
+    tests["p"] = 0.5
+    assert np.isnan(first_significant(tests).iloc[0]["effect_from_step"])
+
+
+def test_head_robustness_separates_cue_from_position():
+    rng = np.random.default_rng(1)
+    intact, pert = [], []
+    for s in range(30):
+        for head, (cue, ctrl) in enumerate([(0.6, 0.1), (0.3, 0.3)]):  # head 0 follows the cue, head 1 the position
+            row = {**KEY, "step": 3, "layer": 0, "head": head}
+            intact.append({**row, "sentence_id": s, "cue_attn": 0.7 + rng.normal(0, 0.02)})
+            pert.append({**row, "sentence_id": 100 + s, "source_id": s, "perturbation": "separate-x",
+                         "operation": "separate", "cue_attn": cue + rng.normal(0, 0.02),
+                         "control_attn": ctrl + rng.normal(0, 0.02)})
+            pert.append({**row, "sentence_id": 200 + s, "source_id": s, "perturbation": "neutral",
+                         "operation": "neutral", "cue_attn": (0.2 if head == 0 else 0.7) + rng.normal(0, 0.02),
+                         "control_attn": np.nan})
+    rob = head_robustness(pd.DataFrame(intact), pd.DataFrame(pert)).set_index(["perturbation", "head"])
+    assert rob.loc[("separate-x", 0), "robust"] and not rob.loc[("separate-x", 1), "robust"]
+    assert rob.loc[("neutral", 0), "robust"] and not rob.loc[("neutral", 1), "robust"]
+    assert rob.loc[("separate-x", 0), "retained"] == pytest.approx(0.6 / 0.7, abs=0.03)
+    assert rob.loc[("neutral", 0), "test"] == "informative>neutral"
+
+
+def test_retained_performance_is_a_share_of_intact():
+    best = pd.DataFrame([{**KEY, "step": 1, "perturbation": "intact", "r2": 0.4, "auc": 0.9},
+                         {**KEY, "step": 1, "perturbation": "p", "r2": 0.1, "auc": 0.6}])
+    assert retained_performance(best).iloc[0]["r2_retained"] == pytest.approx(0.25)
+
+
+def test_random_head_sets():
+    target = ((1, 0), (1, 2), (3, 1))
+    sets = random_head_sets(4, 4, target, 3, 50, seed=3)
+    assert all(len(s) == 3 and not set(s) & set(target) for s in sets)
+    assert len(set(sets)) == 50 and sets == random_head_sets(4, 4, target, 3, 50, seed=3)
+    assert len(set(random_head_sets(3, 2, ((0, 0),), 4, 100))) == 5  # only 5 sets of 4 exist: all of them
+    matched = random_head_sets(4, 4, target, 3, 20, seed=3, layer_matched=True)
+    assert all(sorted(l for l, _ in s) == [1, 1, 3] for s in matched)
+    with pytest.raises(ValueError, match="cannot draw"):
+        random_head_sets(2, 2, ((0, 0),), 4, 1)
+
+
+def test_design_has_nulls_controls_and_the_single_head_map():
+    stats = pd.DataFrame([{**KEY, "layer": l, "head": h, "passes": (l, h) in {(1, 0), (2, 3)}}
+                          for l in range(3) for h in range(4)])
+    d = design(stats, 3, 4, n_random=7, n_random_dev=3)
+    assert (d.query("family == 'single'").shape[0], d.query("role == 'control'").shape[0]) == (12, 1)
+    assert d.query("family == 'edges' and role == 'random'").shape[0] == 7
+    for m in ("zero", "mean", "resample", "knockout"):
+        assert d.query("family == @m and role == 'target'").iloc[0]["heads"] == ((1, 0), (2, 3))
+        assert d.query("family == @m and role == 'random'").shape[0] == 7
+    assert d.query("family == 'zero' and scope == 'all'").shape[0] == 1 + 3
+    assert d["condition"].is_unique
+    none = design(stats.assign(passes=False), 3, 4, n_random=7, n_random_dev=3)
+    assert set(none["family"]) == {"noop", "edges", "single"}
