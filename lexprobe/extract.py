@@ -18,6 +18,7 @@ the same trace (or its weights around it); module paths come from :mod:`lexprobe
 
 from __future__ import annotations
 
+import weakref
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
@@ -82,6 +83,25 @@ def trace_batch(sites: Sites, batch: Batch, intervention: Intervention | None = 
     return reduce_batch(torch.stack(list(hidden)), torch.stack(list(attn)), enc)
 
 
+_INTACT: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[int, torch.Tensor]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def intact_head_outputs(sites: Sites, enc: Encoded, batches: list[torch.Tensor],
+                        layers: set[int]) -> dict[int, torch.Tensor]:
+    """:func:`head_outputs`, remembered for the most recent sentences of each live model (a sweep measures many
+    mean/resample ablations on one checkpoint). Call it only outside weight edits: the values are the intact ones."""
+    key = enc.input_ids.numpy().tobytes() + enc.attention_mask.numpy().tobytes()
+    known_key, known = _INTACT.get(sites.model, (None, {}))
+    if known_key != key:
+        known = {}
+    missing = set(layers) - set(known)
+    if missing:
+        known = {**known, **head_outputs(sites, enc, batches, missing)}
+        _INTACT[sites.model] = (key, known)
+    return {layer: known[layer] for layer in layers}
+
+
 def head_outputs(sites: Sites, enc: Encoded, batches: list[torch.Tensor], layers: set[int]) -> dict[int, torch.Tensor]:
     """Intact concatenated head outputs (n, T, H*hd) of ``layers`` for every sentence (zeros at padding)."""
     n, width = enc.input_ids.shape
@@ -133,7 +153,7 @@ def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], inter
     for leaf in intervention.leaves():
         layers = leaf.value_layers(sites.n_layers, sites.n_heads)
         if layers:
-            for layer, x in head_outputs(sites, enc, batches, layers).items():
+            for layer, x in intact_head_outputs(sites, enc, batches, layers).items():
                 values[(leaf.key, layer)] = leaf.replacement(layer, x, enc.lengths, words)
     return values
 
