@@ -30,12 +30,11 @@ import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
 
-from lexprobe.align import Encoded
 from lexprobe.sites import Sites
 
 Head = tuple[int, int]
@@ -62,6 +61,14 @@ def heads_label(heads: tuple[Head, ...] | None) -> str:
     if len(heads) == 1:
         return f"l{heads[0][0]}h{heads[0][1]}"
     return f"{len(heads)}h"
+
+
+class Encoded(Protocol):
+    """What interventions read of an encoded batch (:class:`lexprobe.align.Encoded` provides it)."""
+
+    input_ids: torch.Tensor  # (b, T)
+    target_mask: torch.Tensor  # (b, T) bool
+    cue_mask: torch.Tensor  # (b, T) bool
 
 
 @dataclass

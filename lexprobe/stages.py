@@ -15,7 +15,8 @@ import pandas as pd
 from lexprobe.analysis.heads import discover, trajectories
 from lexprobe.analysis.inflection import inflections
 from lexprobe.analysis.performance import best_layer, performance, with_pairs
-from lexprobe.interventions import Intervention
+from lexprobe.extract import ExtractConfig, attention_maps, measure
+from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, QKEdit
 from lexprobe.stimuli import Stimuli, load_stimuli
 from lexprobe.store import ResultsStore
 from lexprobe.paths import results_dir
@@ -90,3 +91,36 @@ def head_stage(stage1: Stage1, root: str | Path | None = None, n_perm: int = 200
 def loaded_checkpoint(ck: Checkpoint) -> Loaded:
     """One checkpoint kept in memory for interactive inspection (only the most recently used one)."""
     return load_checkpoint(ck)
+
+
+def live_attention(stage1: Stage1, seed: int, step: int, sentence_id: int,
+                   intervention: Intervention | None = None) -> dict:
+    """One sentence's tokens, target/cue indices and attention (L, H, T, T) at a checkpoint, read through the
+    engine (under ``intervention`` when given)."""
+    ld = loaded_checkpoint(stage1.suite.checkpoint(stage1.suite.models[0], seed, step))
+    sents = stage1.stimuli.sentences
+    return attention_maps(ld.model, ld.tokenizer, sents[sents["sentence_id"] == sentence_id], intervention)[0]
+
+
+def live_performance(stage1: Stage1, seed: int, step: int, intervention: Intervention | None = None) -> pd.DataFrame:
+    """Per-layer performance of one checkpoint on the whole stimulus set, measured now (not stored)."""
+    ld = loaded_checkpoint(stage1.suite.checkpoint(stage1.suite.models[0], seed, step))
+    dist = measure(ld.model, ld.tokenizer, stage1.stimuli, ExtractConfig(save_embeddings=False), intervention,
+                   progress=False)["distances"].assign(model=stage1.suite.models[0], seed=seed, step=step)
+    return performance(with_pairs(dist, stage1.stimuli), target=stage1.perf["target"].iloc[0])
+
+
+KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero")
+
+
+def intervention_of(kind: str, heads: tuple) -> Intervention | None:
+    """The intervention a widget's choice names: one of :data:`KINDS` on ``heads`` (``none``: the intact model)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown intervention kind {kind!r}; choose from {KINDS}")
+    if kind == "none" or not heads:
+        return None
+    if kind == "knockout":
+        return EdgeKnockout(heads)
+    if kind == "qk-zero":
+        return QKEdit(heads)
+    return HeadAblation(heads, kind)

@@ -6,35 +6,8 @@ import altair as alt
 import ipywidgets as W
 import pandas as pd
 
-from lexprobe.extract import ExtractConfig, attention_maps, measure
-from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, QKEdit
-from lexprobe.stages import Stage1, Stage2, loaded_checkpoint
-from lexprobe.analysis.performance import performance, with_pairs
+from lexprobe.stages import KINDS, Stage1, Stage2, intervention_of, live_attention, live_performance
 from lexprobe.viz import STEP_AXIS, attention_tokens
-
-KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero")
-
-
-def intervention_of(kind: str, heads: tuple) -> Intervention | None:
-    """The intervention a widget's choices name (``none``: the intact model)."""
-    if kind == "none" or not heads:
-        return None
-    if kind == "knockout":
-        return EdgeKnockout(heads)
-    if kind == "qk-zero":
-        return QKEdit(heads)
-    return HeadAblation(heads, kind)
-
-
-def sentence_attention(s1: Stage1, seed: int, step: int, sentence_id: int, layer: int, head: int,
-                       intervention: Intervention | None = None) -> tuple:
-    """Tokens, one head's attention from the target (mean over its tokens) to every token, target and cue
-    indices, read through the engine (so an intervened model shows what it really attends to)."""
-    ld = loaded_checkpoint(s1.suite.checkpoint(s1.suite.models[0], seed, step))
-    sents = s1.stimuli.sentences
-    one = sents[sents["sentence_id"] == sentence_id]
-    m = attention_maps(ld.model, ld.tokenizer, one, intervention)[0]
-    return m["tokens"], m["attention"][layer, head][m["target"]].mean(0).tolist(), m["target"], m["cue"]
 
 
 def inspector(s1: Stage1, s2: Stage2) -> W.Widget:
@@ -47,8 +20,9 @@ def inspector(s1: Stage1, s2: Stage2) -> W.Widget:
 
     def show(seed: int, step: int, layer: int, head: int, sentence_id: int) -> alt.VConcatChart:
         r = sents.set_index("sentence_id").loc[sentence_id]
-        toks, w, t_idx, c_idx = sentence_attention(s1, seed, step, sentence_id, layer, head)
-        bars = attention_tokens(toks, w, t_idx, c_idx, title=f"L{layer}H{head} at step {step}: attention from "
+        m = live_attention(s1, seed, step, sentence_id)
+        w = m["attention"][layer, head][m["target"]].mean(0).tolist()
+        bars = attention_tokens(m["tokens"], w, m["target"], m["cue"], title=f"L{layer}H{head} at step {step}: attention from "
                                                               f"'{r['string']}'")
         tr = s2.trajectories.query("seed == @seed and layer == @layer and head == @head").assign(
             step1=lambda d: d["step"] + 1)
@@ -76,16 +50,10 @@ def intervention_explorer(s1: Stage1, s2: Stage2) -> W.Widget:
     heads = [(f"L{r.layer}H{r.head}{' *' if r.passes else ''}", (int(r.layer), int(r.head)))
              for r in s2.stats.drop_duplicates(["layer", "head"]).sort_values(["layer", "head"]).itertuples()]
     passing = tuple(sorted({(int(r.layer), int(r.head)) for r in s2.stats.itertuples() if r.passes}))
-    target = s1.perf["target"].iloc[0]
 
     def show(kind: str, chosen: tuple, seed: int, step: int) -> alt.HConcatChart:
-        ld = loaded_checkpoint(s1.suite.checkpoint(s1.suite.models[0], seed, step))
-        rows = []
-        for label, iv in (("intact", None), (kind, intervention_of(kind, chosen))):
-            dist = measure(ld.model, ld.tokenizer, s1.stimuli, ExtractConfig(save_embeddings=False), iv,
-                           progress=False)["distances"].assign(model=s1.suite.models[0], seed=seed, step=step)
-            rows.append(performance(with_pairs(dist, s1.stimuli), target=target).assign(condition=label))
-        perf = pd.concat(rows)
+        perf = pd.concat([live_performance(s1, seed, step, iv).assign(condition=label)
+                          for label, iv in (("intact", None), (kind, intervention_of(kind, chosen)))])
         bars = alt.Chart(perf).mark_bar().encode(
             x=alt.X("condition:N", title=None), y=alt.Y("r2:Q", title="R²"), color="condition:N",
             column=alt.Column("layer:O", title="layer"),
