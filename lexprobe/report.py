@@ -5,10 +5,42 @@ from __future__ import annotations
 from pathlib import Path
 
 from lexprobe.paths import results_dir
-from lexprobe.stages import head_stage, inflection_stage
+from lexprobe.stages import Stage1, head_stage, inflection_stage
 from lexprobe.store import ResultsStore
 from lexprobe.stimuli import Stimuli
 from lexprobe.suites import Suite
+
+
+def _steps(lo: float, hi: float, width: int = 6) -> str:
+    return f"[{lo:{width}.0f}, {hi:{width}.0f}]" if lo == lo else f"{'none':^{2 * width + 4}}"
+
+
+def _inflection_lines(s1: Stage1) -> list[str]:
+    """Per seed: the curve model AICc chose, onset (= "the inflection"), midpoint, saturation, cross-checks; with a
+    planted onset, whether each seed's onset interval lies after it and its estimate is within 4x of it."""
+    inf = s1.inflection
+    lines = ["inflection = onset of the rise (curve model chosen by AICc on log10(step+1)); intervals: profile "
+             "likelihood, item bootstrap", "seed  R2@first  R2@last  model       shape                onset  "
+             "CI(profile)       CI(item bootstrap)  midpoint  saturation  max-increase/decade  changepoint"]
+    last = s1.best.sort_values("step").groupby(["model", "seed"])
+    for r in inf.itertuples():
+        g = last.get_group((r.model, r.seed))[s1.score]
+        lines.append(f"{r.seed:>4}  {g.iloc[0]:8.3f}  {g.iloc[-1]:7.3f}  {str(r.curve_model):10s}  {r.shape:19s}  "
+                     f"{r.onset_step:5.0f}  {_steps(r.onset_low_step, r.onset_high_step)}  "
+                     f"{_steps(r.onset_boot_low_step, r.onset_boot_high_step)}    {r.midpoint_step:8.0f}  "
+                     f"{r.saturation_step:10.0f}  {r.max_increase_from:>7.0f}->{r.max_increase_step:<7.0f}"
+                     f"({r.max_increase_per_decade:.3f})  {r.changepoint_step:11.0f}")
+    if s1.onset is None:
+        return lines
+    lines.append("")
+    for r in inf.itertuples():
+        after = r.onset_low_step > s1.onset  # False when there is no interval
+        within = s1.onset / 4 <= r.onset_step <= s1.onset * 4
+        estimate = f"{r.onset_step:.0f}" if r.onset_step == r.onset_step else f"none ({r.shape}, {r.selected_by})"
+        lines.append(f"seed {r.seed}: onset interval {_steps(r.onset_low_step, r.onset_high_step, 0).strip()} lies after "
+                     f"the onset ({s1.onset}): {'yes' if after else 'NO'}; onset estimate {estimate} within 4x of the "
+                     f"onset [{s1.onset / 4:.0f}, {s1.onset * 4:.0f}]: {'yes' if within else 'NO'}")
+    return lines
 
 
 def report(suite: str | Suite, stimuli: str | Stimuli = "lexprobe_nouns", root: str | Path | None = None,
@@ -29,21 +61,7 @@ def report(suite: str | Suite, stimuli: str | Stimuli = "lexprobe_nouns", root: 
     for r in skipped.itertuples():
         lines.append(f"WARNING: skipped {r.model} seed {r.seed} step {r.step}: {r.reason}")
     lines.append("")
-    lines.append("seed  R2@first  R2@last  breakpoint  CI(segmented)      CI(item bootstrap)  max-increase  changepoint")
-    last = s1.best.sort_values("step").groupby(["model", "seed"])
-    for r in s1.inflection.itertuples():
-        g = last.get_group((r.model, r.seed))
-        lines.append(f"{r.seed:>4}  {g['r2'].iloc[0]:8.3f}  {g['r2'].iloc[-1]:7.3f}  {r.breakpoint_step:10.0f}  "
-                     f"[{r.ci_low_step:6.0f}, {r.ci_high_step:6.0f}]  [{r.boot_low_step:6.0f}, {r.boot_high_step:6.0f}]"
-                     f"  {r.max_increase_step:12.0f}  {r.changepoint_step:11.0f}")
-    if s1.onset is not None:
-        lines.append("")
-        for r in s1.inflection.itertuples():
-            after = r.ci_low_step > s1.onset
-            within = s1.onset / 4 <= r.breakpoint_step <= s1.onset * 4
-            lines.append(f"seed {r.seed}: segmented CI [{r.ci_low_step:.0f}, {r.ci_high_step:.0f}] lies after the onset "
-                         f"({s1.onset}): {'yes' if after else 'NO'}; breakpoint {r.breakpoint_step:.0f} within 4x of "
-                         f"the onset [{s1.onset / 4:.0f}, {s1.onset * 4:.0f}]: {'yes' if within else 'NO'}")
+    lines += _inflection_lines(s1)
     lines.append("")
     st = s2.stats
     lines.append("heads (of " + str(st.groupby("seed").size().iloc[0]) + " per seed) meeting each criterion:")

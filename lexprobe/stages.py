@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from lexprobe.analysis.heads import discover, trajectories
-from lexprobe.analysis.inflection import inflections
-from lexprobe.analysis.performance import best_layer, performance, with_pairs
+from lexprobe.analysis.inflection import fitted_curves, inflections
+from lexprobe.analysis.performance import SCORE_OF, best_layer, performance, with_pairs
 from lexprobe.extract import ExtractConfig, attention_maps, measure
 from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, QKEdit
 from lexprobe.stimuli import Stimuli, load_stimuli
@@ -26,7 +26,9 @@ from lexprobe.sweep import condition_of, extract
 
 @dataclass
 class Stage1:
-    """Inflection detection: pair-level distances, per-layer performance, best layer, inflection per seed."""
+    """Inflection detection: pair-level distances, per-layer performance, best layer per checkpoint (chosen ``by``),
+    one row per (model, seed) in ``inflection`` (its ``onset_step`` is "the inflection": the onset of the rise)
+    and the chosen curve model's fitted values in ``fitted``."""
 
     suite: Suite
     stimuli: Stimuli
@@ -35,7 +37,14 @@ class Stage1:
     perf: pd.DataFrame
     best: pd.DataFrame
     inflection: pd.DataFrame
+    fitted: pd.DataFrame
     condition: str = "intact"
+    by: str = "r2"
+
+    @property
+    def score(self) -> str:
+        """The best-layer score followed across training (r2, r2_signed or auc)."""
+        return SCORE_OF[self.by]
 
     @property
     def onset(self) -> int | None:
@@ -59,9 +68,12 @@ def _store(root: str | Path | None) -> ResultsStore:
 def inflection_stage(suite: str | Suite = "organism", stimuli: str | Stimuli = "lexprobe_nouns",
                      steps: str = "all", root: str | Path | None = None, n_boot: int = 200,
                      exclude_embedding: bool = False, intervention: Intervention | None = None,
-                     progress: bool = True) -> Stage1:
+                     progress: bool = True, by: str = "r2") -> Stage1:
     """Extract (or reuse) every checkpoint, then compute performance and inflection per (model, seed), on the
-    intact model or under ``intervention`` (stored under its derived condition)."""
+    intact model or under ``intervention`` (stored under its derived condition).
+
+    ``by`` picks each checkpoint's best layer: ``"r2"`` (the original study's sign-blind R^2), ``"signed"`` or
+    ``"auc"`` (see :func:`lexprobe.analysis.performance.best_layer`)."""
     suite = resolve_suite(suite) if isinstance(suite, str) else suite
     stimuli = load_stimuli(stimuli) if isinstance(stimuli, str) else stimuli
     chosen = parse_steps(steps, suite.steps)
@@ -74,9 +86,11 @@ def inflection_stage(suite: str | Suite = "organism", stimuli: str | Stimuli = "
                              step=list(chosen), model=list(suite.models), seed=list(suite.seeds))
     pairs = with_pairs(dist, stimuli)
     perf = performance(pairs)
-    best = best_layer(perf, exclude_embedding=exclude_embedding)
-    inf = inflections(best, pairs, n_boot=n_boot, exclude_embedding=exclude_embedding, target=perf["target"].iloc[0])
-    return Stage1(suite, stimuli, status, pairs, perf, best, inf, condition)
+    best = best_layer(perf, exclude_embedding=exclude_embedding, by=by)
+    inf = inflections(best, pairs, n_boot=n_boot, by=by, exclude_embedding=exclude_embedding,
+                      target=perf["target"].iloc[0])
+    return Stage1(suite, stimuli, status, pairs, perf, best, inf, fitted_curves(best, SCORE_OF[by]),
+                  condition=condition, by=by)
 
 
 def head_stage(stage1: Stage1, root: str | Path | None = None, n_perm: int = 2000) -> Stage2:

@@ -11,27 +11,35 @@ STEP_AXIS = alt.Axis(title="training step + 1 (log scale)", format="~s")
 
 
 def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None, onset: int | None = None,
-                      score: str = "r2") -> alt.LayerChart:
-    """Best-layer performance per checkpoint on a log step axis, one line per seed, inflection CI shaded."""
+                      score: str = "r2", fitted: pd.DataFrame | None = None) -> alt.LayerChart:
+    """Best-layer performance per checkpoint on a log step axis, one line per seed; with an inflection table, each
+    seed's onset of the rise (dotted rule) and its profile interval (shaded); with ``fitted`` (columns model, seed,
+    step, fitted), the chosen curve model as a thin line."""
     d = best.assign(step1=best["step"] + 1, seed=best["seed"].astype(str))
+    title = {"r2": "best-layer R²", "r2_signed": "best-layer signed R²", "auc": "best-layer AUC"}.get(score, score)
     base = alt.Chart(d).encode(
         x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
-        y=alt.Y(f"{score}:Q", title="best-layer R²" if score == "r2" else score),
+        y=alt.Y(f"{score}:Q", title=title),
         color=alt.Color("seed:N", title="seed"),
     )
-    layers: list[alt.Chart] = [base.mark_line(point=True).encode(
+    layers: list[alt.Chart] = [base.mark_line(point=True, opacity=0.6).encode(
         tooltip=["model", "seed", "step", alt.Tooltip(f"{score}:Q", format=".3f"), "best_layer"])]
+    if fitted is not None and len(fitted):
+        f = fitted.assign(step1=fitted["step"] + 1, seed=fitted["seed"].astype(str))
+        layers.append(alt.Chart(f).mark_line(strokeWidth=2.5).encode(
+            x="step1:Q", y=alt.Y("fitted:Q"), color=alt.Color("seed:N"), detail="model:N",
+            tooltip=["model", "seed", "curve_model", alt.Tooltip("fitted:Q", format=".3f")]))
     if inflection is not None and len(inflection):
-        inf = inflection.assign(seed=inflection["seed"].astype(str), lo=inflection["ci_low_step"] + 1,
-                                hi=inflection["ci_high_step"] + 1, bp=inflection["breakpoint_step"] + 1)
+        inf = inflection.assign(seed=inflection["seed"].astype(str), lo=inflection["onset_low_step"] + 1,
+                                hi=inflection["onset_high_step"] + 1, on=inflection["onset_step"] + 1)
+        tips = ["seed", "curve_model", "shape", alt.Tooltip("onset_step:Q", format=",.0f"),
+                alt.Tooltip("onset_low_step:Q", format=",.0f"), alt.Tooltip("onset_high_step:Q", format=",.0f")]
         shaded = inf.dropna(subset=["lo", "hi"])
         if len(shaded):
             layers.insert(0, alt.Chart(shaded).mark_rect(opacity=0.15).encode(
-                x="lo:Q", x2="hi:Q", color=alt.Color("seed:N"),
-                tooltip=["seed", alt.Tooltip("ci_low_step:Q", format=",.0f"),
-                         alt.Tooltip("ci_high_step:Q", format=",.0f")]))
-        layers.append(alt.Chart(inf).mark_rule(strokeDash=[2, 2]).encode(
-            x="bp:Q", color=alt.Color("seed:N"), tooltip=["seed", alt.Tooltip("breakpoint_step:Q", format=",.0f")]))
+                x="lo:Q", x2="hi:Q", color=alt.Color("seed:N"), tooltip=tips))
+        layers.append(alt.Chart(inf.dropna(subset=["on"])).mark_rule(strokeDash=[2, 2]).encode(
+            x="on:Q", color=alt.Color("seed:N"), tooltip=tips))
     if onset is not None:
         layers.append(alt.Chart(pd.DataFrame({"x": [onset + 1], "label": ["planted onset"]})).mark_rule(
             color="black", strokeDash=[6, 3]).encode(x="x:Q", tooltip=["label"]))

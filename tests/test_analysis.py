@@ -8,74 +8,30 @@ import pytest
 from scipy import stats
 
 from lexprobe.analysis.heads import bh, discover
-from lexprobe.analysis.inflection import detect, grid_breakpoint, inflections, to_step
-from lexprobe.analysis.performance import auc, best_layer, from_published, performance
+from lexprobe.analysis.inflection import inflections
+from lexprobe.analysis.performance import SCORE_OF, auc, best_layer, performance
+from lexprobe.suites import RIVTROTT_STEPS
 
-STEPS = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 5000, 10000, 25000, 50000, 75000, 100000,
-                  143000])
-
-
-def broken_line(steps: np.ndarray, bp_step: float, rng: np.random.Generator, noise: float = 0.004) -> np.ndarray:
-    x, psi = np.log10(steps + 1), np.log10(bp_step + 1)
-    return 0.005 + 0.12 * np.clip(x - psi, 0, None) + rng.normal(0, noise, len(steps))
+STEPS = np.array(RIVTROTT_STEPS)
 
 
-@pytest.mark.parametrize("bp", [300, 1500, 8000])
-def test_segmented_recovers_known_breakpoint(bp):
-    rng = np.random.default_rng(1)
-    res = detect(STEPS, broken_line(STEPS, bp, rng))
-    assert res["converged"]
-    assert res["ci_low_step"] <= bp <= res["ci_high_step"]
-    assert bp / 2 < res["breakpoint_step"] < bp * 2
-    assert res["ci_high_step"] < bp * 4 and res["ci_low_step"] > bp / 4  # the CI is informative, not everything
-
-
-def test_cross_checks_find_a_jump():
-    score = np.where(STEPS >= 1000, 0.2, 0.005) + np.random.default_rng(0).normal(0, 0.002, len(STEPS))
-    res = detect(STEPS, score)
-    assert (res["max_increase_from"], res["max_increase_step"]) == (512, 1000)
-    assert res["changepoint_step"] == 1000
-
-
-def published_table(rng: np.random.Generator, steps: tuple[int, ...] = (0, 512, 1000)) -> pd.DataFrame:
-    """A table in the original study's long format: 30 pairs x 3 layers x steps; from step 512 on, distance
-    tracks relatedness more and more (linearly in log-step, so a broken line at ~256-512 describes it)."""
+def pair_table(rng: np.random.Generator, steps=RIVTROTT_STEPS, layers: dict | None = None,
+               target_noise: float = 0.05) -> pd.DataFrame:
+    """Pair-level distances for 60 pairs of 10 words x layers x steps. ``layers`` maps a layer to its signal
+    direction (+1: related / same-sense pairs closer, as in real models; -1: the wrong way). The signal is 0 up to
+    step 500, grows linearly in log-step to step 20000, then stays."""
+    layers = layers or {0: 0.0, 1: 0.5, 2: 1.0}
     rows = []
-    for step in steps:
-        for pair in range(30):
-            same = pair % 3 == 0
-            rel = rng.uniform(3, 4) if same else rng.uniform(0, 2)
-            for layer in range(3):
-                signal = 0.0 if step < 512 else 0.02 * layer + 0.03 * np.log2(step / 256)
-                dist = 0.5 - signal * rel + rng.normal(0, 0.05)
-                rows.append({"sentence1": f"s{pair}a", "sentence2": f"s{pair}b", "word": f"w{pair // 6}",
-                             "string": f"w{pair // 6}", "Same_sense": "Same" if same else "Different",
-                             "Distance": dist, "Layer": layer, "mean_relatedness": rel, "step": step})
+    growth = np.clip((np.log10(np.asarray(steps) + 1) - np.log10(501)) / (np.log10(20001) - np.log10(501)), 0, 1)
+    for pair in range(60):
+        same = pair % 3 == 0
+        rel = rng.uniform(3, 4) if same else rng.uniform(0, 2)
+        for step, g in zip(steps, growth):
+            for layer, direction in layers.items():
+                dist = 0.5 - direction * 0.1 * g * rel + rng.normal(0, target_noise)
+                rows.append({"model": "m", "seed": 0, "step": int(step), "layer": layer, "word": f"w{pair // 6}",
+                             "pair_key": f"p{pair}", "distance": dist, "same": same, "mean_relatedness": rel})
     return pd.DataFrame(rows)
-
-
-def test_published_format_r2_matches_independent_computation():
-    raw = published_table(np.random.default_rng(3))
-    perf = performance(from_published(raw))
-    assert (perf["target"] == "relatedness").all()
-    for (step, layer), g in raw.groupby(["step", "Layer"]):
-        r, _ = stats.pearsonr(g["Distance"], g["mean_relatedness"])
-        got = perf.query("step == @step and layer == @layer")["r2"].item()
-        assert got == pytest.approx(r**2, abs=1e-12)
-    best = best_layer(perf)
-    assert list(best["step"]) == [0, 512, 1000]
-    assert best.set_index("step").loc[1000, "best_layer"] == 2
-    assert best.set_index("step").loc[1000, "r2"] > best.set_index("step").loc[0, "r2"]
-
-
-def test_published_format_errors_name_the_problem():
-    raw = published_table(np.random.default_rng(0)).drop(columns=["Layer"])
-    with pytest.raises(ValueError, match=r"lacks columns \['Layer'\]"):
-        from_published(raw)
-    bad = published_table(np.random.default_rng(0))
-    bad.loc[5, "Same_sense"] = "perhaps"
-    with pytest.raises(ValueError, match="'perhaps'"):
-        from_published(bad)
 
 
 def test_auc_against_mann_whitney():
@@ -85,16 +41,46 @@ def test_auc_against_mann_whitney():
     assert auc(s, pos) == pytest.approx(u / (pos.sum() * (~pos).sum()))
 
 
+@pytest.mark.parametrize("target", ["relatedness", "same"])
+def test_signed_best_layer_refuses_the_wrong_direction(target):
+    """Layer 1 separates senses the wrong way (different-sense / unrelated pairs closer), more strongly than
+    layer 2 separates them the right way: the study's sign-blind R^2 picks layer 1, the signed rule and AUC
+    pick layer 2, for either target."""
+    table = pair_table(np.random.default_rng(1), steps=(143000,), layers={1: -1.0, 2: 0.5}, target_noise=0.03)
+    perf = performance(table, target=target).set_index("layer")
+    assert perf.loc[1, "r"] > 0 > perf.loc[2, "r"]  # right way = negative r, for relatedness and same = 1
+    assert perf.loc[1, "r2_signed"] < 0 < perf.loc[2, "r2_signed"]
+    assert perf.loc[1, "auc"] < 0.5 < perf.loc[2, "auc"]
+    assert perf.loc[2, "r2_signed"] == pytest.approx(perf.loc[2, "r2"])
+    assert perf.loc[1, "r2"] > perf.loc[2, "r2"]
+    chosen = {by: best_layer(perf.reset_index(), by=by)["best_layer"].item() for by in SCORE_OF}
+    assert chosen == {"r2": 1, "signed": 2, "auc": 2}
+    with pytest.raises(ValueError, match="by must be one of"):
+        best_layer(perf.reset_index(), by="r")
+    with pytest.raises(ValueError, match="target must be one of"):
+        performance(table, target="sense")
+
+
 def test_item_bootstrap_interval_brackets_the_estimate():
-    raw = published_table(np.random.default_rng(5), steps=(0, 16, 64, 256, 512, 1000, 2000, 4000))
-    pairs = from_published(raw)
+    pairs = pair_table(np.random.default_rng(5))
     best = best_layer(performance(pairs))
-    inf = inflections(best, pairs, n_boot=50)
-    r = inf.iloc[0]
-    assert r["boot_low_step"] <= r["boot_high_step"]
-    full = to_step(grid_breakpoint(np.log10(best["step"].to_numpy() + 1.0), best["r2"].to_numpy()))
-    assert 0 < r["boot_low_step"] <= full <= r["boot_high_step"] < 4000  # brackets the full-data estimate
-    assert r["boot_high_step"] / r["boot_low_step"] < 20  # and says something: not the whole step range
+    r = inflections(best, pairs, n_boot=60).iloc[0]
+    assert r["n_boot"] == 60 and r["curve_model"] not in (None, "flat")
+    for k in ("onset", "saturation"):
+        assert r[f"{k}_boot_low_step"] <= r[f"{k}_step"] <= r[f"{k}_boot_high_step"]
+    assert 250 <= r["onset_step"] <= 1000  # planted: the signal starts growing at step 500
+    assert r["onset_boot_high_step"] / r["onset_boot_low_step"] < 10  # informative, not the whole range
+
+
+def test_item_bootstrap_follows_the_signed_rule():
+    pairs = pair_table(np.random.default_rng(2), layers={1: -1.0, 2: 0.6})
+    perf = performance(pairs)
+    signed = inflections(best_layer(perf, by="signed"), pairs, n_boot=40, by="signed").iloc[0]
+    assert signed["curve_model"] not in (None, "flat") and 250 <= signed["onset_step"] <= 1000
+    assert signed["onset_boot_low_step"] <= signed["onset_step"] <= signed["onset_boot_high_step"]
+    with pytest.raises(ValueError, match="n_boot=0"):
+        inflections(best_layer(perf, by="auc"), pairs, n_boot=10, by="auc")
+    assert inflections(best_layer(perf, by="auc"), pairs, n_boot=0, by="auc")["n_boot"].item() == 0
 
 
 def synthetic_heads(rng: np.random.Generator, steps: np.ndarray, perf: np.ndarray) -> pd.DataFrame:

@@ -50,11 +50,14 @@ def test_charts_build_and_export_offline(tmp_path):
     steps = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
     best = pd.DataFrame({"model": "m", "seed": 0, "step": steps, "r2": np.linspace(0, 0.4, len(steps)),
                          "best_layer": 3})
-    inf = pd.DataFrame({"model": ["m"], "seed": [0], "breakpoint_step": [100.0], "ci_low_step": [60.0],
-                        "ci_high_step": [150.0]})
-    chart = viz.performance_chart(best, inf, onset=64)
+    inf = pd.DataFrame({"model": ["m"], "seed": [0], "curve_model": ["segmented2"], "shape": ["flat->rise"],
+                        "onset_step": [100.0], "onset_low_step": [60.0], "onset_high_step": [150.0]})
+    fitted = pd.DataFrame({"model": "m", "seed": 0, "step": [0.0, 100.0, 512.0], "fitted": [0.0, 0.0, 0.4],
+                           "curve_model": "segmented2"})
+    chart = viz.performance_chart(best, inf, onset=64, fitted=fitted)
     spec = chart.to_dict()
-    assert any(layer["mark"]["type"] == "rect" for layer in spec["layer"])  # the shaded CI
+    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
+    assert marks.count("rect") == 1 and marks.count("rule") == 2 and marks.count("line") == 2  # CI, onsets, fit
     out = viz.save(chart, tmp_path / "perf.svg")
     assert out.read_text().lstrip().startswith("<svg")
     stats = pd.DataFrame({"model": "m", "seed": 0, "layer": [0, 0, 1, 1], "head": [0, 1, 0, 1],
