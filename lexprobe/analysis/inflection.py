@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from lexprobe.analysis.performance import CHECKPOINT_KEYS, DEGENERATE, SCORE_OF
+from lexprobe.analysis.performance import CHECKPOINT_KEYS, DEGENERATE, SCORE_OF, target_of
 
 LEVEL = 0.95
 RISE_FRACTION = 0.1  # the rise runs from 10% to 90% of the increase
@@ -376,8 +376,6 @@ def inflections(best: pd.DataFrame, pairs_table: pd.DataFrame | None = None, n_b
     pair-level distances joined to stimuli (columns step, layer, word, pair_key, distance, same, mean_relatedness)
     for the item bootstrap (``n_boot`` resamples of words; 0 skips it; not available for ``by="auc"``).
     """
-    from lexprobe.analysis.performance import target_of
-
     score = score or SCORE_OF[by]
     if pairs_table is not None and n_boot and score != SCORE_OF[by]:
         raise ValueError(f"the item bootstrap re-chooses the best layer by {by!r} and follows {SCORE_OF[by]!r}, "
@@ -394,16 +392,15 @@ def inflections(best: pd.DataFrame, pairs_table: pd.DataFrame | None = None, n_b
             for k, v in zip(keys, key):
                 sub = sub[sub[k] == v]
             steps, scores = _bootstrap_scores(sub, n_boot, rng, target or target_of(sub), exclude_embedding, by)
-            x = np.log10(steps + 1)
+            ok = np.isfinite(scores).all(0)  # checkpoints where some resample has no defined score are left out
+            x, scores = np.log10(steps[ok] + 1), scores[:, ok]
             draws = np.array([[getattr(fit(row["curve_model"], x, b, level, interval=False), k) for k in POINTS]
                               for b in scores])
             for i, k in enumerate(POINTS):
+                if np.isnan(row[f"{k}_step"]):
+                    continue
                 lo, hi = _interval(draws[:, i], x[0], x[-1], level)
                 row |= {f"{k}_boot_low_step": to_step(lo), f"{k}_boot_high_step": to_step(hi)}
             row["n_boot"] = n_boot
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-__all__ = ["CurveFit", "MODELS", "aicc", "candidates", "changepoint", "detect", "fit", "fitted_curves",
-           "inflections", "max_increase", "select", "to_step"]
