@@ -37,9 +37,10 @@ def _inflection_lines(s1: Stage1) -> list[str]:
         after = r.onset_low_step > s1.onset  # False when there is no interval
         within = s1.onset / 4 <= r.onset_step <= s1.onset * 4
         estimate = f"{r.onset_step:.0f}" if r.onset_step == r.onset_step else f"none ({r.shape}, {r.selected_by})"
-        lines.append(f"seed {r.seed}: onset interval {_steps(r.onset_low_step, r.onset_high_step, 0).strip()} lies after "
-                     f"the onset ({s1.onset}): {'yes' if after else 'NO'}; onset estimate {estimate} within 4x of the "
-                     f"onset [{s1.onset / 4:.0f}, {s1.onset * 4:.0f}]: {'yes' if within else 'NO'}")
+        interval = _steps(r.onset_low_step, r.onset_high_step, 0).strip()
+        lines.append(f"seed {r.seed}: onset interval {interval} lies after the onset ({s1.onset}): "
+                     f"{'yes' if after else 'NO'}; onset estimate {estimate} within 4x of the onset "
+                     f"[{s1.onset / 4:.0f}, {s1.onset * 4:.0f}]: {'yes' if within else 'NO'}")
     return lines
 
 

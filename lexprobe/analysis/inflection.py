@@ -17,12 +17,12 @@ one-breakpoint line is fitted without comparison; with fewer, only the cross-che
 
 The **rise**: for the logistic, from 10% (the **onset**) through 50% (the **midpoint**, its inflection) to 90% of
 its height (the **saturation**). For broken lines, the run of consecutive rising segments with the largest total
-increase, without creep at its ends (end segments less than half as steep as the run on average that together
-add at most 10% of its increase); its first
-breakpoint is the onset (for segmented2 on a flat -> rise -> plateau curve: the first breakpoint), its last the
-saturation, its centre in log-step (where a flat -> rise -> plateau line is half-way up) the midpoint. An onset at the first checkpoint (``onset_censored``) means the
-curve already rises there; a saturation at the last (``saturation_censored``) that it still rises there (a broken
-line then has no midpoint: NaN).
+increase, without creep at its ends (end segments less than half as steep as the run on average that together add
+at most 10% of its increase); its first breakpoint is the onset (for segmented2 on a flat -> rise -> plateau curve:
+the first breakpoint), its last the saturation, its centre in log-step (where a flat -> rise -> plateau line is
+half-way up) the midpoint. An onset at the first checkpoint (``onset_censored``) means the curve already rises
+there; a saturation at the last (``saturation_censored``) that it still rises there (a broken line then has no
+midpoint: NaN).
 
 Intervals, at 95%:
 
@@ -300,7 +300,8 @@ def detect(steps: np.ndarray, score: np.ndarray, level: float = LEVEL) -> dict:
                  (False, False): "flat->rise->plateau"}[(f.onset <= x[0], f.saturation >= x[-1])]
     out = {"curve_model": None if f is None else f.model, "selected_by": how, "shape": shape,
            **_step_columns(f),
-           "onset_censored": bool(rises and f.onset <= x[0]), "saturation_censored": bool(rises and f.saturation >= x[-1]),
+           "onset_censored": bool(rises and f.onset <= x[0]),
+           "saturation_censored": bool(rises and f.saturation >= x[-1]),
            **{f"aicc_{m}": crit[m] for m in MODELS},
            **max_increase(steps, score),
            "changepoint_step": steps[changepoint(score)] if len(steps) >= 4 else np.nan,
@@ -321,7 +322,8 @@ def fitted_curves(best: pd.DataFrame, score: str = "r2", n_points: int = 120) ->
         xs = np.linspace(x[0], x[-1], n_points)
         rows.append(pd.DataFrame({**dict(zip(keys, key)), "step": 10**xs - 1, "fitted": f.predict(xs),
                                   "curve_model": f.model}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=[*keys, "step", "fitted", "curve_model"])
+    empty = pd.DataFrame(columns=[*keys, "step", "fitted", "curve_model"])
+    return pd.concat(rows, ignore_index=True) if rows else empty
 
 
 def _bootstrap_scores(table: pd.DataFrame, n_boot: int, rng: np.random.Generator, target: str,
