@@ -73,7 +73,7 @@ def _ablate(args: argparse.Namespace) -> int:
     s2 = head_stage(s1, root=args.out)
     s4 = causal_stage(s1, s2, n_random=args.n_random, n_random_dev=args.n_random_dev,
                       layer_matched=args.layer_matched, map_steps=args.map_steps, root=args.out)
-    print(causal_report(s4))
+    print(causal_report(s4, s1.inflection))
     return 0
 
 
