@@ -121,11 +121,11 @@ def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int | None = None, n_
     """Design, measure (cached) and test stage 4 on the checkpoints of a finished inflection stage.
 
     Defaults: ``n_random`` 100 random sets per null and ``n_random_dev`` 10 at every checkpoint, the single-head
-    map at every checkpoint (``map_steps``: about that many log-spaced ones); under LEXPROBE_SMOKE=1 10, 3 and 4.
+    map at every checkpoint (``map_steps``: about that many log-spaced ones); under LEXPROBE_SMOKE=1 5, 2 and 2.
     """
-    n_random = n_random if n_random is not None else (10 if smoke() else 100)
-    n_random_dev = n_random_dev if n_random_dev is not None else (3 if smoke() else 10)
-    map_steps = map_steps if map_steps is not None else (4 if smoke() else None)
+    n_random = n_random if n_random is not None else (5 if smoke() else 100)
+    n_random_dev = n_random_dev if n_random_dev is not None else (2 if smoke() else 10)
+    map_steps = map_steps if map_steps is not None else (2 if smoke() else None)
     suite, stim = stage1.suite, stage1.stimuli
     stats = stage2.stats
     n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1

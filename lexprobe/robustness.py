@@ -15,12 +15,12 @@ from tqdm.auto import tqdm
 from lexprobe.analysis.performance import best_layer, performance, with_pairs
 from lexprobe.analysis.robustness import head_robustness, retained_performance
 from lexprobe.extract import ExtractConfig
-from lexprobe.paths import results_dir
+from lexprobe.paths import results_dir, smoke
 from lexprobe.perturb import cue_token_distance, load_phrases, standard_set
 from lexprobe.stages import Stage1, Stage2
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore
-from lexprobe.suites import load_tokenizer
+from lexprobe.suites import load_tokenizer, log_subset
 from lexprobe.sweep import extract
 
 
@@ -37,10 +37,13 @@ class Stage3:
 
 
 def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] | None = None,
-                       root: str | Path | None = None, progress: bool = True) -> Stage3:
-    """Extract every perturbed set at the stage-1 checkpoints and compare it with the intact set."""
+                       n_steps: int | None = None, root: str | Path | None = None, progress: bool = True) -> Stage3:
+    """Extract every perturbed set at the stage-1 checkpoints (about ``n_steps`` log-spaced ones when given;
+    4 under LEXPROBE_SMOKE=1) and compare it with the intact set."""
     suite, stim = stage1.suite, stage1.stimuli
     steps = tuple(sorted(int(s) for s in stage1.best["step"].unique()))
+    n_steps = n_steps if n_steps is not None else (4 if smoke() else None)
+    steps = log_subset(steps, n_steps) if n_steps else steps
     tok = load_tokenizer(suite.checkpoint(suite.models[0], suite.seeds[0], steps[-1]))
     sets = sets if sets is not None else standard_set(stim, tokenizer=tok)
     store = ResultsStore(root or results_dir())
