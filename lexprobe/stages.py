@@ -17,7 +17,8 @@ from lexprobe.analysis.performance import best_layer, performance, with_pairs
 from lexprobe.stimuli import Stimuli, load_stimuli
 from lexprobe.store import ResultsStore
 from lexprobe.paths import results_dir
-from lexprobe.suites import Suite, parse_steps, resolve_suite
+from lexprobe.specs import resolve
+from lexprobe.suites import Suite, parse_steps
 from lexprobe.sweep import extract
 
 
@@ -56,7 +57,7 @@ def inflection_stage(suite: str | Suite = "organism", stimuli: str | Stimuli = "
                      steps: str = "all", root: str | Path | None = None, n_boot: int = 200,
                      exclude_embedding: bool = False, progress: bool = True) -> Stage1:
     """Extract (or reuse) every checkpoint, then compute performance and inflection per (model, seed)."""
-    suite = resolve_suite(suite) if isinstance(suite, str) else suite
+    suite = resolve(suite) if isinstance(suite, str) else suite
     stimuli = load_stimuli(stimuli) if isinstance(stimuli, str) else stimuli
     chosen = parse_steps(steps, suite.steps)
     status = extract(suite, stimuli, chosen, root=root, progress=progress)

@@ -10,9 +10,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lexprobe.extract import MEASUREMENTS, ExtractConfig, LayerHook, measure
+from lexprobe.files import fingerprint
 from lexprobe.paths import results_dir
 from lexprobe.stimuli import Stimuli
-from lexprobe.store import ResultsStore, StoreConflict, Unit, fingerprint
+from lexprobe.store import ResultsStore, StoreConflict, Unit
 from lexprobe.suites import CheckpointUnavailable, Suite, cached_commit, opened, suite_metadata
 
 log = logging.getLogger(__name__)

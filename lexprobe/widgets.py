@@ -11,7 +11,7 @@ import torch
 from lexprobe.align import align
 from lexprobe.stages import Stage1, Stage2
 from lexprobe.suites import Checkpoint, Loaded, load_checkpoint
-from lexprobe.viz import STEP_AXIS, attention_tokens
+from lexprobe.viz import STEP_AXIS, attention_tokens, lead_head
 
 
 @lru_cache(maxsize=1)
@@ -29,12 +29,13 @@ def sentence_attention(ld: Loaded, sentence: str, target: str, cue: str, layer: 
 
 
 def inspector(s1: Stage1, s2: Stage2) -> W.Widget:
-    """Pick seed, checkpoint, layer, head and sentence: attention over tokens plus that head's trajectory."""
+    """Pick seed, checkpoint, layer, head and sentence: attention over tokens plus that head's trajectory; starts
+    on :func:`lexprobe.viz.lead_head` (a head that passes, if any) at the last checkpoint."""
     sents = s1.stimuli.sentences
     labels = [(f"{r.sentence}  [{r.word}: sense {r.sense}, cue '{r.cue}']", r.sentence_id) for r in sents.itertuples()]
     layers = sorted(s2.stats["layer"].unique())
     heads = sorted(s2.stats["head"].unique())
-    top = s2.stats.sort_values("q").iloc[0]
+    top = lead_head(s2.stats)
 
     def show(seed: int, step: int, layer: int, head: int, sentence_id: int) -> alt.VConcatChart:
         r = sents.set_index("sentence_id").loc[sentence_id]
