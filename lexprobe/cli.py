@@ -12,11 +12,12 @@ from lexprobe.paths import results_dir
 def _extract(args: argparse.Namespace) -> int:
     from lexprobe.extract import ExtractConfig
     from lexprobe.stimuli import load_stimuli
-    from lexprobe.suites import parse_steps, resolve_suite
+    from lexprobe.specs import resolve
+    from lexprobe.suites import parse_steps
     from lexprobe.sweep import extract
 
     stimuli = load_stimuli(args.stimuli)  # before resolving the suite: a bad file fails before any training
-    suite = resolve_suite(args.suite)
+    suite = resolve(args.suite)
     steps = parse_steps(args.steps, suite.steps)
     models = tuple(args.models.split(",")) if args.models else None
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None

@@ -20,7 +20,8 @@ from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, QKE
 from lexprobe.stimuli import Stimuli, load_stimuli
 from lexprobe.store import ResultsStore
 from lexprobe.paths import results_dir
-from lexprobe.suites import Checkpoint, Loaded, Suite, load_checkpoint, parse_steps, resolve_suite
+from lexprobe.specs import resolve
+from lexprobe.suites import Checkpoint, Loaded, Suite, load_checkpoint, parse_steps
 from lexprobe.sweep import condition_of, extract
 
 
@@ -74,7 +75,7 @@ def inflection_stage(suite: str | Suite = "organism", stimuli: str | Stimuli = "
 
     ``by`` picks each checkpoint's best layer: ``"r2"`` (the original study's sign-blind R^2), ``"signed"`` or
     ``"auc"`` (see :func:`lexprobe.analysis.performance.best_layer`)."""
-    suite = resolve_suite(suite) if isinstance(suite, str) else suite
+    suite = resolve(suite) if isinstance(suite, str) else suite
     stimuli = load_stimuli(stimuli) if isinstance(stimuli, str) else stimuli
     chosen = parse_steps(steps, suite.steps)
     status = extract(suite, stimuli, chosen, root=root, interventions=[intervention], progress=progress)

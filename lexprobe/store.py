@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lexprobe.files import atomic_write, fingerprint  # noqa: F401 - fingerprint: callers import it from here
 from lexprobe.suites import Checkpoint
 
 KEY_COLUMNS = ["suite", "stimuli", "condition", "model", "seed", "step"]
@@ -30,11 +30,6 @@ LIBRARIES = ("lexprobe", "torch", "transformers", "nnsight", "numpy", "pandas", 
 
 class StoreConflict(RuntimeError):
     """A finished unit exists with a different fingerprint (config or stimuli changed)."""
-
-
-def fingerprint(fields: dict) -> str:
-    """Stable short hash of a JSON-able dict."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def library_versions() -> dict[str, str]:
@@ -46,16 +41,6 @@ def library_versions() -> dict[str, str]:
         except Exception:  # noqa: BLE001 - a library missing from metadata is recorded, not fatal
             out[lib] = "unknown"
     return out
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it into place."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,10 @@ def pythia(models: tuple[str, ...] = ("14m",), seeds: tuple[int, ...] = (0,), st
         allowed = PYTHIA_DEDUPED_SIZES if deduped else PYTHIA_SIZES
         if m not in allowed:
             raise ValueError(f"unknown Pythia size {m!r}{' (deduped)' if deduped else ''}; choose from {allowed}")
+        if any(seeds) and deduped:
+            raise ValueError(f"there are no deduped seed repos: pythia-{m}-deduped exists only as the original run "
+                             f"(seed 0), not seeds {[s for s in seeds if s]}; use pythia-{m}-deduped without seeds, "
+                             f"or pythia-{m}:seeds=... for the PolyPythia seeds")
         if any(seeds) and m not in PYTHIA_SEED_SIZES:
             raise ValueError(f"extra seeds exist only for sizes {PYTHIA_SEED_SIZES}, not {m!r}")
     bad = [s for s in seeds if not 0 <= s <= 9]
@@ -316,12 +320,10 @@ def opened(ck: Checkpoint) -> Iterator[Loaded]:
 
 
 def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
-    """Suite from a CLI spec: ``organism`` | ``organism-smoke`` | ``pythia-14m`` (``pythia-70m-deduped``,
-    ``pythia-14m:seeds=0-9``) | ``local:PATH`` | ``hubcache:PATH:ORG/NAME``."""
+    """Suite from a CLI spec: ``pythia-14m`` (``pythia-70m-deduped``, ``pythia-14m:seeds=0-9``) | ``local:PATH`` |
+    ``hubcache:PATH:ORG/NAME``. The organism's specs are resolved a layer above, by :func:`lexprobe.specs.resolve`."""
     if spec.startswith("organism"):
-        from lexprobe.organism.suite import ensure_trained
-
-        return ensure_trained(spec.partition("-")[2] or None)
+        raise ValueError(f"suite {spec!r}: organism suites are resolved by lexprobe.specs.resolve, not lexprobe.suites")
     if spec.startswith("local:"):
         return local_folder(spec[6:])
     if spec.startswith("hubcache:"):

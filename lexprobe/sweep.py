@@ -11,11 +11,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lexprobe.extract import MEASUREMENTS, Donor, ExtractConfig, measure
+from lexprobe.files import fingerprint
 from lexprobe.interventions import Intervention, donor_weights
 from lexprobe.paths import results_dir
 from lexprobe.sites import Sites
 from lexprobe.stimuli import Stimuli
-from lexprobe.store import ResultsStore, StoreConflict, Unit, fingerprint
+from lexprobe.store import ResultsStore, StoreConflict, Unit
 from lexprobe.suites import Checkpoint, CheckpointUnavailable, Suite, cached_commit, opened, suite_metadata
 
 log = logging.getLogger(__name__)

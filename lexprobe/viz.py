@@ -57,15 +57,17 @@ def layer_chart(perf: pd.DataFrame, score: str = "r2") -> alt.Chart:
 
 
 def head_explorer(stats: pd.DataFrame, traj: pd.DataFrame, value: str = "r") -> alt.VConcatChart:
-    """Layer x head heatmap of a head statistic; clicking a head shows its attention trajectory below."""
+    """Layer x head heatmap of a head statistic (★ = passes); clicking a head shows its attention trajectory below,
+    starting with :func:`lead_head`."""
+    top = lead_head(stats)
     sel = alt.selection_point(fields=["layer", "head"], on="click", empty=False,
-                              value=_default_head(stats, value))
+                              value=[{"layer": int(top["layer"]), "head": int(top["head"])}])
     heat = alt.Chart(stats).mark_rect(stroke="white").encode(
         x=alt.X("head:O"), y=alt.Y("layer:O", sort="descending"),
         color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True)),
         opacity=alt.condition(sel, alt.value(1.0), alt.value(0.55)),
         tooltip=["layer", "head", alt.Tooltip("r:Q", format=".2f"), alt.Tooltip("q:Q", format=".3g"),
-                 alt.Tooltip("q_logstep:Q", format=".3g"), alt.Tooltip("q_prev:Q", format=".3g"), "passes"],
+                 alt.Tooltip("q_diff:Q", format=".3g"), alt.Tooltip("q_prev:Q", format=".3g"), "passes"],
     ).add_params(sel).properties(width=220, height=220, title=f"head statistic: {value} (click a head)")
     marks = alt.Chart(stats[stats["passes"]]).mark_text(text="★", color="black").encode(
         x="head:O", y=alt.Y("layer:O", sort="descending"))
@@ -81,9 +83,11 @@ def head_explorer(stats: pd.DataFrame, traj: pd.DataFrame, value: str = "r") -> 
     return alt.vconcat(alt.layer(heat, marks), line)
 
 
-def _default_head(stats: pd.DataFrame, value: str) -> list[dict]:
-    top = stats.sort_values(value, ascending=False).iloc[0]
-    return [{"layer": int(top["layer"]), "head": int(top["head"])}]
+def lead_head(stats: pd.DataFrame) -> pd.Series:
+    """The head to show first: among heads that ``pass`` (original rule + first-difference trend control) the one
+    with the smallest ``q_diff``; when none passes, the smallest ``q_diff`` overall."""
+    pool = stats[stats["passes"]] if stats["passes"].any() else stats
+    return pool.sort_values("q_diff", na_position="last").iloc[0]
 
 
 def attention_tokens(tokens: list[str], weights: list[float], target: list[int], cue: list[int],

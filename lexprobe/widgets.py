@@ -7,23 +7,24 @@ import ipywidgets as W
 import pandas as pd
 
 from lexprobe.stages import KINDS, Stage1, Stage2, intervention_of, live_attention, live_performance
-from lexprobe.viz import STEP_AXIS, attention_tokens
+from lexprobe.viz import STEP_AXIS, attention_tokens, lead_head
 
 
 def inspector(s1: Stage1, s2: Stage2) -> W.Widget:
-    """Pick seed, checkpoint, layer, head and sentence: attention over tokens plus that head's trajectory."""
+    """Pick seed, checkpoint, layer, head and sentence: attention over tokens plus that head's trajectory; starts
+    on :func:`lexprobe.viz.lead_head` (a head that passes, if any) at the last checkpoint."""
     sents = s1.stimuli.sentences
     labels = [(f"{r.sentence}  [{r.word}: sense {r.sense}, cue '{r.cue}']", r.sentence_id) for r in sents.itertuples()]
     layers = sorted(s2.stats["layer"].unique())
     heads = sorted(s2.stats["head"].unique())
-    top = s2.stats.sort_values("q").iloc[0]
+    top = lead_head(s2.stats)
 
     def show(seed: int, step: int, layer: int, head: int, sentence_id: int) -> alt.VConcatChart:
         r = sents.set_index("sentence_id").loc[sentence_id]
         m = live_attention(s1, seed, step, sentence_id)
         w = m["attention"][layer, head][m["target"]].mean(0).tolist()
-        bars = attention_tokens(m["tokens"], w, m["target"], m["cue"], title=f"L{layer}H{head} at step {step}: attention from "
-                                                              f"'{r['string']}'")
+        bars = attention_tokens(m["tokens"], w, m["target"], m["cue"],
+                                title=f"L{layer}H{head} at step {step}: attention from '{r['string']}'")
         tr = s2.trajectories.query("seed == @seed and layer == @layer and head == @head").assign(
             step1=lambda d: d["step"] + 1)
         line = alt.Chart(tr).mark_line(point=True).encode(

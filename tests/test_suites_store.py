@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import warnings
 from pathlib import Path
 
@@ -206,3 +207,55 @@ def test_cached_result_of_a_moved_branch_is_refused(cache, small, tmp_path, toke
     add_revision(cache, REPO, "step1", tiny_model(len(tokenizer), seed=99), tokenizer)  # branch now elsewhere
     with pytest.raises(StoreConflict, match="now points to"):
         extract(suite, small, root=tmp_path / "res", progress=False)
+
+
+def test_deduped_suite_has_no_seeds(capsys):
+    assert resolve_suite("pythia-70m-deduped").seeds == (0,)
+    assert resolve_suite("pythia-70m-deduped:seeds=0").repo("70m", 0) == "EleutherAI/pythia-70m-deduped"
+    with pytest.raises(ValueError, match="no deduped seed repos.*seeds \\[1, 2, 3, 4, 5, 6, 7, 8, 9\\]"):
+        resolve_suite("pythia-70m-deduped:seeds=0-9")
+    with pytest.raises(ValueError, match="no deduped seed repos"):
+        pythia(("160m",), seeds=(0, 3), deduped=True)
+    from lexprobe.cli import main
+
+    assert main(["extract", "--suite", "pythia-70m-deduped:seeds=0-9"]) == 2
+    assert "pythia-70m-deduped exists only as the original run" in capsys.readouterr().err
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> lexprobe modules it imports anywhere in its source (also inside functions)."""
+    root = Path(__file__).resolve().parents[1]
+    files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (root / "lexprobe").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
+                          for a in node.names}
+        graph[mod] = {n for n in names if n in files and n != "lexprobe"}
+    return graph
+
+
+def test_import_graph_has_no_cycles():
+    graph = _import_graph()
+    assert not [m for m in graph["lexprobe.suites"] | graph["lexprobe.store"] if m.startswith("lexprobe.organism")]
+    assert graph["lexprobe.files"] == set()  # a base module
+    with pytest.raises(ValueError, match="lexprobe.specs.resolve"):
+        resolve_suite("organism")  # suites does not know the organism; the layer above resolves it
+    state: dict[str, str] = {}
+
+    def visit(mod: str, path: list[str]) -> None:
+        if state.get(mod) == "done":
+            return
+        assert state.get(mod) != "open", f"import cycle: {' -> '.join(path + [mod])}"
+        state[mod] = "open"
+        for dep in sorted(graph[mod]):
+            visit(dep, path + [mod])
+        state[mod] = "done"
+
+    for mod in sorted(graph):
+        visit(mod, [])

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+import traceback
+from collections.abc import Iterator
+from multiprocessing import get_context
+from multiprocessing.queues import Queue
 from pathlib import Path
+from queue import Empty
 
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast
 
+from lexprobe.files import atomic_write
 from lexprobe.hubcache import has_revision
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.train import MODEL, ORG, PROFILES, Profile, build_tokenizer, train_seed
 from lexprobe.paths import home, smoke
-from lexprobe.store import atomic_write
 from lexprobe.suites import Suite, hub_cache
 
 
@@ -33,13 +40,76 @@ def suite_name(profile: Profile) -> str:
     return "organism" if profile.name == "default" else f"organism-{profile.name}"
 
 
+def _written(root: Path, profile: Profile, seed: int) -> int:
+    """How many of the seed's checkpoints are in the cache."""
+    return sum(has_revision(root / "hub", profile.repo(seed), f"step{s}") for s in profile.checkpoints)
+
+
 def _seed_done(root: Path, profile: Profile, seed: int) -> bool:
-    cache = root / "hub"
-    return all(has_revision(cache, profile.repo(seed), f"step{s}") for s in profile.checkpoints)
+    return _written(root, profile, seed) == len(profile.checkpoints)
 
 
-def ensure_trained(profile: str | Profile | None = None, progress: bool = True) -> Suite:
-    """Train every seed of the profile whose checkpoints are not all cached, and return the suite."""
+def _train_one(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFast, root: Path,
+               progress: bool) -> tuple[int, dict]:
+    """Train one seed (in this process or a worker); returns the seed and its timing record (seconds, and the
+    wall-clock start and end, so the time of seeds trained side by side can be told)."""
+    started, t0 = time.time(), time.perf_counter()
+    losses = train_seed(p, seed, corpus, tok, root / "hub", root, progress)
+    return seed, {"seconds": time.perf_counter() - t0, "started": started, "finished": time.time(),
+                  "final_loss": losses[-1] if losses else None}
+
+
+def _worker(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFast, root: Path, results: Queue) -> None:
+    """Entry point of a training process: report ``(seed, timing, None)`` or ``(seed, None, traceback)``."""
+    try:
+        results.put((*_train_one(p, seed, corpus, tok, root, False), None))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        results.put((seed, None, traceback.format_exc()))
+
+
+def _train_parallel(p: Profile, todo: list[int], corpus: Corpus, tok: PreTrainedTokenizerFast, root: Path,
+                    workers: int, progress: bool) -> Iterator[tuple[int, dict]]:
+    """Train seeds in up to ``workers`` spawned processes (one thread each), yielding each seed's timing as it
+    finishes; the progress bar counts checkpoints written. A failed or killed process, or an interrupt, stops
+    them all (finished checkpoints and resume states stay on disk, so the next call resumes)."""
+    ctx = get_context("spawn")
+    results = ctx.Queue()
+    waiting, running = list(todo), {}
+    total = len(todo) * len(p.checkpoints)
+    bar = tqdm(total=total, desc=f"organism {p.name}: {len(todo)} seeds x {len(p.checkpoints)} checkpoints, "
+                                 f"{workers} processes", disable=not progress)
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                seed = waiting.pop(0)
+                running[seed] = ctx.Process(target=_worker, args=(p, seed, corpus, tok, root, results), daemon=True)
+                running[seed].start()
+            try:
+                seed, record, error = results.get(timeout=1.0)
+            except Empty:
+                dead = {s: proc.exitcode for s, proc in running.items() if proc.exitcode not in (None, 0)}
+                if dead:
+                    raise RuntimeError(f"organism {p.name}: training process of seed(s) {sorted(dead)} died "
+                                       f"(exit codes {sorted(dead.values())})") from None
+                bar.update(sum(_written(root, p, s) for s in todo) - bar.n)
+                continue
+            running.pop(seed).join()
+            if error:
+                raise RuntimeError(f"organism {p.name}: training seed {seed} failed:\n{error}")
+            yield seed, record
+        bar.update(total - bar.n)
+    finally:
+        for proc in running.values():
+            proc.terminate()
+            proc.join()
+        bar.close()
+
+
+def ensure_trained(profile: str | Profile | None = None, progress: bool = True, workers: int | None = None) -> Suite:
+    """Train every seed of the profile whose checkpoints are not all cached, and return the suite.
+
+    Seeds train in parallel processes, ``workers`` at a time (default: one per CPU core); every seed trains on one
+    thread, so its weights do not depend on the number of workers or cores."""
     p = profile if isinstance(profile, Profile) else get_profile(profile)
     lexicon = load_lexicon()
     root = suite_dir(p)
@@ -52,10 +122,14 @@ def ensure_trained(profile: str | Profile | None = None, progress: bool = True) 
         corpus = Corpus(lexicon, p.corpus)
         tok = build_tokenizer(p, corpus)
         timings = json.loads((root / "timings.json").read_text()) if (root / "timings.json").is_file() else {}
-        for seed in tqdm(todo, desc=f"organism {p.name}: seeds", disable=not progress):
-            t0 = time.perf_counter()
-            losses = train_seed(p, seed, corpus, tok, root / "hub", root, progress)
-            timings[str(seed)] = {"seconds": time.perf_counter() - t0, "final_loss": losses[-1] if losses else None}
+        n = min(len(todo), workers or os.cpu_count() or 1)
+        if n > 1:
+            finished = _train_parallel(p, todo, corpus, tok, root, n, progress)
+        else:
+            finished = (_train_one(p, s, corpus, tok, root, progress)
+                        for s in tqdm(todo, desc=f"organism {p.name}: seeds", disable=not progress))
+        for seed, record in finished:
+            timings[str(seed)] = record | {"processes": n}
             atomic_write(root / "timings.json", json.dumps(timings, indent=1).encode())
         meta = {"profile": p.name, "fingerprint": p.fingerprint(lexicon), "onset": p.onset, "seeds": list(p.seeds),
                 "steps": list(p.checkpoints), "lexicon_hash": lexicon.hash, "corpus": p.corpus.as_dict()}

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
+from lexprobe.files import fingerprint
 from lexprobe.hubcache import add_revision, has_revision
 from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon
 from lexprobe.organism.tokenizer import train_tokenizer
-from lexprobe.store import fingerprint
 
 ORG = "lexprobe-organism"
 MODEL = "pythia-14m-organism"
@@ -54,6 +57,7 @@ class Profile:
     seq_len: int = 48
     lr: float = 2e-3
     warmup: int = 30
+    decay_end: int | None = None
     weight_decay: float = 0.01
     vocab_size: int = 2048
     tokenizer_sentences: int = 20000
@@ -124,16 +128,41 @@ def batch(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, s
 
 
 def lr_at(p: Profile, step: int) -> float:
-    """Linear warmup then cosine decay to 10% of the peak."""
+    """Linear warmup, cosine decay to 10% of the peak at step ``decay_end`` (default: the last step), then 10%."""
     if step < p.warmup:
         return p.lr * (step + 1) / p.warmup
-    frac = (step - p.warmup) / max(1, p.total_steps - p.warmup)
+    frac = (step - p.warmup) / max(1, (p.decay_end or p.total_steps) - p.warmup)
     return p.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
+def load_state(path: Path) -> dict:
+    """A saved resume state: plain tensors, dicts, lists and numbers only (``weights_only=True``), so a tampered
+    cache folder cannot make loading run code."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RuntimeError(f"{path}: resume state holds objects other than tensors and plain containers; refusing "
+                           f"to unpickle it. Delete the file to retrain this seed from scratch. ({err})") from err
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread, restoring the previous count afterwards. Weights then do not depend on the
+    machine's core count, and seeds use the cores by training in parallel processes: at this model size two
+    threads per matmul gain little on an idle machine and run several times slower on a shared one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@one_thread()
 def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFast, cache_dir: Path,
                state_dir: Path, progress: bool = True) -> list[float]:
-    """Train one seed, writing every checkpoint of the schedule; resumes from saved state. Returns losses."""
+    """Train one seed on one thread, writing every checkpoint of the schedule; resumes from saved state. Returns
+    the losses of the steps it ran."""
     repo = p.repo(seed)
     torch.manual_seed(seed)
     model = GPTNeoXForCausalLM(model_config(p, len(tok)))
@@ -141,7 +170,7 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
     state_path = state_dir / f"state-seed{seed}.pt"
     start = 0
     if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
+        state = load_state(state_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
