@@ -205,5 +205,5 @@ def test_plateau_is_the_widest_stretch_within_ten_percent():
 
 def test_a_failing_worker_fails_the_training(home):
     bad = dataclasses.replace(MICRO, name="bad", hidden_size=30)  # 30 is not divisible by 4 heads
-    with pytest.raises(RuntimeError, match="(?s)training seed [01] failed:.*divisible"):
+    with pytest.raises(RuntimeError, match=r"(?s)training seed [01] failed \(exit code 1\).*divisible"):
         ensure_trained(bad, progress=False, workers=2)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
-import traceback
 from collections.abc import Iterator
-from multiprocessing import get_context
-from multiprocessing.queues import Queue
+from dataclasses import asdict
 from pathlib import Path
-from queue import Empty
 
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
@@ -49,31 +48,24 @@ def _seed_done(root: Path, profile: Profile, seed: int) -> bool:
     return _written(root, profile, seed) == len(profile.checkpoints)
 
 
-def _train_one(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFast, root: Path,
-               progress: bool) -> tuple[int, dict]:
-    """Train one seed (in this process or a worker); returns the seed and its timing record (seconds, and the
-    wall-clock start and end, so the time of seeds trained side by side can be told)."""
-    started, t0 = time.time(), time.perf_counter()
-    losses = train_seed(p, seed, corpus, tok, root / "hub", root, progress)
-    return seed, {"seconds": time.perf_counter() - t0, "started": started, "finished": time.time(),
-                  "final_loss": losses[-1] if losses else None}
+def _train_here(p: Profile, seeds: list[int], corpus: Corpus, tok: PreTrainedTokenizerFast, root: Path,
+                progress: bool) -> Iterator[tuple[int, dict]]:
+    """Train seeds one after the other in this process, yielding each seed's timing record."""
+    for seed in tqdm(seeds, desc=f"organism {p.name}: seeds", disable=not progress):
+        started = time.time()
+        train_seed(p, seed, corpus, tok, root / "hub", root, progress)
+        yield seed, {"seconds": time.time() - started, "started": started, "processes": 1}
 
 
-def _worker(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFast, root: Path, results: Queue) -> None:
-    """Entry point of a training process: report ``(seed, timing, None)`` or ``(seed, None, traceback)``."""
-    try:
-        results.put((*_train_one(p, seed, corpus, tok, root, False), None))
-    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
-        results.put((seed, None, traceback.format_exc()))
-
-
-def _train_parallel(p: Profile, todo: list[int], corpus: Corpus, tok: PreTrainedTokenizerFast, root: Path,
-                    workers: int, progress: bool) -> Iterator[tuple[int, dict]]:
-    """Train seeds in up to ``workers`` spawned processes (one thread each), yielding each seed's timing as it
-    finishes; the progress bar counts checkpoints written. A failed or killed process, or an interrupt, stops
-    them all (finished checkpoints and resume states stay on disk, so the next call resumes)."""
-    ctx = get_context("spawn")
-    results = ctx.Queue()
+def _train_parallel(p: Profile, todo: list[int], root: Path, workers: int, progress: bool) -> Iterator[tuple[int, dict]]:
+    """Train seeds in up to ``workers`` processes (``python -m lexprobe.organism.worker``, one thread each),
+    yielding each seed's timing record (wall time of its process) as it finishes; the progress bar counts
+    checkpoints written. A failed process, or an interrupt, stops them all (finished checkpoints and resume states
+    stay on disk, so the next call resumes); a process's output goes to ``ROOT/train-seed<k>.log``."""
+    atomic_write(root / "profile.json", json.dumps(asdict(p)).encode())
+    # the workers import the same lexprobe as this process, wherever it was imported from
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                        *filter(None, [os.environ.get("PYTHONPATH")])])}
     waiting, running = list(todo), {}
     total = len(todo) * len(p.checkpoints)
     bar = tqdm(total=total, desc=f"organism {p.name}: {len(todo)} seeds x {len(p.checkpoints)} checkpoints, "
@@ -82,26 +74,25 @@ def _train_parallel(p: Profile, todo: list[int], corpus: Corpus, tok: PreTrained
         while waiting or running:
             while waiting and len(running) < workers:
                 seed = waiting.pop(0)
-                running[seed] = ctx.Process(target=_worker, args=(p, seed, corpus, tok, root, results), daemon=True)
-                running[seed].start()
-            try:
-                seed, record, error = results.get(timeout=1.0)
-            except Empty:
-                dead = {s: proc.exitcode for s, proc in running.items() if proc.exitcode not in (None, 0)}
-                if dead:
-                    raise RuntimeError(f"organism {p.name}: training process of seed(s) {sorted(dead)} died "
-                                       f"(exit codes {sorted(dead.values())})") from None
-                bar.update(sum(_written(root, p, s) for s in todo) - bar.n)
-                continue
-            running.pop(seed).join()
-            if error:
-                raise RuntimeError(f"organism {p.name}: training seed {seed} failed:\n{error}")
-            yield seed, record
-        bar.update(total - bar.n)
+                with open(root / f"train-seed{seed}.log", "wb") as log:
+                    proc = subprocess.Popen([sys.executable, "-m", "lexprobe.organism.worker", str(root), str(seed)],
+                                            stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[seed] = (proc, time.time())
+            time.sleep(0.5)
+            bar.update(sum(_written(root, p, s) for s in todo) - bar.n)
+            for seed, (proc, started) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[seed]
+                if proc.returncode != 0:
+                    tail = (root / f"train-seed{seed}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"organism {p.name}: training seed {seed} failed (exit code "
+                                       f"{proc.returncode}); end of {root / f'train-seed{seed}.log'}:\n{tail}")
+                yield seed, {"seconds": time.time() - started, "started": started, "processes": workers}
     finally:
-        for proc in running.values():
+        for proc, _ in running.values():
             proc.terminate()
-            proc.join()
+            proc.wait()
         bar.close()
 
 
@@ -120,16 +111,12 @@ def ensure_trained(profile: str | Profile | None = None, progress: bool = True, 
         hf_logging.disable_progress_bar()
         root.mkdir(parents=True, exist_ok=True)
         corpus = Corpus(lexicon, p.corpus)
-        tok = build_tokenizer(p, corpus)
         timings = json.loads((root / "timings.json").read_text()) if (root / "timings.json").is_file() else {}
         n = min(len(todo), workers or os.cpu_count() or 1)
-        if n > 1:
-            finished = _train_parallel(p, todo, corpus, tok, root, n, progress)
-        else:
-            finished = (_train_one(p, s, corpus, tok, root, progress)
-                        for s in tqdm(todo, desc=f"organism {p.name}: seeds", disable=not progress))
+        finished = (_train_parallel(p, todo, root, n, progress) if n > 1
+                    else _train_here(p, todo, corpus, build_tokenizer(p, corpus), root, progress))
         for seed, record in finished:
-            timings[str(seed)] = record | {"processes": n}
+            timings[str(seed)] = record
             atomic_write(root / "timings.json", json.dumps(timings, indent=1).encode())
         meta = {"profile": p.name, "fingerprint": p.fingerprint(lexicon), "onset": p.onset, "seeds": list(p.seeds),
                 "steps": list(p.checkpoints), "lexicon_hash": lexicon.hash, "corpus": p.corpus.as_dict()}

@@ -73,6 +73,12 @@ class Profile:
     def repo(self, seed: int) -> str:
         return f"{ORG}/{MODEL}{f'-seed{seed}' if seed else ''}"
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Profile":
+        """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
+        corpus = d["corpus"] | {"separators": tuple(d["corpus"]["separators"])}
+        return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus)})
+
     def fingerprint(self, lexicon: Lexicon) -> str:
         """Hash of the profile (seeds excluded: adding seeds keeps finished ones) and the lexicon."""
         d = asdict(self)
