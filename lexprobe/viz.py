@@ -175,3 +175,59 @@ def perturbation_chart(best: pd.DataFrame, score: str = "r2") -> alt.Chart:
                                                                    alt.value([4, 2])),
         tooltip=["perturbation", "step", alt.Tooltip(f"{score}:Q", format=".3f")],
     ).properties(width=520, height=280, title="Disambiguation under perturbation")
+
+
+def seed_trajectories(best: pd.DataFrame, inflection: pd.DataFrame, onset: int | None = None, score: str = "r2",
+                      fitted: pd.DataFrame | None = None, columns: int = 3) -> alt.ConcatChart:
+    """One small :func:`performance_chart` per seed (its curve, fitted model, onset and profile interval)."""
+    panels = []
+    for sd in sorted(best["seed"].unique()):
+        f = None if fitted is None else fitted[fitted["seed"] == sd]
+        panels.append(performance_chart(best[best["seed"] == sd], inflection[inflection["seed"] == sd], onset,
+                                        score, f).properties(width=240, height=160, title=f"seed {sd}"))
+    return alt.concat(*panels, columns=columns).properties(title="Every seed's trajectory and its inflection")
+
+
+def seed_head_map(counts: pd.DataFrame) -> alt.LayerChart:
+    """Layer x head map of how many seeds select each head (``n_seeds_selecting`` of
+    :func:`lexprobe.analysis.seeds.seed_counts`), the count written in each cell."""
+    n = int(counts["n_seeds"].max())
+    base = alt.Chart(counts).encode(x=alt.X("head:O"), y=alt.Y("layer:O", sort="descending"))
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color("n_seeds_selecting:Q", scale=alt.Scale(scheme="blues", domain=[0, n]),
+                        title=f"seeds (of {n})"),
+        tooltip=["layer", "head", "n_seeds_selecting", "n_seeds", "seeds"])
+    text = base.mark_text().encode(text="n_seeds_selecting:Q", color=alt.condition(
+        f"datum.n_seeds_selecting > {n / 2}", alt.value("white"), alt.value("black")))
+    return alt.layer(cells, text).properties(width=220, height=220, title="Seeds in which each head passes discovery")
+
+
+def seed_ablation_chart(per_seed: pd.DataFrame) -> alt.FacetChart:
+    """Per family and seed at the last checkpoint: the stage-4 drop (point) against its random sets' mean (tick)
+    and 95th percentile (bar end)."""
+    d = per_seed.assign(seed=per_seed["seed"].astype(str))
+    base = alt.Chart().encode(x=alt.X("seed:N"))
+    bar = base.mark_rule(color="#999999").encode(y=alt.Y("null_mean:Q", title="drop in best-layer R²"),
+                                                 y2="null_q95:Q")
+    tick = base.mark_tick(color="#999999", thickness=2).encode(y="null_mean:Q")
+    point = base.mark_point(filled=True, size=70).encode(
+        y="drop_r2:Q", color=alt.Color("seed:N"),
+        tooltip=["family", "seed", "step", alt.Tooltip("drop_r2:Q", format=".4f"),
+                 alt.Tooltip("null_mean:Q", format=".4f"), alt.Tooltip("null_q95:Q", format=".4f"),
+                 alt.Tooltip("p:Q", format=".3g"), "n_random"])
+    return alt.layer(bar, tick, point, data=d).properties(width=160, height=200).facet(
+        column=alt.Column("family:N", title="ablation")).properties(
+        title="Ablation effect per seed (grey: random head sets, mean to 95th percentile)")
+
+
+def head_stat_chart(stats: pd.DataFrame, value: str = "r") -> alt.FacetChart:
+    """Layer x head map of a head-discovery statistic, one panel per seed; ★ marks heads that pass."""
+    d = stats.assign(star=stats["passes"].map({True: "★", False: ""}))
+    base = alt.Chart().encode(x=alt.X("head:O"), y=alt.Y("layer:O", sort="descending"))
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True)),
+        tooltip=["seed", "layer", "head", alt.Tooltip("r:Q", format=".2f"), alt.Tooltip("q:Q", format=".3g"),
+                 alt.Tooltip("q_diff:Q", format=".3g"), "passes"])
+    return alt.layer(cells, base.mark_text().encode(text="star:N"), data=d).properties(width=150, height=150).facet(
+        facet=alt.Facet("seed:N", title="seed"), columns=5).properties(
+        title=f"Head discovery per seed: {value} (★ = passes FDR rule + first-difference control)")

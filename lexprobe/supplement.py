@@ -1,0 +1,273 @@
+"""The executable supplement: all five stages in ONE self-contained HTML file (``lexprobe report``).
+
+Every chart is a Vega-Lite spec in a ``<script type="application/json" class="lexprobe-spec">`` block next to its
+``<div class="lexprobe-figure">``; one inline copy of the Vega / Vega-Lite / vega-embed bundle (from
+``vl-convert-python``, the bundle altair's own ``inline=True`` export uses) renders them, so the file opens with no
+network. Tables are plain HTML; a provenance section records versions, the suite, resolved commits, the stimuli
+hash and the exact command.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+import lexprobe
+from lexprobe import viz
+from lexprobe.ablation import Stage4, causal_stage
+from lexprobe.paths import REPO_ROOT, results_dir
+from lexprobe.replication import Stage5, seed_stage
+from lexprobe.robustness import Stage3, perturbation_stage
+from lexprobe.stages import Stage1, Stage2, head_stage, inflection_stage
+from lexprobe.stimuli import Stimuli
+from lexprobe.store import ResultsStore
+from lexprobe.suites import Suite
+
+LIBRARIES = ("torch", "transformers", "nnsight", "numpy", "pandas", "scipy", "statsmodels", "ruptures", "altair",
+             "vl-convert-python", "pyarrow")
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.2em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #f2f2f2; }
+.lexprobe-figure { margin: 1em 0 2em; }
+.note { color: #555; font-style: italic; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
+"""
+RENDER = """
+document.querySelectorAll('script.lexprobe-spec').forEach(function (el) {
+  vegaEmbed('#' + el.dataset.figure, JSON.parse(el.textContent), {actions: false, renderer: 'svg'})
+    .catch(function (err) { document.getElementById(el.dataset.figure).textContent = 'chart error: ' + err; });
+});
+"""
+
+
+@dataclass
+class Page:
+    """An HTML body being built: blocks in order and the figures (id -> Vega-Lite spec) they reference."""
+
+    blocks: list[str] = field(default_factory=list)
+    figures: dict[str, dict] = field(default_factory=dict)
+
+    def heading(self, text: str, level: int = 2, anchor: str | None = None) -> None:
+        ident = f' id="{anchor}"' if anchor else ""
+        self.blocks.append(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
+
+    def text(self, text: str, note: bool = False) -> None:
+        self.blocks.append(f'<p{" class=note" if note else ""}>{html.escape(text)}</p>')
+
+    def pre(self, text: str) -> None:
+        self.blocks.append(f"<pre>{html.escape(text)}</pre>")
+
+    def table(self, df: pd.DataFrame, caption: str, collapsed: bool = False) -> None:
+        body = df.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4g}", border=0)
+        cap = html.escape(caption)
+        body = f'<div class="table-wrap">{body}</div>'
+        self.blocks.append(f"<details><summary>{cap} ({len(df)} rows)</summary>{body}</details>" if collapsed
+                           else f"<p><b>{cap}</b></p>{body}")
+
+    def chart(self, name: str, chart: alt.TopLevelMixin, caption: str) -> None:
+        fid = f"fig-{len(self.figures) + 1}-{name}"
+        self.figures[fid] = chart.to_dict()
+        self.blocks.append(f'<div class="lexprobe-figure" id="{fid}" data-caption="{html.escape(caption)}"></div>'
+                           f"<p class=note>Figure {len(self.figures)}: {html.escape(caption)}</p>")
+
+
+def _script_json(obj: object) -> str:
+    """JSON safe inside a <script> element (no '</' that could close it)."""
+    return json.dumps(obj).replace("</", "<\\/")
+
+
+def vega_bundle() -> str:
+    """Vega, Vega-Lite (the version altair writes) and vega-embed as one inline script, from vl-convert."""
+    import vl_convert
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    return vl_convert.javascript_bundle(vl_version=vl_version_for_vl_convert()).replace("</script", "<\\/script")
+
+
+def document(title: str, page: Page) -> str:
+    """The whole self-contained HTML file."""
+    specs = "\n".join(f'<script type="application/json" class="lexprobe-spec" data-figure="{fid}">'
+                      f"{_script_json(spec)}</script>" for fid, spec in page.figures.items())
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}"
+            f"</title>\n<style>{STYLE}</style>\n<script>{vega_bundle()}</script>\n</head>\n<body>\n"
+            + "\n".join(page.blocks) + f"\n{specs}\n<script>{RENDER}</script>\n</body>\n</html>\n")
+
+
+def _versions() -> pd.DataFrame:
+    rows = [{"package": "lexprobe", "version": lexprobe.__version__}, {"package": "python",
+                                                                          "version": platform.python_version()}]
+    for name in LIBRARIES:
+        try:
+            rows.append({"package": name, "version": version(name)})
+        except PackageNotFoundError:
+            rows.append({"package": name, "version": "not installed"})
+    return pd.DataFrame(rows)
+
+
+def _source_commit() -> str:
+    """The git commit of the lexprobe source tree (``+dirty`` with uncommitted changes), or 'unknown'."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFrame, command: str) -> None:
+    page.heading("Provenance", anchor="provenance")
+    page.table(pd.DataFrame([
+        {"item": "command", "value": command},
+        {"item": "generated (UTC)", "value": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")},
+        {"item": "lexprobe source commit", "value": _source_commit()},
+        {"item": "platform", "value": platform.platform()},
+        {"item": "suite", "value": suite.name},
+        {"item": "suite identity", "value": json.dumps(suite.identity(), sort_keys=True)},
+        {"item": "models / seeds / steps", "value": f"{', '.join(suite.models)} / {list(suite.seeds)} / "
+                                                    f"{len(suite.steps)} steps {list(suite.steps)}"},
+        {"item": "suite metadata", "value": json.dumps(suite.metadata, sort_keys=True, default=str)},
+        {"item": "stimuli", "value": f"{stimuli.name}: {len(stimuli.pairs)} pairs, "
+                                     f"{len(stimuli.sentences)} sentences, content hash {stimuli.hash}"},
+    ]), "Run")
+    page.table(_versions(), "Versions")
+    page.table(commits, "Resolved commit and weights hash of every checkpoint (intact condition)", collapsed=True)
+
+
+def _last(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["step"] == df.groupby(["model", "seed"])["step"].transform("max")]
+
+
+def _stage1(page: Page, s1: Stage1) -> None:
+    page.heading("Stage 1 · When does disambiguation take off?", anchor="stage1")
+    page.text(f"Best-layer {s1.score} across training per seed; the inflection is the onset of the rise (curve model "
+              "chosen by AICc on log10(step+1)), with profile-likelihood and item-bootstrap intervals.")
+    page.chart("performance", viz.performance_chart(s1.best, s1.inflection, onset=s1.onset, score=s1.score,
+                                                    fitted=s1.fitted), "best-layer score across training, all seeds")
+    page.chart("layers", viz.layer_chart(s1.perf), "score per layer and checkpoint (mean over seeds)")
+    page.table(s1.inflection[["model", "seed", "curve_model", "shape", "onset_step", "onset_low_step",
+                              "onset_high_step", "onset_boot_low_step", "onset_boot_high_step", "midpoint_step",
+                              "saturation_step", "changepoint_step"]], "Inflection per seed")
+    if s1.onset is not None:
+        page.text(f"Planted onset of the organism: step {s1.onset}.")
+
+
+def _stage2(page: Page, s2: Stage2) -> None:
+    page.heading("Stage 2 · Which heads track it?", anchor="stage2")
+    st = s2.stats
+    page.chart("heads", viz.head_stat_chart(st), "head discovery statistic per seed")
+    counts = st.groupby(["model", "seed"])[["selected", "diff_ok", "logstep_ok", "perm_ok", "beats_prev",
+                                            "passes"]].sum().reset_index()
+    page.table(counts, "Heads meeting each criterion per seed (passes = FDR rule + first-difference trend control)")
+    page.table(st[st["passes"]][["model", "seed", "layer", "head", "r", "slope", "q", "q_diff", "q_prev",
+                                 "beats_prev"]], "Heads that pass, per seed")
+
+
+def _stage3(page: Page, s3: Stage3) -> None:
+    page.heading("Stage 3 · Are the heads robust to perturbation?", anchor="stage3")
+    page.chart("perturbation", viz.perturbation_chart(s3.best), "best-layer R² under each perturbation")
+    page.chart("robustness", viz.robustness_heatmap(s3.heads), "cue attention kept under perturbation")
+    page.table(s3.distance, "Perturbed sets (cue-target distance in tokens)")
+    last = _last(s3.retained)
+    page.table(last.pivot_table(index="seed", columns="perturbation", values="r2_retained").reset_index(),
+               "Share of the intact best-layer R² kept at the last checkpoint")
+    page.table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")
+
+
+def _stage4(page: Page, s4: Stage4) -> None:
+    page.heading("Stage 4 · Are the heads causally necessary?", anchor="stage4")
+    if (s4.tests["family"] == "zero").any():
+        page.chart("ablation", viz.ablation_chart(s4.tests), "zero ablation of the discovered heads across training")
+    else:
+        page.text("No seed has heads that pass discovery: there is no discovered set to ablate.", note=True)
+    page.chart("causal-map", viz.causal_map_chart(s4.causal_map), "causal head map (single-head ablation)")
+    page.table(_last(s4.tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)")
+    page.table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")
+    page.table(s4.exactness, "Exactness: every target→cue edge cut")
+    page.table(s4.agreement, "Causal map vs discovery at the last checkpoint")
+
+
+def _stage5(page: Page, s1: Stage1, s5: Stage5) -> None:
+    page.heading("Stage 5 · Do the findings replicate across seeds?", anchor="stage5")
+    page.chart("seed-trajectories", viz.seed_trajectories(s1.best, s1.inflection, s1.onset, s1.score, s1.fitted),
+               "every seed's trajectory with its onset and profile interval")
+    page.table(s5.inflection, "Inflection per seed (log10 of step+1; se from the bootstrap interval)")
+    page.table(s5.spread, "Spread of the onsets and Cochran's Q: do seeds differ more than their intervals allow?")
+    page.table(s5.mixed.fixed, "Mixed model fixed effects (score ~ pre + post around the inflection; Wald 95% CI)")
+    page.table(s5.mixed.variance, "Seed variance components")
+    page.table(s5.mixed.info, "Mixed model fit")
+    page.chart("seed-heads", viz.seed_head_map(s5.head_counts), "how many seeds select each head")
+    page.table(s5.heads, "Head agreement: Jaccard vs within-layer and anywhere permutation nulls")
+    page.table(s5.head_pairs, "Jaccard per pair of seeds", collapsed=True)
+    if s5.causal is not None:
+        page.chart("seed-ablation", viz.seed_ablation_chart(s5.causal), "ablation effect per seed")
+        page.table(s5.causal, "Stage-4 effect per seed at the last checkpoint")
+        page.table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)")
+
+
+def supplement(s1: Stage1, s2: Stage2 | None, s3: Stage3 | None, s4: Stage4 | None, s5: Stage5 | None,
+               commits: pd.DataFrame, command: str, skipped: dict[str, str] | None = None) -> str:
+    """The HTML supplement of finished stages (``None`` for a stage that could not run; ``skipped`` says why)."""
+    page = Page()
+    title = f"lexprobe supplement: {s1.suite.name}"
+    page.heading(title, level=1)
+    page.text(f"{s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
+              f"{s1.best['step'].nunique()} checkpoints; stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs). "
+              "Every chart is embedded in this file and renders without network access.")
+    _stage1(page, s1)
+    for stage, name, writer in ((s2, "stage 2", _stage2), (s3, "stage 3", _stage3), (s4, "stage 4", _stage4)):
+        if stage is not None:
+            writer(page, stage)
+        else:
+            page.heading(name.capitalize(), anchor=name.replace(" ", ""))
+            page.text(f"{name} skipped: {(skipped or {}).get(name, 'not run')}", note=True)
+    if s5 is not None:
+        _stage5(page, s1, s5)
+    else:
+        page.heading("Stage 5", anchor="stage5")
+        page.text(f"stage 5 skipped: {(skipped or {}).get('stage 5', 'not run')}", note=True)
+    _provenance(page, s1.suite, s1.stimuli, commits, command)
+    return document(title, page)
+
+
+def write_report(suite: str | Suite, out: str | Path, stimuli: str | Stimuli = "lexprobe_nouns", steps: str = "all",
+                 root: str | Path | None = None, command: str | None = None, n_random: int | None = None,
+                 progress: bool = True) -> Path:
+    """Run (or reuse from the results store) all five stages and write the supplement to ``out``."""
+    s1 = inflection_stage(suite, stimuli, steps, root=root, progress=progress)
+    s2 = s3 = s4 = s5 = None
+    skipped: dict[str, str] = {}
+    try:
+        s2 = head_stage(s1, root=root)
+    except ValueError as err:  # too few checkpoints for head discovery: stages 3-5 need its heads
+        skipped = dict.fromkeys(("stage 2", "stage 3", "stage 4", "stage 5"), str(err))
+    if s2 is not None:
+        s3 = perturbation_stage(s1, s2, root=root, progress=progress)
+        s4 = causal_stage(s1, s2, n_random=n_random, root=root, progress=progress)
+        try:
+            s5 = seed_stage(s1, s2, s4)
+        except ValueError as err:  # a single seed
+            skipped["stage 5"] = str(err)
+    commits = ResultsStore(root or results_dir()).provenance(suite=s1.suite.name, stimuli=s1.stimuli.name,
+                                                             condition="intact")
+    text = supplement(s1, s2, s3, s4, s5, commits[["model", "seed", "step", "commit", "weights_hash"]],
+                      command or shlex.join(["lexprobe", *sys.argv[1:]]), skipped)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
