@@ -1,10 +1,11 @@
-# lexprobe: `make run` sets up and runs the main job on the organism; `make test` sets up and runs the tests.
+# lexprobe: `make run` sets up and runs the main job on the organism (ending with the HTML report);
+# `make test` sets up and runs the tests; `make report` writes the report only.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lexprobe-installed
 
-.PHONY: setup run test bench lock clean
+.PHONY: setup run report test bench lock clean
 
 setup: $(STAMP)
 
@@ -18,6 +19,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: setup
 	$(VENV)/bin/lexprobe run
+
+# All five stages on the organism (run or reused from the cache) in one self-contained HTML file.
+report: setup
+	$(VENV)/bin/lexprobe report --suite organism
 
 test: setup
 	LEXPROBE_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 
-from lexprobe.paths import results_dir
+from lexprobe.paths import home, results_dir
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -45,15 +46,54 @@ def _analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_path(out: str | None, suite_name: str) -> str:
+    return out or str(home() / f"report-{suite_name}.html")
+
+
 def _run(args: argparse.Namespace) -> int:
-    """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 summary."""
+    """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 summary, then run (or
+    reuse) stages 3-5 and write the HTML supplement."""
     from lexprobe.organism.suite import ensure_trained
-    from lexprobe.report import report
+    from lexprobe.report import summary
+    from lexprobe.stages import inflection_stage
     from lexprobe.stimuli import load_stimuli
+    from lexprobe.supplement import write_report
 
     stimuli = load_stimuli(args.stimuli)  # fail on bad stimuli before training
     suite = ensure_trained(args.profile, progress=True)
-    print(report(suite, stimuli, root=args.out))
+    s1 = inflection_stage(suite, stimuli, root=args.out, progress=True)
+    print(summary(s1, root=args.out), flush=True)
+    path = write_report(s1, _report_path(args.report, suite.name), root=args.out, command=_command(args))
+    print(f"\nreport (all five stages, one self-contained HTML file, {path.stat().st_size / 1e6:.1f} MB): {path}")
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    return shlex.join(["lexprobe", *args.argv])
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lexprobe.specs import resolve
+    from lexprobe.stimuli import load_stimuli
+    from lexprobe.supplement import write_report
+
+    stimuli = load_stimuli(args.stimuli)
+    suite = resolve(args.suite)
+    path = write_report(suite, _report_path(args.out, suite.name), stimuli, args.steps, root=args.results,
+                        command=_command(args), n_random=args.n_random)
+    print(f"report ({path.stat().st_size / 1e6:.1f} MB): {path}")
+    return 0
+
+
+def _replicate(args: argparse.Namespace) -> int:
+    from lexprobe.ablation import causal_stage
+    from lexprobe.replication import replication_report, seed_stage
+    from lexprobe.stages import head_stage, inflection_stage
+
+    s1 = inflection_stage(args.suite, args.stimuli, args.steps, root=args.out)
+    s2 = head_stage(s1, root=args.out)
+    s4 = None if args.no_causal else causal_stage(s1, s2, n_random=args.n_random, root=args.out)
+    print(replication_report(seed_stage(s1, s2, s4, n_perm=args.n_perm)))
     return 0
 
 
@@ -122,23 +162,44 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--stimuli", default="lexprobe_nouns")
     b.add_argument("--steps", default="all", help="as for extract")
     b.add_argument("--n-random", type=int, default=None,
-                   help="random head sets (and random edge sets) in each null (default 100; smoke 10)")
+                   help="random head sets (and random edge sets) in each null (default 100; smoke 5)")
     b.add_argument("--n-random-dev", type=int, default=None, help="random head sets at every checkpoint (default 10)")
     b.add_argument("--map-steps", type=int, default=None, help="log-spaced checkpoints for the single-head map")
     b.add_argument("--layer-matched", action="store_true", help="random sets match the discovered heads' layers")
     b.add_argument("--out", help="results folder")
     b.set_defaults(func=_ablate)
 
-    r = sub.add_parser("run", help="main job: train/reuse the organism, extract, summarise")
+    r = sub.add_parser("run", help="main job: train/reuse the organism, extract, summarise, write the HTML report")
     r.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
     r.add_argument("--stimuli", default="lexprobe_nouns")
     r.add_argument("--out", help="results folder")
+    r.add_argument("--report", help="HTML report path (default: $LEXPROBE_HOME/report-SUITE.html)")
     r.set_defaults(func=_run)
+
+    h = sub.add_parser("report", help="all five stages (run or reused) in one self-contained HTML file")
+    h.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
+    h.add_argument("--stimuli", default="lexprobe_nouns")
+    h.add_argument("--steps", default="all", help="as for extract")
+    h.add_argument("--out", help="HTML file to write (default: $LEXPROBE_HOME/report-SUITE.html)")
+    h.add_argument("--results", help="results folder (default: $LEXPROBE_HOME/results)")
+    h.add_argument("--n-random", type=int, default=None, help="stage 4 random sets per null (default 100; smoke 5)")
+    h.set_defaults(func=_report)
+
+    s = sub.add_parser("replicate", help="stage 5: seed agreement of inflections, mixed model, heads, ablations")
+    s.add_argument("--suite", default=default_suite, help="suite spec with >= 2 seeds (default %(default)s)")
+    s.add_argument("--stimuli", default="lexprobe_nouns")
+    s.add_argument("--steps", default="all", help="as for extract")
+    s.add_argument("--n-perm", type=int, default=2000, help="permutations of the head-agreement nulls")
+    s.add_argument("--n-random", type=int, default=None, help="stage 4 random sets per null (default 100; smoke 5)")
+    s.add_argument("--no-causal", action="store_true", help="leave out the stage-4 ablation effects per seed")
+    s.add_argument("--out", help="results folder")
+    s.set_defaults(func=_replicate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)

@@ -47,7 +47,11 @@ def _inflection_lines(s1: Stage1) -> list[str]:
 def report(suite: str | Suite, stimuli: str | Stimuli = "lexprobe_nouns", root: str | Path | None = None,
            steps: str = "all") -> str:
     """Inflection per seed (with the planted onset when known) and the heads that pass discovery + trend control."""
-    s1 = inflection_stage(suite, stimuli, steps, root=root, progress=True)
+    return summary(inflection_stage(suite, stimuli, steps, root=root, progress=True), root=root)
+
+
+def summary(s1: Stage1, root: str | Path | None = None) -> str:
+    """The text of :func:`report` for a finished inflection stage."""
     prov = ResultsStore(root or results_dir()).provenance(suite=s1.suite.name, stimuli=s1.stimuli.name)
     dupes = prov[prov["same_as_previous"]]
     lines = [f"suite {s1.suite.name}: {s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "

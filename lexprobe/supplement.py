@@ -245,11 +245,12 @@ def supplement(s1: Stage1, s2: Stage2 | None, s3: Stage3 | None, s4: Stage4 | No
     return document(title, page)
 
 
-def write_report(suite: str | Suite, out: str | Path, stimuli: str | Stimuli = "lexprobe_nouns", steps: str = "all",
-                 root: str | Path | None = None, command: str | None = None, n_random: int | None = None,
-                 progress: bool = True) -> Path:
-    """Run (or reuse from the results store) all five stages and write the supplement to ``out``."""
-    s1 = inflection_stage(suite, stimuli, steps, root=root, progress=progress)
+def write_report(suite: str | Suite | Stage1, out: str | Path, stimuli: str | Stimuli = "lexprobe_nouns",
+                 steps: str = "all", root: str | Path | None = None, command: str | None = None,
+                 n_random: int | None = None, progress: bool = True) -> Path:
+    """Run (or reuse from the results store) all five stages and write the supplement to ``out``; a finished
+    stage 1 may be passed instead of a suite (then ``stimuli`` and ``steps`` are its own)."""
+    s1 = suite if isinstance(suite, Stage1) else inflection_stage(suite, stimuli, steps, root=root, progress=progress)
     s2 = s3 = s4 = s5 = None
     skipped: dict[str, str] = {}
     try:

@@ -112,23 +112,31 @@ def piecewise_frame(best: pd.DataFrame, breakpoint: float, score: str = "r2") ->
 
 
 def _fit_one(d: pd.DataFrame) -> tuple[object, str, list[str]]:
-    """REML fit with a random intercept and ``post`` slope per seed; if that cannot be fitted, a random intercept
-    only. Returns the result, the random part used and the warnings raised."""
+    """REML fit with a random intercept and ``post`` slope per seed; when that fails or does not converge, a random
+    intercept only (if that converges). Returns the result, the random part used and the warnings raised."""
     import statsmodels.formula.api as smf
 
-    last_err: Exception | None = None
+    fits = []
     for re_formula, label in (("~post", "intercept + post slope"), ("~1", "intercept")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 res = smf.mixedlm("y ~ pre + post", d, groups=d["seed"], re_formula=re_formula).fit(reml=True)
             except (np.linalg.LinAlgError, ValueError) as err:
-                last_err = err
+                fits.append((None, label, [f"{label}: {err}"]))
                 continue
+        notes = sorted({f"{label}: {str(w.message).splitlines()[0]}" for w in caught})
         if np.all(np.isfinite(res.bse_fe)):
-            return res, label, sorted({str(w.message).splitlines()[0] for w in caught})
-        last_err = ValueError("non-finite standard errors")
-    raise ValueError(f"mixed model could not be fitted: {last_err}")
+            fits.append((res, label, notes))
+            if res.converged:
+                break
+    usable = [f for f in fits if f[0] is not None]
+    if not usable:
+        raise ValueError(f"mixed model could not be fitted: {[n for f in fits for n in f[2]]}")
+    res, label, notes = next((f for f in usable if f[0].converged), usable[0])
+    if label == "intercept" and fits[0][1] != label:
+        label = "intercept (the random post slope could not be fitted or did not converge)"
+    return res, label, notes
 
 
 def mixed_model(best: pd.DataFrame, inflection: pd.DataFrame, score: str = "r2",
