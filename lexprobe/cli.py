@@ -63,6 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     suite = ensure_trained(args.profile, progress=True)
     s1 = inflection_stage(suite, stimuli, root=args.out, progress=True)
     print(summary(s1, root=args.out), flush=True)
+    if args.no_report:
+        return 0
     path = write_report(s1, _report_path(args.report, suite.name), root=args.out, command=_command(args))
     print(f"\nreport (all five stages, one self-contained HTML file, {path.stat().st_size / 1e6:.1f} MB): {path}")
     return 0
@@ -89,8 +91,10 @@ def _replicate(args: argparse.Namespace) -> int:
     from lexprobe.ablation import causal_stage
     from lexprobe.replication import replication_report, seed_stage
     from lexprobe.stages import head_stage, inflection_stage
+    from lexprobe.stimuli import load_stimuli
 
-    s1 = inflection_stage(args.suite, args.stimuli, args.steps, root=args.out)
+    stimuli = load_stimuli(args.stimuli)  # before resolving the suite: a bad file fails before any training
+    s1 = inflection_stage(args.suite, stimuli, args.steps, root=args.out)
     s2 = head_stage(s1, root=args.out)
     s4 = None if args.no_causal else causal_stage(s1, s2, n_random=args.n_random, root=args.out)
     print(replication_report(seed_stage(s1, s2, s4, n_perm=args.n_perm)))
@@ -174,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stimuli", default="lexprobe_nouns")
     r.add_argument("--out", help="results folder")
     r.add_argument("--report", help="HTML report path (default: $LEXPROBE_HOME/report-SUITE.html)")
+    r.add_argument("--no-report", action="store_true", help="stop after the stage 1-2 summary (no stages 3-5)")
     r.set_defaults(func=_run)
 
     h = sub.add_parser("report", help="all five stages (run or reused) in one self-contained HTML file")
