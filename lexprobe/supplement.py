@@ -80,7 +80,8 @@ class Page:
 
     def chart(self, name: str, chart: alt.TopLevelMixin, caption: str) -> None:
         fid = f"fig-{len(self.figures) + 1}-{name}"
-        self.figures[fid] = chart.to_dict()
+        with alt.data_transformers.disable_max_rows():  # the file must hold every row (big suites: big file)
+            self.figures[fid] = chart.to_dict()
         self.blocks.append(f'<div class="lexprobe-figure" id="{fid}" data-caption="{html.escape(caption)}"></div>'
                            f"<p class=note>Figure {len(self.figures)}: {html.escape(caption)}</p>")
 

@@ -71,7 +71,8 @@ def onset_table(x: list[float], se: list[float]) -> pd.DataFrame:
     step = lambda v: 10**v - 1  # noqa: E731
     return pd.DataFrame({"model": "m", "seed": range(len(x)), "curve_model": "segmented2", "shape": "flat->rise",
                          "onset_step": step(x), "onset_low_step": np.nan, "onset_high_step": np.nan,
-                         "onset_boot_low_step": step(x - seeds.Z95 * se), "onset_boot_high_step": step(x + seeds.Z95 * se)})
+                         "onset_boot_low_step": step(x - seeds.Z95 * se),
+                         "onset_boot_high_step": step(x + seeds.Z95 * se)})
 
 
 def test_seed_spread_and_heterogeneity_by_hand():
@@ -109,7 +110,8 @@ def test_mixed_model_recovers_fixed_effects_and_seed_variance():
     truth = {"score at the inflection": 0.10, "slope before (per decade)": 0.01, "change of slope after": 0.30}
     rows = []
     for sd in range(12):
-        b0, b2 = truth["score at the inflection"] + rng.normal(0, 0.02), truth["change of slope after"] + rng.normal(0, 0.05)
+        b0 = truth["score at the inflection"] + rng.normal(0, 0.02)
+        b2 = truth["change of slope after"] + rng.normal(0, 0.05)
         x = np.log10(steps + 1)
         y = b0 + truth["slope before (per decade)"] * (x - c) + b2 * np.maximum(x - c, 0) + rng.normal(0, 0.01, len(x))
         rows.append(pd.DataFrame({"model": "m", "seed": sd, "step": steps, "r2": y}))
