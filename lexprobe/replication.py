@@ -77,6 +77,8 @@ def replication_report(s5: Stage5) -> str:
                      f"{r.null_anywhere_mean:.3f} (p = {r.p_anywhere:.3g}); layer-level agreement "
                      f"{r.layer_jaccard:.3f} vs anywhere {r.layer_null_mean:.3f} (p = {r.p_layer:.3g}); "
                      f"{r.n_perm} permutations")
+        if r.seeds_with_heads < 2:
+            lines.append(f"  ({r.seeds_with_heads} seed(s) with passing heads: no agreement between seeds to measure)")
     lines += ["", "seeds selecting each (layer, head) (rows: layer, columns: head):"]
     for model, g in s5.head_counts.groupby("model"):
         n = int(g["n_seeds"].max())
