@@ -22,9 +22,9 @@ import nnsight
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from lexprobe.align import Encoded, encode
+from lexprobe.progress import tqdm
 from lexprobe.stimuli import Stimuli
 
 MEASUREMENTS = ("distances", "heads", "embeddings")

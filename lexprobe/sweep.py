@@ -7,10 +7,10 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from lexprobe.extract import MEASUREMENTS, ExtractConfig, LayerHook, measure
 from lexprobe.paths import results_dir
+from lexprobe.progress import tqdm
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore, StoreConflict, Unit, fingerprint
 from lexprobe.suites import CheckpointUnavailable, Suite, cached_commit, opened, suite_metadata

@@ -6,12 +6,12 @@ import json
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from lexprobe.hubcache import has_revision
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.train import MODEL, ORG, PROFILES, Profile, build_tokenizer, train_seed
 from lexprobe.paths import home, smoke
+from lexprobe.progress import tqdm
 from lexprobe.store import atomic_write
 from lexprobe.suites import Suite, hub_cache
 
