@@ -116,7 +116,8 @@ def test_notebook_runs_and_draws_every_chart(browser, lab, shot_dir, name):
         assert info["prefix"] == sys.prefix, f"{name} ran in {info['prefix']}, not this environment ({sys.prefix})"
         assert info["charts"], f"{name}: the kernel reports no cell that displayed a chart"
         for n in info["charts"]:
-            assert_drawn(wait_drawn(page, n), f"{name} cell [{n}]")
+            shown = cell_node(page, n).evaluate("(c) => c.querySelector('.jp-OutputArea')?.innerText.slice(0, 300)")
+            assert_drawn(wait_drawn(page, n), f"{name} cell [{n}], whose output reads {shown!r}")
         assert_drawn(figures(page.locator(".jp-Notebook").first), f"{name} (every figure on the page)")
         if name.startswith("02_"):
             check_head_explorer(page)
