@@ -8,9 +8,9 @@ CHROMIUM_LOG := $(VENV)/chromium-install.log
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-# The machine's pip.conf adds local file:// mirrors as extra indexes; pip then warns "Location ... is ignored" for
-# every package a mirror lacks. Drop exactly that line; every other warning and error still shows, and pipefail
-# keeps pip's exit status.
+# Quiet setup, real problems still shown. The machine's pip.conf adds local file:// mirrors as extra indexes, and pip
+# then warns "Location ... is ignored" for every package a mirror lacks: drop exactly that line (pipefail keeps pip's
+# exit status). setuptools warns that an editable install is editable: ignore exactly that warning.
 PIP_NOISE := 2>&1 | { grep -v "^WARNING: Location 'file:.*' is ignored: it is neither a file nor a directory\.$$" || true; }
 
 .PHONY: setup run test lab chromium bench lock clean
@@ -18,12 +18,14 @@ PIP_NOISE := 2>&1 | { grep -v "^WARNING: Location 'file:.*' is ignored: it is ne
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@echo "setting up $(VENV) from requirements.lock"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet pip==26.3 $(PIP_NOISE)
-	$(PY) -m pip install --quiet -r requirements.lock $(PIP_NOISE)
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . $(PIP_NOISE)
+	@$(PY) -m pip install --quiet pip==26.3 $(PIP_NOISE)
+	@$(PY) -m pip install --quiet -r requirements.lock $(PIP_NOISE)
+	@PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet --no-deps --no-build-isolation -e . \
+		$(PIP_NOISE)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lexprobe)" >/dev/null
-	touch $@
+	@touch $@
 
 run: setup
 	$(VENV)/bin/lexprobe run
