@@ -188,6 +188,7 @@ def check_inspector(page) -> None:
         if after and all(f.drawn for f in after) and [f.svg for f in after] != [f.svg for f in before]:
             break
         page.wait_for_timeout(500)
-    assert_drawn(after, "notebook 02 inspector after choosing another head")
+    assert_drawn(after, f"notebook 02 inspector after choosing head {other}, whose output reads "
+                        f"{out.inner_text()[:400]!r}")
     assert [f.svg for f in after] != [f.svg for f in before], "choosing another head did not change the chart"
     assert f"H{other} at step" in after[0].svg, f"the inspector's chart does not show head {other}"
