@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,9 @@ def test_make_lab_serves_the_notebooks_with_the_project_kernel(tmp_path):
         assert kernel_python.parent == Path(sys.executable).parent, f"python3 kernel runs {kernel_python}"
         kernel = _api(port, token, "kernels", "POST")
         ws = f"ws://127.0.0.1:{port}/api/kernels/{kernel['id']}/channels?token={token}"
-        assert asyncio.run(_run(ws, "import sys; print(sys.prefix)")).strip() == sys.prefix
+        with ThreadPoolExecutor(1) as pool:  # own thread: Playwright's sync API may hold this thread's event loop
+            printed = pool.submit(asyncio.run, _run(ws, "import sys; print(sys.prefix)")).result()
+        assert printed.strip() == sys.prefix
         _api(port, token, f"kernels/{kernel['id']}", "DELETE")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
