@@ -26,10 +26,10 @@ import nnsight
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from lexprobe.align import Encoded, encode
 from lexprobe.interventions import Batch, Intervention
+from lexprobe.progress import tqdm
 from lexprobe.sites import Sites, sites_of
 from lexprobe.stimuli import Stimuli
 

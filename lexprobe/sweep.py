@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from lexprobe.extract import MEASUREMENTS, Donor, ExtractConfig, measure
 from lexprobe.files import fingerprint
 from lexprobe.interventions import Intervention, donor_weights
 from lexprobe.paths import results_dir
+from lexprobe.progress import tqdm
 from lexprobe.sites import Sites
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore, StoreConflict, Unit
