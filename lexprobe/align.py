@@ -24,6 +24,11 @@ class Encoded:
     def lengths(self) -> torch.Tensor:
         return self.attention_mask.sum(1)
 
+    def to(self, device: torch.device | str) -> "Encoded":
+        """The same batch with its tensors on ``device``."""
+        return Encoded(self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device),
+                       self.cue_mask.to(device), self.tokens)
+
     def rows(self, idx: torch.Tensor | list[int]) -> "Encoded":
         """A sub-batch, trimmed to its longest sentence."""
         idx = torch.as_tensor(idx)

@@ -41,10 +41,14 @@ class ExtractConfig:
 
     batch_size: int = 64
     save_embeddings: bool = True
+    dtype: str = "float32"
+    device: str = "cpu"
 
     def fingerprint_fields(self) -> dict:
-        """Fields that change the numbers (batch size and whether embeddings are kept do not)."""
-        return {"engine_version": ENGINE_VERSION}
+        """Fields that change the numbers: the engine version and a dtype other than float32 (float32 results keep
+        the fingerprint they had before dtype was an option). Batch size, whether embeddings are kept and the device
+        do not: float32 on a GPU agrees with the CPU to rounding, and a sweep may move between them."""
+        return {"engine_version": ENGINE_VERSION, **({"dtype": self.dtype} if self.dtype != "float32" else {})}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +62,9 @@ class BatchOutput:
     cue_attn: torch.Tensor
     prev_attn: torch.Tensor
     entropy: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "BatchOutput":
+        return BatchOutput(*(getattr(self, f).to(device) for f in BatchOutput.__dataclass_fields__))
 
 
 def trace_batch(envoy: nnsight.NNsight, enc: Encoded, hook: LayerHook | None = None) -> BatchOutput:
@@ -112,11 +119,12 @@ def measure(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli, config:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = encode(tokenizer, sents, pad_id=pad)
     envoy = nnsight.NNsight(model)
+    device = next(model.parameters()).device
     order = torch.argsort(enc.lengths, stable=True)  # similar lengths together: less padding
     outs: list[BatchOutput] = []
     batches = list(torch.split(order, config.batch_size))
     for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
-        outs.append(trace_batch(envoy, enc.rows(idx), hook))
+        outs.append(trace_batch(envoy, enc.rows(idx).to(device), hook).to("cpu"))
     inv = torch.argsort(order)
     full = BatchOutput(*(torch.cat([getattr(o, f) for o in outs])[inv] for f in BatchOutput.__dataclass_fields__))
     return tables(full, stimuli, config)
