@@ -46,12 +46,12 @@ def token_span(offsets: list[tuple[int, int]], span: tuple[int, int]) -> list[in
 def align(tokenizer: object, sentence: str, target: str, cue: str) -> tuple[list[int], list[int], list[int], list[str]]:
     """Token ids plus the token indices of the target (the occurrence after the cue) and of that cue."""
     enc = tokenizer(sentence, return_offsets_mapping=True, add_special_tokens=False)
-    return _aligned(tokenizer, sentence, target, cue, enc["input_ids"], enc["offset_mapping"])
+    t_idx, c_idx = _spans(sentence, target, cue, enc["offset_mapping"])
+    return list(enc["input_ids"]), t_idx, c_idx, tokenizer.convert_ids_to_tokens(enc["input_ids"])
 
 
-def _aligned(tokenizer: object, sentence: str, target: str, cue: str, ids: list[int],
-             offsets: list) -> tuple[list[int], list[int], list[int], list[str]]:
-    """:func:`align` on a sentence already tokenized (ids and character offsets)."""
+def _spans(sentence: str, target: str, cue: str, offsets: list) -> tuple[list[int], list[int]]:
+    """Token indices of the target and cue of a tokenized sentence, from the tokens' character offsets."""
     found = locate(sentence, target, cue)
     if found is None:
         raise StimulusError(f"sentence {sentence!r}: no occurrence of target {target!r} after cue {cue!r}")
@@ -61,7 +61,18 @@ def _aligned(tokenizer: object, sentence: str, target: str, cue: str, ids: list[
         raise StimulusError(f"sentence {sentence!r}: could not map target/cue to tokens (offsets {offsets})")
     if set(t_idx) & set(c_idx):
         raise StimulusError(f"sentence {sentence!r}: target {target!r} and cue {cue!r} share a token")
-    return list(ids), t_idx, c_idx, tokenizer.convert_ids_to_tokens(ids)
+    return t_idx, c_idx
+
+
+def tokenize_all(tokenizer: object, sentences: list[str]) -> list[tuple[list[int], list, list[str]]]:
+    """(ids, character offsets, token strings) per sentence, without special tokens, in one batched call (straight
+    to the Rust tokenizer when there is one: the Python wrapper's per-sentence bookkeeping costs more)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [(e.ids, e.offsets, e.tokens) for e in backend.encode_batch(sentences, add_special_tokens=False)]
+    batch = tokenizer(sentences, return_offsets_mapping=True, add_special_tokens=False)
+    return [(ids, offs, tokenizer.convert_ids_to_tokens(ids))
+            for ids, offs in zip(batch["input_ids"], batch["offset_mapping"])]
 
 
 def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encoded:
@@ -70,11 +81,11 @@ def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encod
     Right padding keeps every real token at its unpadded position, and causal attention never lets a real
     token see a pad, so batched results equal unbatched ones.
     """
-    batch = tokenizer(list(sentences["sentence"]), return_offsets_mapping=True, add_special_tokens=False)
     rows = []
-    for r, ids, offsets in zip(sentences.itertuples(index=False), batch["input_ids"], batch["offset_mapping"]):
+    for r, (ids, offsets, tokens) in zip(sentences.itertuples(index=False),
+                                         tokenize_all(tokenizer, list(sentences["sentence"]))):
         try:
-            rows.append(_aligned(tokenizer, r.sentence, r.string, r.cue, ids, offsets))
+            rows.append((ids, *_spans(r.sentence, r.string, r.cue, offsets), tokens))
         except StimulusError as err:
             raise StimulusError(f"sentence_id {getattr(r, 'sentence_id', '?')}: {err}") from err
     n, width = len(rows), max(len(r[0]) for r in rows)

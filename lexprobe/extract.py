@@ -88,21 +88,24 @@ def trace_batch(envoy: nnsight.NNsight, enc: Encoded, hook: LayerHook | None = N
 
 
 def reduce_batch(hidden: torch.Tensor, attn: torch.Tensor, enc: Encoded) -> BatchOutput:
-    """Reduce hidden states (L+1, n, T, d) and attention (L, n, H, T, T) to per-sentence statistics."""
+    """Reduce hidden states (L+1, n, T, d) and attention (L, n, H, T, T) to per-sentence statistics.
+
+    Cue attention and entropy weight only target query rows, so those rows are taken out first (positions that
+    are a target in no sentence of the batch contribute exact zeros) before any elementwise work."""
     tw = enc.target_mask.float()
     tw = tw / tw.sum(1, keepdim=True)  # (n, T): averaging weights over target tokens
-    cue = enc.cue_mask.float()
-    emb = torch.einsum("lntd,nt->nld", hidden.float(), tw)
+    emb = (tw[None, :, None, :] @ hidden.float()).squeeze(2).transpose(0, 1)  # (n, L+1, d); einsum copies here
     attn = attn.float()
-    cue_attn = torch.einsum("lnhqk,nq,nk->nlh", attn, tw, cue)
+    rows = enc.target_mask.any(0)  # query positions that are a target somewhere in the batch
+    at, wt = attn[:, :, :, rows], tw[:, rows]  # (L, n, H, Q, T), (n, Q)
+    cue_attn = torch.einsum("lnhq,nq->nlh", (at * enc.cue_mask.float()[None, :, None, None, :]).sum(-1), wt)
+    ent_q = -(at * torch.log(at.clamp(min=1e-30))).sum(-1)  # p = 0 gives 0 * log(1e-30) = 0
+    entropy = torch.einsum("lnhq,nq->nlh", ent_q, wt)
     real = enc.attention_mask.bool()
     prev_mask = (real & ~enc.target_mask)[:, 1:].float()  # query positions 1..T-1 that are real, non-target
     diag = torch.diagonal(attn, offset=-1, dim1=-2, dim2=-1)  # (L, n, H, T-1): attn[q, q-1]
     prev_attn = torch.einsum("lnhq,nq->nlh", diag, prev_mask) / prev_mask.sum(1).clamp(min=1)[:, None, None]
     prev_attn[prev_mask.sum(1) == 0] = float("nan")
-    plogp = torch.where(attn > 0, attn * torch.log(attn.clamp(min=1e-30)), torch.zeros((), dtype=attn.dtype))
-    ent_q = -plogp.sum(-1)  # (L, n, H, T)
-    entropy = torch.einsum("lnhq,nq->nlh", ent_q, tw)
     return BatchOutput(emb, cue_attn, prev_attn, entropy)
 
 
