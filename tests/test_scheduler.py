@@ -118,3 +118,24 @@ def test_worker_killed_mid_unit_still_gives_identical_tables(organism, few, seri
     assert not thread.is_alive() and "error" not in out, out.get("error")
     assert [r["status"] for r in out["rows"]] == ["measured"] * len(out["rows"])
     assert_same_tables(serial, tmp_path / "res")
+
+
+def test_plan_counts_units_downloads_and_stored_results(organism, few, serial, monkeypatch, tmp_path):
+    from lexprobe.plan import plan
+    from lexprobe.shapes import checkpoint_bytes
+    from lexprobe.suites import resolve_suite
+
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path))  # a fresh calibration cache
+    text = plan(organism, few, STEPS, root=serial)
+    n = len(organism.seeds) * len(STEPS)
+    assert f"= {n} units, {n} already stored, 0 to run" in text  # the serial sweep stored them all
+    assert "(checkpoints are local)" in text
+    assert (tmp_path / "calibration.json").is_file()
+    text = plan(organism, few, (0, 1, 2, 4, 8, 16, 48), root=serial)
+    assert f"already stored, {len(organism.seeds) * 4} to run" in text
+    # a hub suite downloads the exact float16 shape per checkpoint (nothing is fetched to find out)
+    hub = resolve_suite("pythia-14m:seeds=0-2")
+    text = plan(hub, few, (0, 1000), root=tmp_path / "none")
+    per = checkpoint_bytes("14m")
+    assert "3 seeds x 2 steps = 6 units, 0 already stored, 6 to run" in text
+    assert f"download: {per / 1e6:.1f} MB per checkpoint (float16), {6 * per / 1e6:.1f} MB in all" in text
