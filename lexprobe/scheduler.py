@@ -1,7 +1,7 @@
 """Sweeps on Dask (``dask.distributed``): every checkpoint (model, seed, step, with all its conditions) is one task.
 
 ``--scheduler dask`` starts a :class:`~distributed.LocalCluster` on this machine (one single-threaded worker
-process per core unless ``--workers`` says otherwise); ``--scheduler dask:ADDRESS`` connects to a running
+process per core); ``--scheduler dask:ADDRESS`` connects to a running
 scheduler (``tcp://host:8786``), e.g. one started by ``dask-jobqueue`` on Slurm (recipes in the README). Workers
 write each unit's tables to the shared results store themselves (atomic writes, the sidecar last), so results
 never travel through the scheduler; units already in the store are skipped before anything is submitted. A worker
