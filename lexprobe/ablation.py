@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from lexprobe.progress import tqdm
 
 from lexprobe.align import encode
 from lexprobe.analysis import causal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -25,6 +26,12 @@ class Encoded:
     def lengths(self) -> torch.Tensor:
         return self.attention_mask.sum(1)
 
+    def to(self, device: torch.device | str) -> "Encoded":
+        """The same batch with its tensors on ``device``."""
+        ctrl = None if self.control_mask is None else self.control_mask.to(device)
+        return Encoded(self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device),
+                       self.cue_mask.to(device), self.tokens, ctrl)
+
     def rows(self, idx: torch.Tensor | list[int]) -> "Encoded":
         """A sub-batch, trimmed to its longest sentence."""
         idx = torch.as_tensor(idx)
@@ -41,17 +48,34 @@ def token_span(offsets: list[tuple[int, int]], span: tuple[int, int]) -> list[in
 
 def align(tokenizer: object, sentence: str, target: str, cue: str) -> tuple[list[int], list[int], list[int], list[str]]:
     """Token ids plus the token indices of the target (the occurrence after the cue) and of that cue."""
+    enc = tokenizer(sentence, return_offsets_mapping=True, add_special_tokens=False)
+    t_idx, c_idx = _spans(sentence, target, cue, enc["offset_mapping"])
+    return list(enc["input_ids"]), t_idx, c_idx, tokenizer.convert_ids_to_tokens(enc["input_ids"])
+
+
+def _spans(sentence: str, target: str, cue: str, offsets: list) -> tuple[list[int], list[int]]:
+    """Token indices of the target and cue of a tokenized sentence, from the tokens' character offsets."""
     found = locate(sentence, target, cue)
     if found is None:
         raise StimulusError(f"sentence {sentence!r}: no occurrence of target {target!r} after cue {cue!r}")
-    enc = tokenizer(sentence, return_offsets_mapping=True, add_special_tokens=False)
-    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    offsets = [tuple(o) for o in offsets]
     t_idx, c_idx = token_span(offsets, found[0]), token_span(offsets, found[1])
     if not t_idx or not c_idx:
         raise StimulusError(f"sentence {sentence!r}: could not map target/cue to tokens (offsets {offsets})")
     if set(t_idx) & set(c_idx):
         raise StimulusError(f"sentence {sentence!r}: target {target!r} and cue {cue!r} share a token")
-    return list(enc["input_ids"]), t_idx, c_idx, tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    return t_idx, c_idx
+
+
+def tokenize_all(tokenizer: object, sentences: list[str]) -> list[tuple[list[int], list, list[str]]]:
+    """(ids, character offsets, token strings) per sentence, without special tokens, in one batched call (straight
+    to the Rust tokenizer when there is one: the Python wrapper's per-sentence bookkeeping costs more)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [(e.ids, e.offsets, e.tokens) for e in backend.encode_batch(sentences, add_special_tokens=False)]
+    batch = tokenizer(sentences, return_offsets_mapping=True, add_special_tokens=False)
+    return [(ids, offs, tokenizer.convert_ids_to_tokens(ids))
+            for ids, offs in zip(batch["input_ids"], batch["offset_mapping"])]
 
 
 def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encoded:
@@ -61,25 +85,26 @@ def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encod
     token see a pad, so batched results equal unbatched ones.
     """
     rows = []
-    for r in sentences.itertuples(index=False):
+    for r, (ids, offsets, tokens) in zip(sentences.itertuples(index=False),
+                                         tokenize_all(tokenizer, list(sentences["sentence"]))):
         try:
-            rows.append(align(tokenizer, r.sentence, r.string, r.cue))
+            rows.append((ids, *_spans(r.sentence, r.string, r.cue, offsets), tokens))
         except StimulusError as err:
             raise StimulusError(f"sentence_id {getattr(r, 'sentence_id', '?')}: {err}") from err
     n, width = len(rows), max(len(r[0]) for r in rows)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    tmask = torch.zeros((n, width), dtype=torch.bool)
-    cmask = torch.zeros((n, width), dtype=torch.bool)
-    for i, (tok_ids, t_idx, c_idx, _) in enumerate(rows):
-        ids[i, : len(tok_ids)] = torch.tensor(tok_ids)
+    ids = np.full((n, width), pad_id, dtype=np.int64)
+    mask = np.zeros((n, width), dtype=np.int64)
+    tmask = np.zeros((n, width), dtype=bool)
+    cmask = np.zeros((n, width), dtype=bool)
+    for i, (tok_ids, t_idx, c_idx, _) in enumerate(rows):  # numpy: a fraction of torch's per-call cost
+        ids[i, : len(tok_ids)] = tok_ids
         mask[i, : len(tok_ids)] = 1
         tmask[i, t_idx] = True
         cmask[i, c_idx] = True
-    enc = Encoded(ids, mask, tmask, cmask, [r[3] for r in rows])
+    enc = Encoded(*map(torch.from_numpy, (ids, mask, tmask, cmask)), [r[3] for r in rows])
     if "control" in sentences.columns:  # perturbed sets: the word now standing where the cue stood
         ctrl = encode(tokenizer, sentences.assign(cue=sentences["control"]).drop(columns="control"), pad_id)
-        if not torch.equal(ctrl.input_ids, ids):
+        if not torch.equal(ctrl.input_ids, enc.input_ids):
             raise StimulusError("control words changed the tokenization; cannot align them with the cue")
         enc.control_mask = ctrl.cue_mask
     return enc

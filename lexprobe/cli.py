@@ -11,7 +11,6 @@ from lexprobe.paths import home, results_dir
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from lexprobe.extract import ExtractConfig
     from lexprobe.stimuli import load_stimuli
     from lexprobe.specs import resolve
     from lexprobe.suites import parse_steps
@@ -22,13 +21,41 @@ def _extract(args: argparse.Namespace) -> int:
     steps = parse_steps(args.steps, suite.steps)
     models = tuple(args.models.split(",")) if args.models else None
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
-    status = extract(suite, stimuli, steps, models, seeds, root=args.out,
-                     config=ExtractConfig(batch_size=args.batch_size, save_embeddings=not args.no_embeddings))
+    status = extract(suite, stimuli, steps, models, seeds, root=args.out, config=_engine_config(args),
+                     scheduler=args.scheduler, evict=args.evict)
     counts = status["status"].value_counts().to_dict()
     print(f"{len(status)} checkpoints: {counts}; results in {args.out or results_dir()}")
     for r in status.query("status == 'skipped'").itertuples():
         print(f"  skipped {r.model} seed{r.seed} step{r.step}: {r.reason}")
     return 0
+
+
+def _engine_config(args: argparse.Namespace) -> "ExtractConfig":
+    from lexprobe.extract import ExtractConfig
+
+    return ExtractConfig(batch_size=args.batch_size, save_embeddings=not args.no_embeddings, dtype=args.dtype,
+                         device=args.device)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from lexprobe.plan import plan
+    from lexprobe.stimuli import load_stimuli
+    from lexprobe.suites import parse_steps, resolve_suite
+
+    stimuli = load_stimuli(args.stimuli)
+    suite = resolve_suite(args.suite)
+    print(plan(suite, stimuli, parse_steps(args.steps, suite.steps), _engine_config(args), root=args.out,
+               bandwidth_mb_s=args.bandwidth))
+    return 0
+
+
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-embeddings", action="store_true", help="do not store per-sentence embeddings")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
+                   help="where checkpoints run; auto picks a GPU when torch sees one (default %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="weight dtype; part of the results' fingerprint (default %(default)s)")
 
 
 def _organism_train(args: argparse.Namespace) -> int:
@@ -137,9 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--models", help="comma list of model sizes (default: all of the suite's)")
     e.add_argument("--seeds", help="comma list of seeds (default: all of the suite's)")
     e.add_argument("--out", help="results folder (default: $LEXPROBE_HOME/results)")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--no-embeddings", action="store_true", help="do not store per-sentence embeddings")
+    _engine_flags(e)
+    e.add_argument("--scheduler", default="serial",
+                   help="serial (next checkpoint loads while this one is measured) | dask (a local cluster, one "
+                        "worker per core) | dask:ADDRESS (a running scheduler, e.g. tcp://host:8786)")
+    e.add_argument("--evict", action="store_true",
+                   help="delete each hub revision's downloaded files once its results are stored (never files "
+                        "that were in the cache before)")
     e.set_defaults(func=_extract)
+
+    pl = sub.add_parser("plan", help="what an extract will cost (units, download, results disk, time), offline")
+    pl.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
+    pl.add_argument("--steps", default="all", help="as for extract")
+    pl.add_argument("--stimuli", default="lexprobe_nouns")
+    pl.add_argument("--out", help="results folder (finished units are not counted again)")
+    pl.add_argument("--bandwidth", type=float, default=50.0, help="assumed download speed in MB/s (default 50)")
+    _engine_flags(pl)
+    pl.set_defaults(func=_plan)
 
     o = sub.add_parser("organism", help="the offline developmental model organism")
     osub = o.add_subparsers(dest="organism_command", required=True)

@@ -26,10 +26,10 @@ import nnsight
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from lexprobe.align import Encoded, encode
 from lexprobe.interventions import Batch, Intervention
+from lexprobe.progress import tqdm
 from lexprobe.sites import Sites, sites_of
 from lexprobe.stimuli import Stimuli
 
@@ -44,10 +44,14 @@ class ExtractConfig:
 
     batch_size: int = 64
     save_embeddings: bool = True
+    dtype: str = "float32"
+    device: str = "cpu"
 
     def fingerprint_fields(self) -> dict:
-        """Fields that change the numbers (batch size and whether embeddings are kept do not)."""
-        return {"engine_version": ENGINE_VERSION}
+        """Fields that change the numbers: the engine version and a dtype other than float32 (float32 results keep
+        the fingerprint they had before dtype was an option). Batch size, whether embeddings are kept and the device
+        do not: float32 on a GPU agrees with the CPU to rounding, and a sweep may move between them."""
+        return {"engine_version": ENGINE_VERSION, **({"dtype": self.dtype} if self.dtype != "float32" else {})}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +66,10 @@ class BatchOutput:
     prev_attn: torch.Tensor
     entropy: torch.Tensor
     control_attn: torch.Tensor | None = None  # attention to the position-matched control word (perturbed sets)
+
+    def to(self, device: torch.device | str) -> "BatchOutput":
+        return BatchOutput(*(None if (v := getattr(self, f)) is None else v.to(device)
+                             for f in BatchOutput.__dataclass_fields__))
 
 
 def trace_batch(sites: Sites, batch: Batch, intervention: Intervention | None = None) -> BatchOutput:
@@ -107,35 +115,38 @@ def head_outputs(sites: Sites, enc: Encoded, batches: list[torch.Tensor], layers
     n, width = enc.input_ids.shape
     out = {layer: torch.zeros(n, width, sites.n_heads * sites.head_dim) for layer in layers}
     for idx in batches:
-        sub = enc.rows(idx)
+        sub = enc.rows(idx).to(next(sites.model.parameters()).device)
         with torch.inference_mode():
             with sites.envoy.trace(input_ids=sub.input_ids, attention_mask=sub.attention_mask) as tracer:
                 got = nnsight.save({layer: sites.head_output(layer).input for layer in sorted(layers)})
                 tracer.stop()
         for layer, x in got.items():
-            out[layer][idx, : x.shape[1]] = x.float() * sub.attention_mask[..., None]
+            out[layer][idx, : x.shape[1]] = (x.float() * sub.attention_mask[..., None]).cpu()
     return out
 
 
 def reduce_batch(hidden: torch.Tensor, attn: torch.Tensor, enc: Encoded) -> BatchOutput:
-    """Reduce hidden states (L+1, n, T, d) and attention (L, n, H, T, T) to per-sentence statistics."""
+    """Reduce hidden states (L+1, n, T, d) and attention (L, n, H, T, T) to per-sentence statistics.
+
+    Cue attention and entropy weight only target query rows, so those rows are taken out first (positions that
+    are a target in no sentence of the batch contribute exact zeros) before any elementwise work."""
     tw = enc.target_mask.float()
     tw = tw / tw.sum(1, keepdim=True)  # (n, T): averaging weights over target tokens
-    cue = enc.cue_mask.float()
-    emb = torch.einsum("lntd,nt->nld", hidden.float(), tw)
+    emb = (tw[None, :, None, :] @ hidden.float()).squeeze(2).transpose(0, 1)  # (n, L+1, d); einsum copies here
     attn = attn.float()
-    cue_attn = torch.einsum("lnhqk,nq,nk->nlh", attn, tw, cue)
+    rows = enc.target_mask.any(0)  # query positions that are a target somewhere in the batch
+    at, wt = attn[:, :, :, rows], tw[:, rows]  # (L, n, H, Q, T), (n, Q)
+    cue_attn = torch.einsum("lnhq,nq->nlh", (at * enc.cue_mask.float()[None, :, None, None, :]).sum(-1), wt)
+    ent_q = -(at * torch.log(at.clamp(min=1e-30))).sum(-1)  # p = 0 gives 0 * log(1e-30) = 0
+    entropy = torch.einsum("lnhq,nq->nlh", ent_q, wt)
     real = enc.attention_mask.bool()
     prev_mask = (real & ~enc.target_mask)[:, 1:].float()  # query positions 1..T-1 that are real, non-target
     diag = torch.diagonal(attn, offset=-1, dim1=-2, dim2=-1)  # (L, n, H, T-1): attn[q, q-1]
     prev_attn = torch.einsum("lnhq,nq->nlh", diag, prev_mask) / prev_mask.sum(1).clamp(min=1)[:, None, None]
     prev_attn[prev_mask.sum(1) == 0] = float("nan")
-    plogp = torch.where(attn > 0, attn * torch.log(attn.clamp(min=1e-30)), torch.zeros((), dtype=attn.dtype))
-    ent_q = -plogp.sum(-1)  # (L, n, H, T)
-    entropy = torch.einsum("lnhq,nq->nlh", ent_q, tw)
     control = None
-    if enc.control_mask is not None:
-        control = torch.einsum("lnhqk,nq,nk->nlh", attn, tw, enc.control_mask.float())
+    if enc.control_mask is not None:  # perturbed sets: attention to the word standing where the cue stood
+        control = torch.einsum("lnhq,nq->nlh", (at * enc.control_mask.float()[None, :, None, None, :]).sum(-1), wt)
     return BatchOutput(emb, cue_attn, prev_attn, entropy, control)
 
 
@@ -165,6 +176,7 @@ def _traced(model: torch.nn.Module, tokenizer: object, sentences: pd.DataFrame, 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = encode(tokenizer, sentences, pad_id=pad)
     sites = sites_of(model)
+    device = next(model.parameters()).device
     order = torch.argsort(enc.lengths, stable=True)  # similar lengths together: less padding
     batches = list(torch.split(order, batch_size))
     values = {} if intervention is None else _replacements(sites, enc, batches, intervention,
@@ -172,7 +184,8 @@ def _traced(model: torch.nn.Module, tokenizer: object, sentences: pd.DataFrame, 
     outs = []
     with intervention.weights(sites, donor) if intervention is not None else nullcontext():
         for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
-            outs.append(read(sites, Batch(enc.rows(idx), idx, {k: v[idx] for k, v in values.items()})))
+            outs.append(read(sites, Batch(enc.rows(idx).to(device), idx,
+                                          {k: v[idx].to(device) for k, v in values.items()})))
     return enc, order, outs
 
 
@@ -186,7 +199,7 @@ def measure(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli, config:
     (:func:`lexprobe.sites.sites_of`).
     """
     _, order, outs = _traced(model, tokenizer, stimuli.sentences, config.batch_size, intervention, donor,
-                             lambda sites, batch: trace_batch(sites, batch, intervention), progress)
+                             lambda sites, batch: trace_batch(sites, batch, intervention).to("cpu"), progress)
     inv = torch.argsort(order)
     full = BatchOutput(*(torch.cat([getattr(o, f) for o in outs])[inv] if getattr(outs[0], f) is not None else None
                          for f in BatchOutput.__dataclass_fields__))

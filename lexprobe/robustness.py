@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from lexprobe.progress import tqdm
 
 from lexprobe.analysis.performance import best_layer, performance, with_pairs
 from lexprobe.analysis.robustness import head_robustness, retained_performance

@@ -11,7 +11,6 @@ change the model's output, and a no-op edit must not.
 from __future__ import annotations
 
 import re
-import weakref
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -131,16 +130,17 @@ class Sites:
         return slice(start, start + 2 * self.head_dim)
 
 
-_BOUND: "weakref.WeakKeyDictionary[torch.nn.Module, Sites]" = weakref.WeakKeyDictionary()
-
-
 def sites_of(model: torch.nn.Module) -> Sites:
-    """The model's sites, bound to one nnsight wrapper and checked live (:func:`check_sites`) once per model."""
-    if model not in _BOUND:
+    """The model's sites, bound to one nnsight wrapper and checked live (:func:`check_sites`) once per model.
+
+    They are kept on the model itself: the model and its sites then form a cycle that the garbage collector frees
+    with the model (a weak-keyed cache would not: its value, holding the model, would keep its key alive)."""
+    sites = model.__dict__.get("_lexprobe_sites")
+    if sites is None:
         sites = Sites(nnsight.NNsight(model), model)
         check_sites(sites)
-        _BOUND[model] = sites
-    return _BOUND[model]
+        model.__dict__["_lexprobe_sites"] = sites
+    return sites
 
 
 def _final(sites: Sites, ids: torch.Tensor, edit: object = None) -> torch.Tensor:

@@ -225,12 +225,18 @@ def weights_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+ROW_SUM_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
+"""How far an attention row may sum from 1 per weight dtype: the softmax runs in float32 and is rounded to the
+weight dtype (bfloat16 keeps 8 mantissa bits: each probability is off by up to 2**-9 of itself)."""
+
+
 def validate_model(model: torch.nn.Module, where: str) -> None:
     """Fail loudly unless the model returns per-layer attention whose rows sum to 1 and that is causal."""
     cfg = model.config
+    weight = next(model.parameters())
     if cfg.model_type != "gpt_neox":
         raise CheckpointUnavailable(f"{where}: lexprobe supports GPT-NeoX (Pythia) models, got {cfg.model_type!r}")
-    ids = (torch.arange(1, 9) * 7919 % min(cfg.vocab_size, 50000)).unsqueeze(0)
+    ids = (torch.arange(1, 9, device=weight.device) * 7919 % min(cfg.vocab_size, 50000)).unsqueeze(0)
     with torch.inference_mode():
         out = model(input_ids=ids, output_attentions=True)
     atts = out.attentions
@@ -240,13 +246,13 @@ def validate_model(model: torch.nn.Module, where: str) -> None:
     for i, a in enumerate(atts):
         if not torch.isfinite(a).all():
             raise CheckpointUnavailable(f"{where}: non-finite attention in layer {i} (corrupt weights?)")
-        if (a.sum(-1) - 1).abs().max() > 1e-4:
+        if (a.float().sum(-1) - 1).abs().max() > ROW_SUM_TOLERANCE[weight.dtype]:
             raise CheckpointUnavailable(f"{where}: attention rows of layer {i} do not sum to 1")
         if torch.triu(a[0], diagonal=1).abs().max() > 1e-6:
             raise CheckpointUnavailable(f"{where}: attention of layer {i} is not causal")
 
 
-def _load(ck: Checkpoint) -> tuple[torch.nn.Module, object, str]:
+def _load(ck: Checkpoint, dtype: torch.dtype) -> tuple[torch.nn.Module, object, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -258,7 +264,7 @@ def _load(ck: Checkpoint) -> tuple[torch.nn.Module, object, str]:
     else:
         src, kw = ck.repo, {"revision": ck.revision, "cache_dir": ck.cache_dir, "local_files_only": ck.offline}
     try:
-        model = AutoModelForCausalLM.from_pretrained(src, attn_implementation="eager", dtype=torch.float32, **kw)
+        model = AutoModelForCausalLM.from_pretrained(src, attn_implementation="eager", dtype=dtype, **kw)
         tok = AutoTokenizer.from_pretrained(src, **kw)
     except Exception as err:  # missing revision, missing/corrupt files: all mean "skip this checkpoint"
         raise CheckpointUnavailable(f"{ck.label}: could not load ({type(err).__name__}: {err})") from err
@@ -300,9 +306,12 @@ def _folder_commit(path: Path) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
-def load_checkpoint(ck: Checkpoint) -> Loaded:
-    """Load and validate one checkpoint (eager attention, fp32, eval mode)."""
-    model, tok, commit = _load(ck)
+def load_checkpoint(ck: Checkpoint, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Loaded:
+    """Load and validate one checkpoint (eager attention, eval mode) in ``dtype`` on ``device``."""
+    if dtype not in ROW_SUM_TOLERANCE:
+        raise ValueError(f"unsupported dtype {dtype}; use one of {sorted(map(str, ROW_SUM_TOLERANCE))}")
+    model, tok, commit = _load(ck, dtype)
+    model = model.to(device)
     validate_model(model, ck.label)
     return Loaded(ck, model, tok, commit, weights_hash(model))
 

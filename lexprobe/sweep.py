@@ -1,25 +1,42 @@
-"""Sweep a suite's checkpoints through the engine into the results store (resumable, skips bad checkpoints)."""
+"""Sweep a suite's checkpoints through the engine into the results store (resumable, skips bad checkpoints).
+
+A unit of work is one checkpoint with every condition asked of it (the intact model and each intervention), so a
+checkpoint is loaded once for all its conditions; the store keeps one entry per (checkpoint, condition). Serially,
+checkpoint k+1 is read and validated in a background thread while the engine measures checkpoint k
+(:mod:`lexprobe.prefetch`); ``scheduler="dask"`` makes every checkpoint a Dask task instead
+(:mod:`lexprobe.scheduler`).
+"""
 
 from __future__ import annotations
 
+import gc
 import logging
+import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from lexprobe.device import resolve_device, torch_dtype
 from lexprobe.extract import MEASUREMENTS, Donor, ExtractConfig, measure
 from lexprobe.files import fingerprint
 from lexprobe.interventions import Intervention, donor_weights
 from lexprobe.paths import results_dir
+from lexprobe.prefetch import prefetched
+from lexprobe.progress import tqdm
 from lexprobe.sites import Sites
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore, StoreConflict, Unit
-from lexprobe.suites import Checkpoint, CheckpointUnavailable, Suite, cached_commit, opened, suite_metadata
+from lexprobe.suites import (Checkpoint, CheckpointUnavailable, Loaded, Suite, cached_commit, load_checkpoint,
+                             suite_metadata)
 
 log = logging.getLogger(__name__)
+
+Todo = tuple[Intervention | None, str, Unit]  # a condition still to measure: intervention, fingerprint, store unit
 
 
 def condition_of(intervention: Intervention | None) -> str:
@@ -37,61 +54,167 @@ def run_fingerprint(suite: Suite, stimuli: Stimuli, config: ExtractConfig,
     return fingerprint(fields)
 
 
-def _donor(suite: Suite, ck: Checkpoint, intervention: Intervention | None, n_layers: int) -> Donor | None:
-    """QKV weights of the checkpoint an intervention copies from (same model and seed), if it copies any."""
-    if intervention is None or intervention.donor_step is None:
-        return None
-    with opened(suite.checkpoint(ck.model, ck.seed, intervention.donor_step)) as donor:
-        return donor_weights(Sites(None, donor.model), intervention.donor_layers(n_layers))
+@dataclass(frozen=True)
+class SweepJob:
+    """What measuring one checkpoint's conditions into the store needs; picklable, so a Dask worker can run it."""
+
+    suite: Suite
+    stimuli: Stimuli
+    root: str
+    config: ExtractConfig = ExtractConfig()
+    interventions: tuple[Intervention | None, ...] = (None,)
+    evict: bool = False
+
+    @cached_property
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.root)
+
+    @cached_property
+    def measurements(self) -> tuple[str, ...]:
+        return tuple(m for m in MEASUREMENTS if m != "embeddings" or self.config.save_embeddings)
+
+    @cached_property
+    def plans(self) -> list[tuple[Intervention | None, str]]:
+        return [(iv, run_fingerprint(self.suite, self.stimuli, self.config, iv)) for iv in self.interventions]
+
+    def split(self, ck: Checkpoint) -> tuple[list[dict], list[Todo]]:
+        """Status rows of the checkpoint's conditions already in the store, and the conditions still to measure
+        (a checkpoint with nothing left to measure has its downloaded files evicted, if asked)."""
+        done, todo = [], []
+        for iv, fp in self.plans:
+            unit = Unit.of(ck, self.stimuli.name, condition_of(iv))
+            if not self.store.is_done(unit, self.measurements, fp):
+                todo.append((iv, fp, unit))
+                continue
+            stored, now = self.store.sidecar(unit, self.measurements[0])["commit"], cached_commit(ck)
+            if now is not None and stored != now:
+                raise StoreConflict(f"{ck.label}: results were measured on commit {stored}, but {ck.revision} now "
+                                    f"points to {now}; delete {self.store.dir(unit)} or use another --out")
+            done.append({**unit.__dict__, "status": "cached", "reason": ""})
+        if not todo:
+            self._evict(ck)
+        return done, todo
+
+    def load(self, ck: Checkpoint) -> Loaded:
+        """Load and validate one checkpoint in the configured dtype and device (recording downloads to evict)."""
+        from lexprobe.evict import recording
+
+        with recording(ck) if self.evict and ck.repo else nullcontext():
+            return load_checkpoint(ck, torch_dtype(self.config.dtype), self.config.device)
+
+    def donor(self, ck: Checkpoint, intervention: Intervention | None, n_layers: int) -> Donor | None:
+        """QKV weights of the checkpoint an intervention copies from (same model and seed), if it copies any."""
+        if intervention is None or intervention.donor_step is None:
+            return None
+        loaded = self.load(self.suite.checkpoint(ck.model, ck.seed, intervention.donor_step))
+        try:
+            return donor_weights(Sites(None, loaded.model), intervention.donor_layers(n_layers))
+        finally:
+            release(loaded)
+
+    def measure(self, loaded: Loaded, todo: list[Todo], load_seconds: float, progress: bool = False) -> list[dict]:
+        """Measure a loaded checkpoint under each condition still to do and store the tables (sidecars record the
+        load and measure times); evict its downloaded files afterwards, if asked."""
+        ck, rows = loaded.checkpoint, []
+        for iv, fp, unit in todo:
+            t0 = time.perf_counter()
+            tables = measure(loaded.model, loaded.tokenizer, self.stimuli, self.config, iv,
+                             self.donor(ck, iv, loaded.n_layers), progress)
+            seconds = {"load_seconds": round(load_seconds, 3), "measure_seconds": round(time.perf_counter() - t0, 3)}
+            meta = {"fingerprint": fp, "config": self.config.as_dict(),
+                    "stimuli": {"name": self.stimuli.name, "hash": self.stimuli.hash},
+                    "intervention": None if iv is None else iv.spec(),
+                    "checkpoint": ck.__dict__, "commit": loaded.commit, "weights_hash": loaded.weights_hash,
+                    "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "suite": suite_metadata(self.suite),
+                    **seconds}
+            self.store.write(unit, tables, meta)
+            rows.append({**unit.__dict__, "status": "measured", "reason": "", **seconds})
+        self._evict(ck)
+        return rows
+
+    def skip(self, ck: Checkpoint, todo: list[Todo], err: CheckpointUnavailable) -> list[dict]:
+        """Log and record a checkpoint that could not be loaded (retried on the next run)."""
+        warnings.warn(f"skipping {ck.label}: {err}", stacklevel=3)
+        log.warning("skipping %s: %s", ck.label, err)
+        for _, _, unit in todo:
+            self.store.write_skipped(unit, str(err))
+        return [{**unit.__dict__, "status": "skipped", "reason": str(err)} for _, _, unit in todo]
+
+    def run(self, ck: Checkpoint) -> list[dict]:
+        """One checkpoint (a Dask task): its cached conditions, and the others loaded, measured and stored (or
+        skipped)."""
+        done, todo = self.split(ck)
+        if not todo:
+            return done
+        t0 = time.perf_counter()
+        try:
+            loaded = self.load(ck)
+        except CheckpointUnavailable as err:
+            return done + self.skip(ck, todo, err)
+        try:
+            return done + self.measure(loaded, todo, time.perf_counter() - t0)
+        finally:
+            release(loaded)
+
+    def _evict(self, ck: Checkpoint) -> None:
+        if self.evict and ck.repo:
+            from lexprobe.evict import evict
+
+            freed = evict(ck)
+            log.info("evicted %s: %.1f MB", ck.label, freed / 1e6)
+
+
+def release(loaded: Loaded) -> None:
+    """Free a loaded checkpoint's weights now."""
+    del loaded.model
+    gc.collect()
 
 
 def extract(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None,
             models: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
             root: str | Path | None = None, config: ExtractConfig = ExtractConfig(),
-            interventions: Sequence[Intervention | None] = (None,), progress: bool = True) -> pd.DataFrame:
+            interventions: Sequence[Intervention | None] = (None,), progress: bool = True,
+            scheduler: str = "serial", evict: bool = False) -> pd.DataFrame:
     """Measure every requested (checkpoint, condition) not already in the store; one status row per pair.
 
     ``interventions`` lists the conditions to measure (``None`` is the intact model); each checkpoint is loaded
     once for all of them. Checkpoints that cannot be loaded are logged, recorded as skipped, and retried on the
-    next run.
+    next run. ``scheduler`` is ``serial`` (next checkpoint loaded while this one is measured) or ``dask`` /
+    ``dask:ADDRESS`` (see :mod:`lexprobe.scheduler`). ``evict`` deletes each hub revision's downloaded files once
+    all its conditions are stored.
     """
-    store = ResultsStore(root or results_dir())
-    measurements = tuple(m for m in MEASUREMENTS if m != "embeddings" or config.save_embeddings)
-    plans = [(iv, run_fingerprint(suite, stimuli, config, iv)) for iv in interventions]
-    status = []
+    config = replace(config, device=resolve_device(config.device))
+    job = SweepJob(suite, stimuli, str(root or results_dir()), config, tuple(interventions), evict)
     cks = suite.checkpoints(steps, models, seeds)
-    bar = tqdm(cks, desc=f"{suite.name} checkpoints", disable=not progress)
-    for ck in bar:
-        bar.set_postfix_str(f"{ck.model} seed{ck.seed} step{ck.step}")
-        todo = []
-        for iv, fp in plans:
-            unit = Unit.of(ck, stimuli.name, condition_of(iv))
-            if store.is_done(unit, measurements, fp):
-                stored, now = store.sidecar(unit, measurements[0])["commit"], cached_commit(ck)
-                if now is not None and stored != now:
-                    raise StoreConflict(f"{ck.label}: results were measured on commit {stored}, but {ck.revision} "
-                                        f"now points to {now}; delete {store.dir(unit)} or use another --out")
-                status.append({**unit.__dict__, "status": "cached", "reason": ""})
-            else:
-                todo.append((iv, fp, unit))
-        if not todo:
-            continue
-        try:
-            with opened(ck) as loaded:
-                for iv, fp, unit in todo:
-                    donor = _donor(suite, ck, iv, loaded.n_layers)
-                    tables = measure(loaded.model, loaded.tokenizer, stimuli, config, iv, donor, progress)
-                    meta = {"fingerprint": fp, "config": config.as_dict(),
-                            "stimuli": {"name": stimuli.name, "hash": stimuli.hash},
-                            "intervention": None if iv is None else iv.spec(),
-                            "checkpoint": ck.__dict__, "commit": loaded.commit, "weights_hash": loaded.weights_hash,
-                            "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "suite": suite_metadata(suite)}
-                    store.write(unit, tables, meta)
-                    status.append({**unit.__dict__, "status": "measured", "reason": ""})
-        except CheckpointUnavailable as err:
-            warnings.warn(f"skipping {ck.label}: {err}", stacklevel=2)
-            log.warning("skipping %s: %s", ck.label, err)
-            for _, _, unit in todo:
-                store.write_skipped(unit, str(err))
-                status.append({**unit.__dict__, "status": "skipped", "reason": str(err)})
-    return pd.DataFrame(status)
+    if scheduler == "serial":
+        return pd.DataFrame(run_serial(job, cks, progress))
+    from lexprobe.scheduler import run_dask
+
+    return pd.DataFrame(run_dask(job, cks, scheduler, progress=progress))
+
+
+def run_serial(job: SweepJob, cks: list[Checkpoint], progress: bool = True, overlap: bool = True) -> list[dict]:
+    """Run a sweep in this process; checkpoints with every condition stored are skipped before anything loads."""
+    split = {ck: job.split(ck) for ck in cks}
+    todo = [ck for ck in cks if split[ck][1]]
+    rows = {ck: done for ck, (done, _) in split.items()}
+    bar = tqdm(total=len(cks), initial=len(cks) - len(todo), desc=f"{job.suite.name} checkpoints",
+               disable=not progress)
+    waited = 0.0
+    t_wait = time.perf_counter()
+    for got in prefetched(todo, job.load, release, overlap=overlap):
+        ck = got.item
+        waited += time.perf_counter() - t_wait
+        if isinstance(got.error, CheckpointUnavailable):
+            rows[ck] = rows[ck] + job.skip(ck, split[ck][1], got.error)
+        elif got.error is not None:
+            raise got.error
+        else:
+            new = job.measure(got.value, split[ck][1], got.seconds, progress)
+            rows[ck] = rows[ck] + new
+            bar.set_postfix_str(f"{ck.model} seed{ck.seed} step{ck.step}: load {got.seconds:.1f}s, measure "
+                                f"{sum(r['measure_seconds'] for r in new):.1f}s, waited on loads {waited:.1f}s in all")
+        bar.update()
+        t_wait = time.perf_counter()
+    bar.close()
+    return [r for ck in cks for r in rows[ck]]

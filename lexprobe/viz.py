@@ -7,6 +7,10 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
+from lexprobe.render import EMBED_OPTIONS, enable_offline
+
+enable_offline()  # charts must show in JupyterLab with no network (see lexprobe.render)
+
 STEP_AXIS = alt.Axis(title="training step + 1 (log scale)", format="~s")
 
 
@@ -111,7 +115,7 @@ def save(chart: alt.TopLevelMixin, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".html":
-        chart.save(str(path), inline=True)
+        chart.save(str(path), inline=True, embed_options=EMBED_OPTIONS)
     else:
         chart.save(str(path))
     return path

@@ -34,7 +34,7 @@ def inspector(s1: Stage1, s2: Stage2) -> W.Widget:
         return alt.vconcat(bars, line + rule)
 
     return W.interactive(
-        show,
+        show, {"auto_display": True},  # without it interactive computes the chart but never shows it
         seed=W.Dropdown(options=sorted(s1.best["seed"].unique()), value=int(top["seed"]), description="seed"),
         step=W.SelectionSlider(options=sorted(s1.best["step"].unique()), value=int(s1.best["step"].max()),
                                description="step"),
@@ -63,7 +63,7 @@ def intervention_explorer(s1: Stage1, s2: Stage2) -> W.Widget:
         return bars
 
     return W.interactive(
-        show,
+        show, {"auto_display": True},
         kind=W.Dropdown(options=KINDS, value="zero", description="kind"),
         chosen=W.SelectMultiple(options=heads, value=passing or (heads[0][1],), description="heads (* passes)",
                                 rows=8),

@@ -39,3 +39,10 @@ def test_lock_satisfies_pyproject_ranges():
         assert name in pins, f"{req.name} is in pyproject.toml but not in requirements.lock"
         assert req.specifier.contains(pins[name], prereleases=True), f"lock pins {name}=={pins[name]}, outside {req}"
     assert pins["torch"] == "2.13.0"
+
+
+def test_the_front_door_is_pinned():
+    """JupyterLab (``make lab``), the offline chart renderer's anywidget and the browser tests' driver are locked."""
+    pins = lock_pins()
+    for name in ("jupyterlab", "anywidget", "ipywidgets", "vl-convert-python", "playwright"):
+        assert name in pins, f"{name} is missing from requirements.lock"

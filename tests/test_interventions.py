@@ -257,3 +257,17 @@ def test_sweep_stores_each_intervention_under_its_own_condition(tmp_path, tokeni
     extract(suite, few, steps=(1,), root=tmp_path / "r", config=cfg, interventions=[self_copy], progress=False)
     np.testing.assert_array_equal(store.load("distances", condition=self_copy.condition)["distance"],
                                   store.load("distances", condition="intact", step=1)["distance"])
+
+
+def test_a_measured_model_is_freed_with_its_last_reference(tokenizer, few):
+    """Sites bound to a model must not keep it alive (a sweep holds at most two models, not every one it saw)."""
+    import gc
+    import weakref
+
+    model = tiny_model(len(tokenizer), seed=7, layers=2)
+    measure(model, tokenizer, few, ExtractConfig(save_embeddings=False), HeadAblation(((0, 1),), "mean"),
+            progress=False)
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None

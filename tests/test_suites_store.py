@@ -119,7 +119,7 @@ def test_sweep_skips_missing_then_rerun_does_no_model_work(cache, small, tmp_pat
     def no_loading(*a, **k):
         raise AssertionError("a finished checkpoint was loaded again")
 
-    monkeypatch.setattr(sweep_mod, "opened", no_loading)
+    monkeypatch.setattr(sweep_mod, "load_checkpoint", no_loading)
     again = extract(suite.with_(steps=(0, 1, 2)), small, root=tmp_path / "res", progress=False)
     assert list(again["status"]) == ["cached"] * 3
 

@@ -10,7 +10,8 @@ distance vs same/different sense, all layers, as ``lexprobe analyse`` computes i
 * **plateau**: the widest stretch [a, b] of consecutive checkpoints after the onset over which R^2 varies by less
   than 10% (max/min - 1 < 0.10 over every checkpoint in the stretch); it must span half a decade (b/a >= 10**0.5);
 * training seconds per seed, and the machine's load average (the machine may be shared);
-* the current segmented-regression breakpoint with its CI, as a sanity check against the planted onset.
+* the detected inflection (onset of the rise, with its interval, and the curve model AICc chose), as a sanity
+  check against the planted onset.
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ def check(fresh: bool) -> bool:
               f"(step {r.pre_onset_max_step}; must be <= {PRE_ONSET_MAX}); R^2 at final step {r.final_step} = "
               f"{r.final:.3f} (layer {r.final_layer}; must be >= {FINAL_MIN}); plateau {span} "
               f"(must span x >= {PLATEAU_MIN_RATIO:.2f} with max/min - 1 < {100 * PLATEAU_MAX_CHANGE:.0f}%); "
-              f"trained in {timings[str(r.seed)]['seconds']:.0f} s; sanity: segmented breakpoint "
-              f"{b['breakpoint_step']:.0f} [{b['ci_low_step']:.0f}, {b['ci_high_step']:.0f}]")
+              f"trained in {timings[str(r.seed)]['seconds']:.0f} s; sanity: detected onset "
+              f"{b['onset_step']:.0f} [{b['onset_low_step']:.0f}, {b['onset_high_step']:.0f}] ({b['curve_model']})")
     print("ALL PASS" if ok else "SOME CRITERIA FAILED")
     return ok
 

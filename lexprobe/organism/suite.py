@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from lexprobe.files import atomic_write
@@ -19,6 +18,7 @@ from lexprobe.hubcache import has_revision
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.train import MODEL, ORG, PROFILES, Profile, build_tokenizer, train_seed
 from lexprobe.paths import home, smoke
+from lexprobe.progress import tqdm
 from lexprobe.suites import Suite, hub_cache
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
 from lexprobe.files import fingerprint
 from lexprobe.hubcache import add_revision, has_revision
 from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon
 from lexprobe.organism.tokenizer import train_tokenizer
+from lexprobe.progress import tqdm
 
 ORG = "lexprobe-organism"
 MODEL = "pythia-14m-organism"

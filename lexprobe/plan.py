@@ -1,0 +1,194 @@
+"""``lexprobe plan``: what a sweep will cost before it starts, worked out offline.
+
+* units: the suite's (model, seed, step) checkpoints for one condition, less those already finished in the store;
+* download: Pythia's exact shapes x 2 bytes per parameter (float16 on the hub, see :mod:`lexprobe.shapes`); a local
+  or hub-cache suite downloads nothing;
+* results disk and time per unit: a calibration run on this machine. The engine measures the stimuli on random
+  weights of the model's width with 1 and 2 layers. Table sizes are exact and linear in depth, so the two depths
+  extend to the full one. Times are noisy on a shared machine (a difference of two would amplify the noise), so
+  the 2-layer time (fastest of 3 runs) is scaled in proportion to depth, and the 2-layer load (saved in float16,
+  read back, validated) in proportion to checkpoint bytes: upper estimates, since fixed costs scale along. Calibrations are cached in ``$LEXPROBE_HOME/calibration.json`` per shape, dtype, device,
+  threads, batch size and stimuli. Sentences are tokenized one token per word (:func:`lexprobe.shapes.word_tokenizer`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig
+
+from lexprobe.device import resolve_device, torch_dtype
+from lexprobe.extract import ENGINE_VERSION, MEASUREMENTS, ExtractConfig, measure
+from lexprobe.paths import home, results_dir
+from lexprobe.shapes import checkpoint_bytes, pythia_config, random_model, word_tokenizer
+from lexprobe.stimuli import Stimuli
+from lexprobe.store import ResultsStore, Unit, atomic_write
+from lexprobe.suites import Suite, validate_model
+
+
+@dataclass(frozen=True)
+class UnitCost:
+    """Estimated cost of one unit of a model: seconds to load (from disk) and to measure, bytes of results."""
+
+    load_seconds: float
+    measure_seconds: float
+    result_bytes: int
+
+
+def model_shape(suite: Suite, model: str) -> tuple[GPTNeoXConfig, int]:
+    """A model's config and its download bytes per checkpoint (0 when the checkpoints are already local)."""
+    if suite.name.startswith("pythia"):
+        return pythia_config(model), checkpoint_bytes(model)
+    ck = suite.checkpoint(model, suite.seeds[0], suite.steps[0])
+    if ck.path is not None:
+        return AutoConfig.from_pretrained(ck.path), 0
+    return AutoConfig.from_pretrained(ck.repo, revision=ck.revision, cache_dir=ck.cache_dir, local_files_only=True), 0
+
+
+def _timed(fn, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: object, config: ExtractConfig,
+                     folder: Path) -> dict:
+    """Measure and load times and per-table bytes for a random model of ``cfg``'s width with ``layers`` layers."""
+    shape = GPTNeoXConfig(**{**cfg.to_dict(), "num_hidden_layers": layers, "vocab_size": len(tok)})
+    shape._attn_implementation = "eager"
+    model = random_model(shape).to(torch_dtype(config.dtype)).to(config.device)
+    tables = measure(model, tok, stimuli, config, progress=False)
+    measure_s = _timed(lambda: measure(model, tok, stimuli, config, progress=False))
+    sizes = {}
+    for name, df in tables.items():
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        sizes[name] = len(buf.getvalue())
+    path = folder / f"layers{layers}"
+    model.half().save_pretrained(path)
+    del model
+
+    def load() -> None:
+        m = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", dtype=torch_dtype(config.dtype))
+        validate_model(m.to(config.device), "calibration")
+
+    load_s = _timed(load)
+    file_bytes = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+    return {"measure_seconds": measure_s, "load_seconds": load_s, "file_bytes": file_bytes, "table_bytes": sizes}
+
+
+def calibrate(cfg: GPTNeoXConfig, stimuli: Stimuli, config: ExtractConfig) -> dict:
+    """Engine and load timings at depth 1 and 2 for ``cfg``'s width on this machine (cached)."""
+    key = json.dumps({"hidden": cfg.hidden_size, "heads": cfg.num_attention_heads, "ffn": cfg.intermediate_size,
+                      "dtype": config.dtype, "device": config.device, "threads": torch.get_num_threads(),
+                      "batch": config.batch_size, "stimuli": stimuli.hash, "engine": ENGINE_VERSION,
+                      "torch": torch.__version__}, sort_keys=True)
+    cache = home() / "calibration.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key not in known:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        tok = word_tokenizer(stimuli)
+        with tempfile.TemporaryDirectory() as tmp:
+            known[key] = {str(n): _calibrate_depth(cfg, n, stimuli, tok, config, Path(tmp)) for n in (1, 2)}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, json.dumps(known, indent=1).encode())
+    return known[key]
+
+
+def _linear(at1: float, at2: float, x: float) -> float:
+    """The line through (1, at1) and (2, at2), at x (never below zero)."""
+    return max(0.0, at1 + (at2 - at1) * (x - 1))
+
+
+def unit_cost(cfg: GPTNeoXConfig, download_bytes: int, stimuli: Stimuli, config: ExtractConfig) -> UnitCost:
+    """One unit's estimated load time (from disk), measure time and result bytes, from the calibration."""
+    cal = calibrate(cfg, stimuli, config)
+    d1, d2 = cal["1"], cal["2"]
+    n_layers = cfg.num_hidden_layers
+    full_bytes = download_bytes or _linear(d1["file_bytes"], d2["file_bytes"], n_layers)
+    kept = [m for m in MEASUREMENTS if m != "embeddings" or config.save_embeddings]
+    tables = sum(_linear(d1["table_bytes"][m], d2["table_bytes"][m], n_layers) for m in kept)
+    return UnitCost(d2["load_seconds"] * full_bytes / d2["file_bytes"], d2["measure_seconds"] * n_layers / 2,
+                    int(tables))
+
+
+def plan(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None, config: ExtractConfig = ExtractConfig(),
+         root: str | Path | None = None, bandwidth_mb_s: float = 50.0) -> str:
+    """A plain-text cost estimate of ``lexprobe extract`` (intact condition) over ``suite``: nothing is downloaded,
+    only random weights of each width are measured once to calibrate (cached)."""
+    from lexprobe.sweep import run_fingerprint
+
+    config = replace(config, device=resolve_device(config.device))
+    store = ResultsStore(root or results_dir())
+    condition = "intact"
+    fp = run_fingerprint(suite, stimuli, config)
+    steps = suite.steps if steps is None else steps
+    lines = [f"plan: suite {suite.name}, stimuli {stimuli.name} ({len(stimuli.sentences)} sentences, "
+             f"{len(stimuli.pairs)} pairs), condition {condition}, {config.dtype} on {config.device}, "
+             f"{torch.get_num_threads()} torch threads"]
+    totals = {"units": 0, "todo": 0, "download": 0, "results": 0, "seconds": 0.0}
+    for model in suite.models:
+        cks = suite.checkpoints(steps, (model,))
+        done = sum((store.sidecar(Unit.of(ck, stimuli.name, condition), "distances") or {}).get("fingerprint") == fp
+                   for ck in cks)
+        todo = len(cks) - done
+        cfg, dl = model_shape(suite, model)
+        cost = unit_cost(cfg, dl, stimuli, config)
+        fetch = dl / (bandwidth_mb_s * 1e6)
+        per_unit = max(fetch + cost.load_seconds, cost.measure_seconds)  # loading overlaps measuring
+        n_params = sum(p.numel() for p in _meta_model(cfg).parameters())
+        lines += [
+            f"{model}: {len(suite.seeds)} seeds x {len(steps)} steps = {len(cks)} units, {done} already stored, "
+            f"{todo} to run ({n_params:,} parameters, {cfg.num_hidden_layers} layers x "
+            f"{cfg.num_attention_heads} heads)",
+            f"  download: {_size(dl)} per checkpoint" + (f" (float16), {_size(dl * todo)} in all; with --evict "
+                                                       f"about {_size(2 * dl)} on disk at once" if dl else
+                                                       " (checkpoints are local)"),
+            f"  results: {_size(cost.result_bytes)} per unit, {_size(cost.result_bytes * todo)} in all",
+            f"  time per unit: load {cost.load_seconds:.1f} s from disk"
+            + (f" + download {fetch:.1f} s at an assumed {bandwidth_mb_s:g} MB/s" if dl else "")
+            + f", measure {cost.measure_seconds:.1f} s; overlapped {per_unit:.1f} s -> {_duration(per_unit * todo)}"
+              f" on this machine (divide by the worker count on Dask)"]
+        for k, v in (("units", len(cks)), ("todo", todo), ("download", dl * todo),
+                     ("results", cost.result_bytes * todo), ("seconds", per_unit * todo)):
+            totals[k] += v
+    if len(suite.models) > 1:
+        lines.append(f"total: {totals['units']} units ({totals['todo']} to run), download {_size(totals['download'])}"
+                     f", results {_size(totals['results'])}, {_duration(totals['seconds'])}")
+    lines.append("calibration: random weights of each width at 1 and 2 layers, extended linearly to the full "
+                 f"depth, cached in {home() / 'calibration.json'}")
+    return "\n".join(lines)
+
+
+def _meta_model(cfg: GPTNeoXConfig) -> torch.nn.Module:
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(cfg)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

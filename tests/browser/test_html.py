@@ -1,0 +1,46 @@
+"""HTML saved by ``viz.save`` renders offline in a real browser (the check a later HTML report reuses)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lexprobe import viz
+
+from .pages import assert_html_renders
+
+
+def _stats_and_trajectories() -> tuple[pd.DataFrame, pd.DataFrame]:
+    heads = [(layer, head) for layer in range(2) for head in range(3)]
+    stats = pd.DataFrame([{"layer": la, "head": h, "r": 0.9 - 0.2 * (la * 3 + h), "q": 0.01 * (1 + la * 3 + h),
+                           "q_logstep": 0.02, "q_diff": 0.02, "q_prev": 0.03, "passes": la * 3 + h == 0} for la, h in heads])
+    traj = pd.DataFrame([{"step": s, "layer": la, "head": h, "cue_attn": 0.1 + 0.01 * s * (h + 1),
+                          "prev_attn": 0.2} for la, h in heads for s in (0, 8, 64, 512)])
+    return stats, traj
+
+
+def test_saved_html_renders_offline(browser, shot_dir, tmp_path):
+    stats, traj = _stats_and_trajectories()
+    path = viz.save(viz.head_explorer(stats, traj), tmp_path / "heads.html")
+    figs = assert_html_renders(browser, path, expected=1, shot=shot_dir / "viz_save_heads.png")
+    assert figs[0].svg is not None and figs[0].svg.count("<path") >= len(stats)  # one rect per head, at least
+
+
+def test_html_check_fails_on_a_chart_that_needs_the_network(browser, tmp_path):
+    """The check is not blind: altair's default HTML (vega loaded from a CDN) must fail it here."""
+    stats, traj = _stats_and_trajectories()
+    path = tmp_path / "cdn.html"
+    viz.head_explorer(stats, traj).save(str(path))  # not inline: scripts come from the CDN
+    with pytest.raises(AssertionError, match="request to the network|no vega figure"):
+        assert_html_renders(browser, path, timeout_ms=5_000)
+
+
+def test_supplement_renders_offline(browser, shot_dir, tmp_path, monkeypatch):
+    """The five-stage report of the smoke organism: every figure draws with every network request refused."""
+    from lexprobe.supplement import write_report
+
+    monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    path = write_report("organism", tmp_path / "supplement.html", progress=False, command="test")
+    expected = path.read_text(encoding="utf-8").count('class="lexprobe-figure"')
+    assert expected >= 9
+    assert_html_renders(browser, path, expected=expected, shot=shot_dir / "supplement.png", timeout_ms=60_000)
