@@ -149,6 +149,14 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_args(p: argparse.ArgumentParser, default_suite: str, steps_help: str = "as for extract",
+                suite_help: str = "suite spec, as for extract (default %(default)s)") -> None:
+    """The arguments every stage command shares: --suite, --stimuli, --steps."""
+    p.add_argument("--suite", default=default_suite, help=suite_help)
+    p.add_argument("--stimuli", default="lexprobe_nouns")
+    p.add_argument("--steps", default="all", help=steps_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lexprobe", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -189,23 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_organism_train)
 
     a = sub.add_parser("analyse", help="stage 1-2 summary (inflection, heads); measures missing checkpoints first")
-    a.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
-    a.add_argument("--stimuli", default="lexprobe_nouns")
-    a.add_argument("--steps", default="all", help="as for extract; checkpoints not yet stored are measured first")
+    _stage_args(a, default_suite, "as for extract; checkpoints not yet stored are measured first")
     a.add_argument("--out", help="results folder")
     a.set_defaults(func=_analyse)
 
     q = sub.add_parser("perturb", help="stage 3: perturbed stimuli (cue separated, reframed, neutral) across steps")
-    q.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
-    q.add_argument("--stimuli", default="lexprobe_nouns")
-    q.add_argument("--steps", default="all", help="as for extract")
+    _stage_args(q, default_suite)
     q.add_argument("--out", help="results folder")
     q.set_defaults(func=_perturb)
 
     b = sub.add_parser("ablate", help="stage 4: ablate discovered heads vs random head sets; causal head map")
-    b.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
-    b.add_argument("--stimuli", default="lexprobe_nouns")
-    b.add_argument("--steps", default="all", help="as for extract")
+    _stage_args(b, default_suite)
     b.add_argument("--n-random", type=int, default=None,
                    help="random head sets (and random edge sets) in each null (default 100; smoke 5)")
     b.add_argument("--n-random-dev", type=int, default=None, help="random head sets at every checkpoint (default 10)")
@@ -223,18 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     h = sub.add_parser("report", help="all five stages (run or reused) in one self-contained HTML file")
-    h.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
-    h.add_argument("--stimuli", default="lexprobe_nouns")
-    h.add_argument("--steps", default="all", help="as for extract")
+    _stage_args(h, default_suite)
     h.add_argument("--out", help="HTML file to write (default: $LEXPROBE_HOME/report-SUITE.html)")
     h.add_argument("--results", help="results folder (default: $LEXPROBE_HOME/results)")
     h.add_argument("--n-random", type=int, default=None, help="stage 4 random sets per null (default 100; smoke 5)")
     h.set_defaults(func=_report)
 
     s = sub.add_parser("replicate", help="stage 5: seed agreement of inflections, mixed model, heads, ablations")
-    s.add_argument("--suite", default=default_suite, help="suite spec with >= 2 seeds (default %(default)s)")
-    s.add_argument("--stimuli", default="lexprobe_nouns")
-    s.add_argument("--steps", default="all", help="as for extract")
+    _stage_args(s, default_suite, suite_help="suite spec with >= 2 seeds (default %(default)s)")
     s.add_argument("--n-perm", type=int, default=2000, help="permutations of the head-agreement nulls")
     s.add_argument("--n-random", type=int, default=None, help="stage 4 random sets per null (default 100; smoke 5)")
     s.add_argument("--no-causal", action="store_true", help="leave out the stage-4 ablation effects per seed")
