@@ -183,13 +183,15 @@ def extract(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None
     ``dask:ADDRESS`` (see :mod:`lexprobe.scheduler`). ``evict`` deletes each hub revision's downloaded files once
     all its conditions are stored.
     """
+    if scheduler != "serial":
+        from lexprobe.scheduler import parse_scheduler, run_dask
+
+        parse_scheduler(scheduler)  # a bad spec fails before any work, even when everything is cached
     config = replace(config, device=resolve_device(config.device))
     job = SweepJob(suite, stimuli, str(root or results_dir()), config, tuple(interventions), evict)
     cks = suite.checkpoints(steps, models, seeds)
     if scheduler == "serial":
         return pd.DataFrame(run_serial(job, cks, progress))
-    from lexprobe.scheduler import run_dask
-
     return pd.DataFrame(run_dask(job, cks, scheduler, progress=progress))
 
 

@@ -65,6 +65,11 @@ def test_parse_scheduler():
         parse_scheduler("spark")
 
 
+def test_bad_scheduler_fails_even_when_everything_is_cached(organism, few, serial):
+    with pytest.raises(ValueError, match="--scheduler 'dusk'"):
+        extract(organism, few, STEPS, root=serial, scheduler="dusk", progress=False)
+
+
 def test_dask_sweep_matches_serial_and_rerun_skips(organism, few, serial, client, tmp_path):
     status = extract(organism, few, STEPS, root=tmp_path, progress=False, scheduler=f"dask:{client.scheduler.address}")
     assert list(status["status"]) == ["measured"] * len(status)
