@@ -9,13 +9,10 @@ sweeps can skip it.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -314,18 +311,6 @@ def load_checkpoint(ck: Checkpoint, dtype: torch.dtype = torch.float32, device: 
     model = model.to(device)
     validate_model(model, ck.label)
     return Loaded(ck, model, tok, commit, weights_hash(model))
-
-
-@contextmanager
-def opened(ck: Checkpoint) -> Iterator[Loaded]:
-    """Load a checkpoint for the duration of a ``with`` block, then free it."""
-    loaded = load_checkpoint(ck)
-    try:
-        yield loaded
-    finally:
-        del loaded.model
-        del loaded
-        gc.collect()
 
 
 def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
