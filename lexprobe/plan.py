@@ -7,8 +7,9 @@
   weights of the model's width with 1 and 2 layers. Table sizes are exact and linear in depth, so the two depths
   extend to the full one. Times are noisy on a shared machine (a difference of two would amplify the noise), so
   the 2-layer time (fastest of 3 runs) is scaled in proportion to depth, and the 2-layer load (saved in float16,
-  read back, validated) in proportion to checkpoint bytes: upper estimates, since fixed costs scale along. Calibrations are cached in ``$LEXPROBE_HOME/calibration.json`` per shape, dtype, device,
-  threads, batch size and stimuli. Sentences are tokenized one token per word (:func:`lexprobe.shapes.word_tokenizer`).
+  read back, validated) in proportion to checkpoint bytes: upper estimates, since fixed costs scale along.
+  Calibrations are cached in ``$LEXPROBE_HOME/calibration.json`` per shape, dtype, device, threads, batch size
+  and stimuli. Sentences are tokenized one token per word (:func:`lexprobe.shapes.word_tokenizer`).
 """
 
 from __future__ import annotations
