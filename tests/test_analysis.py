@@ -42,6 +42,37 @@ def test_auc_against_mann_whitney():
 
 
 @pytest.mark.parametrize("target", ["relatedness", "same"])
+def test_performance_equals_a_per_checkpoint_computation(target):
+    """The grouped computation gives, per (seed, step, layer), what np.corrcoef and :func:`auc` give on that group
+    alone, including the groups that must come out undefined: rounding-noise distances (layer 0 here), a constant
+    target, fewer than 3 pairs, a missing distance (r over the finite pairs; AUC undefined)."""
+    table = pd.concat([pair_table(np.random.default_rng(s), steps=(0, 1000, 143000)).assign(seed=s) for s in (0, 1)])
+    flat = table["layer"] == 0
+    table.loc[flat, "distance"] = 0.5 + 1e-12 * np.random.default_rng(2).random(flat.sum())
+    constant = (table["seed"] == 1) & (table["step"] == 0) & (table["layer"] == 1)
+    table.loc[constant, ["mean_relatedness", "same"]] = [2.0, True]
+    tiny = (table["seed"] == 1) & (table["step"] == 1000) & (table["layer"] == 2)
+    table = table[~tiny | table["pair_key"].isin(["p0", "p1"])].copy()
+    gap = (table["seed"] == 0) & (table["step"] == 1000) & (table["layer"] == 1) & (table["pair_key"] == "p5")
+    table.loc[gap, "distance"] = np.nan
+    perf = performance(table, target=target).set_index(["seed", "step", "layer"])
+    assert len(perf) == 2 * 3 * 3
+    for (seed, step, layer), g in table.groupby(["seed", "step", "layer"]):
+        row = perf.loc[(seed, step, layer)]
+        y = (g["mean_relatedness"] if target == "relatedness" else g["same"]).to_numpy(float)
+        d = g["distance"].to_numpy(float)
+        ok = np.isfinite(d)
+        defined = layer > 0 and ok.sum() > 2 and y[ok].std() > 0
+        r = np.corrcoef(d[ok], y[ok])[0, 1] if defined else np.nan
+        assert row["r"] == pytest.approx(r, abs=1e-12, nan_ok=True), (seed, step, layer)
+        assert row["r2_signed"] == pytest.approx(-np.sign(r) * r * r, abs=1e-12, nan_ok=True)
+        assert row["auc"] == pytest.approx(auc(d, ~g["same"].to_numpy(bool)), nan_ok=True), (seed, step, layer)
+        assert row["n_pairs"] == ok.sum()
+    assert perf["r"].isna().sum() == 6 + 1 + 1  # layer 0 everywhere, the constant target, the 2-pair group
+    assert np.isnan(perf.loc[(0, 1000, 1), "auc"]) and np.isfinite(perf.loc[(0, 1000, 1), "r"])
+
+
+@pytest.mark.parametrize("target", ["relatedness", "same"])
 def test_signed_best_layer_refuses_the_wrong_direction(target):
     """Layer 1 separates senses the wrong way (different-sense / unrelated pairs closer), more strongly than
     layer 2 separates them the right way: the study's sign-blind R^2 picks layer 1, the signed rule and AUC

@@ -95,8 +95,12 @@ def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", 
         counts = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_boot)
         W = np.vstack([np.ones(len(words)), counts[:, inv]]).astype(float)  # row 0: the observed sample
         r2_base = weighted_best_r2(W, base.to_numpy(), y)
-        for cond, h in g[g["condition"].isin(single.index)].groupby("condition"):
-            abl = _wide(h).reindex(index=base.index, columns=base.columns)
+        ablated = g[g["condition"].isin(single.index)]
+        if ablated.empty:
+            continue
+        wide = ablated.pivot_table(index=["word", "pair_key"], columns=["condition", "layer"], values="distance")
+        for cond in wide.columns.get_level_values("condition").unique():
+            abl = wide[cond].reindex(index=base.index, columns=base.columns)
             drop = r2_base - weighted_best_r2(W, abl.to_numpy(), y)
             layer, head = single.loc[cond, "heads"][0]
             rows.append({"model": model, "seed": sd, "step": step, "layer": int(layer), "head": int(head),

@@ -176,17 +176,6 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
 TARGETS = ("relatedness", "same")
 
 
-def _score(g: pd.DataFrame, target: str) -> pd.Series:
-    y = g["mean_relatedness"].to_numpy(float) if target == "relatedness" else g["same"].to_numpy(float)
-    d = g["distance"].to_numpy(float)
-    ok = np.isfinite(y) & np.isfinite(d)
-    # identical embeddings (e.g. layer 0 of a noun in every sentence) give distances that are rounding noise
-    varies = ok.sum() > 2 and np.ptp(d[ok]) > DEGENERATE and y[ok].std() > 0
-    r = np.corrcoef(d[ok], y[ok])[0, 1] if varies else np.nan
-    return pd.Series({"r": r, "r2": r * r, "r2_signed": -np.sign(r) * r * r,
-                      "auc": auc(d, ~g["same"].to_numpy(bool)), "n_pairs": int(ok.sum())})
-
-
 def target_of(table: pd.DataFrame) -> str:
     """``relatedness`` when every pair has a human rating, else ``same`` (same/different sense)."""
     return "relatedness" if table["mean_relatedness"].notna().all() else "same"
@@ -206,11 +195,49 @@ def performance(table: pd.DataFrame, target: str | None = None) -> pd.DataFrame:
     target = target or target_of(table)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
-    keys = [k for k in ["suite", "stimuli", "condition", *CHECKPOINT_KEYS] if k in table.columns]
-    out = table.groupby(keys + ["layer"], sort=True).apply(_score, target=target, include_groups=False)
-    out = out.reset_index()
+    keys = [k for k in ["suite", "stimuli", "condition", *CHECKPOINT_KEYS] if k in table.columns] + ["layer"]
+    gid = table.groupby(keys, sort=True).ngroup().to_numpy()
+    keep = gid >= 0  # rows with a missing key belong to no group, as in groupby
+    table, gid = table[keep], gid[keep]
+    n_groups = int(gid.max()) + 1 if len(gid) else 0
+    y = (table["mean_relatedness"] if target == "relatedness" else table["same"]).to_numpy(float)
+    d = table["distance"].to_numpy(float)
+    ok = np.isfinite(y) & np.isfinite(d)
+    out = table.iloc[np.unique(gid, return_index=True)[1]][keys].reset_index(drop=True)
+    out["r"] = _grouped_r(gid[ok], d[ok], y[ok], n_groups)
+    out["r2"] = out["r"] ** 2
+    out["r2_signed"] = -np.sign(out["r"]) * out["r2"]
+    out["auc"] = _grouped_auc(gid, d, ~table["same"].to_numpy(bool), n_groups)
+    out["n_pairs"] = np.bincount(gid[ok], minlength=n_groups)
     out["target"] = target
     return out
+
+
+def _grouped_r(gid: np.ndarray, d: np.ndarray, y: np.ndarray, n_groups: int) -> np.ndarray:
+    """Pearson r of ``d`` and ``y`` within each group (NaN for a group with fewer than 3 rows, a constant ``y``, or
+    distances whose range is rounding noise: e.g. layer 0 of a noun in every sentence)."""
+    n = np.bincount(gid, minlength=n_groups).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dc = d - (np.bincount(gid, d, n_groups) / n)[gid]
+        yc = y - (np.bincount(gid, y, n_groups) / n)[gid]
+        sdd, syy = np.bincount(gid, dc * dc, n_groups), np.bincount(gid, yc * yc, n_groups)
+        r = np.bincount(gid, dc * yc, n_groups) / np.sqrt(sdd * syy)
+    frame = pd.DataFrame({"g": gid, "d": d, "y": y}).groupby("g")
+    span = (frame["d"].max() - frame["d"].min()).reindex(range(n_groups)).to_numpy()
+    y_varies = (frame["y"].max() > frame["y"].min()).reindex(range(n_groups), fill_value=False).to_numpy()
+    varies = (n > 2) & (span > DEGENERATE) & y_varies & (sdd > 0)
+    return np.where(varies, np.clip(r, -1.0, 1.0), np.nan)
+
+
+def _grouped_auc(gid: np.ndarray, scores: np.ndarray, positive: np.ndarray, n_groups: int) -> np.ndarray:
+    """:func:`auc` within each group; NaN for a group with a missing score or without both classes."""
+    ranks = pd.Series(scores).groupby(gid).rank(method="average").to_numpy()
+    n1 = np.bincount(gid, positive, n_groups)
+    n0 = np.bincount(gid, ~positive, n_groups)
+    missing = np.bincount(gid, np.isnan(scores), n_groups) > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = (np.bincount(gid, np.where(positive, ranks, 0.0), n_groups) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return np.where(missing | (n1 == 0) | (n0 == 0), np.nan, value)
 
 
 def best_layer(perf: pd.DataFrame, exclude_embedding: bool = False, by: str = "r2") -> pd.DataFrame:
