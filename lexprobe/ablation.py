@@ -190,8 +190,9 @@ def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
         if onset is not None and not onset.empty:
             o = onset[(onset["model"] == r.model) & (onset["seed"] == r.seed)]
             on = f"; inflection onset {float(o['onset_step'].iloc[0]):.0f}" if len(o) else ""
-        lines.append(f"seed {r.seed}: zero-ablating the discovered heads beats its null from step "
-                     f"{r.effect_from_step} on{on}")
+        when = (f"from step {r.effect_from_step:.0f} on" if pd.notna(r.effect_from_step)
+                else "at no step (not even at the last checkpoint)")
+        lines.append(f"seed {r.seed}: zero-ablating the discovered heads beats its null {when}{on}")
     lines.append("")
     lines.append("causal head map (single-head zero ablation, paired item bootstrap, BH-FDR over heads x steps):")
     for r in s4.agreement.itertuples():
