@@ -1,4 +1,5 @@
-"""``lexprobe`` command line: extract, organism train/check, analyse."""
+"""``lexprobe`` command line: extract, plan, organism train, the five stages (inflection, heads, perturbation,
+causal, seeds), report, run. ``--out`` is the results folder in every command (``--html`` the report file)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import logging
 import shlex
 import sys
 
+from typing import TYPE_CHECKING
+
 from lexprobe.paths import home, results_dir
+
+if TYPE_CHECKING:
+    from lexprobe.extract import ExtractConfig
+    from lexprobe.study import Study
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -39,19 +46,21 @@ def _engine_config(args: argparse.Namespace) -> "ExtractConfig":
 
 def _plan(args: argparse.Namespace) -> int:
     from lexprobe.plan import plan
+    from lexprobe.specs import resolve
     from lexprobe.stimuli import load_stimuli
-    from lexprobe.suites import parse_steps, resolve_suite
+    from lexprobe.suites import parse_steps
 
     stimuli = load_stimuli(args.stimuli)
-    suite = resolve_suite(args.suite)
+    suite = resolve(args.suite)
     print(plan(suite, stimuli, parse_steps(args.steps, suite.steps), _engine_config(args), root=args.out,
                bandwidth_mb_s=args.bandwidth))
     return 0
 
 
-def _engine_flags(p: argparse.ArgumentParser) -> None:
+def _engine_flags(p: argparse.ArgumentParser, embeddings: bool = True) -> None:
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--no-embeddings", action="store_true", help="do not store per-sentence embeddings")
+    if embeddings:
+        p.add_argument("--no-embeddings", action="store_true", help="do not store per-sentence embeddings")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
                    help="where checkpoints run; auto picks a GPU when torch sees one (default %(default)s)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
@@ -66,34 +75,88 @@ def _organism_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _analyse(args: argparse.Namespace) -> int:
-    from lexprobe.report import report
+def _study(args: argparse.Namespace, suite: str | None = None) -> "Study":
+    """The study the stage flags describe (sizes left out take the study's defaults)."""
+    from lexprobe.study import Study
 
-    print(report(args.suite, args.stimuli, root=args.out, steps=args.steps))
+    sizes = {k: getattr(args, k) for k in ("n_boot", "n_perm") if getattr(args, k) is not None}
+    return Study(suite or args.suite, args.stimuli, args.steps, by=args.by, exclude_embedding=args.exclude_embedding,
+                 root=args.out, n_random=args.n_random, n_random_dev=args.n_random_dev, map_steps=args.map_steps,
+                 perturb_steps=args.perturb_steps, layer_matched=args.layer_matched, seed=args.seed,
+                 device=args.device, dtype=args.dtype, batch_size=args.batch_size, **sizes)
+
+
+def _inflection(args: argparse.Namespace) -> int:
+    from lexprobe.stages.stage1_inflection import inflection_report
+
+    print(inflection_report(_study(args).inflection))
     return 0
 
 
-def _report_path(out: str | None, suite_name: str) -> str:
-    return out or str(home() / f"report-{suite_name}.html")
+def _heads(args: argparse.Namespace) -> int:
+    from lexprobe.stages.stage2_heads import heads_report
+
+    print(heads_report(_study(args).heads))
+    return 0
+
+
+def _perturbation(args: argparse.Namespace) -> int:
+    from lexprobe.stages.stage3_perturbation import perturbation_report
+
+    print(perturbation_report(_study(args).perturbation))
+    return 0
+
+
+def _causal(args: argparse.Namespace) -> int:
+    from lexprobe.stages.stage4_causal import causal_report
+
+    study = _study(args)
+    print(causal_report(study.causal, study.inflection.inflection))
+    return 0
+
+
+def _seeds(args: argparse.Namespace) -> int:
+    from lexprobe.stages.stage5_seeds import seed_stage, seeds_report
+
+    study = _study(args)
+    s5 = (seed_stage(study.inflection, study.heads, None, n_perm=study.n_perm, seed=study.seed) if args.no_causal
+          else study.seeds)
+    print(seeds_report(s5))
+    return 0
+
+
+def _html_path(html: str | None, suite_name: str) -> str:
+    return html or str(home() / f"report-{suite_name}.html")
+
+
+def _write_report(study: "Study", args: argparse.Namespace) -> None:
+    from lexprobe.supplement import write_report
+
+    path = write_report(study, _html_path(args.html, study.checkpoint_suite.name), command=_command(args))
+    print(f"report (all five stages, one self-contained HTML file, {path.stat().st_size / 1e6:.1f} MB): {path}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    _write_report(_study(args), args)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 summary, then run (or
+    """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 reports, then run (or
     reuse) stages 3-5 and write the HTML supplement."""
-    from lexprobe.organism.suite import ensure_trained
-    from lexprobe.report import summary
-    from lexprobe.stages import inflection_stage
-    from lexprobe.stimuli import load_stimuli
-    from lexprobe.supplement import write_report
+    from lexprobe.stages.stage1_inflection import inflection_report
+    from lexprobe.stages.stage2_heads import heads_report
 
-    stimuli = load_stimuli(args.stimuli)  # fail on bad stimuli before training
-    suite = ensure_trained(args.profile, progress=True)
-    s1 = inflection_stage(suite, stimuli, root=args.out, progress=True)
-    print(summary(s1, root=args.out), flush=True)
-    if args.no_report:
+    study = _study(args, "organism" if args.profile is None else f"organism-{args.profile}")
+    print(inflection_report(study.inflection), flush=True)
+    try:
+        print("\n" + heads_report(study.heads), flush=True)
+    except ValueError as err:  # e.g. fewer checkpoints than head discovery needs: stage 1 still stands
+        print(f"\nstage 2 (head discovery) skipped: {err}")
         return 0
-    path = write_report(s1, _report_path(args.report, suite.name), root=args.out, command=_command(args))
-    print(f"\nreport (all five stages, one self-contained HTML file, {path.stat().st_size / 1e6:.1f} MB): {path}")
+    if not args.no_report:
+        print()
+        _write_report(study, args)
     return 0
 
 
@@ -101,60 +164,29 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(["lexprobe", *args.argv])
 
 
-def _report(args: argparse.Namespace) -> int:
-    from lexprobe.specs import resolve
-    from lexprobe.stimuli import load_stimuli
-    from lexprobe.supplement import write_report
-
-    stimuli = load_stimuli(args.stimuli)
-    suite = resolve(args.suite)
-    path = write_report(suite, _report_path(args.out, suite.name), stimuli, args.steps, root=args.results,
-                        command=_command(args), n_random=args.n_random)
-    print(f"report ({path.stat().st_size / 1e6:.1f} MB): {path}")
-    return 0
-
-
-def _replicate(args: argparse.Namespace) -> int:
-    from lexprobe.ablation import causal_stage
-    from lexprobe.replication import replication_report, seed_stage
-    from lexprobe.stages import head_stage, inflection_stage
-    from lexprobe.stimuli import load_stimuli
-
-    stimuli = load_stimuli(args.stimuli)  # before resolving the suite: a bad file fails before any training
-    s1 = inflection_stage(args.suite, stimuli, args.steps, root=args.out)
-    s2 = head_stage(s1, root=args.out)
-    s4 = None if args.no_causal else causal_stage(s1, s2, n_random=args.n_random, root=args.out)
-    print(replication_report(seed_stage(s1, s2, s4, n_perm=args.n_perm)))
-    return 0
-
-
-def _perturb(args: argparse.Namespace) -> int:
-    from lexprobe.robustness import perturbation_stage, robustness_report
-    from lexprobe.stages import head_stage, inflection_stage
-
-    s1 = inflection_stage(args.suite, args.stimuli, args.steps, root=args.out)
-    print(robustness_report(perturbation_stage(s1, head_stage(s1, root=args.out), root=args.out)))
-    return 0
-
-
-def _ablate(args: argparse.Namespace) -> int:
-    from lexprobe.ablation import causal_report, causal_stage
-    from lexprobe.stages import head_stage, inflection_stage
-
-    s1 = inflection_stage(args.suite, args.stimuli, args.steps, root=args.out)
-    s2 = head_stage(s1, root=args.out)
-    s4 = causal_stage(s1, s2, n_random=args.n_random, n_random_dev=args.n_random_dev,
-                      layer_matched=args.layer_matched, map_steps=args.map_steps, root=args.out)
-    print(causal_report(s4, s1.inflection))
-    return 0
-
-
-def _stage_args(p: argparse.ArgumentParser, default_suite: str, steps_help: str = "as for extract",
-                suite_help: str = "suite spec, as for extract (default %(default)s)") -> None:
-    """The arguments every stage command shares: --suite, --stimuli, --steps."""
-    p.add_argument("--suite", default=default_suite, help=suite_help)
-    p.add_argument("--stimuli", default="lexprobe_nouns")
-    p.add_argument("--steps", default="all", help=steps_help)
+def _study_args(p: argparse.ArgumentParser, default_suite: str | None = "organism") -> None:
+    """The flags every stage command shares: the study's settings (see :class:`lexprobe.Study`)."""
+    if default_suite is not None:
+        p.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s; "
+                                                              "LEXPROBE_SMOKE=1: the smoke organism)")
+    p.add_argument("--stimuli", default="lexprobe_nouns", help="shipped set name or a CSV in RAW-C schema")
+    p.add_argument("--steps", default="all", help="as for extract; checkpoints not yet stored are measured first")
+    p.add_argument("--out", help="results folder (default: $LEXPROBE_HOME/results)")
+    p.add_argument("--by", default="r2", choices=("r2", "signed", "auc"), help="best-layer rule, in every stage")
+    p.add_argument("--exclude-embedding", action="store_true", help="never pick layer 0 as the best layer")
+    p.add_argument("--seed", type=int, default=0, help="seed of every resample and random set")
+    p.add_argument("--n-boot", type=int, default=None, help="item-bootstrap draws (default 200)")
+    p.add_argument("--n-perm", type=int, default=None, help="permutations of the permutation nulls (default 2000)")
+    p.add_argument("--n-random", type=int, default=None,
+                   help="stage 4: random head sets (and random edge sets) in each null (default 100; smoke 5)")
+    p.add_argument("--n-random-dev", type=int, default=None,
+                   help="stage 4: random head sets at every checkpoint (default 10; smoke 2)")
+    p.add_argument("--map-steps", type=int, default=None,
+                   help="stage 4: log-spaced checkpoints of the single-head map (default every one; smoke 2)")
+    p.add_argument("--perturb-steps", type=int, default=None,
+                   help="stage 3: log-spaced checkpoints of the perturbed sets (default every one; smoke 4)")
+    p.add_argument("--layer-matched", action="store_true", help="stage 4: random sets match the heads' layers")
+    _engine_flags(p, embeddings=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,48 +228,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
     t.set_defaults(func=_organism_train)
 
-    a = sub.add_parser("analyse", help="stage 1-2 summary (inflection, heads); measures missing checkpoints first")
-    _stage_args(a, default_suite, "as for extract; checkpoints not yet stored are measured first")
-    a.add_argument("--out", help="results folder")
-    a.set_defaults(func=_analyse)
-
-    q = sub.add_parser("perturb", help="stage 3: perturbed stimuli (cue separated, reframed, neutral) across steps")
-    _stage_args(q, default_suite)
-    q.add_argument("--out", help="results folder")
-    q.set_defaults(func=_perturb)
-
-    b = sub.add_parser("ablate", help="stage 4: ablate discovered heads vs random head sets; causal head map")
-    _stage_args(b, default_suite)
-    b.add_argument("--n-random", type=int, default=None,
-                   help="random head sets (and random edge sets) in each null (default 100; smoke 5)")
-    b.add_argument("--n-random-dev", type=int, default=None, help="random head sets at every checkpoint (default 10)")
-    b.add_argument("--map-steps", type=int, default=None, help="log-spaced checkpoints for the single-head map")
-    b.add_argument("--layer-matched", action="store_true", help="random sets match the discovered heads' layers")
-    b.add_argument("--out", help="results folder")
-    b.set_defaults(func=_ablate)
-
-    r = sub.add_parser("run", help="main job: train/reuse the organism, extract, summarise, write the HTML report")
-    r.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
-    r.add_argument("--stimuli", default="lexprobe_nouns")
-    r.add_argument("--out", help="results folder")
-    r.add_argument("--report", help="HTML report path (default: $LEXPROBE_HOME/report-SUITE.html)")
-    r.add_argument("--no-report", action="store_true", help="stop after the stage 1-2 summary (no stages 3-5)")
-    r.set_defaults(func=_run)
+    stages = (("inflection", "stage 1: when disambiguation takes off (measures missing checkpoints first)",
+               _inflection),
+              ("heads", "stage 2: heads whose cue attention tracks it (FDR rule + trend control)", _heads),
+              ("perturbation", "stage 3: the heads under perturbed stimuli (cue separated, reframed, neutral)",
+               _perturbation),
+              ("causal", "stage 4: discovered heads ablated vs random head sets; the causal head map", _causal),
+              ("seeds", "stage 5: seed agreement of inflections, mixed model, heads, causal effects", _seeds))
+    for name, text, func in stages:
+        c = sub.add_parser(name, help=text)
+        _study_args(c)
+        if name == "seeds":
+            c.add_argument("--no-causal", action="store_true", help="leave out the stage-4 effects per seed")
+        c.set_defaults(func=func)
 
     h = sub.add_parser("report", help="all five stages (run or reused) in one self-contained HTML file")
-    _stage_args(h, default_suite)
-    h.add_argument("--out", help="HTML file to write (default: $LEXPROBE_HOME/report-SUITE.html)")
-    h.add_argument("--results", help="results folder (default: $LEXPROBE_HOME/results)")
-    h.add_argument("--n-random", type=int, default=None, help="stage 4 random sets per null (default 100; smoke 5)")
+    _study_args(h)
+    h.add_argument("--html", help="HTML file to write (default: $LEXPROBE_HOME/report-SUITE.html)")
     h.set_defaults(func=_report)
 
-    s = sub.add_parser("replicate", help="stage 5: seed agreement of inflections, mixed model, heads, ablations")
-    _stage_args(s, default_suite, suite_help="suite spec with >= 2 seeds (default %(default)s)")
-    s.add_argument("--n-perm", type=int, default=2000, help="permutations of the head-agreement nulls")
-    s.add_argument("--n-random", type=int, default=None, help="stage 4 random sets per null (default 100; smoke 5)")
-    s.add_argument("--no-causal", action="store_true", help="leave out the stage-4 ablation effects per seed")
-    s.add_argument("--out", help="results folder")
-    s.set_defaults(func=_replicate)
+    r = sub.add_parser("run", help="main job: train/reuse the organism, stages 1-2 reports, the HTML report")
+    r.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
+    _study_args(r, default_suite=None)
+    r.add_argument("--html", help="HTML file to write (default: $LEXPROBE_HOME/report-SUITE.html)")
+    r.add_argument("--no-report", action="store_true", help="stop after the stage 1-2 reports (no stages 3-5)")
+    r.set_defaults(func=_run)
     return p
 
 
@@ -248,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"lexprobe: error: {err}", file=sys.stderr)
+        if args.verbose:
+            raise  # -v: the whole traceback
+        print(f"lexprobe: error: {err} (-v shows the traceback)", file=sys.stderr)
         return 2
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import weakref
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 import nnsight
 import numpy as np
@@ -206,8 +207,17 @@ def measure(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli, config:
     return tables(full, stimuli, config)
 
 
+class AttentionMap(TypedDict):
+    """One sentence's attention as the model used it: tokens, target and cue token indices, (L, H, T, T)."""
+
+    tokens: list[str]
+    target: list[int]
+    cue: list[int]
+    attention: torch.Tensor
+
+
 def attention_maps(model: torch.nn.Module, tokenizer: object, sentences: pd.DataFrame,
-                   intervention: Intervention | None = None, donor: Donor | None = None) -> list[dict]:
+                   intervention: Intervention | None = None, donor: Donor | None = None) -> list[AttentionMap]:
     """Per sentence (in table order): its tokens, target and cue token indices, and the attention (L, H, T, T)
     the model used, under ``intervention`` (mean/resample values come from these sentences)."""
 
@@ -224,7 +234,7 @@ def attention_maps(model: torch.nn.Module, tokenizer: object, sentences: pd.Data
         return torch.stack(list(attn), 1).float()  # (b, L, H, T, T)
 
     enc, order, outs = _traced(model, tokenizer, sentences, 64, intervention, donor, read, progress=False)
-    maps: dict[int, dict] = {}
+    maps: dict[int, AttentionMap] = {}
     for idx, att in zip(torch.split(order, 64), outs):
         for j, i in enumerate(idx.tolist()):
             n = int(enc.lengths[i])

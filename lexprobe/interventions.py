@@ -395,6 +395,23 @@ def donor_weights(sites: Sites, layers: set[int]) -> dict[int, tuple[torch.Tenso
     return out
 
 
+KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero")
+
+
+def intervention_of(kind: str, heads: tuple[Head, ...] | None, seed: int = 0) -> Intervention | None:
+    """The intervention a kind names on ``heads`` (stage 4's methods and the widgets' choices): one of
+    :data:`KINDS`; ``none`` or no heads: the intact model (None). ``seed`` seeds a resample's donors."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown intervention kind {kind!r}; choose from {KINDS}")
+    if kind == "none" or (heads is not None and not heads):
+        return None
+    if kind == "knockout":
+        return EdgeKnockout(heads)
+    if kind == "qk-zero":
+        return QKEdit(heads)
+    return HeadAblation(heads, kind, seed=seed if kind == "resample" else 0)
+
+
 def random_head_sets(n_layers: int, n_heads: int, exclude: tuple[Head, ...], size: int, n: int, seed: int = 0,
                      layer_matched: bool = False) -> list[tuple[Head, ...]]:
     """``n`` distinct seeded random sets of ``size`` heads drawn from the heads not in ``exclude`` (all possible

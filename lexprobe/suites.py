@@ -19,8 +19,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+Tokenizer = PreTrainedTokenizerBase  # every checkpoint's tokenizer (a fast HF tokenizer)
 
 PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
 PYTHIA_SEED_SIZES = ("14m", "31m", "70m", "160m", "410m")
@@ -269,7 +271,7 @@ def _load(ck: Checkpoint, dtype: torch.dtype) -> tuple[torch.nn.Module, object, 
     return model.eval(), tok, commit
 
 
-def load_tokenizer(ck: Checkpoint) -> object:
+def load_tokenizer(ck: Checkpoint) -> Tokenizer:
     """The tokenizer of one checkpoint, without loading its weights."""
     from transformers import AutoTokenizer
 

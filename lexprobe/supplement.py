@@ -25,13 +25,14 @@ import pandas as pd
 
 import lexprobe
 from lexprobe import viz
-from lexprobe.ablation import Stage4, causal_stage
-from lexprobe.paths import REPO_ROOT, results_dir
-from lexprobe.replication import Stage5, seed_stage
-from lexprobe.robustness import Stage3, perturbation_stage
-from lexprobe.stages import Stage1, Stage2, head_stage, inflection_stage
+from lexprobe.paths import REPO_ROOT
+from lexprobe.stages.stage1_inflection import Stage1
+from lexprobe.stages.stage2_heads import Stage2
+from lexprobe.stages.stage3_perturbation import Stage3
+from lexprobe.stages.stage4_causal import Stage4
+from lexprobe.stages.stage5_seeds import Stage5
 from lexprobe.stimuli import Stimuli
-from lexprobe.store import ResultsStore
+from lexprobe.study import Study
 from lexprobe.suites import Suite
 
 LIBRARIES = ("torch", "transformers", "nnsight", "numpy", "pandas", "scipy", "statsmodels", "ruptures", "altair",
@@ -246,27 +247,22 @@ def supplement(s1: Stage1, s2: Stage2 | None, s3: Stage3 | None, s4: Stage4 | No
     return document(title, page)
 
 
-def write_report(suite: str | Suite | Stage1, out: str | Path, stimuli: str | Stimuli = "lexprobe_nouns",
-                 steps: str = "all", root: str | Path | None = None, command: str | None = None,
-                 n_random: int | None = None, progress: bool = True) -> Path:
-    """Run (or reuse from the results store) all five stages and write the supplement to ``out``; a finished
-    stage 1 may be passed instead of a suite (then ``stimuli`` and ``steps`` are its own)."""
-    s1 = suite if isinstance(suite, Stage1) else inflection_stage(suite, stimuli, steps, root=root, progress=progress)
+def write_report(study: Study, out: str | Path, command: str | None = None) -> Path:
+    """Run (or reuse from the results store) all five stages of ``study`` and write the supplement to ``out``."""
+    s1 = study.inflection
     s2 = s3 = s4 = s5 = None
     skipped: dict[str, str] = {}
     try:
-        s2 = head_stage(s1, root=root)
+        s2 = study.heads
     except ValueError as err:  # too few checkpoints for head discovery: stages 3-5 need its heads
         skipped = dict.fromkeys(("stage 2", "stage 3", "stage 4", "stage 5"), str(err))
     if s2 is not None:
-        s3 = perturbation_stage(s1, s2, root=root, progress=progress)
-        s4 = causal_stage(s1, s2, n_random=n_random, root=root, progress=progress)
+        s3, s4 = study.perturbation, study.causal
         try:
-            s5 = seed_stage(s1, s2, s4)
+            s5 = study.seeds
         except ValueError as err:  # a single seed
             skipped["stage 5"] = str(err)
-    commits = ResultsStore(root or results_dir()).provenance(suite=s1.suite.name, stimuli=s1.stimuli.name,
-                                                             condition="intact")
+    commits = study.store.provenance(suite=s1.suite.name, stimuli=s1.stimuli.name, condition=s1.condition)
     text = supplement(s1, s2, s3, s4, s5, commits[["model", "seed", "step", "commit", "weights_hash"]],
                       command or shlex.join(["lexprobe", *sys.argv[1:]]), skipped)
     path = Path(out)

@@ -1,4 +1,4 @@
-"""Stage 3 runner: measure perturbed stimulus sets across development and test the discovered heads' robustness.
+"""Stage 3 runner and report: measure perturbed stimulus sets across development and test the discovered heads' robustness.
 
 Each perturbed set (:func:`lexprobe.perturb.standard_set` by default) is extracted through the results store under
 its own stimuli name (cached like any extraction); :mod:`lexprobe.analysis.robustness` does the statistics.
@@ -7,20 +7,18 @@ its own stimuli name (cached like any extraction); :mod:`lexprobe.analysis.robus
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import replace
 
 import pandas as pd
-from lexprobe.progress import tqdm
 
-from lexprobe.analysis.performance import best_layer, performance, with_pairs
+from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.robustness import head_robustness, retained_performance
-from lexprobe.extract import ExtractConfig
-from lexprobe.paths import results_dir, smoke
 from lexprobe.perturb import cue_token_distance, load_phrases, standard_set
-from lexprobe.stages import Stage1, Stage2
+from lexprobe.progress import tqdm
+from lexprobe.stages.stage1_inflection import Stage1
+from lexprobe.stages.stage2_heads import Stage2
 from lexprobe.stimuli import Stimuli
-from lexprobe.store import ResultsStore
-from lexprobe.suites import load_tokenizer, log_subset
+from lexprobe.suites import Tokenizer, load_tokenizer, log_subset
 from lexprobe.sweep import extract
 
 
@@ -36,18 +34,32 @@ class Stage3:
     summary: pd.DataFrame
 
 
+def perturbation_steps(stage1: Stage1, n_steps: int = 0) -> tuple[int, ...]:
+    """The checkpoints stage 3 measures: about ``n_steps`` log-spaced ones of stage 1's (0: all of them)."""
+    return log_subset(stage1.steps, n_steps) if n_steps else stage1.steps
+
+
+def _tokenizer(stage1: Stage1, step: int) -> Tokenizer:
+    suite = stage1.suite
+    return load_tokenizer(suite.checkpoint(suite.models[0], suite.seeds[0], step))
+
+
+def perturbed_sets(stage1: Stage1, n_steps: int = 0) -> dict[str, Stimuli]:
+    """The standard perturbed sets of stage 1's stimuli (:func:`lexprobe.perturb.standard_set`), checked against
+    the suite's tokenizer."""
+    return standard_set(stage1.stimuli, tokenizer=_tokenizer(stage1, perturbation_steps(stage1, n_steps)[-1]))
+
+
 def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] | None = None,
-                       n_steps: int | None = None, root: str | Path | None = None, progress: bool = True) -> Stage3:
-    """Extract every perturbed set at the stage-1 checkpoints (about ``n_steps`` log-spaced ones when given;
-    4 under LEXPROBE_SMOKE=1) and compare it with the intact set."""
+                       n_steps: int = 0, progress: bool = True) -> Stage3:
+    """Extract every perturbed set (default: :func:`perturbed_sets`) at :func:`perturbation_steps` into stage 1's
+    results store and compare it with the intact set, best layers chosen by stage 1's rule."""
     suite, stim = stage1.suite, stage1.stimuli
-    steps = tuple(sorted(int(s) for s in stage1.best["step"].unique()))
-    n_steps = n_steps if n_steps is not None else (4 if smoke() else None)
-    steps = log_subset(steps, n_steps) if n_steps else steps
-    tok = load_tokenizer(suite.checkpoint(suite.models[0], suite.seeds[0], steps[-1]))
+    steps = perturbation_steps(stage1, n_steps)
+    tok = _tokenizer(stage1, steps[-1])
     sets = sets if sets is not None else standard_set(stim, tokenizer=tok)
-    store = ResultsStore(root or results_dir())
-    cfg = ExtractConfig(save_embeddings=False)
+    store, root = stage1.store, stage1.root
+    cfg = replace(stage1.config, save_embeddings=False)
     models, seeds = list(stage1.best["model"].unique()), [int(s) for s in stage1.best["seed"].unique()]
     bests, heads, dist = [stage1.best.assign(perturbation="intact")], [], []
     seen = set(load_phrases().query("in_organism_corpus")["phrase"])
@@ -56,7 +68,7 @@ def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] 
         where = {"suite": suite.name, "stimuli": ps.name, "condition": "intact", "step": list(steps),
                  "model": models, "seed": seeds}
         pairs = with_pairs(store.load("distances", **where), ps)
-        bests.append(best_layer(performance(pairs, target=stage1.perf["target"].iloc[0])).assign(perturbation=label))
+        bests.append(stage1.best_of(pairs).assign(perturbation=label))
         info = ps.sentences[["sentence_id", "source_id", "operation"]]
         heads.append(store.load("heads", **where).merge(info, on="sentence_id").assign(perturbation=label))
         tokens = cue_token_distance(ps, tok)
@@ -89,8 +101,8 @@ def summary(rob: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([intact, wide, flags], axis=1).reset_index()
 
 
-def robustness_report(s3: Stage3) -> str:
-    """Plain-text summary of stage 3 (what ``lexprobe perturb`` prints)."""
+def perturbation_report(s3: Stage3) -> str:
+    """Plain-text stage 3 (what ``lexprobe perturbation`` prints)."""
     lines = ["stage 3: perturbations (cue-target distance in tokens; share of the intact best-layer R^2 kept at the "
              "last checkpoint)"]
     lines.append(s3.distance.to_string(index=False))

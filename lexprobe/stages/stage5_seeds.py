@@ -1,4 +1,4 @@
-"""Stage 5 runner: do the stage 1, 2 and 4 findings replicate across training seeds?
+"""Stage 5 runner and report: do the stage 1, 2 and 4 findings replicate across training seeds?
 
 It takes finished earlier stages (their tables are cached in the results store) and compares seeds with
 :mod:`lexprobe.analysis.seeds`: inflection agreement, a piecewise mixed model with seed random effects, head
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lexprobe.ablation import Stage4
 from lexprobe.analysis import seeds
-from lexprobe.stages import Stage1, Stage2
+from lexprobe.stages.stage1_inflection import Stage1
+from lexprobe.stages.stage2_heads import Stage2
+from lexprobe.stages.stage4_causal import Stage4
 
 
 @dataclass
@@ -51,8 +52,8 @@ def _table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
     return d.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-def replication_report(s5: Stage5) -> str:
-    """Plain-text summary of stage 5 (what ``lexprobe replicate`` prints)."""
+def seeds_report(s5: Stage5) -> str:
+    """Plain-text stage 5 (what ``lexprobe seeds`` prints)."""
     lines = ["stage 5: seed replication", "", "per-seed inflection (onset of the rise; intervals in steps):",
              _table(s5.inflection, ["model", "seed", "curve_model", "shape", "onset_step", "onset_low_step",
                                     "onset_high_step", "onset_boot_low_step", "onset_boot_high_step",

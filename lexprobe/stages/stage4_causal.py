@@ -1,4 +1,4 @@
-"""Stage 4 runner: are the heads found by discovery causally necessary for disambiguation?
+"""Stage 4 runner and report: are the heads found by discovery causally necessary for disambiguation?
 
 Per (model, seed) it designs the conditions, measures them through the results store (cached like extraction,
 one load per checkpoint), and tests them with :mod:`lexprobe.analysis.causal`:
@@ -15,20 +15,18 @@ one load per checkpoint), and tests them with :mod:`lexprobe.analysis.causal`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import pandas as pd
-from lexprobe.progress import tqdm
 
 from lexprobe.align import encode
 from lexprobe.analysis import causal
-from lexprobe.analysis.performance import best_layer, performance, with_pairs
-from lexprobe.extract import ExtractConfig
-from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, NoOp, random_head_sets
-from lexprobe.paths import results_dir, smoke
-from lexprobe.stages import Stage1, Stage2
-from lexprobe.store import ResultsStore
+from lexprobe.analysis.performance import with_pairs
+from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, NoOp, intervention_of, random_head_sets
+from lexprobe.progress import tqdm
+from lexprobe.stages.stage1_inflection import Stage1
+from lexprobe.stages.stage2_heads import Stage2
 from lexprobe.suites import load_tokenizer, log_subset
 from lexprobe.sweep import extract
 
@@ -49,12 +47,6 @@ class Stage4:
     agreement: pd.DataFrame
     controls: pd.DataFrame
     exactness: pd.DataFrame
-
-
-def _spec(method: str, heads: tuple, seed: int) -> Intervention:
-    if method == "knockout":
-        return EdgeKnockout(heads)
-    return HeadAblation(heads, method, seed=seed if method == "resample" else 0)
 
 
 def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_random_dev: int,
@@ -83,11 +75,11 @@ def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_ra
         sets = random_head_sets(n_layers, n_heads, target, len(target), max(n_random, n_random_dev),
                                 seed=seed + int(sd), layer_matched=layer_matched)
         for method in methods:
-            add(model, sd, _spec(method, target, seed), method, "target", 0, "all" if method == "zero" else "last")
+            add(model, sd, intervention_of(method, target, seed), method, "target", 0, "all" if method == "zero" else "last")
             n_sets = max(n_random, n_random_dev) if method == "zero" else n_random
             for k, heads in enumerate(sets[:n_sets]):
                 dev = method == "zero" and k < n_random_dev
-                add(model, sd, _spec(method, heads, seed + k), method, "random", k, "all" if dev else "last")
+                add(model, sd, intervention_of(method, heads, seed + k), method, "random", k, "all" if dev else "last")
     return pd.DataFrame(rows)
 
 
@@ -114,52 +106,60 @@ def exactness(stage1: Stage1, pairs: pd.DataFrame, condition: str) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int | None = None, n_random_dev: int | None = None,
-                 methods: tuple[str, ...] = METHODS, layer_matched: bool = False, map_steps: int | None = None,
-                 n_boot: int = 200, seed: int = 0, root: str | Path | None = None, progress: bool = True) -> Stage4:
-    """Design, measure (cached) and test stage 4 on the checkpoints of a finished inflection stage.
-
-    Defaults: ``n_random`` 100 random sets per null and ``n_random_dev`` 10 at every checkpoint, the single-head
-    map at every checkpoint (``map_steps``: about that many log-spaced ones); under LEXPROBE_SMOKE=1 5, 2 and 2.
-    """
-    n_random = n_random if n_random is not None else (5 if smoke() else 100)
-    n_random_dev = n_random_dev if n_random_dev is not None else (2 if smoke() else 10)
-    map_steps = map_steps if map_steps is not None else (2 if smoke() else None)
-    suite, stim = stage1.suite, stage1.stimuli
+def design_for(stage2: Stage2, n_random: int = 100, n_random_dev: int = 10, methods: tuple[str, ...] = METHODS,
+               layer_matched: bool = False, seed: int = 0) -> pd.DataFrame:
+    """Stage 4's :func:`design` for the heads that pass a finished stage 2."""
     stats = stage2.stats
     n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
-    plan = design(stats, n_layers, n_heads, n_random, n_random_dev, methods, layer_matched, seed)
-    steps = tuple(sorted(int(s) for s in stage1.best["step"].unique()))
-    cfg = ExtractConfig(save_embeddings=False)
-    groups = list(plan.groupby(["model", "seed"]))
-    for (model, sd), g in tqdm(groups, desc="stage 4: seeds", disable=not progress):
-        map_at = log_subset(steps, map_steps) if map_steps else steps
+    return design(stats, n_layers, n_heads, n_random, n_random_dev, methods, layer_matched, seed)
+
+
+def measured_conditions(plan: pd.DataFrame, steps: tuple[int, ...],
+                        map_steps: int = 0) -> Iterator[tuple[str, int, tuple[int, ...], pd.DataFrame]]:
+    """Per (model, seed) and scope: the checkpoints and the design rows measured there (``last``: the last
+    checkpoint; ``all``: every one; ``map``: about ``map_steps`` log-spaced ones, 0: every one)."""
+    map_at = log_subset(steps, map_steps) if map_steps else steps
+    for (model, sd), g in plan.groupby(["model", "seed"]):
         for scope, chosen in (("last", steps[-1:]), ("all", steps), ("map", map_at)):
-            ivs = list(g.loc[g["scope"] == scope, "intervention"])
-            extract(suite, stim, chosen, models=(model,), seeds=(int(sd),), root=root, config=cfg,
-                    interventions=ivs, progress=progress)
-    store = ResultsStore(root or results_dir())
+            yield str(model), int(sd), chosen, g[g["scope"] == scope]
+
+
+def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int = 100, n_random_dev: int = 10,
+                 methods: tuple[str, ...] = METHODS, layer_matched: bool = False, map_steps: int = 0,
+                 n_boot: int = 200, seed: int = 0, progress: bool = True) -> Stage4:
+    """Design, measure (cached in stage 1's results store) and test stage 4 on the checkpoints of a finished
+    inflection stage, best layers chosen by stage 1's rule: ``n_random`` random sets per null at the last
+    checkpoint, ``n_random_dev`` at every checkpoint, the single-head map at about ``map_steps`` log-spaced
+    checkpoints (0: every one)."""
+    suite, stim, steps = stage1.suite, stage1.stimuli, stage1.steps
+    plan = design_for(stage2, n_random, n_random_dev, methods, layer_matched, seed)
+    cfg = replace(stage1.config, save_embeddings=False)
+    for model, sd, chosen, rows in tqdm(list(measured_conditions(plan, steps, map_steps)),
+                                        desc="stage 4: seeds x scopes", disable=not progress):
+        extract(suite, stim, chosen, models=(model,), seeds=(sd,), root=stage1.root, config=cfg,
+                interventions=list(rows["intervention"]), progress=progress)
     conds = ["intact", *plan["condition"].unique()]
-    dist = store.load("distances", suite=suite.name, stimuli=stim.name, condition=conds, step=list(steps),
-                      model=list(plan["model"].unique()), seed=[int(s) for s in plan["seed"].unique()])
+    dist = stage1.store.load("distances", suite=suite.name, stimuli=stim.name, condition=conds, step=list(steps),
+                             model=list(plan["model"].unique()), seed=[int(s) for s in plan["seed"].unique()])
     pairs = with_pairs(dist, stim)
-    best = best_layer(performance(pairs))
+    best = stage1.best_of(pairs)
     dr = causal.drops(best)
     key = plan.drop(columns=["intervention", "model", "seed"]).drop_duplicates("condition")
     tests = causal.null_tests(dr, key)
-    cmap = causal.causal_map(pairs[pairs["condition"].isin(["intact", *key.loc[key["role"] == "single",
-                                                                                 "condition"]])],
-                             key, target=best["target"].iloc[0], n_boot=n_boot, seed=seed)
+    singles = key.loc[key["role"] == "single", "condition"]
+    map_pairs = pairs[pairs["condition"].isin(["intact", *singles])]
+    if stage1.exclude_embedding:
+        map_pairs = map_pairs[map_pairs["layer"] > 0]
+    cmap = causal.causal_map(map_pairs, key, target=stage1.target, n_boot=n_boot, seed=seed)
     controls = dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition")
-    last = steps[-1]
     return Stage4(plan.drop(columns=["intervention"]), best, dr, tests,
                   causal.first_significant(tests[tests["family"] == "zero"]), cmap,
-                  causal.agreement(cmap, stats, step=last), controls,
+                  causal.agreement(cmap, stage2.stats, step=steps[-1]), controls,
                   exactness(stage1, pairs, EdgeKnockout(None).condition))
 
 
 def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
-    """Plain-text summary of stage 4 (what ``lexprobe ablate`` prints); ``onset``: columns model, seed, onset_step
+    """Plain-text stage 4 (what ``lexprobe causal`` prints); ``onset``: columns model, seed, onset_step
     (the inflection onset of stage 1) to set the effect's first step beside."""
     lines = ["stage 4: causal interventions (drop = intact best-layer R^2 - intervened; > 0 hurts)", ""]
     ex = s4.exactness

@@ -1,0 +1,54 @@
+"""Live measurements for the interactive inspectors: one checkpoint loaded on demand (only the latest one kept),
+measured now through the engine, nothing stored. Widgets read live data through here, never through a stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pandas as pd
+
+from lexprobe.analysis.performance import performance, with_pairs
+from lexprobe.extract import AttentionMap, ExtractConfig, attention_maps, measure
+from lexprobe.interventions import Intervention
+from lexprobe.stimuli import Stimuli
+from lexprobe.suites import Checkpoint, Loaded, Suite, load_checkpoint
+
+
+@lru_cache(maxsize=1)
+def loaded_checkpoint(ck: Checkpoint) -> Loaded:
+    """One checkpoint kept in memory for interactive inspection (only the most recently used one)."""
+    return load_checkpoint(ck)
+
+
+@dataclass(frozen=True)
+class Live:
+    """A suite's first model and a stimulus set, measured on demand at a study's checkpoints; ``target`` as in
+    stage 1."""
+
+    suite: Suite
+    stimuli: Stimuli
+    target: str
+    steps: tuple[int, ...]
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.suite.seeds)
+
+    def _loaded(self, seed: int, step: int) -> Loaded:
+        return loaded_checkpoint(self.suite.checkpoint(self.suite.models[0], seed, step))
+
+    def attention(self, seed: int, step: int, sentence_id: int,
+                  intervention: Intervention | None = None) -> AttentionMap:
+        """One sentence's tokens, target/cue indices and attention (L, H, T, T) at a checkpoint (under
+        ``intervention`` when given)."""
+        ld = self._loaded(seed, step)
+        sents = self.stimuli.sentences
+        return attention_maps(ld.model, ld.tokenizer, sents[sents["sentence_id"] == sentence_id], intervention)[0]
+
+    def performance(self, seed: int, step: int, intervention: Intervention | None = None) -> pd.DataFrame:
+        """Per-layer performance of one checkpoint on the whole stimulus set."""
+        ld = self._loaded(seed, step)
+        dist = measure(ld.model, ld.tokenizer, self.stimuli, ExtractConfig(save_embeddings=False), intervention,
+                       progress=False)["distances"].assign(model=self.suite.models[0], seed=seed, step=step)
+        return performance(with_pairs(dist, self.stimuli), target=self.target)
