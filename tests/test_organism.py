@@ -20,7 +20,7 @@ from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
 from lexprobe.organism.suite import ensure_trained, organism_suite, suite_dir
 from lexprobe.organism.train import PROFILES, Profile, schedule
 from lexprobe.specs import resolve
-from lexprobe.stages import head_stage, inflection_stage
+from lexprobe.study import Study
 from lexprobe.suites import load_checkpoint
 
 MICRO = Profile("micro", seeds=(0, 1), total_steps=8, onset=4, checkpoint_every=4, batch_size=4, seq_len=16,
@@ -164,8 +164,8 @@ def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
 
     assert main(["run", "--profile", "micro", "--no-report"]) == 0  # the report: tests/test_supplement.py
     out = capsys.readouterr().out
-    s1 = inflection_stage("organism-micro", n_boot=0, progress=False)  # reads the results the run stored
-    s2 = head_stage(s1)
+    study = Study("organism-micro", progress=False)  # reads the stages the run stored
+    s1, s2 = study.inflection, study.heads
     assert s1.onset == 4 and sorted(s1.best["step"].unique()) == list(MICRO.checkpoints)
     for seed, numbers in _first_last(s1.best).items():
         assert re.search(rf"^ *{seed} +{re.escape(numbers.strip())} ", out, re.M), (seed, numbers)
@@ -174,16 +174,16 @@ def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
     for seed, g in s2.stats.groupby("seed"):
         listed = re.search(rf"^seed {seed}: passing heads: (.*)$", out, re.M).group(1)
         assert set(re.findall(r"L(\d+)H(\d+)", listed)) == {(str(r.layer), str(r.head)) for r in g[g["passes"]].itertuples()}
-    assert main(["analyse", "--suite", "organism-micro", "--steps", "nonsense"]) == 2
+    assert main(["inflection", "--suite", "organism-micro", "--steps", "nonsense"]) == 2
 
 
-def test_analyse_on_three_checkpoints_reports_stage_1_and_skips_stage_2(home, monkeypatch, capsys):
+def test_run_on_three_checkpoints_reports_stage_1_and_skips_stage_2(home, monkeypatch, capsys):
     monkeypatch.setitem(train_mod.PROFILES, "micro", MICRO)
     from lexprobe.cli import main
 
-    assert main(["analyse", "--suite", "organism-micro", "--steps", "0,4,8"]) == 0
+    assert main(["run", "--profile", "micro", "--steps", "0,4,8"]) == 0
     out = capsys.readouterr().out
-    s1 = inflection_stage("organism-micro", steps="0,4,8", n_boot=0, progress=False)
+    s1 = Study("organism-micro", steps="0,4,8", n_boot=0, progress=False).inflection
     assert sorted(s1.best["step"].unique()) == [0, 4, 8]
     for seed, numbers in _first_last(s1.best).items():
         assert re.search(rf"^ *{seed} +{re.escape(numbers.strip())} ", out, re.M), (seed, numbers)

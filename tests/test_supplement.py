@@ -80,11 +80,11 @@ def test_document_is_self_contained_and_script_safe():
 def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     """``lexprobe run`` on the smoke organism (in $LEXPROBE_HOME: trained and measured once, shared with the
     notebooks, which then reuse stages 3-4 from the store) prints where it wrote the report."""
-    from lexprobe.stages import head_stage, inflection_stage
+    from lexprobe import Study
 
     monkeypatch.setenv("LEXPROBE_SMOKE", "1")
     out = tmp_path / "supplement.html"
-    assert main(["run", "--report", str(out)]) == 0
+    assert main(["run", "--html", str(out)]) == 0
     printed = capsys.readouterr().out
     assert re.search(rf"report \(all five stages.*\): {re.escape(str(out))}$", printed, re.M)
     text = out.read_text(encoding="utf-8")
@@ -92,8 +92,8 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     assert parsed.external() == []
     specs = parsed.figures()
     names = {re.sub(r"^fig-\d+-", "", fid) for fid in specs}
-    s1 = inflection_stage("organism", progress=False)
-    s2 = head_stage(s1)
+    study = Study(progress=False)
+    s1, s2 = study.inflection, study.heads
     assert FIGURES <= names and names - FIGURES <= {"ablation"}
     assert ("ablation" in names) == bool(s2.stats["passes"].any())  # only with a discovered set to ablate
     for spec in specs.values():
@@ -105,13 +105,14 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     assert counts["n_seeds_selecting"].sum() == s2.stats["passes"].sum()
     anchors = {a["id"] for t, a in parsed.tags if t.startswith("h") and "id" in a}
     assert {"stage1", "stage2", "stage3", "stage4", "stage5", "provenance"} <= anchors
-    assert s1.stimuli.hash in text and f"lexprobe run --report {out}" in text
+    assert s1.stimuli.hash in text and f"lexprobe run --html {out}" in text
     assert "statsmodels" in text and "seed: intercept variance" in text
 
 
 @pytest.mark.parametrize("args,message", [
     (["report", "--suite", "gpt-17"], "unknown suite 'gpt-17'"),
-    (["replicate", "--suite", "organism", "--stimuli", "nosuchset"], "no shipped stimulus set named 'nosuchset'"),
+    (["seeds", "--suite", "organism", "--stimuli", "nosuchset"], "no shipped stimulus set named 'nosuchset'"),
+    (["causal", "--by", "signed", "--stimuli", "missing.csv"], "missing.csv"),
 ])
 def test_report_commands_name_the_bad_argument(args, message, capsys):
     assert main(args) == 2

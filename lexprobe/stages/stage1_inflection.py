@@ -117,12 +117,12 @@ def inflection_report(s1: Stage1) -> str:
     for r in s1.status[s1.status["status"] == "skipped"].itertuples():
         lines.append(f"WARNING: skipped {r.model} seed {r.seed} step {r.step}: {r.reason}")
     lines += ["", "inflection = onset of the rise (curve model chosen by AICc on log10(step+1)); intervals: profile "
-              "likelihood, item bootstrap", "seed  score@first  score@last  model       shape                onset  "
+              "likelihood, item bootstrap", f"seed  first and last {s1.score}  model       shape                onset  "
               "CI(profile)       CI(item bootstrap)  midpoint  saturation  max-increase/decade  changepoint"]
     last = s1.best.sort_values("step").groupby(["model", "seed"])
     for r in s1.inflection.itertuples():
         g = last.get_group((r.model, r.seed))[s1.score]
-        lines.append(f"{r.seed:>4}  {g.iloc[0]:11.3f}  {g.iloc[-1]:10.3f}  {str(r.curve_model):10s}  {r.shape:19s}  "
+        lines.append(f"{r.seed:>4}  {g.iloc[0]:8.3f}  {g.iloc[-1]:7.3f}  {str(r.curve_model):10s}  {r.shape:19s}  "
                      f"{r.onset_step:5.0f}  {_steps(r.onset_low_step, r.onset_high_step)}  "
                      f"{_steps(r.onset_boot_low_step, r.onset_boot_high_step)}    {r.midpoint_step:8.0f}  "
                      f"{r.saturation_step:10.0f}  {r.max_increase_from:>7.0f}->{r.max_increase_step:<7.0f}"

@@ -37,10 +37,11 @@ def test_html_check_fails_on_a_chart_that_needs_the_network(browser, tmp_path):
 
 def test_supplement_renders_offline(browser, shot_dir, tmp_path, monkeypatch):
     """The five-stage report of the smoke organism: every figure draws with every network request refused."""
+    from lexprobe import Study
     from lexprobe.supplement import write_report
 
     monkeypatch.setenv("LEXPROBE_SMOKE", "1")
-    path = write_report("organism", tmp_path / "supplement.html", progress=False, command="test")
+    path = write_report(Study(progress=False), tmp_path / "supplement.html", command="test")
     expected = path.read_text(encoding="utf-8").count('class="lexprobe-figure"')
     assert expected >= 9
     assert_html_renders(browser, path, expected=expected, shot=shot_dir / "supplement.png", timeout_ms=60_000)

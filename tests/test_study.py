@@ -1,0 +1,180 @@
+"""The Study: one set of settings reaches every stage; stage results are cached in the study's store and invalidated
+by exactly what they depend on; the CLI's flags mean one thing everywhere."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+from conftest import tiny_model
+
+import lexprobe.stages.stage1_inflection as stage1_mod
+import lexprobe.stages.stage2_heads as stage2_mod
+from lexprobe import Study
+from lexprobe.cli import build_parser, main
+from lexprobe.hubcache import add_revision
+from lexprobe.stages.stage4_causal import causal_stage
+from lexprobe.stimuli import StimulusError
+from lexprobe.suites import hub_cache
+
+REPO = "lexprobe-test/study-neox{seed_suffix}"
+STEPS = (0, 1, 2, 4, 8)
+SMALL = {"n_boot": 10, "n_perm": 50, "n_random": 2, "n_random_dev": 1, "map_steps": 2, "perturb_steps": 2,
+         "methods": ("zero", "knockout"), "progress": False}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory, tokenizer):
+    """Two seeds x five checkpoints of a tiny random GPT-NeoX, in a hub cache built here."""
+    d = tmp_path_factory.mktemp("hub")
+    for seed in (0, 1):
+        for step in STEPS:
+            repo = REPO.format(seed_suffix=f"-seed{seed}" if seed else "")
+            add_revision(d, repo, f"step{step}", tiny_model(len(tokenizer), seed=100 * seed + step), tokenizer)
+    return hub_cache(d, REPO, models=("tiny",), seeds=(0, 1), name="study-tiny")
+
+
+@pytest.fixture(scope="module")
+def small(stimuli):
+    return stimuli.subset(sorted(stimuli.pairs["word"].unique())[:6], name="small6")
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_a_study_in_another_root_never_touches_the_default_store(suite, small, home, tmp_path):
+    """Defect 1: every stage (and the runners given a finished stage 1) reads and writes the study's root."""
+    study = Study(suite, small, root=str(tmp_path / "elsewhere"), **SMALL)
+    s1, s2 = study.inflection, study.heads
+    study.perturbation, study.causal, study.seeds  # noqa: B018 - run them all
+    assert not (home / "results").exists()
+    assert s1.root == str(tmp_path / "elsewhere")
+    # the runners called by hand follow stage 1's store too
+    s4 = causal_stage(s1, s2, n_random=2, n_random_dev=1, methods=("zero",), map_steps=2, n_boot=10, progress=False)
+    assert not (home / "results").exists() and set(s4.best["condition"]) > {"intact"}
+    stored = {p.name for p in (tmp_path / "elsewhere" / "_stages" / "study-tiny" / "small6").iterdir()}
+    assert stored == {"stage1", "stage2", "stage3", "stage4", "stage5"}
+
+
+def test_best_layer_rule_and_embedding_exclusion_reach_every_stage(suite, small, tmp_path, monkeypatch):
+    """Defect 2: with by="signed" and exclude_embedding, every best layer of stages 1-4 is chosen by that rule and
+    stage 2 follows the signed score."""
+    calls: list[tuple[str, bool]] = []
+    real_best, real_discover = stage1_mod.best_layer, stage2_mod.discover
+
+    def spy_best(perf, exclude_embedding=False, by="r2"):
+        calls.append((by, exclude_embedding))
+        return real_best(perf, exclude_embedding=exclude_embedding, by=by)
+
+    scores: list[str] = []
+
+    def spy_discover(heads, best, score="r2", **kw):
+        scores.append(score)
+        return real_discover(heads, best, score=score, **kw)
+
+    monkeypatch.setattr(stage1_mod, "best_layer", spy_best)
+    monkeypatch.setattr(stage2_mod, "discover", spy_discover)
+    study = Study(suite, small, root=str(tmp_path / "res"), by="signed", exclude_embedding=True, cache=False, **SMALL)
+    s1, s3, s4 = study.inflection, study.perturbation, study.causal
+    assert scores == ["r2_signed"]
+    assert len(calls) >= 3 and set(calls) == {("signed", True)}  # stage 1, each perturbed set, stage 4
+    for best in (s1.best, s3.best, s4.best):
+        assert (best["best_layer"] > 0).all()
+    intact = s4.best[s4.best["condition"] == "intact"].set_index(["seed", "step"])
+    ref = s1.best.set_index(["seed", "step"])
+    assert intact["best_layer"].equals(ref.loc[intact.index, "best_layer"])
+    pd.testing.assert_series_equal(intact["r2_signed"], ref.loc[intact.index, "r2_signed"])
+
+
+def test_auc_rule_runs_stage_1_with_its_bootstrap(suite, small, tmp_path):
+    """Defect 3: by="auc" with the default item bootstrap (it raised before)."""
+    s1 = Study(suite, small, root=str(tmp_path / "res"), by="auc", n_boot=20, progress=False).inflection
+    assert s1.score == "auc" and s1.best["auc"].notna().all() and len(s1.inflection) == 2
+    rises = s1.inflection[s1.inflection["onset_step"].notna()]
+    assert (rises["n_boot"] == 20).all()
+
+
+def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, tmp_path, monkeypatch):
+    """A second study with the same settings only reads tables (equal to the computed ones); a changed stage-2
+    setting recomputes stages 2 onwards and reuses stage 1; a re-measured unit recomputes stage 1."""
+    root = str(tmp_path / "res")
+    first = Study(suite, small, root=root, **SMALL)
+    computed = {"s1": first.inflection, "s2": first.heads, "s4": first.causal}
+
+    def fail(*a, **k):
+        raise AssertionError("a cached stage was recomputed")
+
+    with monkeypatch.context() as m:
+        for mod, name in ((stage1_mod, "inflections"), (stage2_mod, "discover")):
+            m.setattr(mod, name, fail)
+        m.setattr("lexprobe.stages.stage4_causal.causal.causal_map", fail)
+        again = Study(suite, small, root=root, **SMALL)
+        pd.testing.assert_frame_equal(again.inflection.inflection, computed["s1"].inflection)
+        pd.testing.assert_frame_equal(again.heads.stats, computed["s2"].stats)
+        pd.testing.assert_frame_equal(again.causal.causal_map, computed["s4"].causal_map)
+        pd.testing.assert_frame_equal(again.causal.design, computed["s4"].design)
+        assert again.inflection.suite is suite and again.inflection.root == root
+    with monkeypatch.context() as m:
+        m.setattr(stage1_mod, "inflections", fail)
+        changed = Study(suite, small, root=root, **{**SMALL, "n_perm": 60})
+        changed.inflection  # noqa: B018 - stage 1 is reused...
+        assert changed.heads.stats["p_perm_diff"].notna().all()  # ...stage 2 recomputed with the new setting
+    # a unit re-measured with other numbers (new content, new sha256 in its sidecar) invalidates stage 1 and what
+    # builds on it
+    unit = tmp_path / "res" / "study-tiny" / "small6" / "intact" / "tiny" / "seed0" / "step8"
+    table = pd.read_parquet(unit / "distances.parquet")
+    table.assign(distance=table["distance"] * 0.5).to_parquet(unit / "distances.parquet", index=False)
+    rec = json.loads((unit / "distances.json").read_text())
+    rec["sha256"] = hashlib.sha256((unit / "distances.parquet").read_bytes()).hexdigest()
+    (unit / "distances.json").write_text(json.dumps(rec))
+    calls: list[int] = []
+    real = stage1_mod.inflections
+    monkeypatch.setattr(stage1_mod, "inflections", lambda *a, **k: calls.append(1) or real(*a, **k))
+    redone = Study(suite, small, root=root, **SMALL)
+    assert not redone.inflection.pairs["distance"].equals(computed["s1"].pairs["distance"])
+    assert calls == [1]
+    assert redone._heads[1] != first._heads[1]  # stage 2's key follows stage 1's
+
+
+def test_smoke_defaults_are_resolved_when_the_study_is_made(monkeypatch):
+    monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    s = Study()
+    assert (s.n_random, s.n_random_dev, s.map_steps, s.perturb_steps) == (5, 2, 2, 4)
+    monkeypatch.setenv("LEXPROBE_SMOKE", "0")
+    s = Study(n_random=7)
+    assert (s.n_random, s.n_random_dev, s.map_steps, s.perturb_steps) == (7, 10, 0, 0)
+    with pytest.raises(ValueError, match="by='best'"):
+        Study(by="best")
+
+
+def test_plan_runs_with_its_defaults(monkeypatch, capsys):
+    """Defect 4: ``lexprobe plan`` with no arguments plans the default (here: smoke) organism."""
+    monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    assert main(["plan"]) == 0
+    assert "plan: suite organism-smoke" in capsys.readouterr().out
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_out_is_the_results_folder_in_every_command_and_v_shows_tracebacks(capsys):
+    """Defect 5: ``--out`` is the results folder wherever it exists (the report file is ``--html``); ``-v`` lets
+    the error through with its traceback, without it the message names the bad argument."""
+    helps = {name: next((a.help for a in p._actions if "--out" in a.option_strings), None)
+             for name, p in _subcommands(build_parser()).items()}
+    with_out = {k: v for k, v in helps.items() if v is not None}
+    assert set(with_out) >= {"extract", "plan", "inflection", "heads", "perturbation", "causal", "seeds", "report",
+                             "run"}
+    assert all(h.startswith("results folder") for h in with_out.values()), with_out
+    assert main(["heads", "--stimuli", "nosuchset"]) == 2
+    assert "no shipped stimulus set named 'nosuchset'" in capsys.readouterr().err
+    with pytest.raises(StimulusError, match="nosuchset"):
+        main(["-v", "heads", "--stimuli", "nosuchset"])
