@@ -52,6 +52,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from lexprobe.analysis.performance import CHECKPOINT_KEYS, DEGENERATE, SCORE_OF, target_of
+from lexprobe.analysis.primitives import weighted_r, word_weights
 
 LEVEL = 0.95
 RISE_FRACTION = 0.1  # the rise runs from 10% to 90% of the increase
@@ -340,18 +341,8 @@ def _bootstrap_scores(table: pd.DataFrame, n_boot: int, rng: np.random.Generator
     wide = table.pivot_table(index=["word", "pair_key"], columns=["step", "layer"], values="distance")
     ys = table.drop_duplicates("pair_key").set_index(["word", "pair_key"])[ycol].astype(float)
     ys = ys.reindex(wide.index).to_numpy()
-    D = wide.to_numpy()  # (pairs, steps*layers)
-    words = wide.index.get_level_values("word").to_numpy()
-    uniq, inv = np.unique(words, return_inverse=True)
-    counts = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_boot)  # (B, words)
-    W = counts[:, inv].astype(float)  # (B, pairs)
-    n = W.sum(1, keepdims=True)
-    md, my = (W @ D) / n, (W @ ys)[:, None] / n
-    cov = (W @ (D * ys[:, None])) / n - md * my
-    vd = (W @ D**2) / n - md**2
-    vy = (W @ ys**2)[:, None] / n - my**2
-    varies = (np.ptp(D, axis=0) > DEGENERATE)[None, :] & (vd > 0) & (vy > 0)
-    r = np.where(varies, cov / np.sqrt(np.clip(vd * vy, 1e-300, None)), np.nan)
+    W = word_weights(wide.index.get_level_values("word").to_numpy(), n_boot, rng)  # (B, pairs)
+    r = weighted_r(W, wide.to_numpy(), ys)  # (B, steps*layers)
     value = r**2 if by == "r2" else -np.sign(r) * r**2  # the best layer maximises this; it is also the score
     cols = wide.columns.to_frame(index=False)
     steps = np.sort(cols["step"].unique())
