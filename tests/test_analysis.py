@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from lexprobe.analysis.heads import discover
-from lexprobe.analysis.inflection import inflections
+from lexprobe.analysis.inflection import _bootstrap_scores, inflections
 from lexprobe.analysis.performance import SCORE_OF, auc, best_layer, performance
 from lexprobe.analysis.primitives import (at_last_checkpoint, bh, bh_within, empirical_p, weighted_auc, weighted_r,
                                           word_weights)
@@ -112,8 +112,35 @@ def test_item_bootstrap_follows_the_signed_rule():
     assert signed["curve_model"] not in (None, "flat") and 250 <= signed["onset_step"] <= 1000
     assert signed["onset_boot_low_step"] <= signed["onset_step"] <= signed["onset_boot_high_step"]
     with pytest.raises(ValueError, match="n_boot=0"):
-        inflections(best_layer(perf, by="auc"), pairs, n_boot=10, by="auc")
-    assert inflections(best_layer(perf, by="auc"), pairs, n_boot=0, by="auc")["n_boot"].item() == 0
+        inflections(best_layer(perf, by="signed"), pairs, n_boot=10, by="signed", score="r2")
+
+
+def test_item_bootstrap_follows_the_auc_rule():
+    """By AUC, the item bootstrap re-chooses the best layer by AUC per draw and gives intervals."""
+    pairs = pair_table(np.random.default_rng(5))
+    r = inflections(best_layer(performance(pairs), by="auc"), pairs, n_boot=40, by="auc").iloc[0]
+    assert r["n_boot"] == 40 and r["curve_model"] not in (None, "flat") and 250 <= r["onset_step"] <= 1000
+    for k in ("onset", "saturation"):
+        assert np.isfinite([r[f"{k}_boot_low_step"], r[f"{k}_boot_high_step"]]).all()
+        assert r[f"{k}_boot_low_step"] <= r[f"{k}_step"] <= r[f"{k}_boot_high_step"]
+    assert r["onset_boot_high_step"] / r["onset_boot_low_step"] < 10
+
+
+@pytest.mark.parametrize("exclude_embedding", [False, True])
+@pytest.mark.parametrize("by", list(SCORE_OF))
+def test_item_bootstrap_at_unit_weights_is_best_layer(by, exclude_embedding):
+    """Every word drawn once, the bootstrap's score per checkpoint is best_layer's (AUC: to the last bit)."""
+    pairs = pair_table(np.random.default_rng(2), steps=(0, 1000, 143000), layers={0: 0.0, 1: -1.0, 2: 0.6})
+    pairs.loc[pairs["layer"] == 0, "distance"] -= 0.05 * pairs["same"]  # layer 0 wins step 0 unless excluded
+    for target in ("relatedness", "same"):
+        best = best_layer(performance(pairs, target=target), exclude_embedding=exclude_embedding, by=by)
+        steps, obs = _bootstrap_scores(pairs, 0, np.random.default_rng(0), target, exclude_embedding, by, observed=True)
+        np.testing.assert_array_equal(steps, best["step"])
+        score = best[SCORE_OF[by]].to_numpy()
+        if by == "auc":
+            np.testing.assert_array_equal(obs[0], score)
+        else:
+            np.testing.assert_allclose(obs[0], score, rtol=0, atol=1e-12)
 
 
 def synthetic_heads(rng: np.random.Generator, steps: np.ndarray, perf: np.ndarray) -> pd.DataFrame:
