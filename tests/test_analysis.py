@@ -238,6 +238,7 @@ def test_empirical_p_counts_the_observed_value_as_a_draw():
     assert empirical_p(null, 0.3) == 4 / 5  # 0.3, 0.5 and the rounding-noise 0.3 reach it
     assert empirical_p(null, 0.3, tol=0.0) == 3 / 5
     assert empirical_p(null, 0.6) == 1 / 5 and empirical_p(np.array([]), 0.6) == 1.0
+    assert np.isnan(empirical_p(null, np.nan))  # not 1 / 5: an undefined statistic beats no draw
 
 
 def test_bh_within_groups():

@@ -70,7 +70,9 @@ def weighted_auc(W: np.ndarray, D: np.ndarray, positive: np.ndarray) -> np.ndarr
 
 def empirical_p(null: np.ndarray, obs: float, tol: float = TIE) -> float:
     """One-sided empirical p of ``obs`` against draws ``null`` (permutations or bootstrap draws): ``(1 + #{null >=
-    obs - tol}) / (1 + #null)``, the observed value counted as one of the draws."""
+    obs - tol}) / (1 + #null)``, the observed value counted as one of the draws; NaN for an undefined ``obs``."""
+    if not np.isfinite(obs):
+        return np.nan
     null = np.asarray(null)
     return float((1 + (null >= obs - tol).sum()) / (1 + len(null)))
 

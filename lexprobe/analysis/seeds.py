@@ -224,8 +224,6 @@ def _finite_mean(values: np.ndarray) -> float:
 
 
 def _perm_p(null: np.ndarray, obs: float) -> float:
-    if not np.isfinite(obs):
-        return np.nan
     return empirical_p(null[np.isfinite(null)], obs)
 
 
