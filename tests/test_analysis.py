@@ -134,7 +134,8 @@ def test_item_bootstrap_at_unit_weights_is_best_layer(by, exclude_embedding):
     pairs.loc[pairs["layer"] == 0, "distance"] -= 0.05 * pairs["same"]  # layer 0 wins step 0 unless excluded
     for target in ("relatedness", "same"):
         best = best_layer(performance(pairs, target=target), exclude_embedding=exclude_embedding, by=by)
-        steps, obs = _bootstrap_scores(pairs, 0, np.random.default_rng(0), target, exclude_embedding, by, observed=True)
+        steps, obs = _bootstrap_scores(pairs, 0, np.random.default_rng(0), target, exclude_embedding, by,
+                                       observed=True)
         np.testing.assert_array_equal(steps, best["step"])
         score = best[SCORE_OF[by]].to_numpy()
         if by == "auc":
