@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lexprobe.analysis.heads import bh, discover
-from lexprobe.analysis.inflection import inflections
+from lexprobe.analysis.heads import discover
+from lexprobe.analysis.inflection import _bootstrap_scores, inflections
 from lexprobe.analysis.performance import SCORE_OF, auc, best_layer, performance
+from lexprobe.analysis.primitives import (at_last_checkpoint, bh, bh_within, empirical_p, weighted_auc, weighted_r,
+                                          word_weights)
 from lexprobe.suites import RIVTROTT_STEPS
 
 STEPS = np.array(RIVTROTT_STEPS)
@@ -110,8 +112,36 @@ def test_item_bootstrap_follows_the_signed_rule():
     assert signed["curve_model"] not in (None, "flat") and 250 <= signed["onset_step"] <= 1000
     assert signed["onset_boot_low_step"] <= signed["onset_step"] <= signed["onset_boot_high_step"]
     with pytest.raises(ValueError, match="n_boot=0"):
-        inflections(best_layer(perf, by="auc"), pairs, n_boot=10, by="auc")
-    assert inflections(best_layer(perf, by="auc"), pairs, n_boot=0, by="auc")["n_boot"].item() == 0
+        inflections(best_layer(perf, by="signed"), pairs, n_boot=10, by="signed", score="r2")
+
+
+def test_item_bootstrap_follows_the_auc_rule():
+    """By AUC, the item bootstrap re-chooses the best layer by AUC per draw and gives intervals."""
+    pairs = pair_table(np.random.default_rng(5))
+    r = inflections(best_layer(performance(pairs), by="auc"), pairs, n_boot=40, by="auc").iloc[0]
+    assert r["n_boot"] == 40 and r["curve_model"] not in (None, "flat") and 250 <= r["onset_step"] <= 1000
+    for k in ("onset", "saturation"):
+        assert np.isfinite([r[f"{k}_boot_low_step"], r[f"{k}_boot_high_step"]]).all()
+        assert r[f"{k}_boot_low_step"] <= r[f"{k}_step"] <= r[f"{k}_boot_high_step"]
+    assert r["onset_boot_high_step"] / r["onset_boot_low_step"] < 10
+
+
+@pytest.mark.parametrize("exclude_embedding", [False, True])
+@pytest.mark.parametrize("by", list(SCORE_OF))
+def test_item_bootstrap_at_unit_weights_is_best_layer(by, exclude_embedding):
+    """Every word drawn once, the bootstrap's score per checkpoint is best_layer's (AUC: to the last bit)."""
+    pairs = pair_table(np.random.default_rng(2), steps=(0, 1000, 143000), layers={0: 0.0, 1: -1.0, 2: 0.6})
+    pairs.loc[pairs["layer"] == 0, "distance"] -= 0.05 * pairs["same"]  # layer 0 wins step 0 unless excluded
+    for target in ("relatedness", "same"):
+        best = best_layer(performance(pairs, target=target), exclude_embedding=exclude_embedding, by=by)
+        steps, obs = _bootstrap_scores(pairs, 0, np.random.default_rng(0), target, exclude_embedding, by,
+                                       observed=True)
+        np.testing.assert_array_equal(steps, best["step"])
+        score = best[SCORE_OF[by]].to_numpy()
+        if by == "auc":
+            np.testing.assert_array_equal(obs[0], score)
+        else:
+            np.testing.assert_allclose(obs[0], score, rtol=0, atol=1e-12)
 
 
 def synthetic_heads(rng: np.random.Generator, steps: np.ndarray, perf: np.ndarray) -> pd.DataFrame:
@@ -164,3 +194,64 @@ def test_identical_embeddings_give_no_score_not_noise():
     perf = performance(table).set_index("layer")
     assert np.isnan(perf.loc[0, "r2"]) and perf.loc[1, "r2"] > 0.3
     assert best_layer(perf.reset_index())["best_layer"].item() == 1
+
+
+def test_word_weights_draw_whole_words():
+    words = np.array(["b", "a", "b", "c", "a", "a"])
+    W = word_weights(words, 50, np.random.default_rng(3), observed=True)
+    assert W.shape == (51, 6) and (W[0] == 1).all()
+    assert (W[1:, 1] == W[1:, 4]).all() and (W[1:, 0] == W[1:, 2]).all()  # pairs of one word share its count
+    assert (W[1:, [1, 0, 3]].sum(1) == 3).all()  # as many words drawn as there are
+    counts = np.random.default_rng(3).multinomial(3, [1 / 3] * 3, size=50)  # one multinomial call, words sorted
+    np.testing.assert_array_equal(W[1:, [1, 0, 3]], counts)
+
+
+def test_weighted_scores_are_the_scores_of_the_resampled_sample():
+    """Integer weights give what the sample with each pair repeated that often gives (np.corrcoef, :func:`auc`);
+    unit weights give :func:`performance`'s AUC to the last bit."""
+    rng = np.random.default_rng(4)
+    d = np.round(rng.normal(size=(30, 3)), 1)  # rounded: many ties
+    d[:, 0] = 0.5 + 1e-12 * rng.random(30)  # rounding noise: no r
+    y = rng.uniform(0, 4, 30)
+    pos = rng.random(30) < 0.5
+    W = np.vstack([np.ones(30), rng.integers(0, 3, (5, 30))]).astype(float)
+    r, r2, a = weighted_r(W, d, y), weighted_r(W, d, y, squared=True), weighted_auc(W, d, pos)
+    assert np.isnan(r[:, 0]).all() and np.isnan(r2[:, 0]).all()
+    for b, w in enumerate(W.astype(int)):
+        for c in (1, 2):
+            rep = np.repeat(d[:, c], w)
+            assert r[b, c] == pytest.approx(np.corrcoef(rep, np.repeat(y, w))[0, 1], abs=1e-12)
+            assert r2[b, c] == pytest.approx(r[b, c] ** 2, abs=1e-12)
+        for c in range(3):
+            assert a[b, c] == pytest.approx(auc(np.repeat(d[:, c], w), np.repeat(pos, w)), abs=1e-14)
+    table = pd.DataFrame({"model": "m", "seed": 0, "step": 0, "layer": np.repeat([0, 1, 2], 30),
+                          "distance": d.T.ravel(), "same": np.tile(~pos, 3), "mean_relatedness": np.tile(y, 3)})
+    assert (a[0] == performance(table)["auc"].to_numpy()).all()
+    d[3, 1] = np.nan
+    one_class = np.zeros((1, 30))
+    one_class[0, pos] = 1
+    a = weighted_auc(np.vstack([W[:1], one_class]), d, pos)
+    assert np.isnan(a[:, 1]).all() and np.isnan(a[1]).all() and np.isfinite(a[0, [0, 2]]).all()
+
+
+def test_empirical_p_counts_the_observed_value_as_a_draw():
+    null = np.array([0.1, 0.3, 0.5, 0.3 - 1e-13])
+    assert empirical_p(null, 0.3) == 4 / 5  # 0.3, 0.5 and the rounding-noise 0.3 reach it
+    assert empirical_p(null, 0.3, tol=0.0) == 3 / 5
+    assert empirical_p(null, 0.6) == 1 / 5 and empirical_p(np.array([]), 0.6) == 1.0
+    assert np.isnan(empirical_p(null, np.nan))  # not 1 / 5: an undefined statistic beats no draw
+
+
+def test_bh_within_groups():
+    df = pd.DataFrame({"g": ["a", "a", "b", "a", "b", None], "p": [0.01, 0.04, 0.02, np.nan, 0.5, 0.01]})
+    q = bh_within(df, "p", "g")
+    np.testing.assert_allclose(q[[0, 1]], bh(np.array([0.01, 0.04])))
+    np.testing.assert_allclose(q[[2, 4]], bh(np.array([0.02, 0.5])))
+    assert q[[3, 5]].isna().all()  # a missing p, a missing group key
+
+
+def test_last_checkpoint_is_per_model_and_seed():
+    """Two models share seed numbers but not their last step: each (model, seed) keeps its own last step."""
+    df = pd.DataFrame({"model": ["a", "a", "b", "b", "b"], "seed": [0, 0, 0, 0, 1], "step": [8, 16, 4, 8, 4]})
+    assert at_last_checkpoint(df).index.tolist() == [1, 3, 4]
+    assert at_last_checkpoint(df.drop(columns="model")).index.tolist() == [1, 4]

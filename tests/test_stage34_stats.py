@@ -29,6 +29,8 @@ def test_null_test_ranks_the_target_among_random_sets():
     # a target no worse than the median random set is not significant
     best.loc[best["condition"] == "t", "r2"] = 0.41
     assert null_tests(drops(best), des).iloc[0]["p"] > 0.4
+    # no intact score at the checkpoint: the target's drop is undefined, and so is its p (not 1 / 20)
+    assert np.isnan(null_tests(drops(best[best["condition"] != "intact"]), des).iloc[0]["p"])
 
 
 def _pairs(step: int, condition: str, signal: float, rng: np.random.Generator) -> pd.DataFrame:

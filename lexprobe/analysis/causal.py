@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lexprobe.analysis.heads import ALPHA, bh
-from lexprobe.analysis.performance import DEGENERATE
+from lexprobe.analysis.heads import ALPHA
+from lexprobe.analysis.primitives import at_last_checkpoint, bh_within, empirical_p, weighted_r, word_weights
 
 KEYS = ["model", "seed", "step"]
 
@@ -50,7 +50,7 @@ def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r
                      "n_random": len(null), "null_mean": null.mean() if len(null) else np.nan,
                      "null_q05": np.quantile(null, 0.05) if len(null) else np.nan,
                      "null_q95": np.quantile(null, 0.95) if len(null) else np.nan, "null_sd": sd,
-                     "p": (1 + (null >= obs - 1e-12).sum()) / (1 + len(null)) if len(null) else np.nan,
+                     "p": empirical_p(null, obs) if len(null) else np.nan,
                      "z": (obs - null.mean()) / sd if sd and np.isfinite(sd) and sd > 0 else np.nan})
     return pd.DataFrame(rows)
 
@@ -58,13 +58,7 @@ def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r
 def weighted_best_r2(W: np.ndarray, D: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Best-layer R^2 of distance vs ``y`` under pair weights ``W`` (B, pairs) for distances ``D`` (pairs, layers);
     layers whose distances are rounding noise are ignored. Returns (B,)."""
-    n = W.sum(1, keepdims=True)
-    md, my = (W @ D) / n, (W @ y)[:, None] / n
-    cov = (W @ (D * y[:, None])) / n - md * my
-    vd = (W @ D**2) / n - md**2
-    vy = (W @ y**2)[:, None] / n - my**2
-    varies = (np.ptp(D, axis=0) > DEGENERATE)[None, :] & (vd > 0) & (vy > 0)
-    r2 = np.where(varies, cov**2 / np.clip(vd * vy, 1e-300, None), np.nan)
+    r2 = weighted_r(W, D, y, squared=True)
     return np.nanmax(np.where(np.isnan(r2), -np.inf, r2), axis=1)
 
 
@@ -90,10 +84,7 @@ def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", 
             continue
         y = (g[g["condition"] == "intact"].drop_duplicates("pair_key").set_index(["word", "pair_key"])[ycol]
              .reindex(base.index).to_numpy(float))
-        words = base.index.get_level_values("word").to_numpy()
-        uniq, inv = np.unique(words, return_inverse=True)
-        counts = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_boot)
-        W = np.vstack([np.ones(len(words)), counts[:, inv]]).astype(float)  # row 0: the observed sample
+        W = word_weights(base.index.get_level_values("word").to_numpy(), n_boot, rng, observed=True)  # row 0: observed
         r2_base = weighted_best_r2(W, base.to_numpy(), y)
         ablated = g[g["condition"].isin(single.index)]
         if ablated.empty:
@@ -106,11 +97,11 @@ def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", 
             rows.append({"model": model, "seed": sd, "step": step, "layer": int(layer), "head": int(head),
                          "condition": cond, "drop_r2": drop[0],
                          "boot_low": np.quantile(drop[1:], 0.025), "boot_high": np.quantile(drop[1:], 0.975),
-                         "p": (1 + (drop[1:] <= 0).sum()) / (1 + n_boot)})
+                         "p": empirical_p(-drop[1:], 0.0, tol=0.0)})  # share of draws without a drop (<= 0)
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    out["q"] = out.groupby(["model", "seed"])["p"].transform(lambda s: pd.Series(bh(s.to_numpy()), index=s.index))
+    out["q"] = bh_within(out, "p", ["model", "seed"])
     out["significant"] = (out["q"] < ALPHA) & (out["drop_r2"] > 0)
     return out
 
@@ -119,7 +110,7 @@ def agreement(cmap: pd.DataFrame, discovery: pd.DataFrame, step: int | None = No
     """Per (model, seed): heads causally significant at ``step`` (default: the last) vs heads passing stage 2."""
     rows = []
     for (model, sd), g in cmap.groupby(["model", "seed"]):
-        at = g[g["step"] == (step if step is not None else g["step"].max())]
+        at = at_last_checkpoint(g) if step is None else g[g["step"] == step]
         causal = {(r.layer, r.head) for r in at.itertuples() if r.significant}
         d = discovery[(discovery["model"] == model) & (discovery["seed"] == sd)]
         passing = {(r.layer, r.head) for r in d.itertuples() if r.passes}

@@ -21,19 +21,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
+
+from lexprobe.analysis.primitives import bh_within, empirical_p
 
 ALPHA = 0.05
-
-
-def bh(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values (NaNs stay NaN)."""
-    p = np.asarray(p, float)
-    q = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
-    return q
 
 
 def ols(y: np.ndarray, *xs: np.ndarray) -> tuple[float, float]:
@@ -67,7 +58,7 @@ def permutation_p(dy_perms: np.ndarray, dx: np.ndarray) -> float:
     xc = (dx - dx.mean()) / dx.std()
     yc = (dy_perms - dy_perms.mean(1, keepdims=True)) / dy_perms.std(1, keepdims=True)
     corr = yc @ xc / len(dx)
-    return float((corr[1:] >= corr[0] - 1e-12).sum() + 1) / len(corr)
+    return empirical_p(corr[1:], corr[0])
 
 
 def discover(heads: pd.DataFrame, best: pd.DataFrame, score: str = "r2", control_step: int | None = None,
@@ -106,8 +97,7 @@ def discover(heads: pd.DataFrame, best: pd.DataFrame, score: str = "r2", control
             })
     df = pd.DataFrame(out)
     for col in ("p", "p_logstep", "p_diff", "p_perm_diff", "p_prev"):
-        df["q" + col[1:]] = df.groupby(["model", "seed"])[col].transform(lambda s: pd.Series(bh(s.to_numpy()),
-                                                                                             index=s.index))
+        df["q" + col[1:]] = bh_within(df, col, ["model", "seed"])
     df["selected"] = (df["slope"] > 0) & (df["q"] < ALPHA)
     df["logstep_ok"] = (df["slope_logstep"] > 0) & (df["q_logstep"] < ALPHA)
     df["diff_ok"] = (df["slope_diff"] > 0) & (df["q_diff"] < ALPHA)

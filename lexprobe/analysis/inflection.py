@@ -52,6 +52,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from lexprobe.analysis.performance import CHECKPOINT_KEYS, DEGENERATE, SCORE_OF, target_of
+from lexprobe.analysis.primitives import weighted_auc, weighted_r, word_weights
 
 LEVEL = 0.95
 RISE_FRACTION = 0.1  # the rise runs from 10% to 90% of the increase
@@ -327,32 +328,29 @@ def fitted_curves(best: pd.DataFrame, score: str = "r2", n_points: int = 120) ->
 
 
 def _bootstrap_scores(table: pd.DataFrame, n_boot: int, rng: np.random.Generator, target: str,
-                      exclude_embedding: bool, by: str) -> tuple[np.ndarray, np.ndarray]:
-    """Best-layer score per checkpoint for ``n_boot`` resamples of words: (steps, (n_boot, n_steps)).
+                      exclude_embedding: bool, by: str, observed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Best-layer score per checkpoint for ``n_boot`` resamples of words: (steps, (n_boot, n_steps)); with
+    ``observed`` a first row for the observed sample (every word once).
 
-    Pearson r of distance vs target per layer from weighted moments (each pair weighted by its word's draw
-    count); the best layer is re-chosen per draw by ``by`` ("r2": largest r^2, "signed": most negative r)."""
-    if by not in ("r2", "signed"):
-        raise ValueError(f"the item bootstrap supports by='r2' or 'signed', not {by!r} (use n_boot=0)")
-    ycol = "mean_relatedness" if target == "relatedness" else "same"
+    Each pair is weighted by its word's draw count; per draw, every layer's score is recomputed and the best layer
+    re-chosen by ``by`` as :func:`~lexprobe.analysis.performance.best_layer` does: "r2" (largest r^2 of distance vs
+    target, Pearson r from weighted moments), "signed" (most negative r) or "auc" (largest AUC of distance for
+    different- vs same-sense pairs, whatever the target)."""
+    if by not in SCORE_OF:
+        raise ValueError(f"by must be one of {tuple(SCORE_OF)}, not {by!r}")
     if exclude_embedding:
         table = table[table["layer"] > 0]
     wide = table.pivot_table(index=["word", "pair_key"], columns=["step", "layer"], values="distance")
-    ys = table.drop_duplicates("pair_key").set_index(["word", "pair_key"])[ycol].astype(float)
-    ys = ys.reindex(wide.index).to_numpy()
-    D = wide.to_numpy()  # (pairs, steps*layers)
-    words = wide.index.get_level_values("word").to_numpy()
-    uniq, inv = np.unique(words, return_inverse=True)
-    counts = rng.multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_boot)  # (B, words)
-    W = counts[:, inv].astype(float)  # (B, pairs)
-    n = W.sum(1, keepdims=True)
-    md, my = (W @ D) / n, (W @ ys)[:, None] / n
-    cov = (W @ (D * ys[:, None])) / n - md * my
-    vd = (W @ D**2) / n - md**2
-    vy = (W @ ys**2)[:, None] / n - my**2
-    varies = (np.ptp(D, axis=0) > DEGENERATE)[None, :] & (vd > 0) & (vy > 0)
-    r = np.where(varies, cov / np.sqrt(np.clip(vd * vy, 1e-300, None)), np.nan)
-    value = r**2 if by == "r2" else -np.sign(r) * r**2  # the best layer maximises this; it is also the score
+    pairs = table.drop_duplicates("pair_key").set_index(["word", "pair_key"])
+    W = word_weights(wide.index.get_level_values("word").to_numpy(), n_boot, rng, observed)  # (B, pairs)
+    if by == "auc":
+        different = ~pairs["same"].astype(bool).reindex(wide.index).to_numpy(bool)
+        value = weighted_auc(W, wide.to_numpy(), different)  # (B, steps*layers)
+    else:
+        ycol = "mean_relatedness" if target == "relatedness" else "same"
+        ys = pairs[ycol].astype(float).reindex(wide.index).to_numpy()
+        r = weighted_r(W, wide.to_numpy(), ys)  # (B, steps*layers)
+        value = r**2 if by == "r2" else -np.sign(r) * r**2  # the best layer maximises this; it is also the score
     cols = wide.columns.to_frame(index=False)
     steps = np.sort(cols["step"].unique())
     best = np.stack([np.nanmax(value[:, (cols["step"] == s).to_numpy()], axis=1) for s in steps], axis=1)
@@ -376,7 +374,7 @@ def inflections(best: pd.DataFrame, pairs_table: pd.DataFrame | None = None, n_b
     ``best`` is :func:`lexprobe.analysis.performance.best_layer` output chosen ``by`` the same rule; ``score`` (default
     the rule's own score, ``SCORE_OF[by]``) is the column followed across training. ``pairs_table`` holds the
     pair-level distances joined to stimuli (columns step, layer, word, pair_key, distance, same, mean_relatedness)
-    for the item bootstrap (``n_boot`` resamples of words; 0 skips it; not available for ``by="auc"``).
+    for the item bootstrap (``n_boot`` resamples of words; 0 skips it).
     """
     score = score or SCORE_OF[by]
     if pairs_table is not None and n_boot and score != SCORE_OF[by]:

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lexprobe.analysis.heads import ALPHA, bh
+from lexprobe.analysis.heads import ALPHA
+from lexprobe.analysis.primitives import bh_within
 
 KEYS = ["model", "seed", "step", "layer", "head"]
 
@@ -53,8 +54,7 @@ def head_robustness(intact: pd.DataFrame, perturbed: pd.DataFrame) -> pd.DataFra
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    out["q"] = out.groupby(["model", "seed", "step"])["p"].transform(lambda s: pd.Series(bh(s.to_numpy()),
-                                                                                         index=s.index))
+    out["q"] = bh_within(out, "p", ["model", "seed", "step"])
     out["robust"] = out["q"] < ALPHA
     return out
 

@@ -32,6 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from lexprobe.analysis.heads import ALPHA
+from lexprobe.analysis.primitives import at_last_checkpoint, empirical_p
 
 Z95 = float(stats.norm.ppf(0.975))
 INTERVALS = {"boot": ("onset_boot_low_step", "onset_boot_high_step"), "profile": ("onset_low_step", "onset_high_step")}
@@ -223,10 +224,7 @@ def _finite_mean(values: np.ndarray) -> float:
 
 
 def _perm_p(null: np.ndarray, obs: float) -> float:
-    if not np.isfinite(obs):
-        return np.nan
-    null = null[np.isfinite(null)]
-    return float((1 + (null >= obs - 1e-12).sum()) / (1 + len(null)))
+    return empirical_p(null[np.isfinite(null)], obs)
 
 
 def head_agreement(stats_: pd.DataFrame, column: str = "passes", n_perm: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -285,7 +283,7 @@ def causal_agreement(tests: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.Data
     """Stage-4 null tests (:func:`lexprobe.analysis.causal.null_tests`) at each seed's last checkpoint, one row per
     (family, model, seed); and per (family, model) the seeds' drops summarised, how many beat their null at
     ``alpha``, and Fisher's combined p over seeds."""
-    last = tests[tests["step"] == tests.groupby(["model", "seed"])["step"].transform("max")]
+    last = at_last_checkpoint(tests)
     per = last[["family", "model", "seed", "step", "drop_r2", "null_mean", "null_q95", "n_random", "p", "z"]]
     per = per.sort_values(["family", "model", "seed"]).reset_index(drop=True)
     rows = []
