@@ -25,6 +25,7 @@ import pandas as pd
 
 import lexprobe
 from lexprobe import viz
+from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.paths import REPO_ROOT
 from lexprobe.stages.stage1_inflection import Stage1
 from lexprobe.stages.stage2_heads import Stage2
@@ -151,10 +152,6 @@ def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFram
     page.table(commits, "Resolved commit and weights hash of every checkpoint (intact condition)", collapsed=True)
 
 
-def _last(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["step"] == df.groupby(["model", "seed"])["step"].transform("max")]
-
-
 def _stage1(page: Page, s1: Stage1) -> None:
     page.heading("Stage 1 · When does disambiguation take off?", anchor="stage1")
     page.text(f"Best-layer {s1.score} across training per seed; the inflection is the onset of the rise (curve model "
@@ -185,7 +182,7 @@ def _stage3(page: Page, s3: Stage3) -> None:
     page.chart("perturbation", viz.perturbation_chart(s3.best), "best-layer R² under each perturbation")
     page.chart("robustness", viz.robustness_heatmap(s3.heads), "cue attention kept under perturbation")
     page.table(s3.distance, "Perturbed sets (cue-target distance in tokens)")
-    last = _last(s3.retained)
+    last = at_last_checkpoint(s3.retained)
     page.table(last.pivot_table(index="seed", columns="perturbation", values="r2_retained").reset_index(),
                "Share of the intact best-layer R² kept at the last checkpoint")
     page.table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")
@@ -198,7 +195,7 @@ def _stage4(page: Page, s4: Stage4) -> None:
     else:
         page.text("No seed has heads that pass discovery: there is no discovered set to ablate.", note=True)
     page.chart("causal-map", viz.causal_map_chart(s4.causal_map), "causal head map (single-head ablation)")
-    page.table(_last(s4.tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)")
+    page.table(at_last_checkpoint(s4.tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)")
     page.table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")
     page.table(s4.exactness, "Exactness: every target→cue edge cut")
     page.table(s4.agreement, "Causal map vs discovery at the last checkpoint")

@@ -7,6 +7,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
+from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.render import EMBED_OPTIONS, enable_offline
 
 enable_offline()  # charts must show in JupyterLab with no network (see lexprobe.render)
@@ -124,7 +125,7 @@ def save(chart: alt.TopLevelMixin, path: str | Path) -> Path:
 def robustness_heatmap(heads: pd.DataFrame, value: str = "retained") -> alt.Chart:
     """Heads x perturbations at the last checkpoint: share of intact cue attention kept (or another column), with
     the robustness test in the tooltip; discovered heads only when any are flagged."""
-    last = heads[heads["step"] == heads.groupby("seed")["step"].transform("max")]
+    last = at_last_checkpoint(heads)
     if "discovered" in last and last["discovered"].fillna(False).astype(bool).any():
         last = last[last["discovered"].fillna(False).astype(bool)]
     d = last.assign(head_id=lambda x: "s" + x["seed"].astype(str) + " L" + x["layer"].astype(str) + "H"

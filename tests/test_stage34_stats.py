@@ -119,3 +119,22 @@ def test_design_has_nulls_controls_and_the_single_head_map():
     assert d["condition"].is_unique
     none = design(stats.assign(passes=False), 3, 4, n_random=7, n_random_dev=3)
     assert set(none["family"]) == {"noop", "edges", "single"}
+
+
+@pytest.mark.parametrize("by", ["r2", "signed", "auc"])
+def test_causal_map_bootstrap_picks_the_best_layer_by_the_study_rule(by):
+    """At unit weights the map's best-layer R^2 is the R^2 of the layer the rule picks: a layer that separates the
+    senses the wrong way (positive r) wins under r2 and loses under signed and auc."""
+    from lexprobe.analysis.causal import weighted_best_r2
+    from lexprobe.analysis.performance import auc
+
+    rng = np.random.default_rng(3)
+    same = np.repeat([1.0, 0.0], 30)
+    D = np.column_stack([same * 1.0 + rng.normal(0, 0.3, 60),      # wrong way: same-sense pairs farther
+                         -same * 0.6 + rng.normal(0, 0.3, 60)])    # right way, weaker
+    r = np.array([np.corrcoef(D[:, k], same)[0, 1] for k in range(2)])
+    metric = {"r2": r**2, "signed": -np.sign(r) * r**2,
+              "auc": np.array([auc(D[:, k], same == 0) for k in range(2)])}[by]
+    got = weighted_best_r2(np.ones((1, 60)), D, same, by, different=same == 0)[0]
+    assert got == pytest.approx(r[np.argmax(metric)] ** 2, abs=1e-12)
+    assert np.argmax(metric) == (0 if by == "r2" else 1)

@@ -21,7 +21,8 @@ import pandas as pd
 from scipy import stats
 
 from lexprobe.analysis.heads import ALPHA
-from lexprobe.analysis.primitives import at_last_checkpoint, bh_within, empirical_p, weighted_r, word_weights
+from lexprobe.analysis.primitives import (at_last_checkpoint, bh_within, empirical_p, weighted_auc, weighted_r,
+                                          word_weights)
 
 KEYS = ["model", "seed", "step"]
 
@@ -55,11 +56,24 @@ def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r
     return pd.DataFrame(rows)
 
 
-def weighted_best_r2(W: np.ndarray, D: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Best-layer R^2 of distance vs ``y`` under pair weights ``W`` (B, pairs) for distances ``D`` (pairs, layers);
+def weighted_best_r2(W: np.ndarray, D: np.ndarray, y: np.ndarray, by: str = "r2",
+                     different: np.ndarray | None = None) -> np.ndarray:
+    """R^2 of distance vs ``y`` at the best layer under pair weights ``W`` (B, pairs) for distances ``D`` (pairs,
+    layers), the layer chosen per draw as :func:`~lexprobe.analysis.performance.best_layer` chooses it ``by``
+    ("r2": largest R^2; "signed": most negative r; "auc": largest AUC of ``different``-sense vs same-sense pairs);
     layers whose distances are rounding noise are ignored. Returns (B,)."""
     r2 = weighted_r(W, D, y, squared=True)
-    return np.nanmax(np.where(np.isnan(r2), -np.inf, r2), axis=1)
+    if by == "r2":
+        return np.nanmax(np.where(np.isnan(r2), -np.inf, r2), axis=1)
+    if by == "signed":
+        metric = -np.sign(weighted_r(W, D, y)) * r2
+    elif by == "auc" and different is not None:
+        metric = weighted_auc(W, D, different)
+    else:
+        raise ValueError(f"by must be r2, signed or auc (auc needs the different-sense mask), not {by!r}")
+    metric = np.where(np.isnan(metric), -np.inf, metric)
+    best = r2[np.arange(len(W)), metric.argmax(1)]
+    return np.where(np.isfinite(metric).any(1), best, np.nan)
 
 
 def _wide(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -67,9 +81,10 @@ def _wide(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", n_boot: int = 200,
-               seed: int = 0) -> pd.DataFrame:
+               seed: int = 0, by: str = "r2") -> pd.DataFrame:
     """Single-head ablations: drop in best-layer R^2 per (model, seed, step, layer, head) with a paired item
-    bootstrap p (one-sided, drop > 0) and BH q over the heads and checkpoints of each (model, seed).
+    bootstrap p (one-sided, drop > 0) and BH q over the heads and checkpoints of each (model, seed); the best
+    layer is re-chosen ``by`` the study's rule in every draw (see :func:`weighted_best_r2`).
 
     ``pairs`` holds pair-level distances of the intact condition and of every ``single`` condition of ``design``
     (columns condition, model, seed, step, layer, word, pair_key, distance, same, mean_relatedness).
@@ -82,17 +97,18 @@ def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", 
         base = _wide(g[g["condition"] == "intact"])
         if base.empty:
             continue
-        y = (g[g["condition"] == "intact"].drop_duplicates("pair_key").set_index(["word", "pair_key"])[ycol]
-             .reindex(base.index).to_numpy(float))
+        info = g[g["condition"] == "intact"].drop_duplicates("pair_key").set_index(["word", "pair_key"])
+        y = info[ycol].reindex(base.index).to_numpy(float)
+        different = ~info["same"].reindex(base.index).to_numpy(bool)
         W = word_weights(base.index.get_level_values("word").to_numpy(), n_boot, rng, observed=True)  # row 0: observed
-        r2_base = weighted_best_r2(W, base.to_numpy(), y)
+        r2_base = weighted_best_r2(W, base.to_numpy(), y, by, different)
         ablated = g[g["condition"].isin(single.index)]
         if ablated.empty:
             continue
         wide = ablated.pivot_table(index=["word", "pair_key"], columns=["condition", "layer"], values="distance")
         for cond in wide.columns.get_level_values("condition").unique():
             abl = wide[cond].reindex(index=base.index, columns=base.columns)
-            drop = r2_base - weighted_best_r2(W, abl.to_numpy(), y)
+            drop = r2_base - weighted_best_r2(W, abl.to_numpy(), y, by, different)
             layer, head = single.loc[cond, "heads"][0]
             rows.append({"model": model, "seed": sd, "step": step, "layer": int(layer), "head": int(head),
                          "condition": cond, "drop_r2": drop[0],

@@ -12,6 +12,7 @@ from dataclasses import replace
 import pandas as pd
 
 from lexprobe.analysis.performance import with_pairs
+from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.robustness import head_robustness, retained_performance
 from lexprobe.perturb import cue_token_distance, load_phrases, standard_set
 from lexprobe.progress import tqdm
@@ -90,7 +91,8 @@ def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] 
 def summary(rob: pd.DataFrame) -> pd.DataFrame:
     """At the last checkpoint, each discovered head's cue attention intact and under every perturbation (wide),
     with whether it is robust to each."""
-    last = rob[rob["discovered"].fillna(False).astype(bool) & (rob["step"] == rob.groupby("seed")["step"].transform("max"))]
+    last = at_last_checkpoint(rob)
+    last = last[last["discovered"].fillna(False).astype(bool)]
     if last.empty:
         return pd.DataFrame(columns=["model", "seed", "layer", "head", "intact"])
     wide = last.pivot_table(index=["model", "seed", "layer", "head"], columns="perturbation",
@@ -106,7 +108,7 @@ def perturbation_report(s3: Stage3) -> str:
     lines = ["stage 3: perturbations (cue-target distance in tokens; share of the intact best-layer R^2 kept at the "
              "last checkpoint)"]
     lines.append(s3.distance.to_string(index=False))
-    last = s3.retained[s3.retained["step"] == s3.retained.groupby("seed")["step"].transform("max")]
+    last = at_last_checkpoint(s3.retained)
     lines.append("")
     lines.append(last.pivot_table(index="seed", columns="perturbation", values="r2_retained").round(3).to_string())
     seen = s3.distance.query("phrase_seen_in_training")["perturbation"].tolist()

@@ -23,6 +23,7 @@ import pandas as pd
 from lexprobe.align import encode
 from lexprobe.analysis import causal
 from lexprobe.analysis.performance import with_pairs
+from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, NoOp, intervention_of, random_head_sets
 from lexprobe.progress import tqdm
 from lexprobe.stages.stage1_inflection import Stage1
@@ -150,7 +151,7 @@ def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int = 100, n_random_d
     map_pairs = pairs[pairs["condition"].isin(["intact", *singles])]
     if stage1.exclude_embedding:
         map_pairs = map_pairs[map_pairs["layer"] > 0]
-    cmap = causal.causal_map(map_pairs, key, target=stage1.target, n_boot=n_boot, seed=seed)
+    cmap = causal.causal_map(map_pairs, key, target=stage1.target, n_boot=n_boot, seed=seed, by=stage1.by)
     controls = dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition")
     return Stage4(plan.drop(columns=["intervention"]), best, dr, tests,
                   causal.first_significant(tests[tests["family"] == "zero"]), cmap,
@@ -172,7 +173,7 @@ def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
     lines.append("controls at the last checkpoint:")
     for r in s4.controls.itertuples():
         lines.append(f"  seed {r.seed}: no-op drop in R^2 = {r.drop_r2:.3g} (must be exactly 0)")
-    last = s4.tests[s4.tests["step"] == s4.tests.groupby(["model", "seed"])["step"].transform("max")]
+    last = at_last_checkpoint(s4.tests)
     for r in last[last["family"] == "edges"].itertuples():
         lines.append(f"  seed {r.seed}: target->cue edges cut in every head: drop {r.drop_r2:.4f}; random earlier "
                      f"non-cue edges ({r.n_random} draws): mean {r.null_mean:.4f}, 95% {r.null_q95:.4f}; p = {r.p:.3g}")
