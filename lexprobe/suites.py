@@ -15,14 +15,15 @@ import logging
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer  # every checkpoint's tokenizer
 
 log = logging.getLogger(__name__)
-Tokenizer = PreTrainedTokenizerBase  # every checkpoint's tokenizer (a fast HF tokenizer)
 
 PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
 PYTHIA_SEED_SIZES = ("14m", "31m", "70m", "160m", "410m")

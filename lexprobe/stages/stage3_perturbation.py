@@ -6,8 +6,8 @@ its own stimuli name (cached like any extraction); :mod:`lexprobe.analysis.robus
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -19,8 +19,11 @@ from lexprobe.progress import tqdm
 from lexprobe.stages.stage1_inflection import Stage1
 from lexprobe.stages.stage2_heads import Stage2
 from lexprobe.stimuli import Stimuli
-from lexprobe.suites import Tokenizer, load_tokenizer, log_subset
+from lexprobe.suites import load_tokenizer, log_subset
 from lexprobe.sweep import extract
+
+if TYPE_CHECKING:
+    from lexprobe.suites import Tokenizer
 
 
 @dataclass
