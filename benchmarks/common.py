@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from lexprobe.organism.tokenizer import train_tokenizer
+from lexprobe.bpe import train_tokenizer
 from lexprobe.stimuli import Stimuli
 
 PYTHIA_14M = dict(vocab_size=50304, hidden_size=128, num_hidden_layers=6, num_attention_heads=4,

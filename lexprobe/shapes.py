@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+from lexprobe.bpe import train_tokenizer
 from lexprobe.stimuli import Stimuli, from_pairs
 
 # size: (hidden, layers, heads, vocab)
@@ -60,8 +61,6 @@ def word_tokenizer(stimuli: Stimuli):
     """A GPT-NeoX-style byte-level BPE trained on the stimuli until every word is one token ("Ġbank") and every
     punctuation mark another: the lengths Pythia's tokenizer gives sentences of common English words (rarer words
     would split into 2-3 tokens there), for when the real tokenizer is not at hand."""
-    from lexprobe.organism.tokenizer import train_tokenizer
-
     return train_tokenizer(list(stimuli.sentences["sentence"]) * 3, vocab_size=8192)
 
 

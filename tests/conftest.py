@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from lexprobe.organism.tokenizer import train_tokenizer
+from lexprobe.bpe import train_tokenizer
 from lexprobe.stimuli import load_stimuli
 
 

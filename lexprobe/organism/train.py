@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
+from lexprobe.bpe import train_tokenizer
 from lexprobe.files import fingerprint
 from lexprobe.hubcache import add_revision, has_revision
 from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon
-from lexprobe.organism.tokenizer import train_tokenizer
 from lexprobe.progress import tqdm
 
 ORG = "lexprobe-organism"
