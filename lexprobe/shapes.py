@@ -28,15 +28,24 @@ CHECKPOINT_BYTES_PER_PARAM = 2  # float16 on the hub
 TOKENIZER_BYTES = 2_113_000  # tokenizer.json + configs of a Pythia revision, rounded
 
 
+def neox_config(vocab: int, hidden: int, layers: int, heads: int, positions: int = 2048,
+                attention: str = "eager") -> GPTNeoXConfig:
+    """A GPT-NeoX config in Pythia's layout at any shape, the one place its conventions are written: rotary on a
+    quarter of each head (base 10000), parallel residual, untied input/output embeddings, MLP 4 x hidden,
+    ``<|endoftext|>`` (id 0) as BOS and EOS; ``positions`` positions, ``attention`` the implementation to run
+    (measurement needs ``"eager"``: it returns the attention weights)."""
+    return GPTNeoXConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         intermediate_size=4 * hidden, rotary_pct=0.25, rotary_emb_base=10000,
+                         max_position_embeddings=positions, use_parallel_residual=True, tie_word_embeddings=False,
+                         bos_token_id=0, eos_token_id=0, attn_implementation=attention)
+
+
 def pythia_config(size: str, layers: int | None = None, vocab: int | None = None) -> GPTNeoXConfig:
     """The exact GPT-NeoX config of a Pythia size (optionally fewer layers or a smaller vocabulary), eager."""
     if size not in PYTHIA_SHAPES:
         raise ValueError(f"unknown Pythia size {size!r}; choose from {tuple(PYTHIA_SHAPES)}")
     hidden, n_layers, heads, n_vocab = PYTHIA_SHAPES[size]
-    return GPTNeoXConfig(vocab_size=vocab or n_vocab, hidden_size=hidden, num_hidden_layers=layers or n_layers,
-                         num_attention_heads=heads, intermediate_size=4 * hidden, rotary_pct=0.25,
-                         rotary_emb_base=10000, max_position_embeddings=2048, use_parallel_residual=True,
-                         tie_word_embeddings=False, attn_implementation="eager")
+    return neox_config(vocab or n_vocab, hidden, layers or n_layers, heads)
 
 
 def param_count(size: str) -> int:

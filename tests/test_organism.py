@@ -18,7 +18,7 @@ from lexprobe.hubcache import repo_folder
 from lexprobe.organism.check import plateau
 from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
 from lexprobe.organism.suite import ensure_trained, organism_suite, suite_dir
-from lexprobe.organism.train import PROFILES, Profile, schedule
+from lexprobe.organism.train import PROFILES, Profile, model_config, schedule
 from lexprobe.specs import resolve
 from lexprobe.stages import head_stage, inflection_stage
 from lexprobe.suites import load_checkpoint
@@ -76,6 +76,22 @@ def test_schedule_is_pythia_like():
     default = PROFILES["default"]
     assert default.onset in default.checkpoints  # the last pre-onset checkpoint is the onset step itself
     assert len(default.seeds) >= 5
+
+
+def test_model_config_is_pinned():
+    """The organism's config (it goes into every checkpoint's config.json, hence its commit) comes from the shared
+    :func:`lexprobe.shapes.neox_config`; the organism's fingerprint does not hash it, so a change reaching it here
+    must bump ``TRAINER_VERSION`` (otherwise cached suites would silently differ from freshly trained ones)."""
+    cfg = model_config(PROFILES["default"], 2048)
+    got = cfg.to_dict()
+    assert {k: got[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                "intermediate_size", "max_position_embeddings", "use_parallel_residual",
+                                "tie_word_embeddings", "bos_token_id", "eos_token_id", "rope_parameters")} == {
+        "vocab_size": 2048, "hidden_size": 128, "num_hidden_layers": 6, "num_attention_heads": 4,
+        "intermediate_size": 512, "max_position_embeddings": 2048, "use_parallel_residual": True,
+        "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0,
+        "rope_parameters": {"rope_theta": 10000, "partial_rotary_factor": 0.25, "rope_type": "default"}}
+    assert cfg._attn_implementation == "sdpa"
 
 
 def test_training_is_deterministic_and_loads_through_suites(home, monkeypatch):
