@@ -20,9 +20,11 @@ from typing import Literal
 import numpy as np
 import torch
 
+from lexprobe.shapes import PYTHIA_SHAPES
+
 log = logging.getLogger(__name__)
 
-PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
+PYTHIA_SIZES = tuple(PYTHIA_SHAPES)  # the sizes whose shapes lexprobe.shapes knows: all of Pythia's
 PYTHIA_SEED_SIZES = ("14m", "31m", "70m", "160m", "410m")
 PYTHIA_DEDUPED_SIZES = ("70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
 PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, 143001, 1000))

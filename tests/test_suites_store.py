@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -59,6 +61,17 @@ def test_step_selection():
     assert parse_steps("0,512", PYTHIA_STEPS) == (0, 512)
     with pytest.raises(ValueError, match=r"steps \[3\] are not in this suite"):
         parse_steps("0,3", PYTHIA_STEPS)
+
+
+def test_pythia_sizes_come_from_the_shapes_table_and_suites_imports_light():
+    """One list of sizes (lexprobe.shapes.PYTHIA_SHAPES); importing lexprobe.suites loads neither transformers (the
+    table's module imports it only where used) nor the organism."""
+    code = ("import sys, lexprobe.suites as s, lexprobe.shapes as sh\n"
+            "assert s.PYTHIA_SIZES == tuple(sh.PYTHIA_SHAPES) and len(s.PYTHIA_SIZES) == 10\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('transformers', 'tokenizers'))}"
+            " | {m for m in sys.modules if m.startswith('lexprobe.organism')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_hub_cache_revisions_load_offline(cache, tokenizer, monkeypatch):
