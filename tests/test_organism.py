@@ -14,7 +14,7 @@ import torch
 from scipy.stats import chi2_contingency
 
 import lexprobe.organism.train as train_mod
-from lexprobe.hubcache import repo_folder
+from lexprobe.hubcache import refs_folder
 from lexprobe.organism.check import plateau
 from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
 from lexprobe.organism.suite import ensure_trained, organism_suite, suite_dir
@@ -35,7 +35,7 @@ def home(tmp_path, monkeypatch):
 
 
 def refs(profile: Profile, seed: int) -> dict[str, str]:
-    folder = repo_folder(suite_dir(profile) / "hub", profile.repo(seed)) / "refs"
+    folder = refs_folder(suite_dir(profile) / "hub", profile.repo(seed))
     return {p.name: p.read_text() for p in sorted(folder.iterdir())}
 
 
