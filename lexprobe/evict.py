@@ -18,20 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lexprobe.hubcache import repo_folder
+from lexprobe.hubcache import cache_root, repo_folder, snapshots_folder
 from lexprobe.store import atomic_write
 from lexprobe.suites import Checkpoint, cached_commit
 
 
-def cache_root(ck: Checkpoint) -> Path:
-    """The hub cache a checkpoint loads from (its own ``cache_dir`` or the hub's default)."""
-    from huggingface_hub import constants
-
-    return Path(ck.cache_dir or constants.HF_HUB_CACHE)
-
-
 def _ledger_dir(ck: Checkpoint) -> Path:
-    d = cache_root(ck) / ".locks" / "lexprobe" / repo_folder(cache_root(ck), ck.repo).name
+    d = cache_root(ck.cache_dir) / ".locks" / "lexprobe" / repo_folder(ck.cache_dir, ck.repo).name
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -67,7 +60,7 @@ def _write_ledger(ck: Checkpoint, paths: set[str]) -> None:
 @contextmanager
 def recording(ck: Checkpoint) -> Iterator[None]:
     """Around a hub load: add the cache files it created (downloads, even of a failed load) to the ledger."""
-    repo_dir = repo_folder(cache_root(ck), ck.repo)
+    repo_dir = repo_folder(ck.cache_dir, ck.repo)
     with _locked(ck, exclusive=False):
         before = cache_files(repo_dir)
         try:
@@ -98,8 +91,9 @@ def evict(ck: Checkpoint) -> int:
     commit = cached_commit(ck)
     if ck.repo is None or commit is None:
         return 0
-    repo_dir = repo_folder(cache_root(ck), ck.repo)
-    snap = f"snapshots/{commit}/"
+    repo_dir = repo_folder(ck.cache_dir, ck.repo)
+    snapshots = snapshots_folder(ck.cache_dir, ck.repo)
+    snap = f"{(snapshots / commit).relative_to(repo_dir).as_posix()}/"
     freed = 0
     with _locked(ck, exclusive=True):
         ledger = _read_ledger(ck)
@@ -109,7 +103,7 @@ def evict(ck: Checkpoint) -> int:
                 blobs.add(_blob_of(repo_dir / rel, repo_dir))
             freed += _delete(repo_dir / rel)
             ledger.discard(rel)
-        linked = {_blob_of(Path(top, f), repo_dir) for top, _, files in os.walk(repo_dir / "snapshots")
+        linked = {_blob_of(Path(top, f), repo_dir) for top, _, files in os.walk(snapshots)
                   for f in files if Path(top, f).is_symlink()}
         for rel in sorted((blobs & ledger) - linked):
             freed += _delete(repo_dir / rel)

@@ -1,7 +1,9 @@
-"""Write checkpoints into a Hugging Face hub-cache layout so they load exactly like hub revisions, offline.
+"""The Hugging Face hub-cache layout, in one place: where a repo's refs and snapshots lie, and writing checkpoints
+into it so they load exactly like hub revisions, offline.
 
 ``models--ORG--NAME/snapshots/<40-hex>/<files>`` plus ``refs/stepN`` holding that hash: then
-``from_pretrained("ORG/NAME", revision="stepN", cache_dir=..., local_files_only=True)`` resolves the branch.
+``from_pretrained("ORG/NAME", revision="stepN", cache_dir=..., local_files_only=True)`` resolves the branch. A hub
+download also puts the files under ``blobs/`` and links them from the snapshot.
 """
 
 from __future__ import annotations
@@ -12,9 +14,34 @@ import tempfile
 from pathlib import Path
 
 
-def repo_folder(cache_dir: str | Path, repo: str) -> Path:
-    """The cache folder of one repo."""
-    return Path(cache_dir) / f"models--{repo.replace('/', '--')}"
+def cache_root(cache_dir: str | Path | None) -> Path:
+    """The hub cache folder: ``cache_dir``, or the hub's default (``HF_HUB_CACHE``) when it is None or empty."""
+    if not cache_dir:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    return Path(cache_dir)
+
+
+def repo_folder(cache_dir: str | Path | None, repo: str) -> Path:
+    """The cache folder of one repo (in the hub's default cache when ``cache_dir`` is None)."""
+    return cache_root(cache_dir) / f"models--{repo.replace('/', '--')}"
+
+
+def refs_folder(cache_dir: str | Path | None, repo: str) -> Path:
+    """The folder of a repo's branch refs (one file per revision, holding its commit)."""
+    return repo_folder(cache_dir, repo) / "refs"
+
+
+def snapshots_folder(cache_dir: str | Path | None, repo: str) -> Path:
+    """The folder of a repo's snapshots (one folder per commit)."""
+    return repo_folder(cache_dir, repo) / "snapshots"
+
+
+def read_ref(cache_dir: str | Path | None, repo: str, revision: str) -> str | None:
+    """The commit branch ``revision`` of ``repo`` points to in the cache, or None when the cache has no such ref."""
+    ref = refs_folder(cache_dir, repo) / revision
+    return ref.read_text().strip() if ref.is_file() else None
 
 
 def add_revision(cache_dir: str | Path, repo: str, revision: str, model: object, tokenizer: object) -> str:
@@ -26,8 +53,9 @@ def add_revision(cache_dir: str | Path, repo: str, revision: str, model: object,
     if repo.lower().startswith("eleutherai/"):
         raise ValueError(f"refusing to write fake checkpoints under the real repo name {repo!r}")
     base = repo_folder(cache_dir, repo)
-    (base / "snapshots").mkdir(parents=True, exist_ok=True)
-    (base / "refs").mkdir(exist_ok=True)
+    snapshots, refs = snapshots_folder(cache_dir, repo), refs_folder(cache_dir, repo)
+    snapshots.mkdir(parents=True, exist_ok=True)
+    refs.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         stage = Path(tmp) / "files"
         model.save_pretrained(stage)
@@ -37,14 +65,14 @@ def add_revision(cache_dir: str | Path, repo: str, revision: str, model: object,
             h.update(f.name.encode())
             h.update(f.read_bytes())
         commit = h.hexdigest()
-        snap = base / "snapshots" / commit
+        snap = snapshots / commit
         if not snap.exists():
             shutil.move(str(stage), snap)
-    (base / "refs" / revision).write_text(commit)
+    (refs / revision).write_text(commit)
     return commit
 
 
 def has_revision(cache_dir: str | Path, repo: str, revision: str) -> bool:
     """True when ``revision`` of ``repo`` is present (ref and snapshot)."""
-    ref = repo_folder(cache_dir, repo) / "refs" / revision
-    return ref.is_file() and (repo_folder(cache_dir, repo) / "snapshots" / ref.read_text().strip()).is_dir()
+    commit = read_ref(cache_dir, repo, revision)
+    return commit is not None and (snapshots_folder(cache_dir, repo) / commit).is_dir()

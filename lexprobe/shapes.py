@@ -6,15 +6,20 @@ non-embedding parameter counts the tests reproduce): GPT-NeoX with rotary_pct 0.
 input/output embeddings, intermediate size 4 x hidden, 2048 positions. The checkpoints are stored in float16
 (``"torch_dtype": "float16"``), so a checkpoint's download is its parameter count x 2 bytes (plus the tokenizer,
 about 2 MB; a file may also carry a few small non-parameter buffers, not counted).
+
+The size table is also the list of Pythia sizes :mod:`lexprobe.suites` accepts, so this module imports torch,
+transformers, pandas and the tokenizer trainer inside the functions that use them: reading the table loads none of
+them.
 """
 
 from __future__ import annotations
 
-import pandas as pd
-import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from typing import TYPE_CHECKING
 
-from lexprobe.stimuli import Stimuli, from_pairs
+if TYPE_CHECKING:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from lexprobe.stimuli import Stimuli
 
 # size: (hidden, layers, heads, vocab)
 PYTHIA_SHAPES: dict[str, tuple[int, int, int, int]] = {
@@ -27,15 +32,26 @@ CHECKPOINT_BYTES_PER_PARAM = 2  # float16 on the hub
 TOKENIZER_BYTES = 2_113_000  # tokenizer.json + configs of a Pythia revision, rounded
 
 
+def neox_config(vocab: int, hidden: int, layers: int, heads: int, positions: int = 2048,
+                attention: str = "eager") -> GPTNeoXConfig:
+    """A GPT-NeoX config in Pythia's layout at any shape, the one place its conventions are written: rotary on a
+    quarter of each head (base 10000), parallel residual, untied input/output embeddings, MLP 4 x hidden,
+    ``<|endoftext|>`` (id 0) as BOS and EOS; ``positions`` positions, ``attention`` the implementation to run
+    (measurement needs ``"eager"``: it returns the attention weights)."""
+    from transformers import GPTNeoXConfig
+
+    return GPTNeoXConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         intermediate_size=4 * hidden, rotary_pct=0.25, rotary_emb_base=10000,
+                         max_position_embeddings=positions, use_parallel_residual=True, tie_word_embeddings=False,
+                         bos_token_id=0, eos_token_id=0, attn_implementation=attention)
+
+
 def pythia_config(size: str, layers: int | None = None, vocab: int | None = None) -> GPTNeoXConfig:
     """The exact GPT-NeoX config of a Pythia size (optionally fewer layers or a smaller vocabulary), eager."""
     if size not in PYTHIA_SHAPES:
         raise ValueError(f"unknown Pythia size {size!r}; choose from {tuple(PYTHIA_SHAPES)}")
     hidden, n_layers, heads, n_vocab = PYTHIA_SHAPES[size]
-    return GPTNeoXConfig(vocab_size=vocab or n_vocab, hidden_size=hidden, num_hidden_layers=layers or n_layers,
-                         num_attention_heads=heads, intermediate_size=4 * hidden, rotary_pct=0.25,
-                         rotary_emb_base=10000, max_position_embeddings=2048, use_parallel_residual=True,
-                         tie_word_embeddings=False, attn_implementation="eager")
+    return neox_config(vocab or n_vocab, hidden, layers or n_layers, heads)
 
 
 def param_count(size: str) -> int:
@@ -52,6 +68,9 @@ def checkpoint_bytes(size: str) -> int:
 
 def random_model(config: GPTNeoXConfig, seed: int = 0) -> GPTNeoXForCausalLM:
     """Random weights in a given shape, eval mode."""
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
     torch.manual_seed(seed)
     return GPTNeoXForCausalLM(config).eval()
 
@@ -60,7 +79,7 @@ def word_tokenizer(stimuli: Stimuli):
     """A GPT-NeoX-style byte-level BPE trained on the stimuli until every word is one token ("Ġbank") and every
     punctuation mark another: the lengths Pythia's tokenizer gives sentences of common English words (rarer words
     would split into 2-3 tokens there), for when the real tokenizer is not at hand."""
-    from lexprobe.organism.tokenizer import train_tokenizer
+    from lexprobe.bpe import train_tokenizer
 
     return train_tokenizer(list(stimuli.sentences["sentence"]) * 3, vocab_size=8192)
 
@@ -68,6 +87,10 @@ def word_tokenizer(stimuli: Stimuli):
 def rawc_sized(stimuli: Stimuli, n_sentences: int = 336) -> Stimuli:
     """``n_sentences`` RAW-C-like sentences (RAW-C's nouns give 336): the stimuli, then copies whose first word is
     replaced by another single word (same length, new sentences), cut at whole target words."""
+    import pandas as pd
+
+    from lexprobe.stimuli import from_pairs
+
     pairs = stimuli.pairs[["word", "sentence1", "sentence2", "same", "ambiguity_type", "disambiguating_word1",
                            "disambiguating_word2", "Class", "mean_relatedness", "string"]]
     copies, k = [pairs], 1

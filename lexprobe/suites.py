@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from lexprobe.hubcache import read_ref, refs_folder
+from lexprobe.shapes import PYTHIA_SHAPES
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase as Tokenizer  # every checkpoint's tokenizer
 
 log = logging.getLogger(__name__)
 
-PYTHIA_SIZES = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
+PYTHIA_SIZES = tuple(PYTHIA_SHAPES)  # the sizes whose shapes lexprobe.shapes knows: all of Pythia's
 PYTHIA_SEED_SIZES = ("14m", "31m", "70m", "160m", "410m")
 PYTHIA_DEDUPED_SIZES = ("70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
 PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, 143001, 1000))
@@ -179,7 +182,7 @@ def local_folder(root: str | Path, name: str | None = None) -> Suite:
 
 def hub_cache_steps(cache_dir: str | Path, repo: str) -> tuple[int, ...]:
     """The ``stepN`` refs a hub cache holds for ``repo``."""
-    refs = Path(cache_dir) / f"models--{repo.replace('/', '--')}" / "refs"
+    refs = refs_folder(cache_dir, repo)
     if not refs.is_dir():
         raise FileNotFoundError(f"hub cache {cache_dir} has no repo {repo} (looked for {refs})")
     return tuple(sorted(int(m.group(1)) for p in refs.iterdir() if (m := _STEP_DIR.match(p.name))))
@@ -287,15 +290,11 @@ def load_tokenizer(ck: Checkpoint) -> Tokenizer:
 def cached_commit(ck: Checkpoint) -> str | None:
     """The commit a hub revision points to in the local cache's ``refs/`` (where a download puts it), read
     without loading the model; None if unknown."""
-    from huggingface_hub import constants
-
     if ck.repo is None:
         return None
     if ck.revision and re.fullmatch(r"[0-9a-f]{40}", ck.revision):
         return ck.revision
-    ref = Path(ck.cache_dir or constants.HF_HUB_CACHE) / f"models--{ck.repo.replace('/', '--')}" / "refs" / str(
-        ck.revision)
-    return ref.read_text().strip() if ref.is_file() else None
+    return read_ref(ck.cache_dir, ck.repo, str(ck.revision))
 
 
 def _folder_commit(path: Path) -> str:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPTNeoXForCausalLM
 
-from lexprobe.organism.tokenizer import train_tokenizer
+from lexprobe.bpe import train_tokenizer
+from lexprobe.shapes import neox_config, random_model
 from lexprobe.stimuli import load_stimuli
 
 
 def tiny_model(vocab: int, seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 32) -> GPTNeoXForCausalLM:
     """A random GPT-NeoX with pythia's layout at toy size, eager attention."""
-    cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=4 * hidden, rotary_pct=0.25, max_position_embeddings=128,
-                        use_parallel_residual=True, attn_implementation="eager", tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(cfg).eval()
+    return random_model(neox_config(vocab, hidden, layers, heads, positions=128), seed)
 
 
 @pytest.fixture(scope="session")

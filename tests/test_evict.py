@@ -10,7 +10,7 @@ from conftest import tiny_model
 
 import lexprobe.sweep as sweep_mod
 from lexprobe.evict import cache_files
-from lexprobe.hubcache import repo_folder
+from lexprobe.hubcache import refs_folder, repo_folder, snapshots_folder
 from lexprobe.store import ResultsStore
 from lexprobe.suites import Suite, load_checkpoint
 from lexprobe.sweep import extract
@@ -24,7 +24,7 @@ def download(cache: Path, revision: str, folder: Path) -> None:
     base = repo_folder(cache, REPO)
     files = sorted(folder.iterdir())
     commit = hashlib.sha1(b"".join(f.name.encode() + f.read_bytes() for f in files)).hexdigest()
-    snap = base / "snapshots" / commit
+    snap = snapshots_folder(cache, REPO) / commit
     snap.mkdir(parents=True, exist_ok=True)
     (base / "blobs").mkdir(exist_ok=True)
     for f in files:
@@ -33,8 +33,8 @@ def download(cache: Path, revision: str, folder: Path) -> None:
             shutil.copyfile(f, base / "blobs" / sha)
         if not (snap / f.name).exists():
             (snap / f.name).symlink_to(Path("../../blobs", sha))
-    (base / "refs").mkdir(exist_ok=True)
-    (base / "refs" / revision).write_text(commit)
+    refs_folder(cache, REPO).mkdir(exist_ok=True)
+    (refs_folder(cache, REPO) / revision).write_text(commit)
 
 
 def test_evict_deletes_only_what_the_sweep_downloaded(tmp_path, tokenizer, stimuli, monkeypatch):
@@ -52,7 +52,7 @@ def test_evict_deletes_only_what_the_sweep_downloaded(tmp_path, tokenizer, stimu
 
     def fetch_then_load(ck, *args, **kwargs):  # stands in for the hub: download on first use, then load
         download(cache, ck.revision, remote / ck.revision)
-        snapshots_seen.append(len(list((repo_folder(cache, REPO) / "snapshots").iterdir())))
+        snapshots_seen.append(len(list(snapshots_folder(cache, REPO).iterdir())))
         return load_checkpoint(ck, *args, **kwargs)
 
     monkeypatch.setattr(sweep_mod, "load_checkpoint", fetch_then_load)

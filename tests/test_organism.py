@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import chi2_contingency
 
 import lexprobe.organism.train as train_mod
-from lexprobe.hubcache import repo_folder
-from lexprobe.organism.check import plateau
+from lexprobe.hubcache import refs_folder
 from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
 from lexprobe.organism.suite import ensure_trained, organism_suite, suite_dir
-from lexprobe.organism.train import PROFILES, Profile, schedule
+from lexprobe.organism.train import PROFILES, Profile, model_config, schedule
 from lexprobe.specs import resolve
 from lexprobe.study import Study
 from lexprobe.suites import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module (benchmarks/ is not a package and does not go on sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+plateau = _benchmark("organism_check").plateau  # the acceptance script's plateau (reported, not required)
 
 MICRO = Profile("micro", seeds=(0, 1), total_steps=8, onset=4, checkpoint_every=4, batch_size=4, seq_len=16,
                 vocab_size=300, tokenizer_sentences=400, warmup=2, hidden_size=32, layers=2, heads=4,
@@ -35,7 +53,7 @@ def home(tmp_path, monkeypatch):
 
 
 def refs(profile: Profile, seed: int) -> dict[str, str]:
-    folder = repo_folder(suite_dir(profile) / "hub", profile.repo(seed)) / "refs"
+    folder = refs_folder(suite_dir(profile) / "hub", profile.repo(seed))
     return {p.name: p.read_text() for p in sorted(folder.iterdir())}
 
 
@@ -76,6 +94,22 @@ def test_schedule_is_pythia_like():
     default = PROFILES["default"]
     assert default.onset in default.checkpoints  # the last pre-onset checkpoint is the onset step itself
     assert len(default.seeds) >= 5
+
+
+def test_model_config_is_pinned():
+    """The organism's config (it goes into every checkpoint's config.json, hence its commit) comes from the shared
+    :func:`lexprobe.shapes.neox_config`; the organism's fingerprint does not hash it, so a change reaching it here
+    must bump ``TRAINER_VERSION`` (otherwise cached suites would silently differ from freshly trained ones)."""
+    cfg = model_config(PROFILES["default"], 2048)
+    got = cfg.to_dict()
+    assert {k: got[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                "intermediate_size", "max_position_embeddings", "use_parallel_residual",
+                                "tie_word_embeddings", "bos_token_id", "eos_token_id", "rope_parameters")} == {
+        "vocab_size": 2048, "hidden_size": 128, "num_hidden_layers": 6, "num_attention_heads": 4,
+        "intermediate_size": 512, "max_position_embeddings": 2048, "use_parallel_residual": True,
+        "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0,
+        "rope_parameters": {"rope_theta": 10000, "partial_rotary_factor": 0.25, "rope_type": "default"}}
+    assert cfg._attn_implementation == "sdpa"
 
 
 def test_training_is_deterministic_and_loads_through_suites(home, monkeypatch):
@@ -158,7 +192,7 @@ def _first_last(best) -> dict[int, str]:
 def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
     """End to end through the CLI. The micro organism is too small to develop (its onset answers are NO), so the
     test checks that the report's answers are the ones the stage tables give, not that they are yes; the default
-    organism's outcomes are checked by ``python -m lexprobe.organism.check``."""
+    organism's outcomes are checked by ``python benchmarks/organism_check.py``."""
     monkeypatch.setitem(train_mod.PROFILES, "micro", MICRO)
     from lexprobe.cli import main
 
@@ -201,6 +235,12 @@ def test_plateau_is_the_widest_stretch_within_ten_percent():
     # a curve that keeps rising by 12% per checkpoint has no plateau; one by 5% per checkpoint has short ones
     assert plateau(steps, 1.12 ** np.arange(len(steps)), after=0) is None
     assert plateau(steps[1:], 1.05 ** np.arange(len(steps) - 1), after=0).ratio == 2
+    # the plateau is reported, not required: a curve that is flat, then rises to the end without one, passes
+    rising = np.r_[np.full(6, .004), .15 * 1.3 ** np.arange(7)]
+    best = pd.DataFrame({"model": "m", "seed": 0, "step": steps, "r2": rising, "best_layer": 1})
+    summary = _benchmark("organism_check").curve_summary(best, onset=16).iloc[0]
+    assert summary["flat_ok"] and summary["final_ok"] and np.isnan(summary["plateau_ratio"])
+    assert not any(c.endswith("_ok") for c in summary.index if c.startswith("plateau"))
 
 
 def test_a_failing_worker_fails_the_training(home):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,10 +16,11 @@ import torch
 from conftest import tiny_model
 
 import lexprobe.sweep as sweep_mod
-from lexprobe.hubcache import add_revision, repo_folder
+from lexprobe.hubcache import add_revision, read_ref, refs_folder, repo_folder
 from lexprobe.store import ResultsStore, StoreConflict
-from lexprobe.suites import (PYTHIA_STEPS, RIVTROTT_STEPS, CheckpointUnavailable, hub_cache, load_checkpoint,
-                             local_folder, log_subset, parse_steps, pythia, resolve_suite, validate_model)
+from lexprobe.suites import (PYTHIA_STEPS, RIVTROTT_STEPS, CheckpointUnavailable, cached_commit, hub_cache,
+                             load_checkpoint, local_folder, log_subset, parse_steps, pythia, resolve_suite,
+                             validate_model)
 from lexprobe.sweep import extract
 
 REPO = "lexprobe-test/tiny-neox"
@@ -33,7 +37,7 @@ def cache(tmp_path, tokenizer):
     d = tmp_path / "hub"
     for step in (0, 1, 2):
         add_revision(d, REPO, f"step{step}", tiny_model(len(tokenizer), seed=step), tokenizer)
-    (repo_folder(d, REPO) / "refs" / "step3").write_text("0" * 40)  # branch whose weights are missing
+    (refs_folder(d, REPO) / "step3").write_text("0" * 40)  # branch whose weights are missing
     return d
 
 
@@ -61,13 +65,35 @@ def test_step_selection():
         parse_steps("0,3", PYTHIA_STEPS)
 
 
+def test_pythia_sizes_come_from_the_shapes_table_and_suites_imports_light():
+    """One list of sizes (lexprobe.shapes.PYTHIA_SHAPES); importing lexprobe.suites loads neither transformers (the
+    table's module imports it only where used) nor the organism."""
+    code = ("import sys, lexprobe.suites as s, lexprobe.shapes as sh\n"
+            "assert s.PYTHIA_SIZES == tuple(sh.PYTHIA_SHAPES) and len(s.PYTHIA_SIZES) == 10\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('transformers', 'tokenizers'))}"
+            " | {m for m in sys.modules if m.startswith('lexprobe.organism')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_hub_cache_paths_come_from_hubcache(cache):
+    """models--ORG--NAME and refs/ are spelled in lexprobe.hubcache only; no cache_dir means the hub's default."""
+    from huggingface_hub import constants
+
+    assert repo_folder(None, "EleutherAI/pythia-14m") == Path(constants.HF_HUB_CACHE) / "models--EleutherAI--pythia-14m"
+    assert repo_folder(cache, REPO) == cache / "models--lexprobe-test--tiny-neox"
+    ck = hub_cache(cache, REPO).checkpoint("tiny-neox", 0, 1)
+    assert cached_commit(ck) == read_ref(cache, REPO, "step1") == (refs_folder(cache, REPO) / "step1").read_text()
+    assert read_ref(cache, REPO, "step9") is None and cached_commit(dataclasses.replace(ck, revision="step9")) is None
+
+
 def test_hub_cache_revisions_load_offline(cache, tokenizer, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     suite = hub_cache(cache, REPO, name="tiny")
     assert suite.steps == (0, 1, 2, 3)
     loaded = [load_checkpoint(suite.checkpoint(suite.models[0], 0, s)) for s in (1, 2)]
     for step, ld in zip((1, 2), loaded):
-        ref = (repo_folder(cache, REPO) / "refs" / f"step{step}").read_text()
+        ref = (refs_folder(cache, REPO) / f"step{step}").read_text()
         assert ld.commit == ref  # the revision was resolved, not ignored
         expected = tiny_model(len(tokenizer), seed=step).state_dict()["gpt_neox.layers.0.attention.query_key_value.weight"]
         torch.testing.assert_close(ld.model.state_dict()["gpt_neox.layers.0.attention.query_key_value.weight"], expected)

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
+from lexprobe.bpe import train_tokenizer
 from lexprobe.files import fingerprint
 from lexprobe.hubcache import add_revision, has_revision
 from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon
-from lexprobe.organism.tokenizer import train_tokenizer
 from lexprobe.progress import tqdm
+from lexprobe.shapes import neox_config
 
 ORG = "lexprobe-organism"
 MODEL = "pythia-14m-organism"
@@ -101,12 +102,9 @@ PROFILES = {
 
 
 def model_config(p: Profile, vocab: int) -> GPTNeoXConfig:
-    """pythia-14m's layout (rotary 0.25, parallel residual, untied embeddings), organism vocabulary; trained with
-    SDPA attention for speed (loading for measurement always forces eager)."""
-    return GPTNeoXConfig(vocab_size=vocab, hidden_size=p.hidden_size, num_hidden_layers=p.layers,
-                         num_attention_heads=p.heads, intermediate_size=4 * p.hidden_size, rotary_pct=0.25,
-                         rotary_emb_base=10000, max_position_embeddings=2048, use_parallel_residual=True,
-                         tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+    """pythia-14m's layout (:func:`lexprobe.shapes.neox_config`), the profile's shape and the organism vocabulary;
+    trained with SDPA attention for speed (loading for measurement always forces eager)."""
+    return neox_config(vocab, p.hidden_size, p.layers, p.heads, attention="sdpa")
 
 
 def build_tokenizer(p: Profile, corpus: Corpus) -> PreTrainedTokenizerFast:

@@ -1,4 +1,5 @@
-"""Byte-level BPE tokenizer trained on the organism corpus, with Pythia's special tokens and space convention."""
+"""Byte-level BPE tokenizers with Pythia's special tokens and space convention, trained on any texts (the organism's
+corpus, the stimuli for tests and benchmarks). Depends only on ``tokenizers`` and ``transformers``."""
 
 from __future__ import annotations
 
