@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lexprobe import Study
 from lexprobe.organism.suite import ensure_trained, get_profile, suite_dir
-from lexprobe.stages import inflection_stage
 
 PRE_ONSET_MAX = 0.05
 FINAL_MIN = 0.3
@@ -125,7 +125,7 @@ def check(fresh: bool) -> bool:
               f"{recorded:.0f} s by {max(t['processes'] for t in timings.values())} processes (budget {budget} s; "
               f"this call's wall time {wall:.0f} s{'' if fresh else ', cached seeds report their recorded time'}); "
               f"seconds per seed: {per_seed}; {_load()}")
-    s1 = inflection_stage("organism", n_boot=0, progress=False)
+    s1 = Study("organism", n_boot=0, progress=False).inflection
     onset = s1.onset
     print(f"planted onset: step {onset}; stimuli {s1.stimuli.name}, {len(s1.stimuli.pairs)} pairs; "
           f"score: best-layer R^2 of cosine distance vs same/different sense")

@@ -26,13 +26,13 @@ class Encoded:
     def lengths(self) -> torch.Tensor:
         return self.attention_mask.sum(1)
 
-    def to(self, device: torch.device | str) -> "Encoded":
+    def to(self, device: torch.device | str) -> Encoded:
         """The same batch with its tensors on ``device``."""
         ctrl = None if self.control_mask is None else self.control_mask.to(device)
         return Encoded(self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device),
                        self.cue_mask.to(device), self.tokens, ctrl)
 
-    def rows(self, idx: torch.Tensor | list[int]) -> "Encoded":
+    def rows(self, idx: torch.Tensor | list[int]) -> Encoded:
         """A sub-batch, trimmed to its longest sentence."""
         idx = torch.as_tensor(idx)
         width = int(self.attention_mask[idx].sum(1).max())

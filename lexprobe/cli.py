@@ -7,7 +7,6 @@ import argparse
 import logging
 import shlex
 import sys
-
 from typing import TYPE_CHECKING
 
 from lexprobe.paths import home, results_dir
@@ -18,8 +17,8 @@ if TYPE_CHECKING:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from lexprobe.stimuli import load_stimuli
     from lexprobe.specs import resolve
+    from lexprobe.stimuli import load_stimuli
     from lexprobe.suites import parse_steps
     from lexprobe.sweep import extract
 
@@ -37,7 +36,7 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_config(args: argparse.Namespace) -> "ExtractConfig":
+def _engine_config(args: argparse.Namespace) -> ExtractConfig:
     from lexprobe.extract import ExtractConfig
 
     return ExtractConfig(batch_size=args.batch_size, save_embeddings=not args.no_embeddings, dtype=args.dtype,
@@ -75,7 +74,7 @@ def _organism_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study(args: argparse.Namespace, suite: str | None = None) -> "Study":
+def _study(args: argparse.Namespace, suite: str | None = None) -> Study:
     """The study the stage flags describe (sizes left out take the study's defaults)."""
     from lexprobe.study import Study
 
@@ -129,7 +128,7 @@ def _html_path(html: str | None, suite_name: str) -> str:
     return html or str(home() / f"report-{suite_name}.html")
 
 
-def _write_report(study: "Study", args: argparse.Namespace) -> None:
+def _write_report(study: Study, args: argparse.Namespace) -> None:
     from lexprobe.supplement import write_report
 
     path = write_report(study, _html_path(args.html, study.checkpoint_suite.name), command=_command(args))

@@ -68,7 +68,7 @@ class BatchOutput:
     entropy: torch.Tensor
     control_attn: torch.Tensor | None = None  # attention to the position-matched control word (perturbed sets)
 
-    def to(self, device: torch.device | str) -> "BatchOutput":
+    def to(self, device: torch.device | str) -> BatchOutput:
         return BatchOutput(*(None if (v := getattr(self, f)) is None else v.to(device)
                              for f in BatchOutput.__dataclass_fields__))
 
@@ -92,7 +92,7 @@ def trace_batch(sites: Sites, batch: Batch, intervention: Intervention | None = 
     return reduce_batch(torch.stack(list(hidden)), torch.stack(list(attn)), enc)
 
 
-_INTACT: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[int, torch.Tensor]]]" = \
+_INTACT: weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[int, torch.Tensor]]] = \
     weakref.WeakKeyDictionary()
 
 

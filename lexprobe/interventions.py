@@ -115,7 +115,7 @@ class Intervention:
             raise ValueError(f"{self.condition}: heads {bad} do not exist in a model with {n_layers} layers x "
                              f"{n_heads} heads")
 
-    def leaves(self) -> tuple["Intervention", ...]:
+    def leaves(self) -> tuple[Intervention, ...]:
         """The elementary interventions this one applies."""
         return (self,)
 

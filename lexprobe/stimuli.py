@@ -47,7 +47,7 @@ class Stimuli:
     sentences: pd.DataFrame
     hash: str
 
-    def subset(self, words: list[str], name: str | None = None) -> "Stimuli":
+    def subset(self, words: list[str], name: str | None = None) -> Stimuli:
         """The same stimuli restricted to some target words (hash recomputed, extra sentence columns kept)."""
         pairs = self.pairs[self.pairs["word"].isin(words)].reset_index(drop=True)
         extra = [c for c in self.sentences.columns if c not in SENTENCE_COLUMNS]

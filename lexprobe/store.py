@@ -55,7 +55,7 @@ class Unit:
     step: int
 
     @classmethod
-    def of(cls, ck: Checkpoint, stimuli: str, condition: str = "intact") -> "Unit":
+    def of(cls, ck: Checkpoint, stimuli: str, condition: str = "intact") -> Unit:
         return cls(ck.suite, stimuli, condition, ck.model, int(ck.seed), int(ck.step))
 
     def relpath(self) -> Path:

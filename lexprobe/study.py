@@ -15,9 +15,9 @@ exactly the stages that depend on it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lexprobe.analysis.performance import SCORE_OF, target_of
@@ -31,8 +31,7 @@ from lexprobe.specs import resolve
 from lexprobe.stagecache import StageCache, key_of, units_fingerprint
 from lexprobe.stages.stage1_inflection import Stage1, inflection_stage
 from lexprobe.stages.stage2_heads import Stage2, head_stage
-from lexprobe.stages.stage3_perturbation import (Stage3, perturbation_stage, perturbation_steps,
-                                                  perturbed_sets)
+from lexprobe.stages.stage3_perturbation import Stage3, perturbation_stage, perturbation_steps, perturbed_sets
 from lexprobe.stages.stage4_causal import METHODS, Stage4, causal_stage, design_for, measured_conditions
 from lexprobe.stages.stage5_seeds import Stage5, seed_stage
 from lexprobe.stimuli import Stimuli, load_stimuli

@@ -140,7 +140,7 @@ class Suite:
             return {"fingerprint": self.metadata["fingerprint"]}
         return {"kind": self.kind, "root": self.root, "cache_dir": self.cache_dir, "repo_template": self.repo_template}
 
-    def with_(self, **changes: object) -> "Suite":
+    def with_(self, **changes: object) -> Suite:
         """A copy with some fields changed (e.g. a step subset)."""
         return replace(self, **changes)
 

@@ -16,7 +16,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -137,7 +137,7 @@ def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFram
     page.heading("Provenance", anchor="provenance")
     page.table(pd.DataFrame([
         {"item": "command", "value": command},
-        {"item": "generated (UTC)", "value": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")},
+        {"item": "generated (UTC)", "value": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")},
         {"item": "lexprobe source commit", "value": _source_commit()},
         {"item": "platform", "value": platform.platform()},
         {"item": "suite", "value": suite.name},

@@ -31,8 +31,15 @@ from lexprobe.progress import tqdm
 from lexprobe.sites import Sites
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore, StoreConflict, Unit
-from lexprobe.suites import (Checkpoint, CheckpointUnavailable, Loaded, Suite, cached_commit, load_checkpoint,
-                             suite_metadata)
+from lexprobe.suites import (
+    Checkpoint,
+    CheckpointUnavailable,
+    Loaded,
+    Suite,
+    cached_commit,
+    load_checkpoint,
+    suite_metadata,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,15 @@ from scipy import stats
 from lexprobe.analysis.heads import discover
 from lexprobe.analysis.inflection import _bootstrap_scores, inflections
 from lexprobe.analysis.performance import SCORE_OF, auc, best_layer, performance
-from lexprobe.analysis.primitives import (at_last_checkpoint, bh, bh_within, empirical_p, weighted_auc, weighted_r,
-                                          word_weights)
+from lexprobe.analysis.primitives import (
+    at_last_checkpoint,
+    bh,
+    bh_within,
+    empirical_p,
+    weighted_auc,
+    weighted_r,
+    word_weights,
+)
 from lexprobe.suites import RIVTROTT_STEPS
 
 STEPS = np.array(RIVTROTT_STEPS)

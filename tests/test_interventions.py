@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from lexprobe.align import encode
 from lexprobe.extract import ExtractConfig, measure
-from lexprobe.interventions import (Batch, Compose, EdgeKnockout, HeadAblation, NoOp, QKEdit, donor_weights,
-                                    heads_of)
+from lexprobe.interventions import Batch, Compose, EdgeKnockout, HeadAblation, NoOp, QKEdit, donor_weights, heads_of
 from lexprobe.sites import SITE_MAPS, SiteError, SiteMap, Sites, check_sites
 
 

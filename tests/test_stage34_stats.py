@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lexprobe.stages.stage4_causal import design
 from lexprobe.analysis.causal import agreement, causal_map, drops, first_significant, null_tests
 from lexprobe.analysis.robustness import head_robustness, retained_performance
 from lexprobe.interventions import random_head_sets
+from lexprobe.stages.stage4_causal import design
 
 KEY = {"model": "m", "seed": 0}
 

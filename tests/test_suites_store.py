@@ -18,9 +18,20 @@ from conftest import tiny_model
 import lexprobe.sweep as sweep_mod
 from lexprobe.hubcache import add_revision, read_ref, refs_folder, repo_folder
 from lexprobe.store import ResultsStore, StoreConflict
-from lexprobe.suites import (PYTHIA_STEPS, RIVTROTT_STEPS, CheckpointUnavailable, cached_commit, hub_cache,
-                             load_checkpoint, local_folder, log_subset, parse_steps, pythia, resolve_suite,
-                             validate_model)
+from lexprobe.suites import (
+    PYTHIA_STEPS,
+    RIVTROTT_STEPS,
+    CheckpointUnavailable,
+    cached_commit,
+    hub_cache,
+    load_checkpoint,
+    local_folder,
+    log_subset,
+    parse_steps,
+    pythia,
+    resolve_suite,
+    validate_model,
+)
 from lexprobe.sweep import extract
 
 REPO = "lexprobe-test/tiny-neox"

@@ -21,8 +21,14 @@ import pandas as pd
 from scipy import stats
 
 from lexprobe.analysis.heads import ALPHA
-from lexprobe.analysis.primitives import (at_last_checkpoint, bh_within, empirical_p, weighted_auc, weighted_r,
-                                          word_weights)
+from lexprobe.analysis.primitives import (
+    at_last_checkpoint,
+    bh_within,
+    empirical_p,
+    weighted_auc,
+    weighted_r,
+    word_weights,
+)
 
 KEYS = ["model", "seed", "step"]
 

@@ -75,7 +75,7 @@ class Profile:
         return f"{ORG}/{MODEL}{f'-seed{seed}' if seed else ''}"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Profile":
+    def from_dict(cls, d: dict) -> Profile:
         """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
         corpus = d["corpus"] | {"separators": tuple(d["corpus"]["separators"])}
         return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus)})
