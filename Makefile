@@ -35,6 +35,8 @@ report: setup
 	$(VENV)/bin/lexprobe report --suite organism
 
 test: setup chromium
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	LEXPROBE_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
