@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tempfile
@@ -68,7 +69,7 @@ def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: obj
     shape._attn_implementation = "eager"
     model = random_model(shape).to(torch_dtype(config.dtype)).to(config.device)
     tables = measure(model, tok, stimuli, config, progress=False)
-    measure_s = _timed(lambda: measure(model, tok, stimuli, config, progress=False))
+    measure_s = _timed(functools.partial(measure, model, tok, stimuli, config, progress=False))
     sizes = {}
     for name, df in tables.items():
         buf = io.BytesIO()

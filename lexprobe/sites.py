@@ -186,11 +186,11 @@ def check_sites(sites: Sites, layer: int = 0) -> None:
         op.output = p
 
     for name, fn in (("head output", head_output), ("attention mask", mask), ("attention probabilities", probs)):
-        noop = _final(sites, ids, lambda s: fn(s, False))
+        noop = _final(sites, ids, lambda s, fn=fn: fn(s, False))
         if not torch.equal(noop, intact):
             raise SiteError(f"site {name} (layer {layer}): a no-op edit changed the output by "
                             f"{(noop - intact).abs().max():.3g}")
-        edited = _final(sites, ids, lambda s: fn(s, True))
+        edited = _final(sites, ids, lambda s, fn=fn: fn(s, True))
         if torch.equal(edited, intact):
             raise SiteError(f"site {name} (layer {layer}): editing it did not change the output")
     qkv = sites.qkv_module(layer)

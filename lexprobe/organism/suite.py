@@ -57,7 +57,8 @@ def _train_here(p: Profile, seeds: list[int], corpus: Corpus, tok: PreTrainedTok
         yield seed, {"seconds": time.time() - started, "started": started, "processes": 1}
 
 
-def _train_parallel(p: Profile, todo: list[int], root: Path, workers: int, progress: bool) -> Iterator[tuple[int, dict]]:
+def _train_parallel(p: Profile, todo: list[int], root: Path, workers: int,
+                    progress: bool) -> Iterator[tuple[int, dict]]:
     """Train seeds in up to ``workers`` processes (``python -m lexprobe.organism.worker``, one thread each),
     yielding each seed's timing record (wall time of its process) as it finishes; the progress bar counts
     checkpoints written. A failed process, or an interrupt, stops them all (finished checkpoints and resume states
