@@ -296,13 +296,13 @@ def detect(steps: np.ndarray, score: np.ndarray, level: float = LEVEL) -> dict:
     f, crit, how = select(x, score, level)
     rises = f is not None and np.isfinite(f.onset)
     shape = "flat" if f is None or f.model == "flat" else "no rise"
-    if rises:
+    if rises and f is not None:  # (rises implies a fit; mypy does not follow the alias)
         shape = {(True, True): "rise", (False, True): "flat->rise", (True, False): "rise->plateau",
                  (False, False): "flat->rise->plateau"}[(f.onset <= x[0], f.saturation >= x[-1])]
     out = {"curve_model": None if f is None else f.model, "selected_by": how, "shape": shape,
            **_step_columns(f),
-           "onset_censored": bool(rises and f.onset <= x[0]),
-           "saturation_censored": bool(rises and f.saturation >= x[-1]),
+           "onset_censored": bool(rises and f is not None and f.onset <= x[0]),
+           "saturation_censored": bool(rises and f is not None and f.saturation >= x[-1]),
            **{f"aicc_{m}": crit[m] for m in MODELS},
            **max_increase(steps, score),
            "changepoint_step": steps[changepoint(score)] if len(steps) >= 4 else np.nan,

@@ -67,7 +67,8 @@ def _train_parallel(p: Profile, todo: list[int], root: Path, workers: int,
     # the workers import the same lexprobe as this process, wherever it was imported from
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         *filter(None, [os.environ.get("PYTHONPATH")])])}
-    waiting, running = list(todo), {}
+    waiting = list(todo)
+    running: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # seed -> (its process, when it started)
     total = len(todo) * len(p.checkpoints)
     bar = tqdm(total=total, desc=f"organism {p.name}: {len(todo)} seeds x {len(p.checkpoints)} checkpoints, "
                                  f"{workers} processes", disable=not progress)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class Profile:
         return fingerprint({"profile": d, "lexicon": lexicon.hash, "trainer": TRAINER_VERSION})
 
 
-def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: object) -> Profile:
+def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: Any) -> Profile:
     corpus = CorpusConfig(onset=onset, p_filler=0.05,
                           placements={"adjacent": 0.7, "separated": 0.1, "clause": 0.1, "bare": 0.1})
     return Profile(name, tuple(range(seeds)), total, onset, every, corpus=corpus, **kw)
