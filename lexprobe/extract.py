@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import nnsight
 import numpy as np
@@ -53,13 +53,13 @@ class ExtractConfig:
     dtype: str = "float32"
     device: str = "cpu"
 
-    def fingerprint_fields(self) -> dict:
+    def fingerprint_fields(self) -> dict[str, int | str]:
         """Fields that change the numbers: the engine version and a dtype other than float32 (float32 results keep
         the fingerprint they had before dtype was an option). Batch size, whether embeddings are kept and the device
         do not: float32 on a GPU agrees with the CPU to rounding, and a sweep may move between them."""
         return {"engine_version": ENGINE_VERSION, **({"dtype": self.dtype} if self.dtype != "float32" else {})}
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

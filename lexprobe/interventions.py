@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, SupportsInt, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, SupportsInt, cast
 
 import numpy as np
 import torch
@@ -89,7 +89,7 @@ class Intervention:
 
     kind: ClassVar[str] = "intervention"
 
-    def spec(self) -> dict:
+    def spec(self) -> dict[str, Any]:
         """Every field that defines the intervention, JSON-able; enters the results fingerprint."""
         return {"kind": self.kind, **json.loads(json.dumps(asdict(self)))}
 
@@ -360,7 +360,7 @@ class Compose(Intervention):
         if len(steps) > 1:
             raise ValueError(f"composed interventions copy weights from different steps {sorted(steps)}")
 
-    def spec(self) -> dict:
+    def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "parts": [p.spec() for p in self.parts]}
 
     def label(self) -> str:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig
@@ -36,6 +36,16 @@ from lexprobe.suites import Suite, validate_model
 
 if TYPE_CHECKING:
     from lexprobe.suites import Tokenizer
+
+
+class Calibration(TypedDict):
+    """One depth's calibration: seconds to measure the stimuli and to load the checkpoint, its file bytes, and the
+    bytes of each result table."""
+
+    measure_seconds: float
+    load_seconds: float
+    file_bytes: int
+    table_bytes: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,7 @@ def _timed(fn, repeats: int = 3) -> float:
 
 
 def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: Tokenizer, config: ExtractConfig,
-                     folder: Path) -> dict:
+                     folder: Path) -> Calibration:
     """Measure and load times and per-table bytes for a random model of ``cfg``'s width with ``layers`` layers."""
     shape = GPTNeoXConfig(**{**cfg.to_dict(), "num_hidden_layers": layers, "vocab_size": len(tok)})
     shape._attn_implementation = "eager"
@@ -94,7 +104,7 @@ def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: Tok
     return {"measure_seconds": measure_s, "load_seconds": load_s, "file_bytes": file_bytes, "table_bytes": sizes}
 
 
-def calibrate(cfg: GPTNeoXConfig, stimuli: Stimuli, config: ExtractConfig) -> dict:
+def calibrate(cfg: GPTNeoXConfig, stimuli: Stimuli, config: ExtractConfig) -> dict[str, Calibration]:
     """Engine and load timings at depth 1 and 2 for ``cfg``'s width on this machine (cached)."""
     key = json.dumps({"hidden": cfg.hidden_size, "heads": cfg.num_attention_heads, "ffn": cfg.intermediate_size,
                       "dtype": config.dtype, "device": config.device, "threads": torch.get_num_threads(),

@@ -113,7 +113,7 @@ class Suite:
     offline: bool = False
     root: str | None = None
     path_template: str = "step{step}"
-    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def repo(self, model: str, seed: int) -> str:
         """Hub repo id of one model/seed (seed 0 is the unsuffixed original)."""
@@ -135,7 +135,7 @@ class Suite:
         pick_steps = self.steps if steps is None else steps
         return [self.checkpoint(m, s, t) for m in pick_models for s in pick_seeds for t in pick_steps]
 
-    def identity(self) -> dict:
+    def identity(self) -> dict[str, Any]:
         """What makes this suite's checkpoints these checkpoints (goes into result fingerprints): a suite's own
         fingerprint (the organism's training fingerprint) when it has one, else where its checkpoints live."""
         if "fingerprint" in self.metadata:
@@ -191,7 +191,7 @@ def hub_cache_steps(cache_dir: str | Path, repo: str) -> tuple[int, ...]:
 
 
 def hub_cache(cache_dir: str | Path, repo_template: str, models: tuple[str, ...] | None = None,
-              seeds: tuple[int, ...] = (0,), name: str | None = None, metadata: dict | None = None) -> Suite:
+              seeds: tuple[int, ...] = (0,), name: str | None = None, metadata: dict[str, Any] | None = None) -> Suite:
     """A suite read offline from a hub cache (``models--ORG--NAME/refs/stepN``), steps taken from the cache.
 
     For a plain repo id (no ``{model}`` placeholder) the model is named after the repo."""
@@ -340,7 +340,7 @@ def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
                      "pythia-14m:seeds=0-9, local:PATH or hubcache:PATH:ORG/NAME")
 
 
-def suite_metadata(suite: Suite) -> dict:
+def suite_metadata(suite: Suite) -> dict[str, Any]:
     """JSON-able description of a suite for sidecars."""
     return {"name": suite.name, "kind": suite.kind, "repo_template": suite.repo_template, "root": suite.root,
             "cache_dir": suite.cache_dir, "metadata": json.loads(json.dumps(suite.metadata, default=str))}

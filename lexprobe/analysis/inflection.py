@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -265,7 +266,7 @@ def changepoint(y: np.ndarray) -> int:
     return int(ruptures.Dynp(model="l2", min_size=2, jump=1).fit(y.reshape(-1, 1)).predict(n_bkps=1)[0])
 
 
-def max_increase(steps: np.ndarray, score: np.ndarray) -> dict:
+def max_increase(steps: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """The consecutive pair of checkpoints with the largest increase per decade of log10(step + 1)."""
     rate = np.diff(score) / np.diff(np.log10(steps + 1))
     j = int(np.nanargmax(rate)) + 1
@@ -273,7 +274,7 @@ def max_increase(steps: np.ndarray, score: np.ndarray) -> dict:
             "max_increase_per_decade": float(rate[j - 1])}
 
 
-def _step_columns(f: CurveFit | None) -> dict:
+def _step_columns(f: CurveFit | None) -> dict[str, float]:
     out = {}
     for k in POINTS:
         val = np.nan if f is None else getattr(f, k)
@@ -283,7 +284,7 @@ def _step_columns(f: CurveFit | None) -> dict:
     return out
 
 
-def detect(steps: np.ndarray, score: np.ndarray, level: float = LEVEL) -> dict:
+def detect(steps: np.ndarray, score: np.ndarray, level: float = LEVEL) -> dict[str, Any]:
     """Chosen curve model, onset / midpoint / saturation with profile intervals, and the cross-checks for one
     performance curve (steps need not be sorted; missing scores are dropped)."""
     steps, score = np.asarray(steps, float), np.asarray(score, float)

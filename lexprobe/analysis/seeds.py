@@ -76,7 +76,7 @@ def inflection_agreement(inflection: pd.DataFrame, interval: str = "boot") -> tu
     return per.reset_index(drop=True), pd.DataFrame(rows)
 
 
-def heterogeneity(x: np.ndarray, se: np.ndarray) -> dict:
+def heterogeneity(x: np.ndarray, se: np.ndarray) -> dict[str, float]:
     """Cochran's Q of estimates ``x`` with standard errors ``se``: Q, df, p (chi-square), I^2, the weighted mean."""
     if len(x) < 2:
         return {"weighted_mean_log10": np.nan, "Q": np.nan, "df": len(x) - 1, "p": np.nan, "I2": np.nan}

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class CorpusConfig:
         if bad or not np.isclose(sum(self.placements.values()), 1.0):
             raise ValueError(f"placements must be proportions over {PLACEMENTS} summing to 1, got {self.placements}")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -140,7 +140,7 @@ def lr_at(p: Profile, step: int) -> float:
     return p.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def load_state(path: Path) -> dict:
+def load_state(path: Path) -> dict[str, Any]:
     """A saved resume state: plain tensors, dicts, lists and numbers only (``weights_only=True``), so a tampered
     cache folder cannot make loading run code."""
     try:
