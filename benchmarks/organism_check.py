@@ -54,7 +54,8 @@ class Plateau:
         return self.end / self.start
 
 
-def plateau(steps: np.ndarray, score: np.ndarray, after: int = 0, max_change: float = PLATEAU_MAX_CHANGE) -> Plateau | None:
+def plateau(steps: np.ndarray, score: np.ndarray, after: int = 0,
+            max_change: float = PLATEAU_MAX_CHANGE) -> Plateau | None:
     """The widest (largest end/start) stretch of consecutive checkpoints later than step ``after`` whose scores all lie
     within ``max_change`` of each other (max/min - 1 < max_change); None when no two consecutive checkpoints do."""
     order = np.argsort(steps)
@@ -84,7 +85,8 @@ def curve_summary(best: pd.DataFrame, onset: int, score: str = "r2") -> pd.DataF
         final = g.iloc[-1]
         pl = plateau(g["step"].to_numpy(), g[score].to_numpy(), after=onset)
         rows.append({
-            "model": model, "seed": seed, "pre_onset_max": float(worst[score]), "pre_onset_max_step": int(worst["step"]),
+            "model": model, "seed": seed, "pre_onset_max": float(worst[score]),
+            "pre_onset_max_step": int(worst["step"]),
             "final": float(final[score]), "final_step": int(final["step"]), "final_layer": int(final["best_layer"]),
             "plateau_start": pl.start if pl else np.nan, "plateau_end": pl.end if pl else np.nan,
             "plateau_ratio": pl.ratio if pl else np.nan, "plateau_change": pl.change if pl else np.nan,

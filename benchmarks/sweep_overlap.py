@@ -86,8 +86,9 @@ def main() -> None:
         extra = max(r["peak"] - r["base"] for r in rs) / model_bytes
         walls = ", ".join(f"{r['wall']:.2f}" for r in rs)
         print(f"{mode:8s}: wall {wall:6.2f} s (runs {walls}); loads "
-              f"{statistics.median(r['load'] for r in rs):.2f} s, measuring {statistics.median(r['measure'] for r in rs):.2f} s"
-              f" in all; peak memory above baseline {extra:.2f} x one model (peak {max(r['peak'] for r in rs) / 1e6:.0f} MB)")
+              f"{statistics.median(r['load'] for r in rs):.2f} s, measuring "
+              f"{statistics.median(r['measure'] for r in rs):.2f} s in all; peak memory above baseline "
+              f"{extra:.2f} x one model (peak {max(r['peak'] for r in rs) / 1e6:.0f} MB)")
     ratio = statistics.median(r["wall"] for r in runs["serial"]) / statistics.median(r["wall"] for r in runs["overlap"])
     peak = max(r["peak"] - r["base"] for r in runs["overlap"]) / model_bytes
     print(f"overlap speed-up: {ratio:.2f}x; overlapped peak above baseline: {peak:.2f} x one model "

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from lexprobe.stimuli import StimulusError, locate
+
+if TYPE_CHECKING:  # the data layer knows no suite: the tokenizer's type straight from transformers
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -46,11 +50,13 @@ def token_span(offsets: list[tuple[int, int]], span: tuple[int, int]) -> list[in
     return [i for i, (a, b) in enumerate(offsets) if b > a and a < span[1] and b > span[0]]
 
 
-def align(tokenizer: object, sentence: str, target: str, cue: str) -> tuple[list[int], list[int], list[int], list[str]]:
+def align(tokenizer: PreTrainedTokenizerBase, sentence: str, target: str,
+          cue: str) -> tuple[list[int], list[int], list[int], list[str]]:
     """Token ids plus the token indices of the target (the occurrence after the cue) and of that cue."""
     enc = tokenizer(sentence, return_offsets_mapping=True, add_special_tokens=False)
     t_idx, c_idx = _spans(sentence, target, cue, enc["offset_mapping"])
-    return list(enc["input_ids"]), t_idx, c_idx, tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    # transformers types convert_ids_to_tokens without overloads (str | list[str]): a list of ids gives a list
+    return list(enc["input_ids"]), t_idx, c_idx, tokenizer.convert_ids_to_tokens(enc["input_ids"])  # type: ignore[return-value]
 
 
 def _spans(sentence: str, target: str, cue: str, offsets: list) -> tuple[list[int], list[int]]:
@@ -67,28 +73,28 @@ def _spans(sentence: str, target: str, cue: str, offsets: list) -> tuple[list[in
     return t_idx, c_idx
 
 
-def tokenize_all(tokenizer: object, sentences: list[str]) -> list[tuple[list[int], list, list[str]]]:
+def tokenize_all(tokenizer: PreTrainedTokenizerBase, sentences: list[str]) -> list[tuple[list[int], list, list[str]]]:
     """(ids, character offsets, token strings) per sentence, without special tokens, in one batched call (straight
     to the Rust tokenizer when there is one: the Python wrapper's per-sentence bookkeeping costs more)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         return [(e.ids, e.offsets, e.tokens) for e in backend.encode_batch(sentences, add_special_tokens=False)]
     batch = tokenizer(sentences, return_offsets_mapping=True, add_special_tokens=False)
-    return [(ids, offs, tokenizer.convert_ids_to_tokens(ids))
+    return [(ids, offs, tokenizer.convert_ids_to_tokens(ids))  # type: ignore[misc]  # a list of ids: a list (as above)
             for ids, offs in zip(batch["input_ids"], batch["offset_mapping"])]
 
 
-def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encoded:
+def encode(tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame, pad_id: int = 0) -> Encoded:
     """Encode a sentence table (columns sentence, string, cue, optional control) into one right-padded batch.
 
     Right padding keeps every real token at its unpadded position, and causal attention never lets a real
     token see a pad, so batched results equal unbatched ones.
     """
     rows = []
-    for r, (ids, offsets, tokens) in zip(sentences.itertuples(index=False),
-                                         tokenize_all(tokenizer, list(sentences["sentence"]))):
+    for r, (sent_ids, offsets, tokens) in zip(sentences.itertuples(index=False),
+                                              tokenize_all(tokenizer, list(sentences["sentence"]))):
         try:
-            rows.append((ids, *_spans(r.sentence, r.string, r.cue, offsets), tokens))
+            rows.append((sent_ids, *_spans(r.sentence, r.string, r.cue, offsets), tokens))
         except StimulusError as err:
             raise StimulusError(f"sentence_id {getattr(r, 'sentence_id', '?')}: {err}") from err
     n, width = len(rows), max(len(r[0]) for r in rows)
@@ -101,7 +107,8 @@ def encode(tokenizer: object, sentences: pd.DataFrame, pad_id: int = 0) -> Encod
         mask[i, : len(tok_ids)] = 1
         tmask[i, t_idx] = True
         cmask[i, c_idx] = True
-    enc = Encoded(*map(torch.from_numpy, (ids, mask, tmask, cmask)), [r[3] for r in rows])
+    enc = Encoded(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(tmask), torch.from_numpy(cmask),
+                  [r[3] for r in rows])
     if "control" in sentences.columns:  # perturbed sets: the word now standing where the cue stood
         ctrl = encode(tokenizer, sentences.assign(cue=sentences["control"]).drop(columns="control"), pad_id)
         if not torch.equal(ctrl.input_ids, enc.input_ids):

@@ -70,7 +70,8 @@ def _organism_train(args: argparse.Namespace) -> int:
     from lexprobe.organism.suite import ensure_trained
 
     suite = ensure_trained(args.profile, progress=True)
-    print(f"organism suite {suite.name}: {len(suite.seeds)} seeds x {len(suite.steps)} checkpoints in {suite.cache_dir}")
+    print(f"organism suite {suite.name}: {len(suite.seeds)} seeds x {len(suite.steps)} checkpoints "
+          f"in {suite.cache_dir}")
     return 0
 
 

@@ -24,6 +24,7 @@ from lexprobe.suites import Checkpoint, cached_commit
 
 
 def _ledger_dir(ck: Checkpoint) -> Path:
+    assert ck.repo is not None  # eviction is for hub checkpoints
     d = cache_root(ck.cache_dir) / ".locks" / "lexprobe" / repo_folder(ck.cache_dir, ck.repo).name
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -41,7 +42,7 @@ def _locked(ck: Checkpoint, exclusive: bool) -> Iterator[None]:
 
 def cache_files(repo_dir: Path) -> set[str]:
     """Paths (relative to the repo folder) of every file and link under ``blobs/`` and ``snapshots/``."""
-    found = set()
+    found: set[str] = set()
     for sub in ("blobs", "snapshots"):
         for top, _, files in os.walk(repo_dir / sub):
             found.update(Path(top, f).relative_to(repo_dir).as_posix() for f in files)
@@ -60,6 +61,7 @@ def _write_ledger(ck: Checkpoint, paths: set[str]) -> None:
 @contextmanager
 def recording(ck: Checkpoint) -> Iterator[None]:
     """Around a hub load: add the cache files it created (downloads, even of a failed load) to the ledger."""
+    assert ck.repo is not None  # eviction is for hub checkpoints
     repo_dir = repo_folder(ck.cache_dir, ck.repo)
     with _locked(ck, exclusive=False):
         before = cache_files(repo_dir)

@@ -19,9 +19,10 @@ the same trace (or its weights around it); module paths come from :mod:`lexprobe
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from typing import TypedDict
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import nnsight
 import numpy as np
@@ -34,9 +35,13 @@ from lexprobe.progress import tqdm
 from lexprobe.sites import Sites, sites_of
 from lexprobe.stimuli import Stimuli
 
+if TYPE_CHECKING:  # the engine takes a loaded model and knows no suite: the types straight from transformers
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 MEASUREMENTS = ("distances", "heads", "embeddings")
 ENGINE_VERSION = 1
 Donor = dict[int, tuple[torch.Tensor, torch.Tensor | None]]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -48,13 +53,13 @@ class ExtractConfig:
     dtype: str = "float32"
     device: str = "cpu"
 
-    def fingerprint_fields(self) -> dict:
+    def fingerprint_fields(self) -> dict[str, int | str]:
         """Fields that change the numbers: the engine version and a dtype other than float32 (float32 results keep
         the fingerprint they had before dtype was an option). Batch size, whether embeddings are kept and the device
         do not: float32 on a GPU agrees with the CPU to rounding, and a sweep may move between them."""
         return {"engine_version": ENGINE_VERSION, **({"dtype": self.dtype} if self.dtype != "float32" else {})}
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -69,8 +74,8 @@ class BatchOutput:
     control_attn: torch.Tensor | None = None  # attention to the position-matched control word (perturbed sets)
 
     def to(self, device: torch.device | str) -> BatchOutput:
-        return BatchOutput(*(None if (v := getattr(self, f)) is None else v.to(device)
-                             for f in BatchOutput.__dataclass_fields__))
+        return replace(self, **{f: v.to(device) for f in BatchOutput.__dataclass_fields__
+                                if (v := getattr(self, f)) is not None})
 
 
 def trace_batch(sites: Sites, batch: Batch, intervention: Intervention | None = None) -> BatchOutput:
@@ -170,8 +175,9 @@ def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], inter
     return values
 
 
-def _traced(model: torch.nn.Module, tokenizer: object, sentences: pd.DataFrame, batch_size: int,
-            intervention: Intervention | None, donor: Donor | None, read: object, progress: bool) -> tuple:
+def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame, batch_size: int,
+            intervention: Intervention | None, donor: Donor | None, read: Callable[[Sites, Batch], R],
+            progress: bool) -> tuple[Encoded, torch.Tensor, list[R]]:
     """Encode, prepare and trace every batch (sorted by length), calling ``read(sites, batch)`` inside each
     trace; returns the encoding, the batch order and the per-batch results."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -190,7 +196,8 @@ def _traced(model: torch.nn.Module, tokenizer: object, sentences: pd.DataFrame, 
     return enc, order, outs
 
 
-def measure(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli, config: ExtractConfig = ExtractConfig(),
+def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
+            config: ExtractConfig = ExtractConfig(),
             intervention: Intervention | None = None, donor: Donor | None = None,
             progress: bool = True) -> dict[str, pd.DataFrame]:
     """Measure one loaded checkpoint on a stimulus set, optionally under an intervention; returns tidy tables.
@@ -202,8 +209,8 @@ def measure(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli, config:
     _, order, outs = _traced(model, tokenizer, stimuli.sentences, config.batch_size, intervention, donor,
                              lambda sites, batch: trace_batch(sites, batch, intervention).to("cpu"), progress)
     inv = torch.argsort(order)
-    full = BatchOutput(*(torch.cat([getattr(o, f) for o in outs])[inv] if getattr(outs[0], f) is not None else None
-                         for f in BatchOutput.__dataclass_fields__))
+    full = replace(outs[0], **{f: torch.cat([getattr(o, f) for o in outs])[inv]
+                               for f in BatchOutput.__dataclass_fields__ if getattr(outs[0], f) is not None})
     return tables(full, stimuli, config)
 
 
@@ -216,7 +223,7 @@ class AttentionMap(TypedDict):
     attention: torch.Tensor
 
 
-def attention_maps(model: torch.nn.Module, tokenizer: object, sentences: pd.DataFrame,
+def attention_maps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame,
                    intervention: Intervention | None = None, donor: Donor | None = None) -> list[AttentionMap]:
     """Per sentence (in table order): its tokens, target and cue token indices, and the attention (L, H, T, T)
     the model used, under ``intervention`` (mean/resample values come from these sentences)."""

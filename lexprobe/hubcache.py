@@ -12,6 +12,10 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def cache_root(cache_dir: str | Path | None) -> Path:
@@ -44,7 +48,8 @@ def read_ref(cache_dir: str | Path | None, repo: str, revision: str) -> str | No
     return ref.read_text().strip() if ref.is_file() else None
 
 
-def add_revision(cache_dir: str | Path, repo: str, revision: str, model: object, tokenizer: object) -> str:
+def add_revision(cache_dir: str | Path, repo: str, revision: str, model: PreTrainedModel,
+                 tokenizer: PreTrainedTokenizerBase) -> str:
     """Save ``model`` and ``tokenizer`` as branch ``revision`` of ``repo``; returns the commit hash.
 
     The commit is a SHA-1 over the saved files, so identical weights give identical commits. Files are staged in

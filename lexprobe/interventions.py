@@ -27,21 +27,24 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, SupportsInt, cast
 
 import numpy as np
 import torch
 
 from lexprobe.sites import Sites
 
+if TYPE_CHECKING:
+    from lexprobe import align
+
 Head = tuple[int, int]
 CONDITION = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")
 
 
-def heads_of(heads: object) -> tuple[Head, ...] | None:
+def heads_of(heads: Iterable[Iterable[SupportsInt]] | None) -> tuple[Head, ...] | None:
     """Normalise a head collection to a sorted tuple of unique (layer, head) int pairs (None stays None)."""
     if heads is None:
         return None
@@ -75,7 +78,7 @@ class Encoded(Protocol):
 class Batch:
     """What an intervention sees of one traced batch: encodings, global sentence rows, prepared replacements."""
 
-    enc: Encoded
+    enc: align.Encoded  # the engine reads all of it; interventions only the :class:`Encoded` part
     rows: torch.Tensor  # (b,) indices of the batch's sentences in the stimulus set's sentence table
     head_values: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)  # (key, layer) -> (b, T, H*hd)
 
@@ -86,7 +89,7 @@ class Intervention:
 
     kind: ClassVar[str] = "intervention"
 
-    def spec(self) -> dict:
+    def spec(self) -> dict[str, Any]:
         """Every field that defines the intervention, JSON-able; enters the results fingerprint."""
         return {"kind": self.kind, **json.loads(json.dumps(asdict(self)))}
 
@@ -332,7 +335,12 @@ class QKEdit(Intervention):
                         rows = sites.qk_rows(head)
                         for k, p in enumerate(params):
                             saved.append((p, rows, p.data[rows].clone()))
-                            p.data[rows] = 0 if donor is None else donor[layer][k][rows].to(p.dtype)
+                            if donor is None:
+                                p.data[rows] = 0
+                            else:
+                                src = donor[layer][k]
+                                assert src is not None  # the donor has a bias where this model has one
+                                p.data[rows] = src[rows].to(p.dtype)
             yield
         finally:
             with torch.no_grad():
@@ -348,11 +356,11 @@ class Compose(Intervention):
     parts: tuple[Intervention, ...] = ()
 
     def __post_init__(self) -> None:
-        steps = {p.donor_step for p in self.parts} - {None}
+        steps = {p.donor_step for p in self.parts if p.donor_step is not None}
         if len(steps) > 1:
             raise ValueError(f"composed interventions copy weights from different steps {sorted(steps)}")
 
-    def spec(self) -> dict:
+    def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "parts": [p.spec() for p in self.parts]}
 
     def label(self) -> str:
@@ -388,7 +396,7 @@ class Compose(Intervention):
 
 def donor_weights(sites: Sites, layers: set[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
     """Copies of the packed QKV weight and bias of ``layers`` of a loaded donor model."""
-    out = {}
+    out: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     for layer in sorted(layers):
         mod = sites.qkv_module(layer)
         out[layer] = (mod.weight.detach().clone(), None if mod.bias is None else mod.bias.detach().clone())
@@ -409,7 +417,8 @@ def intervention_of(kind: str, heads: tuple[Head, ...] | None, seed: int = 0) ->
         return EdgeKnockout(heads)
     if kind == "qk-zero":
         return QKEdit(heads)
-    return HeadAblation(heads, kind, seed=seed if kind == "resample" else 0)
+    method = cast(Literal["zero", "mean", "resample"], kind)  # the kinds left are the ablation methods
+    return HeadAblation(heads, method, seed=seed if kind == "resample" else 0)
 
 
 def random_head_sets(n_layers: int, n_heads: int, exclude: tuple[Head, ...], size: int, n: int, seed: int = 0,

@@ -48,12 +48,17 @@ import string
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from lexprobe.paths import data_dir
 from lexprobe.stimuli import Stimuli, StimulusError, from_pairs, locate, read_table
+
+if TYPE_CHECKING:  # the data layer knows no suite: the tokenizer's type straight from transformers
+    from transformers import PreTrainedTokenizerBase
 
 OPERATIONS = ("separate", "neutral", "frame")
 NEUTRAL_WORDS = ("old", "new", "whole", "small", "first", "little")
@@ -140,7 +145,7 @@ def _adjacent(src: _Source) -> bool:
     return bool(gap) and gap.isspace()
 
 
-def _aligns(tokenizer: object, sentence: str, target: str, word: str) -> str | None:
+def _aligns(tokenizer: PreTrainedTokenizerBase, sentence: str, target: str, word: str) -> str | None:
     """None if ``lexprobe.align.align`` maps target and ``word`` to tokens, else the reason."""
     from lexprobe.align import align  # imported here: align needs torch, perturbing without a tokenizer does not
 
@@ -151,7 +156,7 @@ def _aligns(tokenizer: object, sentence: str, target: str, word: str) -> str | N
     return None
 
 
-def _check(src: _Source, edit: _Edit, tokenizer: object | None) -> dict | str:
+def _check(src: _Source, edit: _Edit, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any] | str:
     """Provenance of a valid edit, or the reason it is invalid."""
     s = edit.sentence
     if s == src.sentence:
@@ -192,17 +197,18 @@ def _listing(items: Sequence[str], n: int = 8) -> str:
     return "; ".join(items[:n]) + (f"; ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-def _apply(stimuli: Stimuli, rewrite: Rewrite, tokenizer: object | None
-           ) -> tuple[dict[int, tuple[_Edit, dict]], dict[int, str]]:
+def _apply(stimuli: Stimuli, rewrite: Rewrite, tokenizer: PreTrainedTokenizerBase | None
+           ) -> tuple[dict[int, tuple[_Edit, dict[str, Any]]], dict[int, str]]:
     """Rewrite and check every sentence: (kept edits with provenance, dropped reasons) by source sentence id."""
     dropped: dict[int, str] = {}
-    kept: dict[int, tuple[_Edit, dict]] = {}
+    kept: dict[int, tuple[_Edit, dict[str, Any]]] = {}
     for src in _sources(stimuli):
         edit = rewrite(src)
         info = edit if isinstance(edit, str) else _check(src, edit, tokenizer)
         if isinstance(info, str):
             dropped[src.sid] = info
         else:
+            assert not isinstance(edit, str)  # a rewrite's reason is its own info, dropped above
             kept[src.sid] = (edit, {"word": src.word, "sentence": edit.sentence, **info})
     by_text: dict[tuple[str, str], list[int]] = {}
     for sid, (_, info) in kept.items():
@@ -214,7 +220,8 @@ def _apply(stimuli: Stimuli, rewrite: Rewrite, tokenizer: object | None
     return kept, dropped
 
 
-def _perturb(stimuli: Stimuli, operation: str, label: str, rewrite: Rewrite, tokenizer: object | None) -> Stimuli:
+def _perturb(stimuli: Stimuli, operation: str, label: str, rewrite: Rewrite,
+             tokenizer: PreTrainedTokenizerBase | None) -> Stimuli:
     """Apply ``rewrite`` to every sentence, rebuild the pairs whose sentences both survive, warn once about drops."""
     name = perturbed_name(stimuli.name, label)
     kept, dropped = _apply(stimuli, rewrite, tokenizer)
@@ -250,7 +257,7 @@ def _phrase_slug(phrase: str) -> str:
     return slug if slug.replace("_", " ") == phrase and slug else f"{slug or 'p'}-{_digest(phrase)}"
 
 
-def separate(stimuli: Stimuli, phrase: str, tokenizer: object | None = None) -> Stimuli:
+def separate(stimuli: Stimuli, phrase: str, tokenizer: PreTrainedTokenizerBase | None = None) -> Stimuli:
     """Insert ``phrase`` right before each target ("the muddy kind of bank"); label ``separate-<phrase>``."""
     phrase = " ".join(phrase.split())
     n_words = len(_words(phrase))
@@ -267,7 +274,7 @@ def separate(stimuli: Stimuli, phrase: str, tokenizer: object | None = None) -> 
 
 
 def neutral(stimuli: Stimuli, words: Sequence[str] = NEUTRAL_WORDS, seed: int = 0,
-            tokenizer: object | None = None) -> Stimuli:
+            tokenizer: PreTrainedTokenizerBase | None = None) -> Stimuli:
     """Replace each cue that stands right before its target by a neutral modifier ("the old bank").
 
     A noun's distinct cues get distinct words from ``words``, sampled per noun from ``seed``; a word equal to one
@@ -325,7 +332,8 @@ def load_phrases(path: str | Path | None = None) -> pd.DataFrame:
     df = read_table(p)
     cols = ["phrase", "in_organism_corpus", "standard"]
     _required(df, cols, str(p))
-    rows, seen = [], {}
+    rows = []
+    seen: dict[str, int] = {}
     for i, r in enumerate(df.itertuples(index=False), start=1):
         where = f"{p} row {i}"
         phrase = " ".join(r.phrase.split())
@@ -340,7 +348,7 @@ def load_phrases(path: str | Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fields(template: str) -> list[tuple[str, str, str | None]]:
+def _fields(template: str) -> list[tuple[str, str | None, str | None]]:
     """The placeholders of a template as (name, format spec, conversion); raises ValueError on bad braces."""
     return [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
 
@@ -410,7 +418,7 @@ def _lower_first(text: str) -> str:
 
 
 def frame(stimuli: Stimuli, templates: str | Path | pd.DataFrame | None = None,
-          tokenizer: object | None = None) -> Stimuli:
+          tokenizer: PreTrainedTokenizerBase | None = None) -> Stimuli:
     """Move each cue out of modifier position with a template for its (word, cue).
 
     ``{frame}`` is the source sentence without its cue (first letter lowercased unless it starts with "I"); it
@@ -451,19 +459,20 @@ def frame(stimuli: Stimuli, templates: str | Path | pd.DataFrame | None = None,
             text = text[0].upper() + text[1:]
         cue_start = spans["cue"][0]
         tail = re.match(r"\w*", text[spans["cue"][1]:])
+        assert tail is not None  # \w* matches, if only the empty string
         return _Edit(text, (start, start + t1 - t0), src.cue, (cue_start, spans["cue"][1] + tail.end()), template)
 
     used = sorted({k: lookup[k] for k in keys if k in lookup}.items())
     return _perturb(stimuli, "frame", f"frame-{_digest(used)}", rewrite, tokenizer)
 
 
-def standard_set(stimuli: Stimuli, tokenizer: object | None = None, phrases: str | Path | None = None,
+def standard_set(stimuli: Stimuli, tokenizer: PreTrainedTokenizerBase | None = None, phrases: str | Path | None = None,
                  templates: str | Path | pd.DataFrame | None = None) -> dict[str, Stimuli]:
     """The default perturbations of stage 3, keyed ``separate-<phrase>`` (each phrase marked ``standard`` in the
     phrases file), ``neutral`` and ``frame``; the intact set is not included. An operation that cannot apply to
     the set at all is left out with a :class:`PerturbationWarning` saying why."""
     makers: dict[str, Callable[[], Stimuli]] = {
-        f"separate-{_phrase_slug(ph)}": (lambda ph=ph: separate(stimuli, ph, tokenizer))
+        f"separate-{_phrase_slug(ph)}": partial(separate, stimuli, ph, tokenizer)
         for ph in load_phrases(phrases).query("standard")["phrase"]
     }
     makers["neutral"] = lambda: neutral(stimuli, tokenizer=tokenizer)
@@ -485,7 +494,7 @@ def position_control(sentences: pd.DataFrame) -> pd.DataFrame:
     return sentences.assign(cue=sentences["control"])
 
 
-def cue_token_distance(stimuli: Stimuli, tokenizer: object) -> pd.Series:
+def cue_token_distance(stimuli: Stimuli, tokenizer: PreTrainedTokenizerBase) -> pd.Series:
     """Per ``sentence_id``: first target token index minus last cue token index (1 = adjacent tokens)."""
     from lexprobe.align import align  # needs torch; only callers with a tokenizer pay for it
 

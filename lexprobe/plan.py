@@ -14,12 +14,14 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig
@@ -31,6 +33,19 @@ from lexprobe.shapes import checkpoint_bytes, pythia_config, random_model, word_
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore, Unit, atomic_write
 from lexprobe.suites import Suite, validate_model
+
+if TYPE_CHECKING:
+    from lexprobe.suites import Tokenizer
+
+
+class Calibration(TypedDict):
+    """One depth's calibration: seconds to measure the stimuli and to load the checkpoint, its file bytes, and the
+    bytes of each result table."""
+
+    measure_seconds: float
+    load_seconds: float
+    file_bytes: int
+    table_bytes: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ def model_shape(suite: Suite, model: str) -> tuple[GPTNeoXConfig, int]:
     ck = suite.checkpoint(model, suite.seeds[0], suite.steps[0])
     if ck.path is not None:
         return AutoConfig.from_pretrained(ck.path), 0
+    assert ck.repo is not None  # a checkpoint without a folder is a hub revision
     return AutoConfig.from_pretrained(ck.repo, revision=ck.revision, cache_dir=ck.cache_dir, local_files_only=True), 0
 
 
@@ -61,14 +77,15 @@ def _timed(fn, repeats: int = 3) -> float:
     return best
 
 
-def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: object, config: ExtractConfig,
-                     folder: Path) -> dict:
+def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: Tokenizer, config: ExtractConfig,
+                     folder: Path) -> Calibration:
     """Measure and load times and per-table bytes for a random model of ``cfg``'s width with ``layers`` layers."""
     shape = GPTNeoXConfig(**{**cfg.to_dict(), "num_hidden_layers": layers, "vocab_size": len(tok)})
     shape._attn_implementation = "eager"
-    model = random_model(shape).to(torch_dtype(config.dtype)).to(config.device)
+    # transformers types PreTrainedModel.to as a functools.wraps wrapper, which mypy does not bind to the instance
+    model = random_model(shape).to(torch_dtype(config.dtype)).to(config.device)  # type: ignore[arg-type]
     tables = measure(model, tok, stimuli, config, progress=False)
-    measure_s = _timed(lambda: measure(model, tok, stimuli, config, progress=False))
+    measure_s = _timed(functools.partial(measure, model, tok, stimuli, config, progress=False))
     sizes = {}
     for name, df in tables.items():
         buf = io.BytesIO()
@@ -80,14 +97,14 @@ def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: obj
 
     def load() -> None:
         m = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", dtype=torch_dtype(config.dtype))
-        validate_model(m.to(config.device), "calibration")
+        validate_model(m.to(config.device), "calibration")  # type: ignore[arg-type]  # as for .to above
 
     load_s = _timed(load)
     file_bytes = sum(f.stat().st_size for f in path.glob("*.safetensors"))
     return {"measure_seconds": measure_s, "load_seconds": load_s, "file_bytes": file_bytes, "table_bytes": sizes}
 
 
-def calibrate(cfg: GPTNeoXConfig, stimuli: Stimuli, config: ExtractConfig) -> dict:
+def calibrate(cfg: GPTNeoXConfig, stimuli: Stimuli, config: ExtractConfig) -> dict[str, Calibration]:
     """Engine and load timings at depth 1 and 2 for ``cfg``'s width on this machine (cached)."""
     key = json.dumps({"hidden": cfg.hidden_size, "heads": cfg.num_attention_heads, "ffn": cfg.intermediate_size,
                       "dtype": config.dtype, "device": config.device, "threads": torch.get_num_threads(),

@@ -41,9 +41,10 @@ def prefetched(items: Sequence[T], load: Callable[[T], V], release: Callable[[V]
     (``overlap=False`` loads strictly one after the other). ``release(value)`` frees a value once the caller asks
     for the next; a value left unreleased by an early exit is released too."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lexprobe-prefetch")
-    pending: Future | None = pool.submit(_load_timed, load, items[0]) if items else None
+    pending: Future[Fetched[T, V]] | None = pool.submit(_load_timed, load, items[0]) if items else None
     try:
         for i in range(len(items)):
+            assert pending is not None  # item i's load was submitted (while or after item i - 1 was handed out)
             fetched = pending.result()
             nxt = items[i + 1] if i + 1 < len(items) else None
             pending = pool.submit(_load_timed, load, nxt) if overlap and nxt is not None else None

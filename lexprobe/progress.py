@@ -23,6 +23,8 @@ class LogBar(std_tqdm):
     one, and a last line when the bar closes (unless ``leave=False``, as for inner loops, or nothing new happened).
     """
 
+    leave: bool | None  # tqdm's (set in its __init__; None: leave only the bar at position 0)
+
     def __init__(self, *args: Any, mininterval: float = LOG_INTERVAL, **kwargs: Any) -> None:
         self._printed_n = kwargs.get("initial", 0)  # before super().__init__, which already calls display()
         super().__init__(*args, mininterval=mininterval, maxinterval=mininterval, **kwargs)

@@ -71,6 +71,7 @@ class _Cells:
             rev = pd.to_numeric(text.str.extract(_REVISION, expand=False), errors="coerce")
             self.fail(rev.isna().to_numpy(), "revision", "a revision 'stepN'")
         if not has_step:
+            assert rev is not None  # has_rev
             return rev.astype(int)
         step = self.number("step", integer=True).astype(int)
         if rev is not None:

@@ -8,6 +8,7 @@ heads. It shares no computation with :mod:`lexprobe.extract`, so tests use it to
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -15,8 +16,12 @@ import torch
 from lexprobe.align import align
 from lexprobe.stimuli import Stimuli
 
+if TYPE_CHECKING:  # the engine knows no suite: the tokenizer's type straight from transformers
+    from transformers import PreTrainedTokenizerBase
 
-def measure_reference(model: torch.nn.Module, tokenizer: object, stimuli: Stimuli) -> dict[str, pd.DataFrame]:
+
+def measure_reference(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                      stimuli: Stimuli) -> dict[str, pd.DataFrame]:
     """Per-sentence loop producing the same ``heads`` and ``distances`` tables as the engine."""
     head_rows, embs = [], {}
     for r in stimuli.sentences.itertuples(index=False):

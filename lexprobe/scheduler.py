@@ -28,7 +28,8 @@ class SweepJob(Protocol):
     """What a sweep hands the scheduler (:class:`lexprobe.sweep.SweepJob`; named here, not imported: the sweep
     imports this module)."""
 
-    suite: Suite
+    @property
+    def suite(self) -> Suite: ...  # read-only: the sweep's job is a frozen dataclass
 
     def split(self, ck: Checkpoint) -> tuple[list[dict], list]: ...
 

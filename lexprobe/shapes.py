@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
     from lexprobe.stimuli import Stimuli
 
@@ -40,7 +40,9 @@ def neox_config(vocab: int, hidden: int, layers: int, heads: int, positions: int
     (measurement needs ``"eager"``: it returns the attention weights)."""
     from transformers import GPTNeoXConfig
 
-    return GPTNeoXConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+    # transformers' typed signature lists only the config's fields; at runtime it takes the legacy rotary_pct and
+    # rotary_emb_base (folded into rope_parameters) and attn_implementation like every config
+    return GPTNeoXConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,  # type: ignore[call-arg]
                          intermediate_size=4 * hidden, rotary_pct=0.25, rotary_emb_base=10000,
                          max_position_embeddings=positions, use_parallel_residual=True, tie_word_embeddings=False,
                          bos_token_id=0, eos_token_id=0, attn_implementation=attention)
@@ -75,7 +77,7 @@ def random_model(config: GPTNeoXConfig, seed: int = 0) -> GPTNeoXForCausalLM:
     return GPTNeoXForCausalLM(config).eval()
 
 
-def word_tokenizer(stimuli: Stimuli):
+def word_tokenizer(stimuli: Stimuli) -> PreTrainedTokenizerFast:
     """A GPT-NeoX-style byte-level BPE trained on the stimuli until every word is one token ("Ġbank") and every
     punctuation mark another: the lengths Pythia's tokenizer gives sentences of common English words (rarer words
     would split into 2-3 tokens there), for when the real tokenizer is not at hand."""

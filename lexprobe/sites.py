@@ -11,11 +11,18 @@ change the model's output, and a no-op edit must not.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any
 
 import nnsight
 import torch
+
+if TYPE_CHECKING:
+    from nnsight import Envoy  # a wrapped module (nnsight ships no types: Any to mypy)
+    from nnsight.intervention.source import SourceEnvoy  # one operation inside a module's forward
+    from transformers import PreTrainedModel
 
 
 class SiteError(RuntimeError):
@@ -45,7 +52,7 @@ SITE_MAPS: dict[str, SiteMap] = {
 }
 
 
-def site_map(model: torch.nn.Module) -> SiteMap:
+def site_map(model: PreTrainedModel) -> SiteMap:
     """The site map of a model's architecture (by ``config.model_type``)."""
     kind = getattr(model.config, "model_type", type(model).__name__)
     if kind not in SITE_MAPS:
@@ -53,8 +60,8 @@ def site_map(model: torch.nn.Module) -> SiteMap:
     return SITE_MAPS[kind]
 
 
-def attr(obj: object, dotted: str) -> object:
-    """``obj.a.b.c`` for ``dotted='a.b.c'``."""
+def attr(obj: Any, dotted: str) -> Any:
+    """``obj.a.b.c`` for ``dotted='a.b.c'`` (a module, an envoy, or whatever the path leads to)."""
     for part in dotted.split("."):
         obj = getattr(obj, part)
     return obj
@@ -70,26 +77,26 @@ def _last_match(names: tuple[str, ...], pattern: str, where: str) -> str:
 class Sites:
     """A site map bound to one nnsight-wrapped model: envoys for each site, by layer."""
 
-    def __init__(self, envoy: nnsight.NNsight, model: torch.nn.Module):
+    def __init__(self, envoy: nnsight.NNsight, model: PreTrainedModel):
         self.envoy, self.model, self.map = envoy, model, site_map(model)
         self.n_layers = int(model.config.num_hidden_layers)
         self.n_heads = int(model.config.num_attention_heads)
         self.head_dim = int(model.config.hidden_size) // self.n_heads
 
-    def layer(self, i: int) -> object:
+    def layer(self, i: int) -> Envoy:
         return attr(self.envoy, self.map.layers)[i]
 
-    def embed(self) -> object:
+    def embed(self) -> Envoy:
         return attr(self.envoy, self.map.embed)
 
-    def final_norm(self) -> object:
+    def final_norm(self) -> Envoy:
         return attr(self.envoy, self.map.final_norm)
 
-    def attention_weights(self, i: int) -> object:
+    def attention_weights(self, i: int) -> torch.Tensor:
         """(b, H, q, k) attention probabilities of layer ``i`` as the layer used them."""
         return attr(self.layer(i), self.map.attention).output[self.map.attn_weights_index]
 
-    def head_output(self, i: int) -> object:
+    def head_output(self, i: int) -> Envoy:
         """Envoy whose ``.input`` is layer ``i``'s concatenated head outputs."""
         return attr(self.layer(i), self.map.head_output)
 
@@ -103,7 +110,7 @@ class Sites:
         call = getattr(attr(self.layer(0), self.map.attention).source, self._call_name)
         return _last_match(call.source.names, self.map.probs_op, self._call_name)
 
-    def attention_call(self, i: int) -> object:
+    def attention_call(self, i: int) -> SourceEnvoy:
         """The attention-function call of layer ``i``; ``inputs[0][mask_arg]`` is its additive mask."""
         return getattr(attr(self.layer(i), self.map.attention).source, self._call_name)
 
@@ -116,7 +123,7 @@ class Sites:
                             f"(b, 1, q, k) mask; load the model with attn_implementation='eager'")
         return m
 
-    def probs(self, i: int) -> object:
+    def probs(self, i: int) -> SourceEnvoy:
         """The post-softmax probabilities inside layer ``i``'s attention function (before they weight values)."""
         return getattr(self.attention_call(i).source, self._probs_name)
 
@@ -130,7 +137,7 @@ class Sites:
         return slice(start, start + 2 * self.head_dim)
 
 
-def sites_of(model: torch.nn.Module) -> Sites:
+def sites_of(model: PreTrainedModel) -> Sites:
     """The model's sites, bound to one nnsight wrapper and checked live (:func:`check_sites`) once per model.
 
     They are kept on the model itself: the model and its sites then form a cycle that the garbage collector frees
@@ -143,7 +150,7 @@ def sites_of(model: torch.nn.Module) -> Sites:
     return sites
 
 
-def _final(sites: Sites, ids: torch.Tensor, edit: object = None) -> torch.Tensor:
+def _final(sites: Sites, ids: torch.Tensor, edit: Callable[[Sites], None] | None = None) -> torch.Tensor:
     """Last hidden state of a probe input, with ``edit(sites)`` applied inside the trace."""
     with torch.inference_mode():
         with sites.envoy.trace(input_ids=ids) as tracer:
@@ -186,11 +193,11 @@ def check_sites(sites: Sites, layer: int = 0) -> None:
         op.output = p
 
     for name, fn in (("head output", head_output), ("attention mask", mask), ("attention probabilities", probs)):
-        noop = _final(sites, ids, lambda s: fn(s, False))
+        noop = _final(sites, ids, partial(fn, real=False))
         if not torch.equal(noop, intact):
             raise SiteError(f"site {name} (layer {layer}): a no-op edit changed the output by "
                             f"{(noop - intact).abs().max():.3g}")
-        edited = _final(sites, ids, lambda s: fn(s, True))
+        edited = _final(sites, ids, partial(fn, real=True))
         if torch.equal(edited, intact):
             raise SiteError(f"site {name} (layer {layer}): editing it did not change the output")
     qkv = sites.qkv_module(layer)

@@ -139,7 +139,8 @@ def _restore(cls: type[T], fields: dict[str, Any], files: dict[str, bytes], nest
             kw[name] = _frame(files[how["table"]], nested[how["table"]])
         elif "dataclass" in how:
             sub = next(t for t in typing.get_args(hints[name]) or (hints[name],) if dataclasses.is_dataclass(t))
-            kw[name] = _restore(sub, how["dataclass"], files, nested, {}, f"{prefix}{name}.")
+            # a type hint names dataclass classes, never instances (is_dataclass accepts both)
+            kw[name] = _restore(typing.cast(type, sub), how["dataclass"], files, nested, {}, f"{prefix}{name}.")
         elif "stimuli" in how:
             kw[name] = {k: Stimuli(name=s["name"], hash=s["hash"],
                                    **{part: _frame(files[f"{prefix}{name}.{k}.{part}.parquet"],

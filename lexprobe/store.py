@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -71,7 +72,7 @@ class ResultsStore:
     def dir(self, unit: Unit) -> Path:
         return self.root / unit.relpath()
 
-    def sidecar(self, unit: Unit, measurement: str) -> dict | None:
+    def sidecar(self, unit: Unit, measurement: str) -> dict[str, Any] | None:
         """The sidecar of a finished measurement, or None."""
         p = self.dir(unit) / f"{measurement}.json"
         return json.loads(p.read_text()) if p.is_file() else None

@@ -206,7 +206,9 @@ class Study:
     def _perturbation(self) -> tuple[Stage3, str | None]:
         s1, k1 = self._inflection
         s2, k2 = self._heads
-        sets, steps = perturbed_sets(s1, self.perturb_steps), perturbation_steps(s1, self.perturb_steps)
+        n_steps = self.perturb_steps
+        assert n_steps is not None  # __post_init__ filled the default in
+        sets, steps = perturbed_sets(s1, n_steps), perturbation_steps(s1, n_steps)
 
         def key() -> dict[str, Any] | None:
             units = [self._units(m, ps.name, ["intact"], steps) for ps in sets.values() for m in ("distances", "heads")]
@@ -217,7 +219,7 @@ class Study:
                     "sets": {k: ps.hash for k, ps in sets.items()}, "units": fingerprint({"u": units})}
 
         return self._stage("stage3", Stage3, key, {}, lambda: perturbation_stage(
-            s1, s2, sets, self.perturb_steps, self.progress))
+            s1, s2, sets, n_steps, self.progress))
 
     @property
     def perturbation(self) -> Stage3:
@@ -228,11 +230,13 @@ class Study:
     def _causal(self) -> tuple[Stage4, str | None]:
         s1, k1 = self._inflection
         s2, k2 = self._heads
-        plan = design_for(s2, self.n_random, self.n_random_dev, self.methods, self.layer_matched, self.seed)
+        n_random, n_random_dev, map_steps = self.n_random, self.n_random_dev, self.map_steps
+        assert n_random is not None and n_random_dev is not None and map_steps is not None  # filled by __post_init__
+        plan = design_for(s2, n_random, n_random_dev, self.methods, self.layer_matched, self.seed)
 
         def key() -> dict[str, Any] | None:
             units = [self._units("distances", s1.stimuli.name, list(rows["condition"]), steps, [model], [sd])
-                     for model, sd, steps, rows in measured_conditions(plan, s1.steps, self.map_steps)]
+                     for model, sd, steps, rows in measured_conditions(plan, s1.steps, map_steps)]
             if None in units or k1 is None or k2 is None:
                 return None
             return {"stage1": k1, "stage2": k2, "units": fingerprint({"u": units}),
@@ -240,7 +244,7 @@ class Study:
                                                      "n_boot", "seed", "methods")}}
 
         return self._stage("stage4", Stage4, key, {}, lambda: causal_stage(
-            s1, s2, self.n_random, self.n_random_dev, self.methods, self.layer_matched, self.map_steps, self.n_boot,
+            s1, s2, n_random, n_random_dev, self.methods, self.layer_matched, map_steps, self.n_boot,
             self.seed, self.progress))
 
     @property

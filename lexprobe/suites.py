@@ -15,7 +15,7 @@ import logging
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from lexprobe.hubcache import read_ref, refs_folder
 from lexprobe.shapes import PYTHIA_SHAPES
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
     from transformers import PreTrainedTokenizerBase as Tokenizer  # every checkpoint's tokenizer
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class Suite:
     offline: bool = False
     root: str | None = None
     path_template: str = "step{step}"
-    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def repo(self, model: str, seed: int) -> str:
         """Hub repo id of one model/seed (seed 0 is the unsuffixed original)."""
@@ -129,18 +130,19 @@ class Suite:
     def checkpoints(self, steps: tuple[int, ...] | None = None, models: tuple[str, ...] | None = None,
                     seeds: tuple[int, ...] | None = None) -> list[Checkpoint]:
         """All checkpoints, model-major then seed then step."""
-        pick = [self.models if models is None else models, self.seeds if seeds is None else seeds,
-                self.steps if steps is None else steps]
-        return [self.checkpoint(m, s, t) for m in pick[0] for s in pick[1] for t in pick[2]]
+        pick_models = self.models if models is None else models
+        pick_seeds = self.seeds if seeds is None else seeds
+        pick_steps = self.steps if steps is None else steps
+        return [self.checkpoint(m, s, t) for m in pick_models for s in pick_seeds for t in pick_steps]
 
-    def identity(self) -> dict:
+    def identity(self) -> dict[str, Any]:
         """What makes this suite's checkpoints these checkpoints (goes into result fingerprints): a suite's own
         fingerprint (the organism's training fingerprint) when it has one, else where its checkpoints live."""
         if "fingerprint" in self.metadata:
             return {"fingerprint": self.metadata["fingerprint"]}
         return {"kind": self.kind, "root": self.root, "cache_dir": self.cache_dir, "repo_template": self.repo_template}
 
-    def with_(self, **changes: object) -> Suite:
+    def with_(self, **changes: Any) -> Suite:
         """A copy with some fields changed (e.g. a step subset)."""
         return replace(self, **changes)
 
@@ -189,7 +191,7 @@ def hub_cache_steps(cache_dir: str | Path, repo: str) -> tuple[int, ...]:
 
 
 def hub_cache(cache_dir: str | Path, repo_template: str, models: tuple[str, ...] | None = None,
-              seeds: tuple[int, ...] = (0,), name: str | None = None, metadata: dict | None = None) -> Suite:
+              seeds: tuple[int, ...] = (0,), name: str | None = None, metadata: dict[str, Any] | None = None) -> Suite:
     """A suite read offline from a hub cache (``models--ORG--NAME/refs/stepN``), steps taken from the cache.
 
     For a plain repo id (no ``{model}`` placeholder) the model is named after the repo."""
@@ -205,8 +207,8 @@ class Loaded:
     """A loaded, validated checkpoint."""
 
     checkpoint: Checkpoint
-    model: torch.nn.Module
-    tokenizer: object
+    model: PreTrainedModel
+    tokenizer: Tokenizer
     commit: str
     weights_hash: str
 
@@ -233,7 +235,7 @@ ROW_SUM_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 weight dtype (bfloat16 keeps 8 mantissa bits: each probability is off by up to 2**-9 of itself)."""
 
 
-def validate_model(model: torch.nn.Module, where: str) -> None:
+def validate_model(model: PreTrainedModel, where: str) -> None:
     """Fail loudly unless the model returns per-layer attention whose rows sum to 1 and that is causal."""
     cfg = model.config
     weight = next(model.parameters())
@@ -255,7 +257,7 @@ def validate_model(model: torch.nn.Module, where: str) -> None:
             raise CheckpointUnavailable(f"{where}: attention of layer {i} is not causal")
 
 
-def _load(ck: Checkpoint, dtype: torch.dtype) -> tuple[torch.nn.Module, object, str]:
+def _load(ck: Checkpoint, dtype: torch.dtype) -> tuple[PreTrainedModel, Tokenizer, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -265,6 +267,7 @@ def _load(ck: Checkpoint, dtype: torch.dtype) -> tuple[torch.nn.Module, object, 
         if not Path(src).is_dir():
             raise CheckpointUnavailable(f"{ck.label}: folder {src} does not exist")
     else:
+        assert ck.repo is not None  # a checkpoint without a folder is a hub revision
         src, kw = ck.repo, {"revision": ck.revision, "cache_dir": ck.cache_dir, "local_files_only": ck.offline}
     try:
         model = AutoModelForCausalLM.from_pretrained(src, attn_implementation="eager", dtype=dtype, **kw)
@@ -310,7 +313,8 @@ def load_checkpoint(ck: Checkpoint, dtype: torch.dtype = torch.float32, device: 
     if dtype not in ROW_SUM_TOLERANCE:
         raise ValueError(f"unsupported dtype {dtype}; use one of {sorted(map(str, ROW_SUM_TOLERANCE))}")
     model, tok, commit = _load(ck, dtype)
-    model = model.to(device)
+    # transformers types PreTrainedModel.to as a functools.wraps wrapper, which mypy does not bind to the instance
+    model = model.to(device)  # type: ignore[arg-type]
     validate_model(model, ck.label)
     return Loaded(ck, model, tok, commit, weights_hash(model))
 
@@ -336,7 +340,7 @@ def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
                      "pythia-14m:seeds=0-9, local:PATH or hubcache:PATH:ORG/NAME")
 
 
-def suite_metadata(suite: Suite) -> dict:
+def suite_metadata(suite: Suite) -> dict[str, Any]:
     """JSON-able description of a suite for sidecars."""
     return {"name": suite.name, "kind": suite.kind, "repo_template": suite.repo_template, "root": suite.root,
             "cache_dir": suite.cache_dir, "metadata": json.loads(json.dumps(suite.metadata, default=str))}

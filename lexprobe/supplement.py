@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def vega_bundle() -> str:
     import vl_convert
     from altair.utils._importers import vl_version_for_vl_convert
 
-    return vl_convert.javascript_bundle(vl_version=vl_version_for_vl_convert()).replace("</script", "<\\/script")
+    # vl-convert's stub marks ``snippet`` required; it defaults (to the snippet that sets window.vegaEmbed etc.)
+    bundle = vl_convert.javascript_bundle(vl_version=vl_version_for_vl_convert())  # type: ignore[call-arg]
+    return bundle.replace("</script", "<\\/script")
 
 
 def document(title: str, page: Page) -> str:
@@ -229,9 +232,13 @@ def supplement(s1: Stage1, s2: Stage2 | None, s3: Stage3 | None, s4: Stage4 | No
               f"{s1.best['step'].nunique()} checkpoints; stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs). "
               "Every chart is embedded in this file and renders without network access.")
     _stage1(page, s1)
-    for stage, name, writer in ((s2, "stage 2", _stage2), (s3, "stage 3", _stage3), (s4, "stage 4", _stage4)):
-        if stage is not None:
-            writer(page, stage)
+    # each writer bound to its own stage (they take different stage types), None for a stage that did not run
+    writers = (("stage 2", None if s2 is None else partial(_stage2, page, s2)),
+               ("stage 3", None if s3 is None else partial(_stage3, page, s3)),
+               ("stage 4", None if s4 is None else partial(_stage4, page, s4)))
+    for name, write in writers:
+        if write is not None:
+            write()
         else:
             page.heading(name.capitalize(), anchor=name.replace(" ", ""))
             page.text(f"{name} skipped: {(skipped or {}).get(name, 'not run')}", note=True)

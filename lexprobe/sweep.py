@@ -93,7 +93,9 @@ class SweepJob:
             if not self.store.is_done(unit, self.measurements, fp):
                 todo.append((iv, fp, unit))
                 continue
-            stored, now = self.store.sidecar(unit, self.measurements[0])["commit"], cached_commit(ck)
+            side = self.store.sidecar(unit, self.measurements[0])
+            assert side is not None  # is_done found it
+            stored, now = side["commit"], cached_commit(ck)
             if now is not None and stored != now:
                 raise StoreConflict(f"{ck.label}: results were measured on commit {stored}, but {ck.revision} now "
                                     f"points to {now}; delete {self.store.dir(unit)} or use another --out")
@@ -219,6 +221,7 @@ def run_serial(job: SweepJob, cks: list[Checkpoint], progress: bool = True, over
         elif got.error is not None:
             raise got.error
         else:
+            assert got.value is not None  # a load that raised nothing returned the checkpoint
             new = job.measure(got.value, split[ck][1], got.seconds, progress)
             rows[ck] = rows[ck] + new
             bar.set_postfix_str(f"{ck.model} seed{ck.seed} step{ck.step}: load {got.seconds:.1f}s, measure "

@@ -16,7 +16,7 @@ STEP_AXIS = alt.Axis(title="training step + 1 (log scale)", format="~s")
 
 
 def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None, onset: int | None = None,
-                      score: str = "r2", fitted: pd.DataFrame | None = None) -> alt.LayerChart:
+                      score: str = "r2", fitted: pd.DataFrame | None = None) -> alt.LayerChart | alt.FacetChart:
     """Best-layer performance per checkpoint on a log step axis, one line per seed; with an inflection table, each
     seed's onset of the rise (dotted rule) and its profile interval (shaded); with ``fitted`` (columns model, seed,
     step, fitted), the chosen curve model as a thin line."""
@@ -139,7 +139,7 @@ def robustness_heatmap(heads: pd.DataFrame, value: str = "retained") -> alt.Char
     ).properties(width=360, title="Cue attention under perturbation (last checkpoint)")
 
 
-def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart:
+def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart | alt.FacetChart:
     """Drop in best-layer R^2 from ablating the discovered heads across training, with the random same-size head
     sets' 5-95% band, one colour per seed."""
     d = tests[tests["family"] == family].assign(step1=lambda x: x["step"] + 1, seed=lambda x: x["seed"].astype(str))
@@ -193,7 +193,7 @@ def seed_trajectories(best: pd.DataFrame, inflection: pd.DataFrame, onset: int |
     return alt.concat(*panels, columns=columns).properties(title="Every seed's trajectory and its inflection")
 
 
-def seed_head_map(counts: pd.DataFrame) -> alt.LayerChart:
+def seed_head_map(counts: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
     """Layer x head map of how many seeds select each head (``n_seeds_selecting`` of
     :func:`lexprobe.analysis.seeds.seed_counts`), the count written in each cell."""
     n = int(counts["n_seeds"].max())

@@ -39,7 +39,8 @@ def inspector(live: Live, found: HeadTables) -> W.Widget:
         tr = found.trajectories.query("seed == @seed and layer == @layer and head == @head").assign(
             step1=lambda d: d["step"] + 1)
         line = alt.Chart(tr).mark_line(point=True).encode(
-            x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS), y=alt.Y("cue_attn:Q", title="mean cue attention"),
+            x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+            y=alt.Y("cue_attn:Q", title="mean cue attention"),
             tooltip=["step", alt.Tooltip("cue_attn:Q", format=".3f")]).properties(width=360, height=160)
         rule = alt.Chart(tr.query("step == @step")).mark_rule(color="red").encode(x="step1:Q")
         return alt.vconcat(bars, line + rule)

@@ -196,7 +196,8 @@ def test_identical_embeddings_give_no_score_not_noise():
     n = 60
     same = np.arange(n) % 3 == 0
     table = pd.DataFrame({"model": "m", "seed": 0, "step": 0, "layer": np.repeat([0, 1], n),
-                          "distance": np.concatenate([rng.normal(0, 1e-16, n), 0.5 - 0.2 * same + rng.normal(0, 0.05, n)]),
+                          "distance": np.concatenate([rng.normal(0, 1e-16, n),
+                                                      0.5 - 0.2 * same + rng.normal(0, 0.05, n)]),
                           "same": np.tile(same, 2), "mean_relatedness": np.nan})
     perf = performance(table).set_index("layer")
     assert np.isnan(perf.loc[0, "r2"]) and perf.loc[1, "r2"] > 0.3

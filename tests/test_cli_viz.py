@@ -61,7 +61,8 @@ def test_charts_build_and_export_offline(tmp_path):
     out = viz.save(chart, tmp_path / "perf.svg")
     assert out.read_text().lstrip().startswith("<svg")
     stats = pd.DataFrame({"model": "m", "seed": 0, "layer": [0, 0, 1, 1], "head": [0, 1, 0, 1],
-                          "r": [0.1, -0.2, 0.9, 0.0], "q": [0.5, 0.5, 0.01, 0.9], "q_logstep": 0.5, "q_diff": [0.5, 0.6, 0.02, 0.9],
+                          "r": [0.1, -0.2, 0.9, 0.0], "q": [0.5, 0.5, 0.01, 0.9], "q_logstep": 0.5,
+                          "q_diff": [0.5, 0.6, 0.02, 0.9],
                           "q_prev": 0.5, "passes": [False, False, True, False]})
     traj = pd.DataFrame([{"model": "m", "seed": 0, "step": s, "layer": l, "head": h, "cue_attn": 0.1,
                           "prev_attn": 0.2, "entropy": 1.0} for s in steps for l in (0, 1) for h in (0, 1)])

@@ -66,7 +66,8 @@ def test_lexicon_covers_shipped_stimuli(stimuli):
     for word, g in stimuli.sentences.groupby("word"):
         noun = lex.noun(word)
         lex_sense = {c: i for i, s in enumerate(noun.senses) for c in s.cues}
-        assert g.groupby("sense")["cue"].apply(lambda cs: len({lex_sense[c] for c in cs})).eq(1).all()
+        n_senses = g.groupby("sense")["cue"].apply(lambda cs, lex_sense=lex_sense: len({lex_sense[c] for c in cs}))
+        assert n_senses.eq(1).all()
 
 
 def test_onset_makes_continuations_depend_on_sense():
@@ -171,7 +172,8 @@ def test_tampered_resume_state_is_refused_not_run(home, tmp_path):
     one_seed = dataclasses.replace(MICRO, seeds=(0,))
     suite_dir(one_seed).mkdir(parents=True)
     marker = tmp_path / "code-ran"
-    torch.save({"model": {}, "opt": {}, "step": 4, "payload": _RunsCode(marker)}, suite_dir(one_seed) / "state-seed0.pt")
+    torch.save({"model": {}, "opt": {}, "step": 4, "payload": _RunsCode(marker)},
+               suite_dir(one_seed) / "state-seed0.pt")
     with pytest.raises(RuntimeError, match="state-seed0.pt: resume state holds objects other than tensors"):
         ensure_trained(one_seed, progress=False)
     assert not marker.exists()
@@ -186,7 +188,8 @@ def test_cli_suite_spec_for_organism(home, monkeypatch):
 
 def _first_last(best) -> dict[int, str]:
     """Per seed, R^2 at the first and last checkpoint as the report prints them."""
-    return {seed: f"{g['r2'].iloc[0]:8.3f}  {g['r2'].iloc[-1]:7.3f}" for seed, g in best.sort_values("step").groupby("seed")}
+    return {seed: f"{g['r2'].iloc[0]:8.3f}  {g['r2'].iloc[-1]:7.3f}"
+            for seed, g in best.sort_values("step").groupby("seed")}
 
 
 def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
@@ -207,7 +210,8 @@ def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
     assert answers == {str(r.seed): "yes" if r.onset_low_step > 4 else "NO" for r in s1.inflection.itertuples()}
     for seed, g in s2.stats.groupby("seed"):
         listed = re.search(rf"^seed {seed}: passing heads: (.*)$", out, re.M).group(1)
-        assert set(re.findall(r"L(\d+)H(\d+)", listed)) == {(str(r.layer), str(r.head)) for r in g[g["passes"]].itertuples()}
+        assert set(re.findall(r"L(\d+)H(\d+)", listed)) == {(str(r.layer), str(r.head))
+                                                             for r in g[g["passes"]].itertuples()}
     assert main(["inflection", "--suite", "organism-micro", "--steps", "nonsense"]) == 2
 
 

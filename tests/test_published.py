@@ -29,7 +29,7 @@ def test_seeded_file_as_published():
     perf = performance(t)
     assert (perf["target"] == "relatedness").all()
     src = pd.read_csv(SEEDED)
-    for (seed, step, layer), g in src.groupby(["seed", "step", "Layer"]):
+    for (seed, step, layer), g in src.groupby(["seed", "step", "Layer"]):  # noqa: B007 (used by the query's @seed ...)
         r, _ = stats.pearsonr(g["Distance"], g["mean_relatedness"])
         got = perf.query("seed == @seed and step == @step and layer == @layer")
         assert got["r"].item() == pytest.approx(r, abs=1e-12)

@@ -112,7 +112,7 @@ def test_design_has_nulls_controls_and_the_single_head_map():
     d = design(stats, 3, 4, n_random=7, n_random_dev=3)
     assert (d.query("family == 'single'").shape[0], d.query("role == 'control'").shape[0]) == (12, 1)
     assert d.query("family == 'edges' and role == 'random'").shape[0] == 7
-    for m in ("zero", "mean", "resample", "knockout"):
+    for m in ("zero", "mean", "resample", "knockout"):  # noqa: B007 (used by the queries' @m)
         assert d.query("family == @m and role == 'target'").iloc[0]["heads"] == ((1, 0), (2, 3))
         assert d.query("family == @m and role == 'random'").shape[0] == 7
     assert d.query("family == 'zero' and scope == 'all'").shape[0] == 1 + 3

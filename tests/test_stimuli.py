@@ -11,10 +11,14 @@ import pytest
 from lexprobe.stimuli import PAIR_COLUMNS, StimulusError, load_rawc, load_stimuli, locate
 
 GOOD = [
-    ["bank", "She saw the muddy bank.", "She saw the grassy bank.", "TRUE", "Homonymy", "muddy", "grassy", "N", "4.2", "bank"],
-    ["bank", "She saw the muddy bank.", "She saw the savings bank.", "FALSE", "Homonymy", "muddy", "savings", "N", "1.1", "bank"],
-    ["bank", "She saw the grassy bank.", "She saw the savings bank.", "FALSE", "Homonymy", "grassy", "savings", "N", "", "bank"],
-    ["bat", "He held the wooden bat.", "He held the furry bat.", "FALSE", "Homonymy", "wooden", "furry", "N", "1.0", "bat"],
+    ["bank", "She saw the muddy bank.", "She saw the grassy bank.", "TRUE", "Homonymy",
+     "muddy", "grassy", "N", "4.2", "bank"],
+    ["bank", "She saw the muddy bank.", "She saw the savings bank.", "FALSE", "Homonymy",
+     "muddy", "savings", "N", "1.1", "bank"],
+    ["bank", "She saw the grassy bank.", "She saw the savings bank.", "FALSE", "Homonymy",
+     "grassy", "savings", "N", "", "bank"],
+    ["bat", "He held the wooden bat.", "He held the furry bat.", "FALSE", "Homonymy",
+     "wooden", "furry", "N", "1.0", "bat"],
 ]
 
 
@@ -101,7 +105,8 @@ def test_bad_same_value(tmp_path):
 
 def test_cue_after_target_excluded_with_counted_warning(tmp_path):
     rows = [r[:] for r in GOOD]
-    rows.append(["bat", "The bat was wooden.", "The bat was furry.", "FALSE", "Homonymy", "wooden", "furry", "N", "", "bat"])
+    rows.append(["bat", "The bat was wooden.", "The bat was furry.", "FALSE", "Homonymy",
+                 "wooden", "furry", "N", "", "bat"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         st = load_rawc(write(tmp_path, rows))

@@ -106,8 +106,9 @@ def test_hub_cache_revisions_load_offline(cache, tokenizer, monkeypatch):
     for step, ld in zip((1, 2), loaded):
         ref = (refs_folder(cache, REPO) / f"step{step}").read_text()
         assert ld.commit == ref  # the revision was resolved, not ignored
-        expected = tiny_model(len(tokenizer), seed=step).state_dict()["gpt_neox.layers.0.attention.query_key_value.weight"]
-        torch.testing.assert_close(ld.model.state_dict()["gpt_neox.layers.0.attention.query_key_value.weight"], expected)
+        qkv = "gpt_neox.layers.0.attention.query_key_value.weight"
+        expected = tiny_model(len(tokenizer), seed=step).state_dict()[qkv]
+        torch.testing.assert_close(ld.model.state_dict()[qkv], expected)
     assert loaded[0].weights_hash != loaded[1].weights_hash
     with pytest.raises(CheckpointUnavailable, match="step3"):
         load_checkpoint(suite.checkpoint(suite.models[0], 0, 3))

@@ -157,6 +157,7 @@ def first_significant(tests: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame
         sig = (g["p"] < alpha).to_numpy()
         steps = g["step"].to_numpy()
         tail = np.flatnonzero(~sig)
-        first = steps[tail[-1] + 1] if len(tail) and tail[-1] + 1 < len(steps) else (steps[0] if not len(tail) else np.nan)
+        first = (steps[tail[-1] + 1] if len(tail) and tail[-1] + 1 < len(steps)
+                 else (steps[0] if not len(tail) else np.nan))
         rows.append({"family": family, "model": model, "seed": sd, "effect_from_step": first})
     return pd.DataFrame(rows)

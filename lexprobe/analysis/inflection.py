@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -265,7 +266,7 @@ def changepoint(y: np.ndarray) -> int:
     return int(ruptures.Dynp(model="l2", min_size=2, jump=1).fit(y.reshape(-1, 1)).predict(n_bkps=1)[0])
 
 
-def max_increase(steps: np.ndarray, score: np.ndarray) -> dict:
+def max_increase(steps: np.ndarray, score: np.ndarray) -> dict[str, float]:
     """The consecutive pair of checkpoints with the largest increase per decade of log10(step + 1)."""
     rate = np.diff(score) / np.diff(np.log10(steps + 1))
     j = int(np.nanargmax(rate)) + 1
@@ -273,7 +274,7 @@ def max_increase(steps: np.ndarray, score: np.ndarray) -> dict:
             "max_increase_per_decade": float(rate[j - 1])}
 
 
-def _step_columns(f: CurveFit | None) -> dict:
+def _step_columns(f: CurveFit | None) -> dict[str, float]:
     out = {}
     for k in POINTS:
         val = np.nan if f is None else getattr(f, k)
@@ -283,7 +284,7 @@ def _step_columns(f: CurveFit | None) -> dict:
     return out
 
 
-def detect(steps: np.ndarray, score: np.ndarray, level: float = LEVEL) -> dict:
+def detect(steps: np.ndarray, score: np.ndarray, level: float = LEVEL) -> dict[str, Any]:
     """Chosen curve model, onset / midpoint / saturation with profile intervals, and the cross-checks for one
     performance curve (steps need not be sorted; missing scores are dropped)."""
     steps, score = np.asarray(steps, float), np.asarray(score, float)
@@ -296,13 +297,13 @@ def detect(steps: np.ndarray, score: np.ndarray, level: float = LEVEL) -> dict:
     f, crit, how = select(x, score, level)
     rises = f is not None and np.isfinite(f.onset)
     shape = "flat" if f is None or f.model == "flat" else "no rise"
-    if rises:
+    if rises and f is not None:  # (rises implies a fit; mypy does not follow the alias)
         shape = {(True, True): "rise", (False, True): "flat->rise", (True, False): "rise->plateau",
                  (False, False): "flat->rise->plateau"}[(f.onset <= x[0], f.saturation >= x[-1])]
     out = {"curve_model": None if f is None else f.model, "selected_by": how, "shape": shape,
            **_step_columns(f),
-           "onset_censored": bool(rises and f.onset <= x[0]),
-           "saturation_censored": bool(rises and f.saturation >= x[-1]),
+           "onset_censored": bool(rises and f is not None and f.onset <= x[0]),
+           "saturation_censored": bool(rises and f is not None and f.saturation >= x[-1]),
            **{f"aicc_{m}": crit[m] for m in MODELS},
            **max_increase(steps, score),
            "changepoint_step": steps[changepoint(score)] if len(steps) >= 4 else np.nan,

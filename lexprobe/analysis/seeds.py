@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,9 @@ from scipy import stats
 
 from lexprobe.analysis.heads import ALPHA
 from lexprobe.analysis.primitives import at_last_checkpoint, empirical_p
+
+if TYPE_CHECKING:
+    from statsmodels.regression.mixed_linear_model import MixedLMResultsWrapper  # no stubs: Any to mypy
 
 Z95 = float(stats.norm.ppf(0.975))
 INTERVALS = {"boot": ("onset_boot_low_step", "onset_boot_high_step"), "profile": ("onset_low_step", "onset_high_step")}
@@ -72,7 +76,7 @@ def inflection_agreement(inflection: pd.DataFrame, interval: str = "boot") -> tu
     return per.reset_index(drop=True), pd.DataFrame(rows)
 
 
-def heterogeneity(x: np.ndarray, se: np.ndarray) -> dict:
+def heterogeneity(x: np.ndarray, se: np.ndarray) -> dict[str, float]:
     """Cochran's Q of estimates ``x`` with standard errors ``se``: Q, df, p (chi-square), I^2, the weighted mean."""
     if len(x) < 2:
         return {"weighted_mean_log10": np.nan, "Q": np.nan, "df": len(x) - 1, "p": np.nan, "I2": np.nan}
@@ -112,12 +116,12 @@ def piecewise_frame(best: pd.DataFrame, breakpoint: float, score: str = "r2") ->
     return d.assign(x=x, pre=x - breakpoint, post=np.maximum(x - breakpoint, 0.0)).reset_index(drop=True)
 
 
-def _fit_one(d: pd.DataFrame) -> tuple[object, str, list[str]]:
+def _fit_one(d: pd.DataFrame) -> tuple[MixedLMResultsWrapper, str, list[str]]:
     """REML fit with a random intercept and ``post`` slope per seed; when that fails or does not converge, a random
     intercept only (if that converges). Returns the result, the random part used and the warnings raised."""
     import statsmodels.formula.api as smf
 
-    fits = []
+    fits: list[tuple[MixedLMResultsWrapper | None, str, list[str]]] = []
     for re_formula, label in (("~post", "intercept + post slope"), ("~1", "intercept")):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -131,7 +135,7 @@ def _fit_one(d: pd.DataFrame) -> tuple[object, str, list[str]]:
             fits.append((res, label, notes))
             if res.converged:
                 break
-    usable = [f for f in fits if f[0] is not None]
+    usable = [(fit, lab, msgs) for fit, lab, msgs in fits if fit is not None]
     if not usable:
         raise ValueError(f"mixed model could not be fitted: {[n for f in fits for n in f[2]]}")
     res, label, notes = next((f for f in usable if f[0].converged), usable[0])

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,8 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
     for i, n in enumerate(doc["nouns"]):
         senses = tuple(Sense(s["label"], tuple(s["cues"]), tuple(s["continuations"])) for s in n["senses"])
         if len(senses) < 2 or any(len(s.cues) < 2 or not s.continuations for s in senses):
-            raise ValueError(f"{p}: noun #{i} {n.get('word')!r} needs >= 2 senses, each with >= 2 cues and a continuation")
+            raise ValueError(f"{p}: noun #{i} {n.get('word')!r} needs >= 2 senses, "
+                             "each with >= 2 cues and a continuation")
         if "{cue} {noun}" not in n["frame"]:
             raise ValueError(f"{p}: noun {n['word']!r} frame {n['frame']!r} lacks '{{cue}} {{noun}}'")
         nouns.append(Noun(n["word"], n["ambiguity_type"], n["frame"], senses))
@@ -80,7 +82,7 @@ class CorpusConfig:
         if bad or not np.isclose(sum(self.placements.values()), 1.0):
             raise ValueError(f"placements must be proportions over {PLACEMENTS} summing to 1, got {self.placements}")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

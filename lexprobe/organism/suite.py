@@ -57,7 +57,8 @@ def _train_here(p: Profile, seeds: list[int], corpus: Corpus, tok: PreTrainedTok
         yield seed, {"seconds": time.time() - started, "started": started, "processes": 1}
 
 
-def _train_parallel(p: Profile, todo: list[int], root: Path, workers: int, progress: bool) -> Iterator[tuple[int, dict]]:
+def _train_parallel(p: Profile, todo: list[int], root: Path, workers: int,
+                    progress: bool) -> Iterator[tuple[int, dict]]:
     """Train seeds in up to ``workers`` processes (``python -m lexprobe.organism.worker``, one thread each),
     yielding each seed's timing record (wall time of its process) as it finishes; the progress bar counts
     checkpoints written. A failed process, or an interrupt, stops them all (finished checkpoints and resume states
@@ -66,7 +67,8 @@ def _train_parallel(p: Profile, todo: list[int], root: Path, workers: int, progr
     # the workers import the same lexprobe as this process, wherever it was imported from
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         *filter(None, [os.environ.get("PYTHONPATH")])])}
-    waiting, running = list(todo), {}
+    waiting = list(todo)
+    running: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # seed -> (its process, when it started)
     total = len(todo) * len(p.checkpoints)
     bar = tqdm(total=total, desc=f"organism {p.name}: {len(todo)} seeds x {len(p.checkpoints)} checkpoints, "
                                  f"{workers} processes", disable=not progress)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class Profile:
         return fingerprint({"profile": d, "lexicon": lexicon.hash, "trainer": TRAINER_VERSION})
 
 
-def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: object) -> Profile:
+def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: Any) -> Profile:
     corpus = CorpusConfig(onset=onset, p_filler=0.05,
                           placements={"adjacent": 0.7, "separated": 0.1, "clause": 0.1, "bare": 0.1})
     return Profile(name, tuple(range(seeds)), total, onset, every, corpus=corpus, **kw)
@@ -139,7 +140,7 @@ def lr_at(p: Profile, step: int) -> float:
     return p.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def load_state(path: Path) -> dict:
+def load_state(path: Path) -> dict[str, Any]:
     """A saved resume state: plain tensors, dicts, lists and numbers only (``weights_only=True``), so a tampered
     cache folder cannot make loading run code."""
     try:

@@ -1,4 +1,5 @@
-"""Stage 3 runner and report: measure perturbed stimulus sets across development and test the discovered heads' robustness.
+"""Stage 3 runner and report: measure perturbed stimulus sets across development and test the discovered heads'
+robustness.
 
 Each perturbed set (:func:`lexprobe.perturb.standard_set` by default) is extracted through the results store under
 its own stimuli name (cached like any extraction); :mod:`lexprobe.analysis.robustness` does the statistics.

@@ -76,11 +76,15 @@ def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_ra
         sets = random_head_sets(n_layers, n_heads, target, len(target), max(n_random, n_random_dev),
                                 seed=seed + int(sd), layer_matched=layer_matched)
         for method in methods:
-            add(model, sd, intervention_of(method, target, seed), method, "target", 0, "all" if method == "zero" else "last")
+            iv = intervention_of(method, target, seed)
+            assert iv is not None  # a method on a non-empty head set ("none" is no method)
+            add(model, sd, iv, method, "target", 0, "all" if method == "zero" else "last")
             n_sets = max(n_random, n_random_dev) if method == "zero" else n_random
             for k, heads in enumerate(sets[:n_sets]):
                 dev = method == "zero" and k < n_random_dev
-                add(model, sd, intervention_of(method, heads, seed + k), method, "random", k, "all" if dev else "last")
+                iv = intervention_of(method, heads, seed + k)
+                assert iv is not None  # as above: random sets are as large as the target
+                add(model, sd, iv, method, "random", k, "all" if dev else "last")
     return pd.DataFrame(rows)
 
 
@@ -103,7 +107,8 @@ def exactness(stage1: Stage1, pairs: pd.DataFrame, condition: str) -> pd.DataFra
         at = g[(g["step"] == step) & g["word"].isin(ok)]
         rows.append({"model": model, "seed": sd, "step": step, "nouns_checked": len(ok),
                      "nouns_left_out": len(same) - len(ok), "left_out": " ".join(sorted(set(same.index) - ok)),
-                     "max_distance": float(at["distance"].abs().max()), "exact": bool(at["distance"].abs().max() <= EXACT)})
+                     "max_distance": float(at["distance"].abs().max()),
+                     "exact": bool(at["distance"].abs().max() <= EXACT)})
     return pd.DataFrame(rows)
 
 

@@ -13,7 +13,8 @@ from .pages import assert_html_renders
 def _stats_and_trajectories() -> tuple[pd.DataFrame, pd.DataFrame]:
     heads = [(layer, head) for layer in range(2) for head in range(3)]
     stats = pd.DataFrame([{"layer": la, "head": h, "r": 0.9 - 0.2 * (la * 3 + h), "q": 0.01 * (1 + la * 3 + h),
-                           "q_logstep": 0.02, "q_diff": 0.02, "q_prev": 0.03, "passes": la * 3 + h == 0} for la, h in heads])
+                           "q_logstep": 0.02, "q_diff": 0.02, "q_prev": 0.03, "passes": la * 3 + h == 0}
+                          for la, h in heads])
     traj = pd.DataFrame([{"step": s, "layer": la, "head": h, "cue_attn": 0.1 + 0.01 * s * (h + 1),
                           "prev_attn": 0.2} for la, h in heads for s in (0, 8, 64, 512)])
     return stats, traj
