@@ -146,6 +146,7 @@ def perturbation_report(s3: Stage3) -> str:
                      f"{'yes' if ok else 'NO'} (min {kept['r2_retained'].min():.3f})")
     lines.append("")
     lines.append("discovered heads at the last checkpoint: cue attention intact and per perturbation "
-                 "(robust:* = paired one-sided t-test, BH q < .05 over the heads x perturbations of each seed and checkpoint)")
+                 "(robust:* = paired one-sided t-test, BH q < .05 over the heads x perturbations of each seed and "
+                 "checkpoint)")
     lines.append(s3.summary.to_string(index=False) if not s3.summary.empty else "  (no discovered heads)")
     return "\n".join(lines)
