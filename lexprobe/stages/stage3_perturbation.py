@@ -15,7 +15,6 @@ from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.robustness import head_robustness, retained_performance
 from lexprobe.perturb import cue_token_distance, load_phrases, standard_set
-from lexprobe.progress import tqdm
 from lexprobe.stages.stage1_inflection import Stage1
 from lexprobe.stages.stage2_heads import Stage2
 from lexprobe.stimuli import Stimuli
@@ -82,8 +81,10 @@ def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] 
         if label not in scored:
             dist.append({"perturbation": label, "operation": ps.sentences["operation"].iloc[0],
                          "sentences": len(ps.sentences), "pairs": len(ps.pairs), "enough_pairs": False})
-    for label, ps in tqdm(scored.items(), desc="stage 3: perturbed sets", disable=not progress):
-        extract(suite, ps, steps, tuple(models), tuple(seeds), root=root, config=cfg, progress=progress)
+    if scored:  # one load of each checkpoint for every perturbed set
+        extract(suite, list(scored.values()), steps, tuple(models), tuple(seeds), root=root, config=cfg,
+                progress=progress)
+    for label, ps in scored.items():
         where = {"suite": suite.name, "stimuli": ps.name, "condition": "intact", "step": list(steps),
                  "model": models, "seed": seeds}
         pairs = with_pairs(store.load("distances", **where), ps)
