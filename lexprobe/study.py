@@ -31,7 +31,13 @@ from lexprobe.specs import resolve
 from lexprobe.stagecache import StageCache, key_of, units_fingerprint
 from lexprobe.stages.stage1_inflection import Stage1, inflection_stage
 from lexprobe.stages.stage2_heads import Stage2, head_stage
-from lexprobe.stages.stage3_perturbation import Stage3, perturbation_stage, perturbation_steps, perturbed_sets
+from lexprobe.stages.stage3_perturbation import (
+    Stage3,
+    measurable,
+    perturbation_stage,
+    perturbation_steps,
+    perturbed_sets,
+)
 from lexprobe.stages.stage4_causal import METHODS, Stage4, causal_stage, design_for, measured_conditions
 from lexprobe.stages.stage5_seeds import Stage5, seed_stage
 from lexprobe.stimuli import Stimuli, load_stimuli
@@ -211,7 +217,8 @@ class Study:
         sets, steps = perturbed_sets(s1, n_steps), perturbation_steps(s1, n_steps)
 
         def key() -> dict[str, Any] | None:
-            units = [self._units(m, ps.name, ["intact"], steps) for ps in sets.values() for m in ("distances", "heads")]
+            units = [self._units(m, ps.name, ["intact"], steps) for ps in measurable(sets, s1.stimuli).values()
+                     for m in ("distances", "heads")]
             units.append(self._units("heads", s1.stimuli.name, ["intact"], steps))
             if None in units or k1 is None or k2 is None:
                 return None

@@ -188,6 +188,10 @@ def _stage3(page: Page, s3: Stage3) -> None:
     last = at_last_checkpoint(s3.retained)
     page.table(last.pivot_table(index="seed", columns="perturbation", values="r2_retained").reset_index(),
                "Share of the intact best-layer R² kept at the last checkpoint")
+    page.table(last.pivot_table(index="seed", columns="perturbation", values="r2_baseline").reset_index(),
+               "Baseline: each perturbed set's own R² at its first checkpoint (its words alone, before training)")
+    page.table(last.pivot_table(index="seed", columns="perturbation", values="r2_retained_net").reset_index(),
+               "Share of the intact gain over baseline kept: (R² − baseline) / (intact R² − intact baseline)")
     page.table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")
 
 
@@ -198,6 +202,12 @@ def _stage4(page: Page, s4: Stage4) -> None:
     else:
         page.text("No seed has heads that pass discovery: there is no discovered set to ablate.", note=True)
     page.chart("causal-map", viz.causal_map_chart(s4.causal_map), "causal head map (single-head ablation)")
+    if len(s4.causal_map):
+        page.text(f"Causal head map: paired item bootstrap of each head's R² drop, one-sided normal-approximation p "
+                  f"from the bootstrap standard error, BH-FDR over {s4.causal_map['fdr_family'].iloc[0]} (m = "
+                  f"{int(s4.causal_map['fdr_family_size'].max())}). Null tests of head sets: a rank against the "
+                  "random sets where its floor 1/(n+1) resolves alpha, else a t prediction test (column method).",
+                  note=True)
     page.table(at_last_checkpoint(s4.tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)")
     page.table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")
     page.table(s4.exactness, "Exactness: every target→cue edge cut")

@@ -43,7 +43,7 @@ from lexprobe.suites import (
 
 log = logging.getLogger(__name__)
 
-Todo = tuple[Intervention | None, str, Unit]  # a condition still to measure: intervention, fingerprint, store unit
+Todo = tuple[Stimuli, Intervention | None, str, Unit]  # still to measure: stimuli, intervention, fingerprint, unit
 
 
 def condition_of(intervention: Intervention | None) -> str:
@@ -63,10 +63,12 @@ def run_fingerprint(suite: Suite, stimuli: Stimuli, config: ExtractConfig,
 
 @dataclass(frozen=True)
 class SweepJob:
-    """What measuring one checkpoint's conditions into the store needs; picklable, so a Dask worker can run it."""
+    """What measuring one checkpoint's conditions into the store needs; picklable, so a Dask worker can run it.
+    ``stimuli`` is one stimulus set or several (e.g. stage 3's perturbed sets): every set is measured under every
+    intervention, all from one load of the checkpoint."""
 
     suite: Suite
-    stimuli: Stimuli
+    stimuli: Stimuli | tuple[Stimuli, ...]
     root: str
     config: ExtractConfig = ExtractConfig()
     interventions: tuple[Intervention | None, ...] = (None,)
@@ -81,17 +83,22 @@ class SweepJob:
         return tuple(m for m in MEASUREMENTS if m != "embeddings" or self.config.save_embeddings)
 
     @cached_property
-    def plans(self) -> list[tuple[Intervention | None, str]]:
-        return [(iv, run_fingerprint(self.suite, self.stimuli, self.config, iv)) for iv in self.interventions]
+    def sets(self) -> tuple[Stimuli, ...]:
+        return self.stimuli if isinstance(self.stimuli, tuple) else (self.stimuli,)
+
+    @cached_property
+    def plans(self) -> list[tuple[Stimuli, Intervention | None, str]]:
+        return [(st, iv, run_fingerprint(self.suite, st, self.config, iv)) for st in self.sets
+                for iv in self.interventions]
 
     def split(self, ck: Checkpoint) -> tuple[list[dict], list[Todo]]:
         """Status rows of the checkpoint's conditions already in the store, and the conditions still to measure
         (a checkpoint with nothing left to measure has its downloaded files evicted, if asked)."""
         done, todo = [], []
-        for iv, fp in self.plans:
-            unit = Unit.of(ck, self.stimuli.name, condition_of(iv))
+        for st, iv, fp in self.plans:
+            unit = Unit.of(ck, st.name, condition_of(iv))
             if not self.store.is_done(unit, self.measurements, fp):
-                todo.append((iv, fp, unit))
+                todo.append((st, iv, fp, unit))
                 continue
             side = self.store.sidecar(unit, self.measurements[0])
             assert side is not None  # is_done found it
@@ -125,13 +132,13 @@ class SweepJob:
         """Measure a loaded checkpoint under each condition still to do and store the tables (sidecars record the
         load and measure times); evict its downloaded files afterwards, if asked."""
         ck, rows = loaded.checkpoint, []
-        for iv, fp, unit in todo:
+        for st, iv, fp, unit in todo:
             t0 = time.perf_counter()
-            tables = measure(loaded.model, loaded.tokenizer, self.stimuli, self.config, iv,
+            tables = measure(loaded.model, loaded.tokenizer, st, self.config, iv,
                              self.donor(ck, iv, loaded.n_layers), progress)
             seconds = {"load_seconds": round(load_seconds, 3), "measure_seconds": round(time.perf_counter() - t0, 3)}
             meta = {"fingerprint": fp, "config": self.config.as_dict(),
-                    "stimuli": {"name": self.stimuli.name, "hash": self.stimuli.hash},
+                    "stimuli": {"name": st.name, "hash": st.hash},
                     "intervention": None if iv is None else iv.spec(),
                     "checkpoint": ck.__dict__, "commit": loaded.commit, "weights_hash": loaded.weights_hash,
                     "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "suite": suite_metadata(self.suite),
@@ -145,9 +152,9 @@ class SweepJob:
         """Log and record a checkpoint that could not be loaded (retried on the next run)."""
         warnings.warn(f"skipping {ck.label}: {err}", stacklevel=3)
         log.warning("skipping %s: %s", ck.label, err)
-        for _, _, unit in todo:
+        for *_, unit in todo:
             self.store.write_skipped(unit, str(err))
-        return [{**unit.__dict__, "status": "skipped", "reason": str(err)} for _, _, unit in todo]
+        return [{**unit.__dict__, "status": "skipped", "reason": str(err)} for *_, unit in todo]
 
     def run(self, ck: Checkpoint) -> list[dict]:
         """One checkpoint (a Dask task): its cached conditions, and the others loaded, measured and stored (or
@@ -179,15 +186,15 @@ def release(loaded: Loaded) -> None:
     gc.collect()
 
 
-def extract(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None,
+def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int, ...] | None = None,
             models: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
             root: str | Path | None = None, config: ExtractConfig = ExtractConfig(),
             interventions: Sequence[Intervention | None] = (None,), progress: bool = True,
             scheduler: str = "serial", evict: bool = False) -> pd.DataFrame:
     """Measure every requested (checkpoint, condition) not already in the store; one status row per pair.
 
-    ``interventions`` lists the conditions to measure (``None`` is the intact model); each checkpoint is loaded
-    once for all of them. Checkpoints that cannot be loaded are logged, recorded as skipped, and retried on the
+    ``interventions`` lists the conditions to measure (``None`` is the intact model), on one stimulus set or on each
+    of several; each checkpoint is loaded once for all of them. Checkpoints that cannot be loaded are logged, recorded as skipped, and retried on the
     next run. ``scheduler`` is ``serial`` (next checkpoint loaded while this one is measured) or ``dask`` /
     ``dask:ADDRESS`` (see :mod:`lexprobe.scheduler`). ``evict`` deletes each hub revision's downloaded files once
     all its conditions are stored.
@@ -197,7 +204,8 @@ def extract(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None
 
         parse_scheduler(scheduler)  # a bad spec fails before any work, even when everything is cached
     config = replace(config, device=resolve_device(config.device))
-    job = SweepJob(suite, stimuli, str(root or results_dir()), config, tuple(interventions), evict)
+    sets = stimuli if isinstance(stimuli, Stimuli) else tuple(stimuli)
+    job = SweepJob(suite, sets, str(root or results_dir()), config, tuple(interventions), evict)
     cks = suite.checkpoints(steps, models, seeds)
     if scheduler == "serial":
         return pd.DataFrame(run_serial(job, cks, progress))

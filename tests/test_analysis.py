@@ -185,6 +185,21 @@ def test_head_discovery_separates_tracking_from_trend_and_prev_token():
     assert not st.loc[(1, 1), "selected"]
 
 
+def test_head_permutation_null_is_sized_from_its_family():
+    """The permutation p of each head is corrected by BH over the seed's heads: its rank floor 1/(n+1) must sit
+    well below alpha / heads, so n_perm grows with the head count (here 4 heads: 0.05/4 = 0.0125 needs >= 399)."""
+    from lexprobe.analysis.heads import perm_draws
+
+    rng = np.random.default_rng(0)
+    perf = np.where(STEPS > 512, 0.02 + 0.1 * (np.log10(STEPS + 1) - np.log10(513)), 0.005)
+    heads = synthetic_heads(rng, STEPS, perf + rng.normal(0, 0.003, len(STEPS)))
+    best = pd.DataFrame({"model": "m", "seed": 0, "step": STEPS, "r2": perf})
+    st = discover(heads, best, n_perm=50)
+    assert perm_draws(4) == 399 and (st["n_perm"] == 399).all()
+    assert (1 / (st["n_perm"] + 1) <= 0.05 / 4 / 5).all()
+    assert perm_draws(24) == 2399 and perm_draws(384) == 38399
+
+
 def test_bh_matches_statsmodels_and_keeps_nans():
     q = bh(np.array([0.01, np.nan, 0.04, 0.03]))
     assert np.isnan(q[1])

@@ -24,8 +24,10 @@ def test_null_test_ranks_the_target_among_random_sets():
     dr = drops(best)
     assert dr.set_index("condition").loc["t", "drop_r2"] == pytest.approx(0.3)
     t = null_tests(dr, des).iloc[0]
-    assert t["n_random"] == 19 and t["p"] == pytest.approx(1 / 20)
+    assert t["n_random"] == 19 and t["p_rank"] == pytest.approx(1 / 20) == t["p_floor"]
     assert t["null_mean"] == pytest.approx(0.09) and t["z"] > 3
+    # 19 sets cannot resolve alpha by rank (floor 0.05): the t prediction test can, and is the one reported
+    assert t["method"] == "t prediction" and t["p"] < 0.001
     # a target no worse than the median random set is not significant
     best.loc[best["condition"] == "t", "r2"] = 0.41
     assert null_tests(drops(best), des).iloc[0]["p"] > 0.4
@@ -92,6 +94,59 @@ def test_retained_performance_is_a_share_of_intact():
     best = pd.DataFrame([{**KEY, "step": 1, "perturbation": "intact", "r2": 0.4, "auc": 0.9},
                          {**KEY, "step": 1, "perturbation": "p", "r2": 0.1, "auc": 0.6}])
     assert retained_performance(best).iloc[0]["r2_retained"] == pytest.approx(0.25)
+
+
+def test_retained_performance_subtracts_each_sets_untrained_baseline():
+    """A set whose own words separate the senses (R^2 0.09 at step 0, as the organism's sense-specific frames
+    did) keeps a share of the intact gain over baseline, not of the raw score."""
+    rows = [(0, "intact", 0.005), (512, "intact", 0.405), (0, "frame", 0.09), (512, "frame", 0.29)]
+    best = pd.DataFrame([{**KEY, "step": st, "perturbation": pe, "r2": r2, "auc": 0.5} for st, pe, r2 in rows])
+    last = retained_performance(best).set_index("step").loc[512]
+    assert last["r2_baseline"] == pytest.approx(0.09) and last["r2_intact_baseline"] == pytest.approx(0.005)
+    assert last["r2_retained"] == pytest.approx(0.29 / 0.405)
+    assert last["r2_retained_net"] == pytest.approx(0.2 / 0.4)
+
+
+def test_a_perturbed_set_with_too_few_pairs_is_not_scored(stimuli):
+    """On RAW-C, ``frame`` kept 3 of 504 pairs and reported an R^2 share of 521.9: such a set is not scored."""
+    from lexprobe.stages.stage3_perturbation import measurable
+
+    words = sorted(stimuli.pairs["word"].unique())
+    sets = {"frame": stimuli.subset(words[:1], name="f"), "neutral": stimuli.subset(words[:20], name="n")}
+    assert len(sets["frame"].pairs) == 6 and set(measurable(sets, stimuli)) == {"neutral"}
+
+
+def test_every_stage_4_test_can_reach_its_threshold():
+    """The smallest attainable p of each reported test sits below what its correction demands: head-set nulls by
+    rank only where 1/(n+1) <= alpha/5 (else a t prediction test), the causal map by a normal approximation of
+    the bootstrap, which can flag a lone head under BH over all its cells (a rank over 200 draws could not)."""
+    from lexprobe.analysis.causal import RANK_RESOLVES, rank_floor
+
+    rng = np.random.default_rng(1)
+    for n, method in ((10, "t prediction"), (19, "t prediction"), (100, "rank"), (1000, "rank")):
+        best = pd.DataFrame([{**KEY, "step": 1, "condition": "intact", "r2": 0.5, "auc": 0.9},
+                             {**KEY, "step": 1, "condition": "t", "r2": 0.1, "auc": 0.9}]
+                            + [{**KEY, "step": 1, "condition": f"r{k}", "r2": 0.5 - rng.uniform(0, 0.05), "auc": 0.9}
+                               for k in range(n)])
+        des = pd.DataFrame([{"condition": "t", "family": "zero", "role": "target"}]
+                           + [{"condition": f"r{k}", "family": "zero", "role": "random"} for k in range(n)])
+        t = null_tests(drops(best), des).iloc[0]
+        assert t["method"] == method and t["p"] < 0.05 / 5
+        assert method != "rank" or t["p_floor"] == rank_floor(n) <= RANK_RESOLVES
+    # the map: 4 checkpoints x 24 heads, two heads destroy the signal; BH over the 96 cells needs p <= 5.2e-4 for
+    # the strongest, below a 200-draw rank's floor of 5.0e-3
+    frames, design_rows = [], []
+    for step in (1, 2, 4, 8):
+        intact = _pairs(step, "intact", 0.2, rng)
+        frames.append(intact)
+        for head in range(24):
+            cond = f"h{head}"
+            frames.append(_pairs(step, cond, 0.0, rng) if head < 2 else intact.assign(condition=cond))
+    design_rows = [{"condition": f"h{h}", "role": "single", "heads": ((0, h),)} for h in range(24)]
+    cmap = causal_map(pd.concat(frames), pd.DataFrame(design_rows), n_boot=200)
+    assert (cmap["fdr_family_size"] == 96).all() and cmap["p_rank"].min() == pytest.approx(1 / 201)
+    assert set(cmap.loc[cmap["significant"], "head"]) == {0, 1}
+    assert (cmap.loc[cmap["head"] < 2, "p"] < 0.05 / 96).all()
 
 
 def test_random_head_sets():

@@ -297,3 +297,19 @@ def test_import_graph_has_no_cycles():
 
     for mod in sorted(graph):
         visit(mod, [])
+
+
+def test_several_stimulus_sets_share_one_load_per_checkpoint(cache, small, stimuli, tmp_path, monkeypatch):
+    """Stage 3's perturbed sets: every set measured from one load of each checkpoint, each stored as if alone."""
+    suite = hub_cache(cache, REPO, name="tiny")
+    other = stimuli.subset(sorted(stimuli.pairs["word"].unique())[4:6], name="other")
+    loads: list[int] = []
+    real = sweep_mod.SweepJob.load
+    monkeypatch.setattr(sweep_mod.SweepJob, "load", lambda self, ck: loads.append(ck.step) or real(self, ck))
+    status = extract(suite, [small, other], steps=(0, 1), root=tmp_path / "both", progress=False)
+    assert sorted(loads) == [0, 1] and len(status) == 4 and set(status["status"]) == {"measured"}
+    alone = extract(suite, other, steps=(0, 1), root=tmp_path / "alone", progress=False)
+    assert set(alone["status"]) == {"measured"}
+    for name in ("distances", "heads"):
+        pd.testing.assert_frame_equal(ResultsStore(tmp_path / "both").load(name, stimuli="other"),
+                                      ResultsStore(tmp_path / "alone").load(name, stimuli="other"))

@@ -6,10 +6,15 @@ All functions take tidy tables (best-layer scores per condition and checkpoint, 
 (R^2, AUC) from the intact model at the same checkpoint, so a harmful intervention has a positive effect.
 
 * :func:`null_tests`: per family and checkpoint, the target set's drop against the drops of random same-size head
-  sets: empirical p = (1 + #random drops >= target drop) / (1 + #random sets), and z = (target - mean) / sd.
+  sets. With n random sets the rank p = (1 + #random drops >= target drop) / (1 + n) can be no smaller than
+  1/(n + 1); where that floor is not well below alpha (``RANK_RESOLVES``: at most alpha / 5) the test is a
+  one-sided t prediction test of the target against the random sets' mean and sd (t = (target - mean) /
+  (sd * sqrt(1 + 1/n)), n - 1 df), which has no floor. ``method`` says which one ``p`` is; both are kept.
 * :func:`causal_map`: each single head's drop per checkpoint, with a paired item bootstrap (words resampled, the
-  same draws for the intact and ablated model) giving a one-sided p that the drop is > 0, BH-FDR over heads and
-  checkpoints within each (model, seed).
+  same draws for the intact and ablated model): one-sided p that the drop is > 0 from the normal approximation
+  z = drop / bootstrap sd (a rank over B draws cannot go below 1/(B + 1), and BH over heads x checkpoints
+  needs p <= 0.05 / m for a lone cell: 8.7e-5 for the organism's 576 cells), the rank p kept as ``p_rank``;
+  BH-FDR over the heads and checkpoints of each (model, seed), as ``fdr_family`` says.
 * :func:`agreement`: per (model, seed), the causal map's significant heads at the last checkpoint against the
   heads that pass correlational discovery (stage 2): counts, Jaccard, Fisher's exact test.
 """
@@ -31,6 +36,23 @@ from lexprobe.analysis.primitives import (
 )
 
 KEYS = ["model", "seed", "step"]
+RANK_RESOLVES = ALPHA / 5  # a rank test is used only where its floor 1/(n + 1) is at most this
+MAP_FAMILY = "heads x checkpoints of one (model, seed)"
+
+
+def rank_floor(n: int) -> float:
+    """The smallest p a rank test against ``n`` draws can give."""
+    return 1.0 / (n + 1)
+
+
+def t_prediction_p(null: np.ndarray, obs: float) -> float:
+    """One-sided p that ``obs`` exceeds a new draw of the null (normal, mean and sd estimated from ``null``)."""
+    if len(null) < 3 or not np.isfinite(obs):
+        return np.nan
+    sd = null.std(ddof=1)
+    if sd == 0:
+        return 0.0 if obs > null.mean() else 1.0
+    return float(stats.t.sf((obs - null.mean()) / (sd * np.sqrt(1 + 1 / len(null))), len(null) - 1))
 
 
 def drops(best: pd.DataFrame, scores: tuple[str, ...] = ("r2", "auc")) -> pd.DataFrame:
@@ -53,11 +75,15 @@ def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r
             continue
         obs = float(target.iloc[0])
         sd = null.std(ddof=1) if len(null) > 1 else np.nan
+        p_rank = empirical_p(null, obs) if len(null) else np.nan
+        rank = rank_floor(len(null)) <= RANK_RESOLVES
+        p_t = t_prediction_p(null, obs)
         rows.append({"family": family, "model": model, "seed": seed, "step": step, score: obs,
                      "n_random": len(null), "null_mean": null.mean() if len(null) else np.nan,
                      "null_q05": np.quantile(null, 0.05) if len(null) else np.nan,
                      "null_q95": np.quantile(null, 0.95) if len(null) else np.nan, "null_sd": sd,
-                     "p": empirical_p(null, obs) if len(null) else np.nan,
+                     "p": p_rank if rank else p_t, "method": "rank" if rank else "t prediction",
+                     "p_rank": p_rank, "p_floor": rank_floor(len(null)), "p_t": p_t,
                      "z": (obs - null.mean()) / sd if sd and np.isfinite(sd) and sd > 0 else np.nan})
     return pd.DataFrame(rows)
 
@@ -116,16 +142,29 @@ def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", 
             abl = wide[cond].reindex(index=base.index, columns=base.columns)
             drop = r2_base - weighted_best_r2(W, abl.to_numpy(), y, by, different)
             layer, head = single.loc[cond, "heads"][0]
+            se = drop[1:].std(ddof=1)
             rows.append({"model": model, "seed": sd, "step": step, "layer": int(layer), "head": int(head),
                          "condition": cond, "drop_r2": drop[0],
                          "boot_low": np.quantile(drop[1:], 0.025), "boot_high": np.quantile(drop[1:], 0.975),
-                         "p": empirical_p(-drop[1:], 0.0, tol=0.0)})  # share of draws without a drop (<= 0)
+                         "boot_se": se, "p": _normal_p(drop[0], se),
+                         "p_rank": empirical_p(-drop[1:], 0.0, tol=0.0)})  # share of draws without a drop (<= 0)
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     out["q"] = bh_within(out, "p", ["model", "seed"])
+    out["fdr_family"] = MAP_FAMILY
+    out["fdr_family_size"] = out.groupby(["model", "seed"])["p"].transform("size")
     out["significant"] = (out["q"] < ALPHA) & (out["drop_r2"] > 0)
     return out
+
+
+def _normal_p(drop: float, se: float) -> float:
+    """One-sided p that a drop is > 0 from its bootstrap standard error (normal approximation)."""
+    if not np.isfinite(drop):
+        return np.nan
+    if not se > 0:
+        return 0.0 if drop > 0 else 1.0
+    return float(stats.norm.sf(drop / se))
 
 
 def agreement(cmap: pd.DataFrame, discovery: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
@@ -151,7 +190,8 @@ def agreement(cmap: pd.DataFrame, discovery: pd.DataFrame, step: int | None = No
 
 def first_significant(tests: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     """Per (family, model, seed): the first step from which the target set's drop beats its null at every later
-    checkpoint (NaN if it never does)."""
+    checkpoint (NaN if it never does). Each checkpoint is tested at ``alpha``; asking all later ones to reject is
+    an intersection-union test, so the claim "from this step on" keeps its error at ``alpha`` uncorrected."""
     rows = []
     for (family, model, sd), g in tests.sort_values("step").groupby(["family", "model", "seed"]):
         sig = (g["p"] < alpha).to_numpy()

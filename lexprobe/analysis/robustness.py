@@ -61,9 +61,19 @@ def head_robustness(intact: pd.DataFrame, perturbed: pd.DataFrame) -> pd.DataFra
 
 def retained_performance(best: pd.DataFrame, scores: tuple[str, ...] = ("r2", "auc")) -> pd.DataFrame:
     """Best-layer scores of each perturbation next to the intact set's at the same checkpoint, with the share of
-    the intact R^2 kept (``best`` has a ``perturbation`` column; ``intact`` marks the source set)."""
+    the intact R^2 kept (``best`` has a ``perturbation`` column; ``intact`` marks the source set).
+
+    A perturbed set whose own words differ between senses (e.g. frames written per sense) separates the senses
+    before any training; so each set's score at its first measured checkpoint (step 0 in a full suite) is its
+    ``r2_baseline``, and ``r2_retained_net`` is the share of the intact gain over its own baseline that the
+    perturbed set's gain over its baseline keeps: (r2 - r2_baseline) / (r2_intact - r2_intact_baseline)."""
     keys = ["model", "seed", "step"]
     base = best[best["perturbation"] == "intact"].set_index(keys)[list(scores)]
     out = best[best["perturbation"] != "intact"].join(base, on=keys, rsuffix="_intact")
     out["r2_retained"] = out["r2"] / out["r2_intact"]
+    first = best.sort_values("step").groupby(["perturbation", "model", "seed"])["r2"].first()
+    out["r2_baseline"] = first.reindex(pd.MultiIndex.from_frame(out[["perturbation", "model", "seed"]])).to_numpy()
+    intact_first = first.xs("intact", level="perturbation")
+    out["r2_intact_baseline"] = intact_first.reindex(pd.MultiIndex.from_frame(out[["model", "seed"]])).to_numpy()
+    out["r2_retained_net"] = (out["r2"] - out["r2_baseline"]) / (out["r2_intact"] - out["r2_intact_baseline"])
     return out.reset_index(drop=True)

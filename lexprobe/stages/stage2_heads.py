@@ -40,7 +40,11 @@ def head_stage(stage1: Stage1, n_perm: int = 2000, seed: int = 0) -> Stage2:
 def heads_report(s2: Stage2) -> str:
     """Plain-text stage 2 (what ``lexprobe heads`` prints): heads meeting each criterion, and the passing ones."""
     st = s2.stats
-    lines = [f"heads (of {st.groupby(['model', 'seed']).size().iloc[0]} per seed) meeting each criterion:",
+    n = st.groupby(["model", "seed"]).size().iloc[0]
+    perms = f"{int(st['n_perm'].min())} shuffles, floor {1 / (st['n_perm'].min() + 1):.2g}" if "n_perm" in st else ""
+    lines = [f"FDR: BH over the {n} heads of each seed, per criterion (permutation null: {perms}; a lone head needs "
+             f"p <= {0.05 / n:.2g}); the previous-token control is a paired one-sided t-test at the last checkpoint",
+             f"heads (of {n} per seed) meeting each criterion:",
              st.groupby(["model", "seed"])[list(CRITERIA)].sum().rename(columns=CRITERIA).to_string()]
     for (_, seed), g in st.groupby(["model", "seed"]):
         passing = g[g["passes"]].sort_values("q_diff")

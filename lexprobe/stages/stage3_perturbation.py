@@ -16,7 +16,6 @@ from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.robustness import head_robustness, retained_performance
 from lexprobe.perturb import cue_token_distance, load_phrases, standard_set
-from lexprobe.progress import tqdm
 from lexprobe.stages.stage1_inflection import Stage1
 from lexprobe.stages.stage2_heads import Stage2
 from lexprobe.stimuli import Stimuli
@@ -55,6 +54,16 @@ def perturbed_sets(stage1: Stage1, n_steps: int = 0) -> dict[str, Stimuli]:
     return standard_set(stage1.stimuli, tokenizer=_tokenizer(stage1, perturbation_steps(stage1, n_steps)[-1]))
 
 
+MIN_PAIRS, MIN_SHARE = 10, 0.1  # a perturbed set with fewer pairs (or share of the intact set's) is not scored
+
+
+def measurable(sets: dict[str, Stimuli], stimuli: Stimuli) -> dict[str, Stimuli]:
+    """The perturbed sets with enough pairs to score: at least MIN_PAIRS and MIN_SHARE of the intact set's pairs
+    (e.g. on RAW-C, ``frame`` keeps 3 of 504 pairs: its R^2 would be a number about 3 pairs)."""
+    least = max(MIN_PAIRS, MIN_SHARE * len(stimuli.pairs))
+    return {k: ps for k, ps in sets.items() if len(ps.pairs) >= least}
+
+
 def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] | None = None,
                        n_steps: int = 0, progress: bool = True) -> Stage3:
     """Extract every perturbed set (default: :func:`perturbed_sets`) at :func:`perturbation_steps` into stage 1's
@@ -68,8 +77,15 @@ def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] 
     models, seeds = list(stage1.best["model"].unique()), [int(s) for s in stage1.best["seed"].unique()]
     bests, heads, dist = [stage1.best.assign(perturbation="intact")], [], []
     seen = set(load_phrases().query("in_organism_corpus")["phrase"])
-    for label, ps in tqdm(sets.items(), desc="stage 3: perturbed sets", disable=not progress):
-        extract(suite, ps, steps, tuple(models), tuple(seeds), root=root, config=cfg, progress=progress)
+    scored = measurable(sets, stim)
+    for label, ps in sets.items():
+        if label not in scored:
+            dist.append({"perturbation": label, "operation": ps.sentences["operation"].iloc[0],
+                         "sentences": len(ps.sentences), "pairs": len(ps.pairs), "enough_pairs": False})
+    if scored:  # one load of each checkpoint for every perturbed set
+        extract(suite, list(scored.values()), steps, tuple(models), tuple(seeds), root=root, config=cfg,
+                progress=progress)
+    for label, ps in scored.items():
         where = {"suite": suite.name, "stimuli": ps.name, "condition": "intact", "step": list(steps),
                  "model": models, "seed": seeds}
         pairs = with_pairs(store.load("distances", **where), ps)
@@ -79,7 +95,8 @@ def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] 
         tokens = cue_token_distance(ps, tok)
         op = ps.sentences["operation"].iloc[0]
         dist.append({"perturbation": label, "operation": op, "sentences": len(ps.sentences),
-                     "pairs": len(ps.pairs), "tokens_median": float(tokens.median()), "tokens_min": int(tokens.min()),
+                     "pairs": len(ps.pairs), "enough_pairs": True, "tokens_median": float(tokens.median()),
+                     "tokens_min": int(tokens.min()),
                      "tokens_max": int(tokens.max()),
                      "phrase_seen_in_training": bool(op == "separate" and
                                                      ps.sentences["parameter"].iloc[0] in seen)})
@@ -115,7 +132,15 @@ def perturbation_report(s3: Stage3) -> str:
     last = at_last_checkpoint(s3.retained)
     lines.append("")
     lines.append(last.pivot_table(index="seed", columns="perturbation", values="r2_retained").round(3).to_string())
-    seen = s3.distance.query("phrase_seen_in_training")["perturbation"].tolist()
+    lines += ["", "each set's own R^2 at its first checkpoint (its words alone separating senses, before training):",
+              at_last_checkpoint(s3.retained).pivot_table(index="seed", columns="perturbation",
+                                                          values="r2_baseline").round(3).to_string(),
+              "", "share of the intact gain over its baseline kept, (R^2 - baseline) / (intact - intact baseline):",
+              last.pivot_table(index="seed", columns="perturbation", values="r2_retained_net").round(3).to_string()]
+    for r in s3.distance[~s3.distance["enough_pairs"].astype(bool)].itertuples():
+        lines.append(f"'{r.perturbation}': not enough pairs ({r.pairs}; at least {MIN_PAIRS} and {MIN_SHARE:.0%} of "
+                     "the intact set's are needed): not scored")
+    seen = s3.distance.loc[s3.distance["phrase_seen_in_training"].fillna(False).astype(bool), "perturbation"].tolist()
     for p in seen:
         kept = last[last["perturbation"] == p]
         ok = bool((kept["r2_retained"] >= 0.5).all())
@@ -123,6 +148,7 @@ def perturbation_report(s3: Stage3) -> str:
                      f"{'yes' if ok else 'NO'} (min {kept['r2_retained'].min():.3f})")
     lines.append("")
     lines.append("discovered heads at the last checkpoint: cue attention intact and per perturbation "
-                 "(robust:* = paired one-sided test, BH q < .05)")
+                 "(robust:* = paired one-sided t-test, BH q < .05 over the heads x perturbations of each seed and "
+                 "checkpoint)")
     lines.append(s3.summary.to_string(index=False) if not s3.summary.empty else "  (no discovered heads)")
     return "\n".join(lines)

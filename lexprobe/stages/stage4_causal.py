@@ -22,6 +22,8 @@ import pandas as pd
 
 from lexprobe.align import encode
 from lexprobe.analysis import causal
+from lexprobe.analysis.causal import MAP_FAMILY, RANK_RESOLVES
+from lexprobe.analysis.heads import ALPHA
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, NoOp, intervention_of, random_head_sets
@@ -181,7 +183,8 @@ def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
     last = at_last_checkpoint(s4.tests)
     for r in last[last["family"] == "edges"].itertuples():
         lines.append(f"  seed {r.seed}: target->cue edges cut in every head: drop {r.drop_r2:.4f}; random earlier "
-                     f"non-cue edges ({r.n_random} draws): mean {r.null_mean:.4f}, 95% {r.null_q95:.4f}; p = {r.p:.3g}")
+                     f"non-cue edges ({r.n_random} draws): mean {r.null_mean:.4f}, 95% {r.null_q95:.4f}; p = {r.p:.3g} "
+                     f"({r.method})")
     lines.append("")
     lines.append("discovered heads vs random same-size head sets at the last checkpoint:")
     tab = last[~last["family"].isin(["edges"])]
@@ -189,7 +192,7 @@ def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
         lines.append("  (no seed has heads that pass discovery)")
     for r in tab.sort_values(["seed", "family"]).itertuples():
         lines.append(f"  seed {r.seed} {r.family:>9}: drop {r.drop_r2:7.4f}  random ({r.n_random}): mean "
-                     f"{r.null_mean:7.4f}, 95% {r.null_q95:7.4f}  p = {r.p:.3g}  z = {r.z:.2f}")
+                     f"{r.null_mean:7.4f}, 95% {r.null_q95:7.4f}  p = {r.p:.3g} ({r.method})  z = {r.z:.2f}")
     lines.append("")
     for r in s4.onset_of_effect.itertuples():
         on = ""
@@ -199,8 +202,16 @@ def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
         when = (f"from step {r.effect_from_step:.0f} on" if pd.notna(r.effect_from_step)
                 else "at no step (not even at the last checkpoint)")
         lines.append(f"seed {r.seed}: zero-ablating the discovered heads beats its null {when}{on}")
+    dev = s4.tests[(s4.tests["family"] == "zero")]
+    if not dev.empty:
+        lines.append(f"  (each checkpoint at alpha {ALPHA}; p by {', '.join(sorted(dev['method'].unique()))}: a rank "
+                     f"against n random sets cannot go below 1/(n+1) = {dev['p_floor'].max():.3g} with the fewest "
+                     f"sets, so where that floor is above {RANK_RESOLVES:.3g} the t prediction test is used)")
     lines.append("")
-    lines.append("causal head map (single-head zero ablation, paired item bootstrap, BH-FDR over heads x steps):")
+    cm = s4.causal_map
+    size = int(cm["fdr_family_size"].max()) if len(cm) else 0
+    lines.append(f"causal head map (single-head zero ablation, paired item bootstrap, normal-approximation p; BH-FDR "
+                 f"over {MAP_FAMILY}: m = {size}, so a lone cell needs p <= {ALPHA / max(size, 1):.2g}):")
     for r in s4.agreement.itertuples():
         lines.append(f"  seed {r.seed} step {r.step}: causal {r.causal_heads or '-'} | discovered "
                      f"{r.discovered_heads or '-'} | both {r.both}, Jaccard {r.jaccard:.2f}, Fisher p {r.fisher_p:.3g}")
