@@ -37,7 +37,8 @@ def make_run() -> float:
 def notebook(path: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    NotebookClient(nb, kernel_name="python3", timeout=3600, resources={"metadata": {"path": str(path.parent)}}).execute()
+    client = NotebookClient(nb, kernel_name="python3", timeout=3600, resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
     return time.perf_counter() - t0
 
 

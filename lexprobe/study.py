@@ -90,6 +90,9 @@ class Study:
             raise ValueError(f"Study(by={self.by!r}): choose one of {tuple(SCORE_OF)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"Study(dtype={self.dtype!r}): choose one of {tuple(DTYPES)}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"Study(methods={tuple(self.methods)!r}): {bad} not among stage 4's {METHODS}")
         if self.device not in DEVICES:
             raise ValueError(f"Study(device={self.device!r}): choose one of {DEVICES}")
         for name, (full, small) in SMOKE_DEFAULTS.items():

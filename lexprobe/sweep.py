@@ -194,10 +194,10 @@ def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int
     """Measure every requested (checkpoint, condition) not already in the store; one status row per pair.
 
     ``interventions`` lists the conditions to measure (``None`` is the intact model), on one stimulus set or on each
-    of several; each checkpoint is loaded once for all of them. Checkpoints that cannot be loaded are logged, recorded as skipped, and retried on the
-    next run. ``scheduler`` is ``serial`` (next checkpoint loaded while this one is measured) or ``dask`` /
-    ``dask:ADDRESS`` (see :mod:`lexprobe.scheduler`). ``evict`` deletes each hub revision's downloaded files once
-    all its conditions are stored.
+    of several; each checkpoint is loaded once for all of them. Checkpoints that cannot be loaded are logged,
+    recorded as skipped, and retried on the next run. ``scheduler`` is ``serial`` (next checkpoint loaded while
+    this one is measured) or ``dask`` / ``dask:ADDRESS`` (see :mod:`lexprobe.scheduler`). ``evict`` deletes each
+    hub revision's downloaded files once all its conditions are stored.
     """
     if scheduler != "serial":
         from lexprobe.scheduler import parse_scheduler, run_dask

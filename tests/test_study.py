@@ -151,6 +151,8 @@ def test_smoke_defaults_are_resolved_when_the_study_is_made(monkeypatch):
     assert (s.n_random, s.n_random_dev, s.map_steps, s.perturb_steps) == (7, 10, 0, 0)
     with pytest.raises(ValueError, match="by='best'"):
         Study(by="best")
+    with pytest.raises(ValueError, match=r"\['none'\] not among stage 4's"):  # fails before any stage runs
+        Study(methods=("zero", "none"))
 
 
 def test_plan_runs_with_its_defaults(monkeypatch, capsys):
