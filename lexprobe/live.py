@@ -9,6 +9,7 @@ from functools import lru_cache
 import pandas as pd
 
 from lexprobe.analysis.performance import performance, with_pairs
+from lexprobe.device import resolve_device, torch_dtype
 from lexprobe.extract import AttentionMap, ExtractConfig, attention_maps, measure
 from lexprobe.interventions import Intervention
 from lexprobe.stimuli import Stimuli
@@ -16,9 +17,9 @@ from lexprobe.suites import Checkpoint, Loaded, Suite, load_checkpoint
 
 
 @lru_cache(maxsize=1)
-def loaded_checkpoint(ck: Checkpoint) -> Loaded:
+def loaded_checkpoint(ck: Checkpoint, dtype: str = "float32", device: str = "cpu") -> Loaded:
     """One checkpoint kept in memory for interactive inspection (only the most recently used one)."""
-    return load_checkpoint(ck)
+    return load_checkpoint(ck, torch_dtype(dtype), resolve_device(device))
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,15 @@ class Live:
     stimuli: Stimuli
     target: str
     steps: tuple[int, ...]
+    config: ExtractConfig = ExtractConfig(save_embeddings=False)  # the study's dtype and device
 
     @property
     def seeds(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.suite.seeds)
 
     def _loaded(self, seed: int, step: int) -> Loaded:
-        return loaded_checkpoint(self.suite.checkpoint(self.suite.models[0], seed, step))
+        return loaded_checkpoint(self.suite.checkpoint(self.suite.models[0], seed, step), self.config.dtype,
+                                 self.config.device)
 
     def attention(self, seed: int, step: int, sentence_id: int,
                   intervention: Intervention | None = None) -> AttentionMap:
@@ -49,6 +52,6 @@ class Live:
     def performance(self, seed: int, step: int, intervention: Intervention | None = None) -> pd.DataFrame:
         """Per-layer performance of one checkpoint on the whole stimulus set."""
         ld = self._loaded(seed, step)
-        dist = measure(ld.model, ld.tokenizer, self.stimuli, ExtractConfig(save_embeddings=False), intervention,
+        dist = measure(ld.model, ld.tokenizer, self.stimuli, self.config, intervention,
                        progress=False)["distances"].assign(model=self.suite.models[0], seed=seed, step=step)
         return performance(with_pairs(dist, self.stimuli), target=self.target)

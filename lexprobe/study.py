@@ -131,7 +131,8 @@ class Study:
     @cached_property
     def live(self) -> Live:
         """Live measurements at this study's checkpoints, for the inspectors."""
-        return Live(self.checkpoint_suite, self.stimulus_set, target_of(self.stimulus_set.pairs), self.checkpoints)
+        return Live(self.checkpoint_suite, self.stimulus_set, target_of(self.stimulus_set.pairs), self.checkpoints,
+                    replace(self.config, save_embeddings=False))
 
     def settings(self) -> dict[str, Any]:
         """Every setting that can change a number, as plain values."""
