@@ -403,12 +403,14 @@ def donor_weights(sites: Sites, layers: set[int]) -> dict[int, tuple[torch.Tenso
     return out
 
 
-KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero")
+KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
 
 
-def intervention_of(kind: str, heads: tuple[Head, ...] | None, seed: int = 0) -> Intervention | None:
+def intervention_of(kind: str, heads: tuple[Head, ...] | None, seed: int = 0,
+                    source_step: int | None = None) -> Intervention | None:
     """The intervention a kind names on ``heads`` (stage 4's methods and the widgets' choices): one of
-    :data:`KINDS`; ``none`` or no heads: the intact model (None). ``seed`` seeds a resample's donors."""
+    :data:`KINDS`; ``none`` or no heads: the intact model (None). ``seed`` seeds a resample's donors;
+    ``source_step`` is the checkpoint ``qk-copy`` copies Q and K from."""
     if kind not in KINDS:
         raise ValueError(f"unknown intervention kind {kind!r}; choose from {KINDS}")
     if kind == "none" or (heads is not None and not heads):
@@ -417,6 +419,10 @@ def intervention_of(kind: str, heads: tuple[Head, ...] | None, seed: int = 0) ->
         return EdgeKnockout(heads)
     if kind == "qk-zero":
         return QKEdit(heads)
+    if kind == "qk-copy":
+        if source_step is None:
+            raise ValueError("qk-copy needs the step to copy Q and K from (source_step)")
+        return QKEdit(heads, "copy", source_step)
     method = cast(Literal["zero", "mean", "resample"], kind)  # the kinds left are the ablation methods
     return HeadAblation(heads, method, seed=seed if kind == "resample" else 0)
 

@@ -28,7 +28,7 @@ from lexprobe.store import ResultsStore, StoreConflict, Unit
 
 T = TypeVar("T")
 CODE = ("lexprobe/analysis", "lexprobe/stages", "lexprobe/perturb.py", "lexprobe/stimuli.py",
-        "lexprobe/interventions.py", "lexprobe/stagecache.py")
+        "lexprobe/interventions.py", "lexprobe/patching.py", "lexprobe/stagecache.py")
 
 
 def code_fingerprint() -> str:

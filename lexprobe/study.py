@@ -38,7 +38,15 @@ from lexprobe.stages.stage3_perturbation import (
     perturbation_steps,
     perturbed_sets,
 )
-from lexprobe.stages.stage4_causal import METHODS, Stage4, causal_stage, design_for, measured_conditions
+from lexprobe.stages.stage4_causal import (
+    METHODS,
+    Stage4,
+    causal_stage,
+    copy_source,
+    design_for,
+    measured_conditions,
+)
+from lexprobe.stages.stage4_patching import counterfactual_of
 from lexprobe.stages.stage5_seeds import Stage5, seed_stage
 from lexprobe.stimuli import Stimuli, load_stimuli
 from lexprobe.store import ResultsStore
@@ -61,7 +69,8 @@ class Study:
     path) or objects; ``root`` is the results store (default ``$LEXPROBE_HOME/results``); ``by`` picks each
     checkpoint's best layer (``"r2"``, ``"signed"``, ``"auc"``) in every stage, as does ``exclude_embedding``.
     ``None`` sizes take their defaults (smoke defaults under LEXPROBE_SMOKE=1). ``intervention`` measures the whole
-    study on an intervened model (stored under its own condition)."""
+    study on an intervened model (stored under its own condition). ``counterfactual`` is stage 4's patching
+    counterfactual set (sentences with ``source_id``; default: the ``neutral`` perturbation of the stimuli)."""
 
     suite: str | Suite = "organism"
     stimuli: str | Stimuli = "lexprobe_nouns"
@@ -82,6 +91,7 @@ class Study:
     dtype: str = "float32"
     batch_size: int = 64
     intervention: Intervention | None = None
+    counterfactual: Stimuli | None = None
     progress: bool = field(default=True, compare=False)
     cache: bool = field(default=True, compare=False)
 
@@ -141,6 +151,7 @@ class Study:
         out["stimuli"] = self.stimulus_set.hash
         out["steps"] = list(self.checkpoints)
         out["intervention"] = None if self.intervention is None else self.intervention.spec()
+        out["counterfactual"] = None if self.counterfactual is None else self.counterfactual.hash
         out["config"] = self.config.fingerprint_fields()
         for f in ("root", "device", "batch_size", "dtype"):
             del out[f]  # where results live and how they are batched do not change them; dtype is in config
@@ -243,20 +254,22 @@ class Study:
         s2, k2 = self._heads
         n_random, n_random_dev, map_steps = self.n_random, self.n_random_dev, self.map_steps
         assert n_random is not None and n_random_dev is not None and map_steps is not None  # filled by __post_init__
-        plan = design_for(s2, n_random, n_random_dev, self.methods, self.layer_matched, self.seed)
+        cf = self.counterfactual if self.counterfactual is not None else counterfactual_of(s1)
+        plan = design_for(s2, n_random, n_random_dev, self.methods, self.layer_matched, self.seed,
+                          copy_source(s1.suite.steps), cf)
 
         def key() -> dict[str, Any] | None:
             units = [self._units("distances", s1.stimuli.name, list(rows["condition"]), steps, [model], [sd])
                      for model, sd, steps, rows in measured_conditions(plan, s1.steps, map_steps)]
             if None in units or k1 is None or k2 is None:
                 return None
-            return {"stage1": k1, "stage2": k2, "units": fingerprint({"u": units}),
+            return {"stage1": k1, "stage2": k2, "units": fingerprint({"u": units}), "counterfactual": cf.hash,
                     **{k: getattr(self, k) for k in ("n_random", "n_random_dev", "map_steps", "layer_matched",
                                                      "n_boot", "seed", "methods")}}
 
         return self._stage("stage4", Stage4, key, {}, lambda: causal_stage(
             s1, s2, n_random, n_random_dev, self.methods, self.layer_matched, map_steps, self.n_boot,
-            self.seed, self.progress))
+            self.seed, self.progress, cf))
 
     @property
     def causal(self) -> Stage4:

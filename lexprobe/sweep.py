@@ -25,6 +25,7 @@ from lexprobe.device import resolve_device, torch_dtype
 from lexprobe.extract import MEASUREMENTS, Donor, ExtractConfig, measure
 from lexprobe.files import fingerprint
 from lexprobe.interventions import Intervention, donor_weights
+from lexprobe.patching import PatchMap, measure_patch_map
 from lexprobe.paths import results_dir
 from lexprobe.prefetch import prefetched
 from lexprobe.progress import tqdm
@@ -118,24 +119,33 @@ class SweepJob:
         with recording(ck) if self.evict and ck.repo else nullcontext():
             return load_checkpoint(ck, torch_dtype(self.config.dtype), self.config.device)
 
-    def donor(self, ck: Checkpoint, intervention: Intervention | None, n_layers: int) -> Donor | None:
-        """QKV weights of the checkpoint an intervention copies from (same model and seed), if it copies any."""
+    def donor(self, ck: Checkpoint, intervention: Intervention | None, n_layers: int,
+              known: dict[int, Donor]) -> Donor | None:
+        """QKV weights (every layer) of the checkpoint an intervention copies from (same model and seed), if it
+        copies any; ``known`` keeps those already loaded for this checkpoint, by step."""
         if intervention is None or intervention.donor_step is None:
             return None
-        loaded = self.load(self.suite.checkpoint(ck.model, ck.seed, intervention.donor_step))
-        try:
-            return donor_weights(Sites(None, loaded.model), intervention.donor_layers(n_layers))
-        finally:
-            release(loaded)
+        step = intervention.donor_step
+        if step not in known:
+            loaded = self.load(self.suite.checkpoint(ck.model, ck.seed, step))
+            try:
+                known[step] = donor_weights(Sites(None, loaded.model), set(range(n_layers)))
+            finally:
+                release(loaded)
+        return known[step]
 
     def measure(self, loaded: Loaded, todo: list[Todo], load_seconds: float, progress: bool = False) -> list[dict]:
         """Measure a loaded checkpoint under each condition still to do and store the tables (sidecars record the
         load and measure times); evict its downloaded files afterwards, if asked."""
         ck, rows = loaded.checkpoint, []
+        donors: dict[int, Donor] = {}
         for st, iv, fp, unit in todo:
             t0 = time.perf_counter()
-            tables = measure(loaded.model, loaded.tokenizer, st, self.config, iv,
-                             self.donor(ck, iv, loaded.n_layers), progress)
+            if isinstance(iv, PatchMap):
+                tables = measure_patch_map(loaded.model, loaded.tokenizer, st, iv, self.config.batch_size)
+            else:
+                tables = measure(loaded.model, loaded.tokenizer, st, self.config, iv,
+                                 self.donor(ck, iv, loaded.n_layers, donors), progress)
             seconds = {"load_seconds": round(load_seconds, 3), "measure_seconds": round(time.perf_counter() - t0, 3)}
             meta = {"fingerprint": fp, "config": self.config.as_dict(),
                     "stimuli": {"name": st.name, "hash": st.hash},

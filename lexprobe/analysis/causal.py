@@ -64,27 +64,33 @@ def drops(best: pd.DataFrame, scores: tuple[str, ...] = ("r2", "auc")) -> pd.Dat
     return out.reset_index(drop=True)
 
 
+def vs_null(null: np.ndarray, obs: float) -> dict[str, float | str]:
+    """One observed effect against ``len(null)`` random draws: ``p`` by rank where its floor 1/(n + 1) resolves
+    (at most ``RANK_RESOLVES``), else by the t prediction test; both kept, with the floor and the null's summary."""
+    n = len(null)
+    p_rank = empirical_p(null, obs) if n else np.nan
+    rank = rank_floor(n) <= RANK_RESOLVES
+    p_t = t_prediction_p(null, obs)
+    sd = null.std(ddof=1) if n > 1 else np.nan
+    return {"n_random": n, "null_mean": null.mean() if n else np.nan,
+            "null_q05": np.quantile(null, 0.05) if n else np.nan,
+            "null_q95": np.quantile(null, 0.95) if n else np.nan, "null_sd": sd,
+            "p": p_rank if rank else p_t, "method": "rank" if rank else "t prediction",
+            "p_rank": p_rank, "p_floor": rank_floor(n), "p_t": p_t,
+            "z": (obs - null.mean()) / sd if sd and np.isfinite(sd) and sd > 0 else np.nan}
+
+
 def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r2") -> pd.DataFrame:
     """Target set vs random same-size sets, per (family, model, seed, step)."""
     eff = effects.merge(design[["condition", "family", "role"]], on="condition", validate="many_to_one")
     rows = []
     for (family, model, seed, step), g in eff.groupby(["family", *KEYS]):
         target = g.loc[g["role"] == "target", score]
-        null = g.loc[g["role"] == "random", score].to_numpy(float)
         if target.empty:
             continue
         obs = float(target.iloc[0])
-        sd = null.std(ddof=1) if len(null) > 1 else np.nan
-        p_rank = empirical_p(null, obs) if len(null) else np.nan
-        rank = rank_floor(len(null)) <= RANK_RESOLVES
-        p_t = t_prediction_p(null, obs)
-        rows.append({"family": family, "model": model, "seed": seed, "step": step, score: obs,
-                     "n_random": len(null), "null_mean": null.mean() if len(null) else np.nan,
-                     "null_q05": np.quantile(null, 0.05) if len(null) else np.nan,
-                     "null_q95": np.quantile(null, 0.95) if len(null) else np.nan, "null_sd": sd,
-                     "p": p_rank if rank else p_t, "method": "rank" if rank else "t prediction",
-                     "p_rank": p_rank, "p_floor": rank_floor(len(null)), "p_t": p_t,
-                     "z": (obs - null.mean()) / sd if sd and np.isfinite(sd) and sd > 0 else np.nan})
+        null = g.loc[g["role"] == "random", score].to_numpy(float)
+        rows.append({"family": family, "model": model, "seed": seed, "step": step, score: obs, **vs_null(null, obs)})
     return pd.DataFrame(rows)
 
 
@@ -108,8 +114,23 @@ def weighted_best_r2(W: np.ndarray, D: np.ndarray, y: np.ndarray, by: str = "r2"
     return np.where(np.isfinite(metric).any(1), best, np.nan)
 
 
-def _wide(pairs: pd.DataFrame) -> pd.DataFrame:
-    return pairs.pivot_table(index=["word", "pair_key"], columns="layer", values="distance")
+def best_r2_draws(g: pd.DataFrame, base: str, conditions: list[str], target: str, n_boot: int,
+                  rng: np.random.Generator, by: str = "r2") -> dict[str, np.ndarray]:
+    """Best-layer R^2 of ``base`` and each of ``conditions`` at one checkpoint (``g``: its pair-level distances,
+    column ``condition``) under the observed sample (index 0) and ``n_boot`` paired item-bootstrap draws (the same
+    words drawn for every condition), on the pairs of ``base``; layers chosen per draw ``by`` the study's rule."""
+    ref = g[g["condition"] == base]
+    wide = g[g["condition"].isin([base, *conditions])].pivot_table(
+        index=["word", "pair_key"], columns=["condition", "layer"], values="distance")
+    index = wide[base].dropna(how="all").index
+    info = ref.drop_duplicates("pair_key").set_index(["word", "pair_key"])
+    ycol = "mean_relatedness" if target == "relatedness" else "same"
+    y = info[ycol].reindex(index).to_numpy(float)
+    different = ~info["same"].reindex(index).to_numpy(bool)
+    W = word_weights(index.get_level_values("word").to_numpy(), n_boot, rng, observed=True)  # row 0: observed
+    layers = wide[base].columns
+    return {c: weighted_best_r2(W, wide[c].reindex(index=index, columns=layers).to_numpy(), y, by, different)
+            for c in [base, *conditions] if c in wide.columns.get_level_values("condition")}
 
 
 def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", n_boot: int = 200,
@@ -122,39 +143,39 @@ def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", 
     (columns condition, model, seed, step, layer, word, pair_key, distance, same, mean_relatedness).
     """
     single = design[design["role"] == "single"].set_index("condition")
-    ycol = "mean_relatedness" if target == "relatedness" else "same"
     rng = np.random.default_rng(seed)
     rows = []
     for (model, sd, step), g in pairs.groupby(KEYS):
-        base = _wide(g[g["condition"] == "intact"])
-        if base.empty:
+        conds = [c for c in g["condition"].unique() if c in single.index]
+        if not (g["condition"] == "intact").any() or not conds:
             continue
-        info = g[g["condition"] == "intact"].drop_duplicates("pair_key").set_index(["word", "pair_key"])
-        y = info[ycol].reindex(base.index).to_numpy(float)
-        different = ~info["same"].reindex(base.index).to_numpy(bool)
-        W = word_weights(base.index.get_level_values("word").to_numpy(), n_boot, rng, observed=True)  # row 0: observed
-        r2_base = weighted_best_r2(W, base.to_numpy(), y, by, different)
-        ablated = g[g["condition"].isin(single.index)]
-        if ablated.empty:
-            continue
-        wide = ablated.pivot_table(index=["word", "pair_key"], columns=["condition", "layer"], values="distance")
-        for cond in wide.columns.get_level_values("condition").unique():
-            abl = wide[cond].reindex(index=base.index, columns=base.columns)
-            drop = r2_base - weighted_best_r2(W, abl.to_numpy(), y, by, different)
+        r2 = best_r2_draws(g, "intact", conds, target, n_boot, rng, by)
+        for cond in conds:
             layer, head = single.loc[cond, "heads"][0]
-            se = drop[1:].std(ddof=1)
             rows.append({"model": model, "seed": sd, "step": step, "layer": int(layer), "head": int(head),
-                         "condition": cond, "drop_r2": drop[0],
-                         "boot_low": np.quantile(drop[1:], 0.025), "boot_high": np.quantile(drop[1:], 0.975),
-                         "boot_se": se, "p": _normal_p(drop[0], se),
-                         "p_rank": empirical_p(-drop[1:], 0.0, tol=0.0)})  # share of draws without a drop (<= 0)
+                         "condition": cond, **effect_interval(r2["intact"] - r2[cond], "drop_r2")})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    out["q"] = bh_within(out, "p", ["model", "seed"])
-    out["fdr_family"] = MAP_FAMILY
-    out["fdr_family_size"] = out.groupby(["model", "seed"])["p"].transform("size")
-    out["significant"] = (out["q"] < ALPHA) & (out["drop_r2"] > 0)
+    return with_fdr(out, "drop_r2", ["model", "seed"], MAP_FAMILY)
+
+
+def effect_interval(effect: np.ndarray, name: str) -> dict[str, float]:
+    """An effect's observed value (``effect[0]``) with its bootstrap 95% interval, standard error, the one-sided
+    normal-approximation p that it is > 0, and the rank p (share of draws without an effect) kept as ``p_rank``."""
+    draws = effect[1:]
+    se = draws.std(ddof=1)
+    return {name: effect[0], "boot_low": np.quantile(draws, 0.025), "boot_high": np.quantile(draws, 0.975),
+            "boot_se": se, "p": _normal_p(effect[0], se), "p_rank": empirical_p(-draws, 0.0, tol=0.0)}
+
+
+def with_fdr(table: pd.DataFrame, effect: str, family: list[str], family_name: str) -> pd.DataFrame:
+    """BH q within each ``family`` group, the family named and sized, and ``significant`` (q < alpha, effect > 0)."""
+    out = table.copy()
+    out["q"] = bh_within(out, "p", family)
+    out["fdr_family"] = family_name
+    out["fdr_family_size"] = out.groupby(family)["p"].transform("size")
+    out["significant"] = (out["q"] < ALPHA) & (out[effect] > 0)
     return out
 
 
@@ -200,4 +221,30 @@ def first_significant(tests: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame
         first = (steps[tail[-1] + 1] if len(tail) and tail[-1] + 1 < len(steps)
                  else (steps[0] if not len(tail) else np.nan))
         rows.append({"family": family, "model": model, "seed": sd, "effect_from_step": first})
+    return pd.DataFrame(rows)
+
+
+def study_regression(effects: pd.DataFrame, design: pd.DataFrame, families: tuple[str, ...],
+                     score: str = "drop_r2") -> pd.DataFrame:
+    """The original study's test across development: per (family, model, seed), OLS of the effect on
+    log10(step + 1) and a target indicator (the discovered heads = 1, random same-size sets = 0) over every
+    checkpoint at which the family's target was measured; the target coefficient with its 95% interval and
+    two-sided p (conventional OLS standard errors)."""
+    import statsmodels.api as sm
+
+    eff = effects.merge(design[["condition", "family", "role", "scope"]], on="condition", validate="many_to_one")
+    eff = eff[eff["family"].isin(families) & eff["role"].isin(["target", "random"]) & (eff["scope"] == "all")]
+    rows = []
+    for (family, model, sd), g in eff.groupby(["family", "model", "seed"]):
+        g = g.dropna(subset=[score])
+        X = sm.add_constant(np.column_stack([np.log10(g["step"].to_numpy(float) + 1),
+                                             (g["role"] == "target").to_numpy(float)]))
+        if len(g) < 4 or np.linalg.matrix_rank(X) < 3:
+            continue
+        fit = sm.OLS(g[score].to_numpy(float), X).fit()
+        low, high = fit.conf_int()[2]
+        rows.append({"family": family, "model": model, "seed": sd, "n": len(g),
+                     "n_steps": g["step"].nunique(), "target_coef": fit.params[2], "target_low": low,
+                     "target_high": high, "target_p": fit.pvalues[2], "log_step_coef": fit.params[1],
+                     "log_step_p": fit.pvalues[1]})
     return pd.DataFrame(rows)

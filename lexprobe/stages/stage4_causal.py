@@ -9,6 +9,12 @@ one load per checkpoint), and tests them with :mod:`lexprobe.analysis.causal`:
   the target->cue edges in every head against ``n_random`` knockouts of as many random earlier non-cue edges;
 * at every checkpoint: the discovered set's zero ablation against ``n_random_dev`` random sets (when does the
   effect appear, relative to the inflection?) and every single head's zero ablation (the causal head map);
+* the original study's QK edit (``qk-zero``, and ``qk-copy`` from the earliest stored checkpoint after step 0, step
+  1 when it is stored) of the discovered heads against random sets at every checkpoint, with the study's regression
+  (effect ~ log10(step + 1) + target-vs-random) beside the per-checkpoint tests;
+* activation patching at the target's tokens (:mod:`lexprobe.stages.stage4_patching`): per checkpoint of the map,
+  noising (necessity) and denoising (sufficiency) of every head and layer against a counterfactual set, their maps
+  across development, the exactness controls, and the greedy sufficient sets (redundancy);
 * exactness: with every target->cue edge cut, the target's embeddings of a noun's sentences must be identical
   whenever the sentences differ only in a cue of equal token length (pair distances at most ``EXACT``).
 """
@@ -21,19 +27,23 @@ from dataclasses import dataclass, replace
 import pandas as pd
 
 from lexprobe.align import encode
-from lexprobe.analysis import causal
+from lexprobe.analysis import causal, patching
 from lexprobe.analysis.causal import MAP_FAMILY, RANK_RESOLVES
 from lexprobe.analysis.heads import ALPHA
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.interventions import EdgeKnockout, HeadAblation, Intervention, NoOp, intervention_of, random_head_sets
+from lexprobe.patching import PatchMap
 from lexprobe.progress import tqdm
 from lexprobe.stages.stage1_inflection import Stage1
 from lexprobe.stages.stage2_heads import Stage2
+from lexprobe.stages.stage4_patching import RECOVER, counterfactual_of, patch_design, patch_table, redundancy
+from lexprobe.stimuli import Stimuli
 from lexprobe.suites import load_tokenizer, log_subset
 from lexprobe.sweep import extract
 
-METHODS = ("zero", "mean", "resample", "knockout")
+METHODS = ("zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
+DEVELOPMENT = ("zero", "qk-zero", "qk-copy")  # methods measured at every checkpoint (the rest at the last)
 EXACT = 1e-5
 
 
@@ -50,20 +60,39 @@ class Stage4:
     agreement: pd.DataFrame
     controls: pd.DataFrame
     exactness: pd.DataFrame
+    regression: pd.DataFrame
+    counterfactual: Stimuli
+    patches: pd.DataFrame
+    patch_maps: pd.DataFrame
+    patch_exactness: pd.DataFrame
+    patch_first: pd.DataFrame
+    patch_agreement: pd.DataFrame
+    greedy_curve: pd.DataFrame
+    greedy_tests: pd.DataFrame
+
+
+def copy_source(steps: tuple[int, ...]) -> int | None:
+    """The checkpoint ``qk-copy`` copies Q and K from: step 1, else the earliest stored step after 0 (None if none)."""
+    later = [s for s in steps if s > 0]
+    return 1 if 1 in steps else (min(later) if later else None)
 
 
 def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_random_dev: int,
-           methods: tuple[str, ...] = METHODS, layer_matched: bool = False, seed: int = 0) -> pd.DataFrame:
+           methods: tuple[str, ...] = METHODS, layer_matched: bool = False, seed: int = 0,
+           source_step: int | None = None, counterfactual: Stimuli | None = None) -> pd.DataFrame:
     """One row per (model, seed, condition): the intervention, its family and role, and where it is measured
-    (``scope`` last | all)."""
+    (``scope`` last | all | map | patch). ``qk-copy`` copies from ``source_step`` (left out when None); a
+    ``counterfactual`` set adds one patch map per (model, seed) (family ``patch``, scope ``patch``)."""
     rows = []
 
     def add(model: str, sd: int, iv: Intervention, family: str, role: str, draw: int, scope: str) -> None:
         heads = () if isinstance(iv, NoOp) else iv.head_set()
         rows.append({"model": model, "seed": sd, "condition": iv.condition, "intervention": iv, "family": family,
                      "role": role, "draw": draw, "scope": scope, "heads": heads,
-                     "n_heads": n_layers * n_heads if heads is None else len(heads)})
+                     "n_heads": n_layers * n_heads if heads is None else len(heads), "source_step": iv.donor_step})
 
+    methods = tuple(m for m in methods if m != "qk-copy" or source_step is not None)
+    patch_map = None if counterfactual is None else PatchMap(counterfactual, patch_design(n_layers, n_heads))
     for (model, sd), st in stats.groupby(["model", "seed"]):
         target = tuple(sorted((int(r.layer), int(r.head)) for r in st.itertuples() if r.passes))
         add(model, sd, NoOp(), "noop", "control", 0, "last")
@@ -73,20 +102,22 @@ def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_ra
         for layer in range(n_layers):
             for head in range(n_heads):
                 add(model, sd, HeadAblation(((layer, head),)), "single", "single", 0, "map")
+        if patch_map is not None:
+            add(model, sd, patch_map, "patch", "map", 0, "patch")
         if not target:
             continue
         sets = random_head_sets(n_layers, n_heads, target, len(target), max(n_random, n_random_dev),
                                 seed=seed + int(sd), layer_matched=layer_matched)
         for method in methods:
-            iv = intervention_of(method, target, seed)
+            dev = method in DEVELOPMENT
+            iv = intervention_of(method, target, seed, source_step)
             assert iv is not None  # a method on a non-empty head set ("none" is no method)
-            add(model, sd, iv, method, "target", 0, "all" if method == "zero" else "last")
-            n_sets = max(n_random, n_random_dev) if method == "zero" else n_random
+            add(model, sd, iv, method, "target", 0, "all" if dev else "last")
+            n_sets = max(n_random, n_random_dev) if dev else n_random
             for k, heads in enumerate(sets[:n_sets]):
-                dev = method == "zero" and k < n_random_dev
-                iv = intervention_of(method, heads, seed + k)
+                iv = intervention_of(method, heads, seed + k, source_step)
                 assert iv is not None  # as above: random sets are as large as the target
-                add(model, sd, iv, method, "random", k, "all" if dev else "last")
+                add(model, sd, iv, method, "random", k, "all" if dev and k < n_random_dev else "last")
     return pd.DataFrame(rows)
 
 
@@ -115,40 +146,50 @@ def exactness(stage1: Stage1, pairs: pd.DataFrame, condition: str) -> pd.DataFra
 
 
 def design_for(stage2: Stage2, n_random: int = 100, n_random_dev: int = 10, methods: tuple[str, ...] = METHODS,
-               layer_matched: bool = False, seed: int = 0) -> pd.DataFrame:
+               layer_matched: bool = False, seed: int = 0, source_step: int | None = None,
+               counterfactual: Stimuli | None = None) -> pd.DataFrame:
     """Stage 4's :func:`design` for the heads that pass a finished stage 2."""
     stats = stage2.stats
     n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
-    return design(stats, n_layers, n_heads, n_random, n_random_dev, methods, layer_matched, seed)
+    return design(stats, n_layers, n_heads, n_random, n_random_dev, methods, layer_matched, seed, source_step,
+                  counterfactual)
 
 
 def measured_conditions(plan: pd.DataFrame, steps: tuple[int, ...],
                         map_steps: int = 0) -> Iterator[tuple[str, int, tuple[int, ...], pd.DataFrame]]:
     """Per (model, seed) and scope: the checkpoints and the design rows measured there (``last``: the last
-    checkpoint; ``all``: every one; ``map``: about ``map_steps`` log-spaced ones, 0: every one)."""
+    checkpoint; ``all``: every one; ``map`` and ``patch``: about ``map_steps`` log-spaced ones, 0: every one)."""
     map_at = log_subset(steps, map_steps) if map_steps else steps
     for (model, sd), g in plan.groupby(["model", "seed"]):
-        for scope, chosen in (("last", steps[-1:]), ("all", steps), ("map", map_at)):
+        for scope, chosen in (("last", steps[-1:]), ("all", steps), ("map", map_at), ("patch", map_at)):
             yield str(model), int(sd), chosen, g[g["scope"] == scope]
 
 
 def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int = 100, n_random_dev: int = 10,
                  methods: tuple[str, ...] = METHODS, layer_matched: bool = False, map_steps: int = 0,
-                 n_boot: int = 200, seed: int = 0, progress: bool = True) -> Stage4:
+                 n_boot: int = 200, seed: int = 0, progress: bool = True,
+                 counterfactual: Stimuli | None = None) -> Stage4:
     """Design, measure (cached in stage 1's results store) and test stage 4 on the checkpoints of a finished
     inflection stage, best layers chosen by stage 1's rule: ``n_random`` random sets per null at the last
-    checkpoint, ``n_random_dev`` at every checkpoint, the single-head map at about ``map_steps`` log-spaced
-    checkpoints (0: every one)."""
+    checkpoint, ``n_random_dev`` at every checkpoint, the single-head and patch maps at about ``map_steps``
+    log-spaced checkpoints (0: every one); patching against ``counterfactual`` (default: :func:`counterfactual_of`)."""
     suite, stim, steps = stage1.suite, stage1.stimuli, stage1.steps
-    plan = design_for(stage2, n_random, n_random_dev, methods, layer_matched, seed)
+    cf = counterfactual if counterfactual is not None else counterfactual_of(stage1)
+    plan = design_for(stage2, n_random, n_random_dev, methods, layer_matched, seed, copy_source(suite.steps), cf)
     cfg = replace(stage1.config, save_embeddings=False)
     for model, sd, chosen, rows in tqdm(list(measured_conditions(plan, steps, map_steps)),
                                         desc="stage 4: seeds x scopes", disable=not progress):
-        extract(suite, stim, chosen, models=(model,), seeds=(sd,), root=stage1.root, config=cfg,
-                interventions=list(rows["intervention"]), progress=progress)
+        if len(rows):
+            extract(suite, stim, chosen, models=(model,), seeds=(sd,), root=stage1.root, config=cfg,
+                    interventions=list(rows["intervention"]), progress=progress)
     conds = ["intact", *plan["condition"].unique()]
     dist = stage1.store.load("distances", suite=suite.name, stimuli=stim.name, condition=conds, step=list(steps),
                              model=list(plan["model"].unique()), seed=[int(s) for s in plan["seed"].unique()])
+    patch_cond = set(plan.loc[plan["family"] == "patch", "condition"])
+    patched = dist[dist["condition"].isin(patch_cond)]
+    dist = dist[~dist["condition"].isin(patch_cond)]
+    if "patch" in dist.columns:
+        dist = dist.drop(columns="patch")
     pairs = with_pairs(dist, stim)
     best = stage1.best_of(pairs)
     dr = causal.drops(best)
@@ -160,10 +201,34 @@ def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int = 100, n_random_d
         map_pairs = map_pairs[map_pairs["layer"] > 0]
     cmap = causal.causal_map(map_pairs, key, target=stage1.target, n_boot=n_boot, seed=seed, by=stage1.by)
     controls = dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition")
+    n_layers, n_heads = int(stage2.stats["layer"].max()) + 1, int(stage2.stats["head"].max()) + 1
+    ptab = patch_table(patch_design(n_layers, n_heads), n_heads)
+    maps, pexact, pfirst, pagree = patching_results(stage1, stage2, patched, pairs, ptab, n_boot, seed)
+    curve, greedy = redundancy(stage1, cf, n_random, seed, progress)
     return Stage4(plan.drop(columns=["intervention"]), best, dr, tests,
                   causal.first_significant(tests[tests["family"] == "zero"]), cmap,
                   causal.agreement(cmap, stage2.stats, step=steps[-1]), controls,
-                  exactness(stage1, pairs, EdgeKnockout(None).condition))
+                  exactness(stage1, pairs, EdgeKnockout(None).condition),
+                  causal.study_regression(dr, key, DEVELOPMENT), cf, ptab, maps, pexact, pfirst, pagree, curve,
+                  greedy)
+
+
+def patching_results(stage1: Stage1, stage2: Stage2, patched: pd.DataFrame, pairs: pd.DataFrame,
+                     ptab: pd.DataFrame, n_boot: int, seed: int
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The patch maps, their exactness controls, each head's first significant checkpoint and the agreement of the
+    last checkpoint's necessary and sufficient heads with discovery."""
+    ppairs = with_pairs(patched.assign(condition=patched["patch"]).drop(columns="patch"), stage1.stimuli)
+    intact = pairs[(pairs["condition"] == "intact") & pairs["step"].isin(ppairs["step"].unique())
+                   & pairs["pair_id"].isin(ppairs["pair_id"].unique())]
+    if stage1.exclude_embedding:
+        ppairs, intact = ppairs[ppairs["layer"] > 0], intact[intact["layer"] > 0]
+    maps = patching.patch_maps(ppairs, ptab, target=stage1.target, n_boot=n_boot, seed=seed, by=stage1.by)
+    best = stage1.best_of(pd.concat([ppairs, intact]))
+    exact = patching.patch_exactness(ppairs, intact, best)
+    agree = pd.concat([causal.agreement(maps[(maps["unit"] == "head") & (maps["direction"] == d)], stage2.stats)
+                       .assign(direction=d) for d in ("noise", "denoise")], ignore_index=True) if len(maps) else maps
+    return maps, exact, patching.first_patched(maps), agree
 
 
 def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
@@ -207,6 +272,7 @@ def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
         lines.append(f"  (each checkpoint at alpha {ALPHA}; p by {', '.join(sorted(dev['method'].unique()))}: a rank "
                      f"against n random sets cannot go below 1/(n+1) = {dev['p_floor'].max():.3g} with the fewest "
                      f"sets, so where that floor is above {RANK_RESOLVES:.3g} the t prediction test is used)")
+    lines += qk_lines(s4)
     lines.append("")
     cm = s4.causal_map
     size = int(cm["fdr_family_size"].max()) if len(cm) else 0
@@ -215,4 +281,83 @@ def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
     for r in s4.agreement.itertuples():
         lines.append(f"  seed {r.seed} step {r.step}: causal {r.causal_heads or '-'} | discovered "
                      f"{r.discovered_heads or '-'} | both {r.both}, Jaccard {r.jaccard:.2f}, Fisher p {r.fisher_p:.3g}")
+    lines += patching_lines(s4)
     return "\n".join(lines)
+
+
+def qk_lines(s4: Stage4) -> list[str]:
+    """The original study's QK edits: the last checkpoint's tests and the regression across development."""
+    lines = ["", "QK edits of the discovered heads (the original study's test) vs random same-size sets:"]
+    src = s4.design.loc[s4.design["family"] == "qk-copy", "source_step"]
+    if len(src):
+        lines.append(f"  qk-copy copies Q and K from step {int(src.iloc[0])} (step 1 when it is stored, else the "
+                     "earliest stored checkpoint after step 0)")
+    t = s4.tests[s4.tests["family"].isin(["qk-zero", "qk-copy"])]
+    if t.empty:
+        lines.append("  (no seed has heads that pass discovery)")
+        return lines
+    for (family, sd), g in t.groupby(["family", "seed"]):
+        beat = g[g["p"] < ALPHA]["step"]
+        last = g.sort_values("step").iloc[-1]
+        lines.append(f"  seed {sd} {family}: at the last checkpoint drop {last.drop_r2:.4f} vs random "
+                     f"({last.n_random}) mean {last.null_mean:.4f}, p = {last.p:.3g} ({last.method}); beats its "
+                     f"null at {len(beat)} of {len(g)} checkpoints")
+    for r in s4.regression.itertuples():
+        lines.append(f"  seed {r.seed} {r.family}: drop ~ log10(step+1) + target over {r.n_steps} checkpoints "
+                     f"(n = {r.n}): target {r.target_coef:+.4f} [{r.target_low:+.4f}, {r.target_high:+.4f}], "
+                     f"p = {r.target_p:.3g}")
+    return lines
+
+
+def _heads(g: pd.DataFrame) -> str:
+    return " ".join(f"L{r.layer}H{r.head}" for r in g.itertuples() if r.significant) or "-"
+
+
+def patching_lines(s4: Stage4) -> list[str]:
+    """Activation patching: exactness controls, the last checkpoint's necessary and sufficient heads, agreement with
+    discovery, the greedy sufficient sets."""
+    cf = s4.counterfactual
+    lines = ["", f"activation patching at the target's tokens against the counterfactual {cf.name!r} "
+             f"({len(cf.sentences)} sentences; necessity: drop of R^2 when a head's output there is noised from the "
+             "counterfactual; sufficiency: share of the clean R^2 above the counterfactual run that restoring it "
+             "recovers)"]
+    ex = s4.patch_exactness
+    if len(ex):
+        worst = ex.filter(like="_distance").max().max()
+        worst_r2 = ex.filter(like="_r2").max().max()
+        lines.append(f"  exactness controls at {len(ex)} (seed, checkpoint)s: denoising every head = clean run, "
+                     f"noising every head = counterfactual run, no patch = the engine's intact run: max |pair "
+                     f"distance| diff {worst:.2e}, max |R^2| diff {worst_r2:.2e} (<= {patching.EXACT_PATCH:g}: "
+                     f"{'yes' if bool(ex['exact'].all()) else 'NO'})")
+    maps = s4.patch_maps
+    if maps.empty:
+        return lines
+    size = int(maps.loc[maps["unit"] == "head", "fdr_family_size"].max())
+    lines.append(f"  BH-FDR over {patching.PATCH_FAMILY}: m = {size}; p from the bootstrap's normal approximation")
+    last = at_last_checkpoint(maps[maps["unit"] == "head"])
+    for sd, g in last.groupby("seed"):
+        nec, suf = g[g["direction"] == "noise"], g[g["direction"] == "denoise"]
+        r = g.iloc[0]
+        base = " (counterfactual distances constant: baseline R^2 0)" if r.baseline_constant else ""
+        lines.append(f"  seed {sd} step {r.step}: clean R^2 {r.r2_clean:.3f}, counterfactual {r.r2_counterfactual:.3f}"
+                     f"{base}; necessary: {_heads(nec)}; sufficient: {_heads(suf)}")
+        extra = {(x.layer, x.head) for x in suf.itertuples() if x.significant} - \
+            {(x.layer, x.head) for x in nec.itertuples() if x.significant}
+        if extra:
+            lines.append(f"    sufficiency finds heads necessity missed: "
+                         f"{' '.join(f'L{l}H{h}' for l, h in sorted(extra))}")
+    for r in s4.patch_agreement.itertuples():
+        what = "necessary" if r.direction == "noise" else "sufficient"
+        lines.append(f"  seed {r.seed}: discovered heads among the {what} ones: {r.both} of {r.discovered} "
+                     f"({r.causal} {what}), Fisher p {r.fisher_p:.3g}")
+    lines.append(f"  greedy sufficient sets (joint denoising until {RECOVER:.0%} of the clean R^2 is recovered):")
+    for r in s4.greedy_tests.itertuples():
+        curve = s4.greedy_curve[(s4.greedy_curve["seed"] == r.seed) & (s4.greedy_curve["step"] == r.step)]
+        path = ", ".join(f"+{c.added} {c.recovered:.2f}" for c in curve.itertuples())
+        lines.append(f"    seed {r.seed} step {r.step}: {r.set or '-'} ({r.size} heads, recovered {r.recovered:.2f}, "
+                     f"{'reached' if r.reached else 'NOT reached'}); curve {path}")
+        lines.append(f"      vs {r.recovered_n_random} random sets: recovery p = {r.recovered_p:.3g} "
+                     f"({r.recovered_method}); its joint noising removes {r.drop_share:.2f} of R^2, p = "
+                     f"{r.drop_p:.3g} ({r.drop_method}); members alone recover {r.single_recovered}, removing one "
+                     f"removes {r.single_drop}: {r.reading}")
+    return lines
