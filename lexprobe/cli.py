@@ -82,7 +82,8 @@ def _study(args: argparse.Namespace, suite: str | None = None) -> Study:
     sizes = {k: getattr(args, k) for k in ("n_boot", "n_perm") if getattr(args, k) is not None}
     return Study(suite or args.suite, args.stimuli, args.steps, by=args.by, exclude_embedding=args.exclude_embedding,
                  root=args.out, n_random=args.n_random, n_random_dev=args.n_random_dev, map_steps=args.map_steps,
-                 perturb_steps=args.perturb_steps, layer_matched=args.layer_matched, seed=args.seed,
+                 perturb_steps=args.perturb_steps, redundancy_steps=args.redundancy_steps,
+                 layer_matched=args.layer_matched, seed=args.seed,
                  device=args.device, dtype=args.dtype, batch_size=args.batch_size, **sizes)
 
 
@@ -182,7 +183,11 @@ def _study_args(p: argparse.ArgumentParser, default_suite: str | None = "organis
     p.add_argument("--n-random-dev", type=int, default=None,
                    help="stage 4: random head sets at every checkpoint (default 10; smoke 2)")
     p.add_argument("--map-steps", type=int, default=None,
-                   help="stage 4: log-spaced checkpoints of the single-head map (default every one; smoke 2)")
+                   help="stage 4: log-spaced checkpoints of the single-head and patch maps (default every one; "
+                        "smoke 2)")
+    p.add_argument("--redundancy-steps", type=int, default=None,
+                   help="stage 4: log-spaced checkpoints at which the greedy sufficient set is sought (default 4; "
+                        "smoke 1)")
     p.add_argument("--perturb-steps", type=int, default=None,
                    help="stage 3: log-spaced checkpoints of the perturbed sets (default every one; smoke 4)")
     p.add_argument("--layer-matched", action="store_true", help="stage 4: random sets match the heads' layers")

@@ -58,7 +58,7 @@ RUNTIME = ("progress", "cache")  # settings that change how a study runs, never 
 
 # setting: (full default, smoke default); 0 steps means every checkpoint
 SMOKE_DEFAULTS: dict[str, tuple[int, int]] = {"n_random": (100, 5), "n_random_dev": (10, 2), "map_steps": (0, 2),
-                                              "perturb_steps": (0, 4)}
+                                              "perturb_steps": (0, 4), "redundancy_steps": (4, 1)}
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class Study:
     n_random_dev: int | None = None
     map_steps: int | None = None
     perturb_steps: int | None = None
+    redundancy_steps: int | None = None
     methods: tuple[str, ...] = METHODS
     layer_matched: bool = False
     seed: int = 0
@@ -253,7 +254,9 @@ class Study:
         s1, k1 = self._inflection
         s2, k2 = self._heads
         n_random, n_random_dev, map_steps = self.n_random, self.n_random_dev, self.map_steps
+        redundancy_steps = self.redundancy_steps
         assert n_random is not None and n_random_dev is not None and map_steps is not None  # filled by __post_init__
+        assert redundancy_steps is not None  # as above
         cf = self.counterfactual if self.counterfactual is not None else counterfactual_of(s1)
         plan = design_for(s2, n_random, n_random_dev, self.methods, self.layer_matched, self.seed,
                           copy_source(s1.suite.steps), cf)
@@ -265,11 +268,11 @@ class Study:
                 return None
             return {"stage1": k1, "stage2": k2, "units": fingerprint({"u": units}), "counterfactual": cf.hash,
                     **{k: getattr(self, k) for k in ("n_random", "n_random_dev", "map_steps", "layer_matched",
-                                                     "n_boot", "seed", "methods")}}
+                                                     "n_boot", "seed", "methods", "redundancy_steps")}}
 
         return self._stage("stage4", Stage4, key, {}, lambda: causal_stage(
             s1, s2, n_random, n_random_dev, self.methods, self.layer_matched, map_steps, self.n_boot,
-            self.seed, self.progress, cf))
+            self.seed, self.progress, cf, redundancy_steps))
 
     @property
     def causal(self) -> Stage4:

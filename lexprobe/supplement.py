@@ -212,6 +212,35 @@ def _stage4(page: Page, s4: Stage4) -> None:
     page.table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")
     page.table(s4.exactness, "Exactness: every target→cue edge cut")
     page.table(s4.agreement, "Causal map vs discovery at the last checkpoint")
+    if (s4.tests["family"].isin(["qk-zero", "qk-copy"])).any():
+        page.chart("qk-edit", viz.ablation_chart(s4.tests, "qk-copy"), "QK rows of the discovered heads copied from "
+                   "the earliest checkpoint after step 0, across training, against random sets")
+    if len(s4.regression):
+        page.table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + target-vs-random")
+    _patching(page, s4)
+
+
+def _patching(page: Page, s4: Stage4) -> None:
+    page.heading("Activation patching: necessity and sufficiency at the noun", anchor="patching")
+    page.text(f"Counterfactual: {s4.counterfactual.name} ({len(s4.counterfactual.sentences)} sentences, each cue "
+              "replaced by a sense-neutral modifier in its place; the noun's tokens matched by role). Noising replaces "
+              "one head's output at the noun by its counterfactual output (necessity: drop in R²); denoising restores "
+              "it in the counterfactual run (sufficiency: share of the clean R² above the counterfactual recovered).",
+              note=True)
+    if s4.patch_maps.empty:
+        return
+    page.chart("necessity-map", viz.patch_map_chart(s4.patch_maps, "noise"), "necessity map (noising)")
+    page.chart("sufficiency-map", viz.patch_map_chart(s4.patch_maps, "denoise"), "sufficiency map (denoising)")
+    page.text(f"Both maps: paired item bootstrap, normal-approximation p, BH-FDR over "
+              f"{s4.patch_maps['fdr_family'].iloc[0]} (m = {int(s4.patch_maps['fdr_family_size'].max())}).", note=True)
+    page.table(s4.patch_exactness, "Exactness controls (max abs differences; must be at most 1e-6)")
+    page.table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
+               "discovery")
+    first = s4.patch_first.dropna(subset=["first_step"])
+    page.table(first, "First checkpoint at which each head is significant")
+    if len(s4.greedy_curve):
+        page.chart("recovery", viz.recovery_chart(s4.greedy_curve), "greedy sufficient sets: recovery curves")
+    page.table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)")
 
 
 def _stage5(page: Page, s1: Stage1, s5: Stage5) -> None:

@@ -154,20 +154,45 @@ def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart 
         width=520, height=260, title=f"{family} ablation of discovered heads vs random head sets (band: 5-95%)")
 
 
-def causal_map_chart(cmap: pd.DataFrame, seed: int | None = None) -> alt.Chart:
-    """Single-head ablation effect per (layer, head) and checkpoint; significant cells outlined."""
-    d = cmap if seed is None else cmap[cmap["seed"] == seed]
+def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: int | None = None) -> alt.Chart:
+    """Heads (rows) x checkpoints (columns) coloured by ``value``, significant cells outlined, one panel per seed."""
+    d = d if seed is None else d[d["seed"] == seed]
     d = d.assign(head_id=lambda x: "L" + x["layer"].astype(str) + "H" + x["head"].astype(str))
     return alt.Chart(d).mark_rect().encode(
         x=alt.X("step:O", title="training step"), y=alt.Y("head_id:N", sort=None, title="head"),
-        color=alt.Color("drop_r2:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True),
-                        title="drop in R²"),
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True), title=legend),
         stroke=alt.condition("datum.significant", alt.value("black"), alt.value(None)),
         strokeWidth=alt.value(1.5),
         facet=alt.Facet("seed:N", columns=3) if seed is None else alt.Undefined,
-        tooltip=["seed", "step", "head_id", alt.Tooltip("drop_r2:Q", format=".4f"), alt.Tooltip("q:Q", format=".3g"),
+        tooltip=["seed", "step", "head_id", alt.Tooltip(f"{value}:Q", format=".4f"), alt.Tooltip("q:Q", format=".3g"),
                  "significant"],
-    ).properties(width=220 if seed is None else 480, height=260, title="Causal head map (single-head ablation)")
+    ).properties(width=220 if seed is None else 480, height=260, title=title)
+
+
+def causal_map_chart(cmap: pd.DataFrame, seed: int | None = None) -> alt.Chart:
+    """Single-head ablation effect per (layer, head) and checkpoint; significant cells outlined."""
+    return head_step_map(cmap, "drop_r2", "drop in R²", "Causal head map (single-head ablation)", seed)
+
+
+def patch_map_chart(maps: pd.DataFrame, direction: str, seed: int | None = None) -> alt.Chart:
+    """Single-head activation patching across training: necessity (``noise``: drop in R²) or sufficiency
+    (``denoise``: share of the clean R² recovered); cells significant after BH-FDR outlined."""
+    d = maps[(maps["unit"] == "head") & (maps["direction"] == direction)]
+    if direction == "noise":
+        return head_step_map(d, "effect", "drop in R²", "Necessity (noising one head at the noun)", seed)
+    return head_step_map(d, "share", "share recovered", "Sufficiency (denoising one head at the noun)", seed)
+
+
+def recovery_chart(curve: pd.DataFrame) -> alt.FacetChart:
+    """Greedy sufficient sets: share of the clean R² recovered by jointly denoising the first k heads, per seed,
+    one panel per checkpoint; the dashed line is the 80% threshold."""
+    d = curve.assign(seed=lambda x: x["seed"].astype(str))
+    line = alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("size:Q", title="heads in the set"), y=alt.Y("recovered:Q", title="share of clean R² recovered"),
+        color=alt.Color("seed:N"), tooltip=["seed", "step", "size", "added", alt.Tooltip("recovered:Q", format=".2f")])
+    rule = alt.Chart(d).mark_rule(strokeDash=[4, 2], color="gray").encode(y=alt.datum(0.8))
+    return alt.layer(line, rule, data=d).properties(width=200, height=160).facet(
+        facet=alt.Facet("step:O", title="training step"), columns=4).properties(title="Greedy sufficient head sets")
 
 
 def perturbation_chart(best: pd.DataFrame, score: str = "r2") -> alt.Chart:

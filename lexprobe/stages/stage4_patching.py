@@ -29,7 +29,6 @@ from lexprobe.suites import load_checkpoint, load_tokenizer, log_subset
 from lexprobe.sweep import release
 
 RECOVER = 0.8  # the share of the clean R^2 a greedy set must recover
-REDUNDANCY_STEPS = 4  # checkpoints (log-spaced, the last included) at which the greedy set is sought
 
 
 def counterfactual_of(stage1: Stage1) -> Stimuli:
@@ -80,13 +79,14 @@ def _scores(runner: PatchRunner, stage1: Stage1, patches: list[Patch]) -> dict[s
 def greedy_set(runner: PatchRunner, stage1: Stage1, heads: list[Head]
                ) -> tuple[list[dict], tuple[Head, ...], float, float]:
     """The greedy recovery curve (rows: size, added head, recovered share, R^2) until RECOVER is reached or every
-    head is in the set, the set, and the clean and counterfactual R^2."""
+    head is in the set, the set, and the clean and counterfactual R^2 (no set when the clean run does not beat
+    the counterfactual: there is nothing to recover)."""
     base = _scores(runner, stage1, [Patch((), "noise"), Patch((), "denoise")])
     clean, cf = base[CLEAN], base[CORRUPT]
     room = clean - cf
     chosen: list[Head] = []
     curve: list[dict] = []
-    while len(chosen) < len(heads):
+    while room > 0 and len(chosen) < len(heads):
         cands = [h for h in heads if h not in chosen]
         got = _scores(runner, stage1, [Patch(tuple(chosen + [h]), "denoise") for h in cands])
         r2 = [got[Patch(tuple(chosen + [h]), "denoise").name] for h in cands]
@@ -95,7 +95,7 @@ def greedy_set(runner: PatchRunner, stage1: Stage1, heads: list[Head]
         recovered = (r2[best] - cf) / room if room > 0 else np.nan
         curve.append({"size": len(chosen), "added": f"L{cands[best][0]}H{cands[best][1]}", "recovered": recovered,
                       "r2": r2[best]})
-        if not room > 0 or recovered >= RECOVER:
+        if recovered >= RECOVER:
             break
     return curve, tuple(sorted(chosen)), clean, cf
 
@@ -133,11 +133,11 @@ def set_tests(runner: PatchRunner, stage1: Stage1, chosen: tuple[Head, ...], cle
                                joint[0], joint[1])}
 
 
-def redundancy(stage1: Stage1, counterfactual: Stimuli, n_random: int, seed: int = 0,
+def redundancy(stage1: Stage1, counterfactual: Stimuli, n_random: int, n_steps: int = 4, seed: int = 0,
                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (model, seed) at REDUNDANCY_STEPS log-spaced checkpoints: the greedy recovery curve, and one row of
-    :func:`set_tests` (one load per checkpoint, the runner shared by the greedy search and the tests)."""
-    suite, steps = stage1.suite, log_subset(stage1.steps, REDUNDANCY_STEPS)
+    """Per (model, seed) at about ``n_steps`` log-spaced checkpoints (the last included): the greedy recovery
+    curve, and one row of :func:`set_tests` (one load per checkpoint, the runner shared by the search and tests)."""
+    suite, steps = stage1.suite, log_subset(stage1.steps, n_steps)
     cfg = stage1.config
     curves, tests = [], []
     for ck in tqdm(suite.checkpoints(steps), desc="stage 4: greedy sufficient sets", disable=not progress):
@@ -148,7 +148,9 @@ def redundancy(stage1: Stage1, counterfactual: Stimuli, n_random: int, seed: int
             curve, chosen, clean, cf = greedy_set(runner, stage1, heads)
             where = {"model": ck.model, "seed": ck.seed, "step": ck.step}
             curves += [{**where, **row} for row in curve]
-            tests.append({**where, **set_tests(runner, stage1, chosen, clean, cf, n_random, seed + ck.seed)})
+            tests.append({**where, **(set_tests(runner, stage1, chosen, clean, cf, n_random, seed + ck.seed) if chosen
+                                      else {"set": "", "size": 0, "r2_clean": clean, "r2_counterfactual": cf,
+                                            "reached": False, "reading": "nothing to recover"})})
         finally:
             release(loaded)
     return pd.DataFrame(curves), pd.DataFrame(tests)
