@@ -12,6 +12,7 @@ interrupted write leaves no entry, and a changed file is refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -31,8 +32,10 @@ CODE = ("lexprobe/analysis", "lexprobe/stages", "lexprobe/perturb.py", "lexprobe
         "lexprobe/interventions.py", "lexprobe/patching.py", "lexprobe/stagecache.py")
 
 
+@functools.cache
 def code_fingerprint() -> str:
-    """Hash of the source of the code that computes stage results (statistics, runners, stimuli, designs)."""
+    """Hash of the source of the code that computes stage results (statistics, runners, stimuli, designs), read
+    once per process: the code running, even if its files are edited meanwhile."""
     h = hashlib.sha256()
     for rel in CODE:
         p = REPO_ROOT / rel

@@ -282,7 +282,7 @@ def causal_report(s4: Stage4, onset: pd.DataFrame | None = None) -> str:
     for r in s4.agreement.itertuples():
         lines.append(f"  seed {r.seed} step {r.step}: causal {r.causal_heads or '-'} | discovered "
                      f"{r.discovered_heads or '-'} | both {r.both}, Jaccard {r.jaccard:.2f}, Fisher p {r.fisher_p:.3g}")
-    lines += patching_lines(s4)
+    lines += patching_lines(s4, onset)
     return "\n".join(lines)
 
 
@@ -314,9 +314,14 @@ def _heads(g: pd.DataFrame) -> str:
     return " ".join(f"L{r.layer}H{r.head}" for r in g.itertuples() if r.significant) or "-"
 
 
-def patching_lines(s4: Stage4) -> list[str]:
+def _firsts(first: pd.DataFrame) -> str:
+    got = first.dropna(subset=["first_step"]).sort_values(["first_step", "layer", "head"])
+    return ", ".join(f"L{r.layer}H{r.head}@{r.first_step:.0f}" for r in got.itertuples()) or "-"
+
+
+def patching_lines(s4: Stage4, onset: pd.DataFrame | None = None) -> list[str]:
     """Activation patching: exactness controls, the last checkpoint's necessary and sufficient heads, agreement with
-    discovery, the greedy sufficient sets."""
+    discovery, when each head first becomes necessary / sufficient beside the inflection onset, the greedy sets."""
     cf = s4.counterfactual
     lines = ["", f"activation patching at the target's tokens against the counterfactual {cf.name!r} "
              f"({len(cf.sentences)} sentences; necessity: drop of R^2 when a head's output there is noised from the "
@@ -349,8 +354,14 @@ def patching_lines(s4: Stage4) -> list[str]:
                          f"{' '.join(f'L{l}H{h}' for l, h in sorted(extra))}")
     for r in s4.patch_agreement.itertuples():
         what = "necessary" if r.direction == "noise" else "sufficient"
-        lines.append(f"  seed {r.seed}: discovered heads among the {what} ones: {r.both} of {r.discovered} "
-                     f"({r.causal} {what}), Fisher p {r.fisher_p:.3g}")
+        lines.append(f"  seed {r.seed}: discovered heads ({r.discovered_heads or '-'}) among the {what} ones: "
+                     f"{r.both} of {r.discovered} ({r.causal} {what}), Fisher p {r.fisher_p:.3g}")
+    for sd, g in s4.patch_first.groupby("seed"):
+        on = ""
+        if onset is not None and not onset.empty and (onset["seed"] == sd).any():
+            on = f"inflection onset {float(onset.loc[onset['seed'] == sd, 'onset_step'].iloc[0]):.0f}; "
+        lines.append(f"  seed {sd}: {on}first significant step, necessity: {_firsts(g[g['direction'] == 'noise'])}; "
+                     f"sufficiency: {_firsts(g[g['direction'] == 'denoise'])}")
     lines.append(f"  greedy sufficient sets (joint denoising until {RECOVER:.0%} of the clean R^2 above the "
                  "counterfactual is recovered; the set is chosen on these pairs, so its recovery against random "
                  "same-size sets is descriptive, not a test):")
