@@ -131,7 +131,8 @@ def ensure_trained(profile: str | Profile | None = None, progress: bool = True, 
             timings[str(seed)] = record
             atomic_write(root / "timings.json", json.dumps(timings, indent=1).encode())
         meta = {"profile": p.name, "fingerprint": p.fingerprint(lexicon), "onset": p.onset, "seeds": list(p.seeds),
-                "steps": list(p.checkpoints), "lexicon_hash": lexicon.hash, "corpus": p.corpus.as_dict(), **plant_metadata(p)}
+                "steps": list(p.checkpoints), "lexicon_hash": lexicon.hash, "corpus": p.corpus.as_dict(),
+                **plant_metadata(p)}
         atomic_write(root / "suite.json", json.dumps(meta, indent=1).encode())
     return organism_suite(p)
 
