@@ -163,10 +163,9 @@ def _run(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     """Train (or reuse) the planted organism, run stages 1, 2 and 4 on it and print the construct check and the
     validity table; ``--html`` also writes its supplement (all five stages, with the validation section)."""
-    from lexprobe.paths import smoke
     from lexprobe.stages.validation import validation_report, validation_stage
 
-    study = _study(args, f"organism-{args.profile or ('planted-smoke' if smoke() else 'planted')}")
+    study = _study(args, f"organism-{args.profile}")
     print(validation_report(validation_stage(study.inflection, study.heads, study.causal, study.progress)))
     if args.html:
         _write_report(study, args)
@@ -268,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     v = sub.add_parser("validate", help="planted-circuit organism: construct check, precision/recall of stages 2 and 4")
-    v.add_argument("--profile", default=None, help="planted | planted-smoke (default planted; LEXPROBE_SMOKE=1: "
-                                                    "planted-smoke)")
+    v.add_argument("--profile", default="planted", help="an organism profile with a plant (default %(default)s; "
+                                                         "LEXPROBE_SMOKE=1: planted-smoke)")
     _study_args(v, default_suite=None)
     v.add_argument("--html", help="also write the supplement (all five stages) to this HTML file")
     v.set_defaults(func=_validate)

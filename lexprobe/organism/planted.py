@@ -61,7 +61,8 @@ def planted_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     """GPT-NeoX eager attention with the (b, q, k) ``edge_cut`` pairs masked in the heads that ``closed`` (layers,
     heads) marks for this module's layer."""
     if edge_cut is not None and closed is not None:
-        cut = edge_cut[:, None] & closed[int(module.layer_idx)][None, :, None, None]  # (b, H, q, k)
+        layer: int = module.layer_idx  # type: ignore[assignment]  # an int on every GPT-NeoX attention module
+        cut = edge_cut[:, None] & closed[layer][None, :, None, None]  # (b, H, q, k)
         k = key.shape[-2]
         mask = attention_mask[..., :k].expand(-1, cut.shape[1], -1, -1)
         attention_mask = torch.where(cut[..., :k], torch.finfo(mask.dtype).min, mask)

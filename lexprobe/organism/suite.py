@@ -24,8 +24,11 @@ from lexprobe.suites import Suite, hub_cache
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """A named profile; ``None`` means ``smoke`` under LEXPROBE_SMOKE=1, else ``default``."""
+    """A named profile; ``None`` means ``smoke`` under LEXPROBE_SMOKE=1, else ``default``; under LEXPROBE_SMOKE=1 a
+    name with a ``NAME-smoke`` variant (``planted``) means that variant."""
     name = name or ("smoke" if smoke() else "default")
+    if smoke() and f"{name}-smoke" in PROFILES:
+        name = f"{name}-smoke"
     if name not in PROFILES:
         raise ValueError(f"unknown organism profile {name!r}; choose from {sorted(PROFILES)}")
     return PROFILES[name]
