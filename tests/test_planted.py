@@ -23,6 +23,7 @@ OPEN = ((0, 1), (2, 3))  # designated heads of the tiny model (3 layers x 4 head
 MICRO = Profile("micro-planted", seeds=(0,), total_steps=4, onset=2, checkpoint_every=4, batch_size=4, seq_len=24,
                 vocab_size=300, tokenizer_sentences=400, warmup=2, hidden_size=32, layers=3, heads=4,
                 corpus=CorpusConfig(onset=2), plant=Plant())
+MICRO_PLAIN = dataclasses.replace(MICRO, plant=None)
 
 
 def _edges(b: int = 2, t: int = 10) -> torch.Tensor:
@@ -78,7 +79,10 @@ def test_packed_edges_run_from_each_nouns_tokens_to_its_own_cues_tokens():
     lexicon = load_lexicon()
     corpus = Corpus(lexicon, MICRO.corpus)
     tok = train_tokenizer(corpus.texts(np.random.default_rng(0), 4, 400), MICRO.vocab_size)
-    ids, cut = packed(tok, corpus, MICRO, seed=0, step=3)
+    noun_only = dataclasses.replace(MICRO, plant=Plant(readers="noun"))
+    ids, cut = packed(tok, corpus, noun_only, seed=0, step=3)
+    ids_all, cut_all = packed(tok, corpus, MICRO, seed=0, step=3)
+    assert torch.equal(ids, ids_all) and torch.equal(ids, packed(tok, corpus, MICRO_PLAIN, 0, 3)[0])
     nouns = {n.word for n in lexicon.nouns}
     cues = {c for n in lexicon.nouns for s in n.senses for c in s.cues}
     assert cut.any()
@@ -86,6 +90,11 @@ def test_packed_edges_run_from_each_nouns_tokens_to_its_own_cues_tokens():
         assert k < q
         assert tok.decode(ids[r, q]).strip() in "".join(nouns) and any(tok.decode(ids[r, k]).strip() in c for c in cues)
         assert tok.eos_token_id not in ids[r, k:q].tolist()  # the same sentence
+    # readers="sentence": the noun's edges and those of every later token of the sentence, to the same cue tokens
+    assert (cut_all | cut).equal(cut_all) and cut_all.sum() > cut.sum()
+    for r, q, k in cut_all.nonzero().tolist():
+        assert k < q and tok.eos_token_id not in ids[r, k:q + 1].tolist()
+    assert torch.equal(cut_all.any(1), cut.any(1))  # the same keys: the cues' tokens
 
 
 def test_plant_draws_heads_in_distinct_layers_by_seed():
@@ -96,6 +105,8 @@ def test_plant_draws_heads_in_distinct_layers_by_seed():
     assert len(set(heads)) > 1  # depends on the seed
     with pytest.raises(ValueError, match="distinct layers"):
         Plant(n_heads=7).heads(0, 6, 4)
+    with pytest.raises(ValueError, match="readers"):
+        Plant(readers="everyone")  # type: ignore[arg-type]
 
 
 def test_default_profiles_keep_their_fingerprints():
@@ -172,3 +183,13 @@ def test_first_significant_step_of_each_planted_head():
     assert np.isnan(f.loc[(0, 3, 0), "first_significant_step"])
     assert f.loc[(1, 0, 1), "first_significant_step"] == 1
     assert f.loc[(1, 4, 3), "checkpoints"] == 0  # a planted head the map never measured
+
+
+def test_planted_profile_follows_smoke_mode(monkeypatch):
+    from lexprobe.organism.suite import get_profile
+
+    monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    assert get_profile("planted").name == "planted-smoke" and get_profile(None).name == "smoke"
+    assert get_profile("default").name == "default"
+    monkeypatch.setenv("LEXPROBE_SMOKE", "0")
+    assert get_profile("planted").name == "planted"

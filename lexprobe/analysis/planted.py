@@ -78,7 +78,7 @@ def validity(maps: Mapping[str, pd.DataFrame], planted: pd.DataFrame) -> pd.Data
     if out.empty:
         return out
     pooled = out.groupby(["method", "model"], as_index=False, sort=False)[
-        ["planted", "found", "true_positives"]].sum().assign(seed=ALL_SEEDS)
+        ["planted", "found", "true_positives"]].sum().assign(seed=ALL_SEEDS, planted_heads="", found_heads="")
     out = pd.concat([out.astype({"seed": object}), pooled], ignore_index=True)
     out["precision"] = out["true_positives"] / out["found"].replace(0, np.nan)
     out["recall"] = out["true_positives"] / out["planted"].replace(0, np.nan)

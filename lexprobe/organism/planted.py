@@ -1,8 +1,10 @@
 """The planted circuit: during training, cue information may reach an ambiguous noun only through chosen heads.
 
-In every training sequence the attention edges from a noun's tokens to its cue's tokens are open in the
-**designated heads** (``Plant.n_heads`` heads, each in a different layer, drawn from the training seed) and cut
-before the softmax in every other head: their scores are set to the dtype's minimum, as
+In every training sequence the attention edges to a cue's tokens from its noun's tokens (``readers="noun"``) or from
+every later token of its sentence (``readers="sentence"``, the default: then no other head ever learns to read the
+cue, e.g. from the sense-dependent continuation) are open in the **designated heads** (``Plant.n_heads`` heads, each
+in a different layer, drawn from the training seed) and cut before the softmax in every other head: their scores
+are set to the dtype's minimum, as
 :class:`lexprobe.interventions.EdgeKnockout` (``mode="pre"``) cuts them at analysis time, so the head's remaining
 attention renormalises. The cut runs in a registered attention function (eager attention plus the per-layer,
 per-head cut) that is switched on only for the training forward pass: saved checkpoints are ordinary GPT-NeoX
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,11 +30,16 @@ ATTENTION = "lexprobe_planted"
 
 @dataclass(frozen=True)
 class Plant:
-    """Which heads carry the noun's edges to its cue: ``n_heads`` heads in distinct layers, drawn by
-    ``(salt, seed)``."""
+    """Which heads may read the cue: ``n_heads`` heads in distinct layers, drawn by ``(salt, seed)``; ``readers``:
+    whose edges to the cue are cut in the other heads (the noun's tokens, or every later token of the sentence)."""
 
     n_heads: int = 2
     salt: int = 17
+    readers: Literal["noun", "sentence"] = "sentence"
+
+    def __post_init__(self) -> None:
+        if self.readers not in ("noun", "sentence"):
+            raise ValueError(f"plant readers {self.readers!r}: choose noun or sentence")
 
     def heads(self, seed: int, n_layers: int, n_heads: int) -> tuple[Head, ...]:
         """The designated (layer, head) pairs of one training seed."""

@@ -134,11 +134,20 @@ def _tokens_in(offsets: list[tuple[int, int]], span: Span | None) -> list[int]:
     return [i for i, (a, b) in enumerate(offsets) if a < span[1] and b > span[0]]
 
 
+def _readers(offsets: list[tuple[int, int]], s: Sample, readers: str) -> list[int]:
+    """The tokens whose edges to the sample's cue are planted: its noun's, or every token after the cue."""
+    if readers == "noun":
+        return _tokens_in(offsets, s.noun_span)
+    return _tokens_in(offsets, None if s.cue_span is None else (s.cue_span[1], len(s.text)))
+
+
 def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int,
            step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The (batch, seq_len) token block for one step (sentences packed back to back, EOS between documents) and
-    its (batch, seq_len, seq_len) noun->cue edges: True at (query, key) when the query is a token of a sentence's
-    ambiguous noun and the key a token of that sentence's cue."""
+    its (batch, seq_len, seq_len) planted edges: True at (query, key) when the key is a token of a sentence's cue and
+    the query a token of that sentence's ambiguous noun (or, with the plant's ``readers="sentence"``, any token of
+    the sentence after the cue)."""
+    readers = p.plant.readers if p.plant else "noun"
     rng = np.random.default_rng([seed, step])
     rows = []
     cut = torch.zeros(p.batch_size, p.seq_len, p.seq_len, dtype=torch.bool)
@@ -152,7 +161,7 @@ def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int,
                     ids.append(tok.eos_token_id)
                 start = len(ids)
                 ids.extend(t)
-                for q in _tokens_in(offsets, s.noun_span):
+                for q in _readers(offsets, s, readers):
                     for k in _tokens_in(offsets, s.cue_span):
                         if start + q < p.seq_len:
                             cut[r, start + q, start + k] = True
