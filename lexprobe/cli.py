@@ -1,5 +1,5 @@
 """``lexprobe`` command line: extract, plan, organism train, the five stages (inflection, heads, perturbation,
-causal, seeds), report, run. ``--out`` is the results folder in every command (``--html`` the report file)."""
+causal, seeds), report, run, validate. ``--out`` is the results folder in every command (``--html`` the report file)."""
 
 from __future__ import annotations
 
@@ -161,6 +161,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    """Train (or reuse) the planted organism, run stages 1, 2 and 4 on it and print the construct check and the
+    validity table; ``--html`` also writes its supplement (all five stages, with the validation section)."""
+    from lexprobe.stages.validation import validation_report, validation_stage
+
+    study = _study(args, f"organism-{args.profile}")
+    print(validation_report(validation_stage(study.inflection, study.heads, study.causal, study.progress)))
+    if args.html:
+        _write_report(study, args)
+    return 0
+
+
 def _command(args: argparse.Namespace) -> str:
     return shlex.join(["lexprobe", *args.argv])
 
@@ -258,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--html", help="HTML file to write (default: $LEXPROBE_HOME/report-SUITE.html)")
     r.add_argument("--no-report", action="store_true", help="stop after the stage 1-2 reports (no stages 3-5)")
     r.set_defaults(func=_run)
+
+    v = sub.add_parser("validate", help="planted-circuit organism: construct check, precision/recall of stages 2 and 4")
+    v.add_argument("--profile", default="planted", help="an organism profile with a plant (default %(default)s; "
+                                                         "LEXPROBE_SMOKE=1: planted-smoke)")
+    _study_args(v, default_suite=None)
+    v.add_argument("--html", help="also write the supplement (all five stages) to this HTML file")
+    v.set_defaults(func=_validate)
     return p
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 import lexprobe
 from lexprobe import viz
+from lexprobe.analysis.planted import MAX_OTHERS, MIN_PLANTED
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.paths import REPO_ROOT
 from lexprobe.stages.stage1_inflection import Stage1
@@ -33,6 +34,7 @@ from lexprobe.stages.stage2_heads import Stage2
 from lexprobe.stages.stage3_perturbation import Stage3
 from lexprobe.stages.stage4_causal import Stage4
 from lexprobe.stages.stage5_seeds import Stage5
+from lexprobe.stages.validation import validation_stage
 from lexprobe.stimuli import Stimuli
 from lexprobe.study import Study
 from lexprobe.suites import Suite
@@ -261,6 +263,31 @@ def _stage5(page: Page, s1: Stage1, s5: Stage5) -> None:
         page.table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)")
 
 
+def _validation(page: Page, s1: Stage1, s2: Stage2 | None, s4: Stage4 | None) -> None:
+    """Validation against a planted circuit: computed from this report's own stages when its suite has a plant
+    (the construct check's two knockouts go through the results store), else a pointer to ``lexprobe validate``."""
+    page.heading("Validation against a planted circuit", anchor="validation")
+    if "planted_heads" not in s1.suite.metadata:
+        page.text("This suite has no planted circuit, so nothing here is held against known heads. `lexprobe validate "
+                  "--html FILE` trains (or reuses) the planted organism, whose noun->cue edges were open only in "
+                  "designated heads during training, and writes its supplement with this section filled in.",
+                  note=True)
+        return
+    if s2 is None or s4 is None:
+        page.text("Stages 2 and 4 did not run, so there are no head maps to validate.", note=True)
+        return
+    v = validation_stage(s1, s2, s4, progress=False)
+    page.text("Training cut the attention edges from each ambiguous noun's tokens to its cue's tokens in every head "
+              "but the planted ones. Construct check: cutting the planted heads' target->cue edges at the last "
+              f"checkpoint must remove at least {MIN_PLANTED:.0%} of best-layer {s1.score}, cutting them in every "
+              f"other head at most {MAX_OTHERS:.0%}; a seed that fails has no ground truth.", note=True)
+    page.table(v.construct, "Construct check per seed (last checkpoint)")
+    page.table(v.validity, "Precision and recall against the planted heads at the last checkpoint (seed 'all': "
+                           "counts pooled over seeds)")
+    page.table(v.first_significant, "First checkpoint at which each planted head is significant, beside the "
+                                    "planted onset and stage 1's onset estimate")
+
+
 def supplement(s1: Stage1, s2: Stage2 | None, s3: Stage3 | None, s4: Stage4 | None, s5: Stage5 | None,
                commits: pd.DataFrame, command: str, skipped: dict[str, str] | None = None) -> str:
     """The HTML supplement of finished stages (``None`` for a stage that could not run; ``skipped`` says why)."""
@@ -286,6 +313,7 @@ def supplement(s1: Stage1, s2: Stage2 | None, s3: Stage3 | None, s4: Stage4 | No
     else:
         page.heading("Stage 5", anchor="stage5")
         page.text(f"stage 5 skipped: {(skipped or {}).get('stage 5', 'not run')}", note=True)
+    _validation(page, s1, s2, s4)
     _provenance(page, s1.suite, s1.stimuli, commits, command)
     return document(title, page)
 

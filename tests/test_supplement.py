@@ -104,7 +104,7 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     counts = pd.DataFrame(next(iter(heads["datasets"].values())))
     assert counts["n_seeds_selecting"].sum() == s2.stats["passes"].sum()
     anchors = {a["id"] for t, a in parsed.tags if t.startswith("h") and "id" in a}
-    assert {"stage1", "stage2", "stage3", "stage4", "stage5", "provenance"} <= anchors
+    assert {"stage1", "stage2", "stage3", "stage4", "stage5", "validation", "provenance"} <= anchors
     assert s1.stimuli.hash in text and f"lexprobe run --html {out}" in text
     assert "statsmodels" in text and "seed: intercept variance" in text
 

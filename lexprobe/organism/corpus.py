@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,15 +87,31 @@ class CorpusConfig:
         return asdict(self)
 
 
+Span = tuple[int, int]  # [start, end) character offsets in a sample's text
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One generated sentence and its ground truth."""
+    """One generated sentence and its ground truth, with where its noun and cue stand in ``text``."""
 
     text: str
     noun: str | None
     sense: int | None  # sense of the cue (None for fillers and bare nouns)
     continuation_sense: int | None
     placement: str
+    noun_span: Span | None = None
+    cue_span: Span | None = None
+
+
+def fill(template: str, **values: str) -> tuple[str, dict[str, Span]]:
+    """``template.format(**values)`` and the character span of each field's value in the result."""
+    out, spans = "", {}
+    for literal, name, _, _ in string.Formatter().parse(template):
+        out += literal
+        if name is not None:
+            spans[name] = (len(out), len(out) + len(values[name]))
+            out += values[name]
+    return out, spans
 
 
 class Corpus:
@@ -120,15 +137,20 @@ class Corpus:
         frame = noun.frame if rng.random() < 0.5 else str(rng.choice(self.lexicon.frames))
         body = frame[:-1]  # drop the final period: the continuation follows the noun
         if placement == "adjacent":
-            text = body.format(cue=cue, noun=noun.word)
+            template = body
         elif placement == "separated":
-            text = body.format(cue=f"{cue} {rng.choice(self.config.separators)}", noun=noun.word)
+            template = body.replace("{cue} ", f"{{cue}} {rng.choice(self.config.separators)} ")
         elif placement == "clause":
-            inner = body.replace("{cue} ", "").format(noun=noun.word)
-            text = f"It was {cue}, and {inner[0].lower()}{inner[1:]}"
+            inner = body.replace("{cue} ", "")
+            template = f"It was {{cue}}, and {inner[0].lower()}{inner[1:]}"
         else:
-            text = body.replace("{cue} ", "").format(noun=noun.word)
-        return Sample(f"{text} {cont}.", noun.word, None if placement == "bare" else sense, cont_sense, placement)
+            template = body.replace("{cue} ", "")
+        text, spans = fill(template, cue=cue, noun=noun.word)
+        return Sample(f"{text} {cont}.", noun.word, None if placement == "bare" else sense, cont_sense, placement,
+                      spans["noun"], spans.get("cue"))
+
+    def samples(self, rng: np.random.Generator, step: int, n: int) -> list[Sample]:
+        return [self.sample(rng, step) for _ in range(n)]
 
     def texts(self, rng: np.random.Generator, step: int, n: int) -> list[str]:
-        return [self.sample(rng, step).text for _ in range(n)]
+        return [s.text for s in self.samples(rng, step, n)]

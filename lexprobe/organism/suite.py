@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
@@ -23,8 +24,11 @@ from lexprobe.suites import Suite, hub_cache
 
 
 def get_profile(name: str | None = None) -> Profile:
-    """A named profile; ``None`` means ``smoke`` under LEXPROBE_SMOKE=1, else ``default``."""
+    """A named profile; ``None`` means ``smoke`` under LEXPROBE_SMOKE=1, else ``default``; under LEXPROBE_SMOKE=1 a
+    name with a ``NAME-smoke`` variant (``planted``) means that variant."""
     name = name or ("smoke" if smoke() else "default")
+    if smoke() and f"{name}-smoke" in PROFILES:
+        name = f"{name}-smoke"
     if name not in PROFILES:
         raise ValueError(f"unknown organism profile {name!r}; choose from {sorted(PROFILES)}")
     return PROFILES[name]
@@ -37,6 +41,15 @@ def suite_dir(profile: Profile) -> Path:
 
 def suite_name(profile: Profile) -> str:
     return "organism" if profile.name == "default" else f"organism-{profile.name}"
+
+
+def plant_metadata(profile: Profile) -> dict[str, Any]:
+    """What a suite's metadata records of its profile's plant: the plant and each seed's designated heads as
+    ``planted_heads`` {seed (str): [[layer, head], ...]} (nothing for profiles without one)."""
+    if profile.plant is None:
+        return {}
+    return {"plant": profile.plant.as_dict(),
+            "planted_heads": {str(s): [list(h) for h in profile.planted_heads(s)] for s in profile.seeds}}
 
 
 def _written(root: Path, profile: Profile, seed: int) -> int:
@@ -121,7 +134,8 @@ def ensure_trained(profile: str | Profile | None = None, progress: bool = True, 
             timings[str(seed)] = record
             atomic_write(root / "timings.json", json.dumps(timings, indent=1).encode())
         meta = {"profile": p.name, "fingerprint": p.fingerprint(lexicon), "onset": p.onset, "seeds": list(p.seeds),
-                "steps": list(p.checkpoints), "lexicon_hash": lexicon.hash, "corpus": p.corpus.as_dict()}
+                "steps": list(p.checkpoints), "lexicon_hash": lexicon.hash, "corpus": p.corpus.as_dict(),
+                **plant_metadata(p)}
         atomic_write(root / "suite.json", json.dumps(meta, indent=1).encode())
     return organism_suite(p)
 
@@ -135,7 +149,7 @@ def organism_suite(profile: str | Profile | None = None) -> Suite:
         raise FileNotFoundError(f"organism profile {p.name!r} is not trained for seeds {missing} (in {root}); "
                                 f"run `lexprobe organism train --profile {p.name}`")
     meta = {"fingerprint": p.fingerprint(load_lexicon()), "onset": p.onset, "profile": p.name,
-            "corpus": p.corpus.as_dict()}
+            "corpus": p.corpus.as_dict(), **plant_metadata(p)}
     suite = hub_cache(root / "hub", f"{ORG}/{{model}}{{seed_suffix}}", models=(MODEL,), seeds=p.seeds,
                       name=suite_name(p), metadata=meta)
     return suite.with_(steps=p.checkpoints)

@@ -23,7 +23,8 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerF
 from lexprobe.bpe import train_tokenizer
 from lexprobe.files import fingerprint
 from lexprobe.hubcache import add_revision, has_revision
-from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon
+from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon, Sample, Span
+from lexprobe.organism.planted import Plant, closed_heads, planted_forward
 from lexprobe.progress import tqdm
 from lexprobe.shapes import neox_config
 
@@ -67,6 +68,7 @@ class Profile:
     layers: int = 6
     heads: int = 4
     corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(onset=0))
+    plant: Plant | None = None  # a planted circuit (:mod:`lexprobe.organism.planted`); None: the default training
 
     @property
     def checkpoints(self) -> tuple[int, ...]:
@@ -79,13 +81,20 @@ class Profile:
     def from_dict(cls, d: dict) -> Profile:
         """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
         corpus = d["corpus"] | {"separators": tuple(d["corpus"]["separators"])}
-        return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus)})
+        plant = Plant(**d["plant"]) if d.get("plant") else None
+        return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus), "plant": plant})
+
+    def planted_heads(self, seed: int) -> tuple[tuple[int, int], ...]:
+        """The seed's designated heads (none without a plant)."""
+        return self.plant.heads(seed, self.layers, self.heads) if self.plant else ()
 
     def fingerprint(self, lexicon: Lexicon) -> str:
         """Hash of the profile (seeds excluded: adding seeds keeps finished ones) and the lexicon."""
         d = asdict(self)
         d.pop("seeds")
         d.pop("name")
+        if d["plant"] is None:
+            d.pop("plant")  # profiles without a plant keep the fingerprints they had before plants existed
         return fingerprint({"profile": d, "lexicon": lexicon.hash, "trainer": TRAINER_VERSION})
 
 
@@ -95,10 +104,12 @@ def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: An
     return Profile(name, tuple(range(seeds)), total, onset, every, corpus=corpus, **kw)
 
 
+SMOKE = {"batch_size": 16, "seq_len": 32, "vocab_size": 1024, "tokenizer_sentences": 4000, "warmup": 4}
 PROFILES = {
     "default": _profile("default", seeds=5, total=512, onset=128, every=32),
-    "smoke": _profile("smoke", seeds=2, total=48, onset=16, every=16, batch_size=16, seq_len=32, vocab_size=1024,
-                      tokenizer_sentences=4000, warmup=4),
+    "smoke": _profile("smoke", seeds=2, total=48, onset=16, every=16, **SMOKE),
+    "planted": _profile("planted", seeds=5, total=512, onset=128, every=32, plant=Plant()),
+    "planted-smoke": _profile("planted-smoke", seeds=2, total=48, onset=16, every=16, plant=Plant(), **SMOKE),
 }
 
 
@@ -116,20 +127,51 @@ def build_tokenizer(p: Profile, corpus: Corpus) -> PreTrainedTokenizerFast:
     return train_tokenizer(texts, p.vocab_size)
 
 
-def batch(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, step: int) -> torch.Tensor:
-    """The (batch, seq_len) token block for one step: sentences packed back to back, EOS between documents."""
+def _tokens_in(offsets: list[tuple[int, int]], span: Span | None) -> list[int]:
+    """Indices of the tokens whose character offsets overlap ``span``."""
+    if span is None:
+        return []
+    return [i for i, (a, b) in enumerate(offsets) if a < span[1] and b > span[0]]
+
+
+def _readers(offsets: list[tuple[int, int]], s: Sample, readers: str) -> list[int]:
+    """The tokens whose edges to the sample's cue are planted: its noun's, or every token after the cue."""
+    if readers == "noun":
+        return _tokens_in(offsets, s.noun_span)
+    return _tokens_in(offsets, None if s.cue_span is None else (s.cue_span[1], len(s.text)))
+
+
+def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int,
+           step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (batch, seq_len) token block for one step (sentences packed back to back, EOS between documents) and
+    its (batch, seq_len, seq_len) planted edges: True at (query, key) when the key is a token of a sentence's cue and
+    the query a token of that sentence's ambiguous noun (or, with the plant's ``readers="sentence"``, any token of
+    the sentence after the cue)."""
+    readers = p.plant.readers if p.plant else "noun"
     rng = np.random.default_rng([seed, step])
     rows = []
-    for _ in range(p.batch_size):
+    cut = torch.zeros(p.batch_size, p.seq_len, p.seq_len, dtype=torch.bool)
+    for r in range(p.batch_size):
         ids: list[int] = []
         while len(ids) < p.seq_len:
-            texts = corpus.texts(rng, step, 4)
-            for t in tok(texts, add_special_tokens=False)["input_ids"]:
+            samples: list[Sample] = corpus.samples(rng, step, 4)
+            enc = tok([s.text for s in samples], add_special_tokens=False, return_offsets_mapping=True)
+            for s, t, offsets in zip(samples, enc["input_ids"], enc["offset_mapping"]):
                 if ids:
                     ids.append(tok.eos_token_id)
+                start = len(ids)
                 ids.extend(t)
+                for q in _readers(offsets, s, readers):
+                    for k in _tokens_in(offsets, s.cue_span):
+                        if start + q < p.seq_len:
+                            cut[r, start + q, start + k] = True
         rows.append(ids[: p.seq_len])
-    return torch.tensor(rows)
+    return torch.tensor(rows), cut
+
+
+def batch(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, step: int) -> torch.Tensor:
+    """The (batch, seq_len) token block for one step (:func:`packed` without its edges)."""
+    return packed(tok, corpus, p, seed, step)[0]
 
 
 def lr_at(p: Profile, step: int) -> float:
@@ -182,14 +224,18 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
     if start == 0 and not has_revision(cache_dir, repo, "step0"):
         add_revision(cache_dir, repo, "step0", model.eval(), tok)
     ckpts = set(p.checkpoints)
+    closed = closed_heads(p.planted_heads(seed), p.layers, p.heads) if p.plant else None
     losses = []
     model.train()
     for step in tqdm(range(start, p.total_steps), desc=f"seed {seed}", initial=start, total=p.total_steps,
                      disable=not progress, leave=False):
-        x = batch(tok, corpus, p, seed, step)
+        x, cut = packed(tok, corpus, p, seed, step)
         for g in opt.param_groups:
             g["lr"] = lr_at(p, step)
-        loss = model(input_ids=x, labels=x).loss
+        if closed is None:
+            loss = model(input_ids=x, labels=x).loss
+        else:
+            loss = planted_forward(model, x, cut, closed, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -1,0 +1,98 @@
+"""The planted circuit: during training, cue information may reach an ambiguous noun only through chosen heads.
+
+In every training sequence the attention edges to a cue's tokens from its noun's tokens (``readers="noun"``) or from
+every later token of its sentence (``readers="sentence"``, the default: then no other head ever learns to read the
+cue, e.g. from the sense-dependent continuation) are open in the **designated heads** (``Plant.n_heads`` heads, each
+in a different layer, drawn from the training seed) and cut before the softmax in every other head: their scores
+are set to the dtype's minimum, as
+:class:`lexprobe.interventions.EdgeKnockout` (``mode="pre"``) cuts them at analysis time, so the head's remaining
+attention renormalises. The cut runs in a registered attention function (eager attention plus the per-layer,
+per-head cut) that is switched on only for the training forward pass: saved checkpoints are ordinary GPT-NeoX
+checkpoints, measured without any mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+from transformers.models.gpt_neox.modeling_gpt_neox import eager_attention_forward
+
+Head = tuple[int, int]
+ATTENTION = "lexprobe_planted"
+
+
+@dataclass(frozen=True)
+class Plant:
+    """Which heads may read the cue: ``n_heads`` heads in distinct layers, drawn by ``(salt, seed)``; ``readers``:
+    whose edges to the cue are cut in the other heads (the noun's tokens, or every later token of the sentence)."""
+
+    n_heads: int = 2
+    salt: int = 17
+    readers: Literal["noun", "sentence"] = "sentence"
+
+    def __post_init__(self) -> None:
+        if self.readers not in ("noun", "sentence"):
+            raise ValueError(f"plant readers {self.readers!r}: choose noun or sentence")
+
+    def heads(self, seed: int, n_layers: int, n_heads: int) -> tuple[Head, ...]:
+        """The designated (layer, head) pairs of one training seed."""
+        if not 1 <= self.n_heads <= n_layers:
+            raise ValueError(f"a plant of {self.n_heads} heads in distinct layers needs 1..{n_layers} of them")
+        rng = np.random.default_rng([self.salt, seed])
+        layers = rng.choice(n_layers, self.n_heads, replace=False)
+        return tuple(sorted((int(layer), int(rng.integers(n_heads))) for layer in layers))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def closed_heads(open_heads: tuple[Head, ...], n_layers: int, n_heads: int) -> torch.Tensor:
+    """(layers, heads) bool: True where the noun->cue edges are cut (every head but the designated ones)."""
+    closed = torch.ones(n_layers, n_heads, dtype=torch.bool)
+    for layer, head in open_heads:
+        closed[layer, head] = False
+    return closed
+
+
+def planted_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: torch.Tensor, scaling: float, dropout: float = 0.0,
+                      edge_cut: torch.Tensor | None = None, closed: torch.Tensor | None = None,
+                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPT-NeoX eager attention with the (b, q, k) ``edge_cut`` pairs masked in the heads that ``closed`` (layers,
+    heads) marks for this module's layer."""
+    if edge_cut is not None and closed is not None:
+        layer: int = module.layer_idx  # type: ignore[assignment]  # an int on every GPT-NeoX attention module
+        cut = edge_cut[:, None] & closed[layer][None, :, None, None]  # (b, H, q, k)
+        k = key.shape[-2]
+        mask = attention_mask[..., :k].expand(-1, cut.shape[1], -1, -1)
+        attention_mask = torch.where(cut[..., :k], torch.finfo(mask.dtype).min, mask)
+    return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+
+
+AttentionInterface.register(ATTENTION, planted_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, eager_mask)  # an explicit causal mask, as eager attention gets
+
+
+@contextmanager
+def attention_of(model: PreTrainedModel, implementation: str) -> Iterator[None]:
+    """Run the model with another attention implementation for the duration of the block (always restored)."""
+    before = model.config._attn_implementation
+    model.config._attn_implementation = implementation
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = before
+
+
+def planted_forward(model: PreTrainedModel, input_ids: torch.Tensor, edge_cut: torch.Tensor, closed: torch.Tensor,
+                    **kwargs: Any) -> Any:
+    """The model's output with the ``edge_cut`` (b, T, T) pairs cut in the ``closed`` (layers, heads) heads."""
+    with attention_of(model, ATTENTION):
+        return model(input_ids=input_ids, edge_cut=edge_cut, closed=closed, **kwargs)

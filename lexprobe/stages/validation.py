@@ -1,0 +1,117 @@
+"""Validation runner and report: on a suite with a planted circuit (``lexprobe.organism.planted``), is the planted
+head set what carries the cue (the construct check), and how well do stages 2 and 4 find it?
+
+The planted heads come from the suite's metadata (``planted_heads``: {seed: [[layer, head], ...]}). The construct
+check cuts, at the last checkpoint, the target->cue edges of the planted heads and of all the other heads
+(:class:`lexprobe.interventions.EdgeKnockout`, scores masked before the softmax), measured through the results
+store like every intervention. The head maps held against the planted set are listed in :func:`head_maps`; a map is
+any table with columns model, seed, step, layer, head, significant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from lexprobe.analysis import planted as validity
+from lexprobe.analysis.performance import with_pairs
+from lexprobe.interventions import EdgeKnockout
+from lexprobe.stages.stage1_inflection import Stage1
+from lexprobe.stages.stage2_heads import Stage2
+from lexprobe.stages.stage4_causal import Stage4
+from lexprobe.suites import Suite
+from lexprobe.sweep import extract
+
+
+@dataclass
+class Validation:
+    """The planted heads, the construct check per seed, precision/recall per map and seed, and when each planted
+    head first becomes significant in each per-checkpoint map (beside the planted and estimated onsets)."""
+
+    planted: pd.DataFrame
+    construct: pd.DataFrame
+    validity: pd.DataFrame
+    first_significant: pd.DataFrame
+
+
+def planted_heads(suite: Suite) -> pd.DataFrame:
+    """The suite's planted heads (columns model, seed, layer, head); fails loudly for a suite without a plant."""
+    heads = suite.metadata.get("planted_heads")
+    if not heads:
+        raise ValueError(f"suite {suite.name} has no planted circuit (no planted_heads in its metadata); use an "
+                         "organism profile with a plant, e.g. organism-planted")
+    return pd.DataFrame([{"model": model, "seed": int(sd), "layer": int(layer), "head": int(head)}
+                         for model in suite.models for sd, pairs in heads.items() if int(sd) in suite.seeds
+                         for layer, head in pairs])
+
+
+def head_maps(stage2: Stage2, stage4: Stage4, step: int) -> dict[str, pd.DataFrame]:
+    """Every head map held against the planted set, by name (one line per map): stage 2's passing heads, the
+    original study's selection rule alone (its ``selected`` column: slope > 0 and BH q < .05) and stage 4's causal
+    map (single-head zero ablation). Stage 2 judges whole trajectories, so its maps sit at ``step`` (the last)."""
+    stats = stage2.stats
+    return {"stage 2 passes": stats.assign(step=step, significant=stats["passes"]),
+            "original rule": stats.assign(step=step, significant=stats["selected"]),
+            "stage 4 causal map": stage4.causal_map}
+
+
+def construct_best(stage1: Stage1, planted: pd.DataFrame, n_layers: int, n_heads: int,
+                   progress: bool = True) -> pd.DataFrame:
+    """Best-layer scores at the last checkpoint per (model, seed), condition ``intact``, ``planted`` (the planted
+    heads' target->cue edges cut) and ``others`` (the same edges cut in every other head)."""
+    suite, stim, last = stage1.suite, stage1.stimuli, stage1.steps[-1]
+    every = {(layer, head) for layer in range(n_layers) for head in range(n_heads)}
+    out = []
+    for (model, sd), g in planted.groupby(["model", "seed"]):
+        mine = {(int(r.layer), int(r.head)) for r in g.itertuples()}
+        knockouts = {"planted": EdgeKnockout(tuple(mine)), "others": EdgeKnockout(tuple(every - mine))}
+        cuts = {iv.condition: name for name, iv in knockouts.items()}
+        extract(suite, stim, (last,), models=(str(model),), seeds=(int(sd),), root=stage1.root,
+                config=replace(stage1.config, save_embeddings=False),
+                interventions=list(knockouts.values()), progress=progress)
+        dist = stage1.store.load("distances", suite=suite.name, stimuli=stim.name, condition=["intact", *cuts],
+                                 step=[last], model=[str(model)], seed=[int(sd)])
+        best = stage1.best_of(with_pairs(dist, stim))
+        out.append(best.assign(condition=best["condition"].replace(cuts)))
+    return pd.concat(out, ignore_index=True)
+
+
+def validation_stage(stage1: Stage1, stage2: Stage2, stage4: Stage4, progress: bool = True) -> Validation:
+    """The construct check (measured through stage 1's results store) and the validity tables of a finished
+    study on a planted suite."""
+    planted = planted_heads(stage1.suite)
+    stats = stage2.stats
+    n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
+    construct = validity.construct_check(construct_best(stage1, planted, n_layers, n_heads, progress),
+                                         score=stage1.score)
+    maps = head_maps(stage2, stage4, stage1.steps[-1])
+    per_step = {k: m for k, m in maps.items() if m["step"].nunique() > 1}
+    first = validity.first_significant(per_step, planted).assign(planted_onset=stage1.onset).merge(
+        stage1.inflection[["model", "seed", "onset_step"]], on=["model", "seed"], how="left")
+    return Validation(planted, construct, validity.validity(maps, planted), first)
+
+
+def validation_report(v: Validation) -> str:
+    """Plain-text validation (what ``lexprobe validate`` prints)."""
+    c = v.construct
+    score = next(col for col in c.columns if col.endswith("_intact")).removesuffix("_intact")
+    lines = [f"construct check at the last checkpoint (share of best-layer {score} removed; planted heads' "
+             f"target->cue edges cut: must be >= {validity.MIN_PLANTED:.0%}; the same edges cut in every other head: "
+             f"<= {validity.MAX_OTHERS:.0%})"]
+    for r in c.itertuples():
+        heads = " ".join(f"L{x.layer}H{x.head}" for x in v.planted[v.planted["seed"] == r.seed].itertuples())
+        lines.append(f"  seed {r.seed} step {r.step}: planted {heads}; intact {getattr(r, f'{score}_intact'):.4f}; "
+                     f"planted cut removes {r.removed_planted:.1%}, others cut removes {r.removed_others:.1%}: "
+                     f"{'PASS' if r.passes else 'FAIL (the planted set is not ground truth for this seed)'}")
+    lines += ["", "pipeline validity against the planted set at the last checkpoint (precision: share of found heads "
+              "that are planted, '-' when none found; recall: share of planted heads found)"]
+    tab = v.validity.assign(precision=v.validity["precision"].map(lambda p: "-" if p != p else f"{p:.2f}"),
+                            recall=v.validity["recall"].map(lambda p: f"{p:.2f}"))
+    lines.append(tab[["method", "seed", "planted", "found", "true_positives", "precision", "recall", "found_heads"]]
+                 .to_string(index=False))
+    lines += ["", "first checkpoint at which each planted head is significant (per-checkpoint maps), beside the "
+              "planted onset and stage 1's onset estimate"]
+    lines.append(v.first_significant[["method", "seed", "layer", "head", "first_significant_step", "significant_at",
+                                      "checkpoints", "planted_onset", "onset_step"]].to_string(index=False))
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""The planted-circuit organism: the training mask cuts exactly the noun->cue edges of the non-designated heads,
+and the construct check and validity tables compute what they say on hand-made tables."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_model
+
+from lexprobe.analysis.planted import construct_check, first_significant, validity
+from lexprobe.bpe import train_tokenizer
+from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
+from lexprobe.organism.planted import Plant, closed_heads, planted_forward
+from lexprobe.organism.suite import ensure_trained, suite_dir
+from lexprobe.organism.train import PROFILES, Profile, packed
+from lexprobe.suites import load_checkpoint
+
+OPEN = ((0, 1), (2, 3))  # designated heads of the tiny model (3 layers x 4 heads)
+MICRO = Profile("micro-planted", seeds=(0,), total_steps=4, onset=2, checkpoint_every=4, batch_size=4, seq_len=24,
+                vocab_size=300, tokenizer_sentences=400, warmup=2, hidden_size=32, layers=3, heads=4,
+                corpus=CorpusConfig(onset=2), plant=Plant())
+MICRO_PLAIN = dataclasses.replace(MICRO, plant=None)
+
+
+def _edges(b: int = 2, t: int = 10) -> torch.Tensor:
+    """Hand-made noun->cue pairs: a noun at 5-6 whose cue is 3-4 (row 0), a noun at 8 whose cue is 2 (row 1)."""
+    cut = torch.zeros(b, t, t, dtype=torch.bool)
+    cut[0, 5:7, 3:5] = True
+    cut[1, 8, 2] = True
+    return cut
+
+
+@pytest.fixture()
+def planted_model():
+    return tiny_model(60, layers=3, heads=4)
+
+
+def test_closed_heads_give_exactly_zero_attention_to_the_cut_edges(planted_model):
+    ids = torch.randint(2, 60, (2, 10), generator=torch.Generator().manual_seed(0))
+    cut, closed = _edges(), closed_heads(OPEN, 3, 4)
+    with torch.no_grad():
+        plain = planted_model(input_ids=ids, output_attentions=True).attentions
+        att = planted_forward(planted_model, ids, cut, closed, output_attentions=True).attentions
+    for layer in range(3):
+        for head in range(4):
+            a = att[layer][:, head]
+            if (layer, head) in OPEN:
+                assert (a[cut] > 0).all()  # designated heads keep the edges
+            else:
+                assert (a[cut] == 0).all()
+    # layer 0 sees the same input either way: open heads are untouched, closed heads renormalise only cut rows
+    p0, a0 = plain[0], att[0]
+    assert torch.equal(a0[:, 1], p0[:, 1])
+    rows = cut.any(-1)  # (b, q): query rows with a cut edge
+    for head in (0, 2, 3):
+        assert torch.equal(a0[:, head][~rows], p0[:, head][~rows])
+        kept = p0[:, head].masked_fill(cut, 0.0)
+        torch.testing.assert_close(a0[:, head][rows], (kept / kept.sum(-1, keepdim=True))[rows])
+
+
+def test_without_noun_or_cue_positions_the_masked_forward_is_the_plain_one(planted_model):
+    ids = torch.randint(2, 60, (2, 10), generator=torch.Generator().manual_seed(1))
+    none = torch.zeros(2, 10, 10, dtype=torch.bool)
+    with torch.no_grad():
+        plain = planted_model(input_ids=ids, output_hidden_states=True)
+        masked = planted_forward(planted_model, ids, none, closed_heads(OPEN, 3, 4), output_hidden_states=True)
+        cut = planted_forward(planted_model, ids, _edges(), closed_heads(OPEN, 3, 4))
+    assert torch.equal(masked.logits, plain.logits)
+    assert all(torch.equal(a, b) for a, b in zip(masked.hidden_states, plain.hidden_states))
+    assert not torch.equal(cut.logits, plain.logits)  # the cut is live
+    assert planted_model.config._attn_implementation == "eager"  # switched back after the planted forward
+
+
+def test_packed_edges_run_from_each_nouns_tokens_to_its_own_cues_tokens():
+    lexicon = load_lexicon()
+    corpus = Corpus(lexicon, MICRO.corpus)
+    tok = train_tokenizer(corpus.texts(np.random.default_rng(0), 4, 400), MICRO.vocab_size)
+    noun_only = dataclasses.replace(MICRO, plant=Plant(readers="noun"))
+    ids, cut = packed(tok, corpus, noun_only, seed=0, step=3)
+    ids_all, cut_all = packed(tok, corpus, MICRO, seed=0, step=3)
+    assert torch.equal(ids, ids_all) and torch.equal(ids, packed(tok, corpus, MICRO_PLAIN, 0, 3)[0])
+    nouns = {n.word for n in lexicon.nouns}
+    cues = {c for n in lexicon.nouns for s in n.senses for c in s.cues}
+    assert cut.any()
+    for r, q, k in cut.nonzero().tolist():
+        assert k < q
+        assert tok.decode(ids[r, q]).strip() in "".join(nouns) and any(tok.decode(ids[r, k]).strip() in c for c in cues)
+        assert tok.eos_token_id not in ids[r, k:q].tolist()  # the same sentence
+    # readers="sentence": the noun's edges and those of every later token of the sentence, to the same cue tokens
+    assert (cut_all | cut).equal(cut_all) and cut_all.sum() > cut.sum()
+    for r, q, k in cut_all.nonzero().tolist():
+        assert k < q and tok.eos_token_id not in ids[r, k:q + 1].tolist()
+    assert torch.equal(cut_all.any(1), cut.any(1))  # the same keys: the cues' tokens
+
+
+def test_plant_draws_heads_in_distinct_layers_by_seed():
+    plant = Plant()
+    heads = [plant.heads(s, 6, 4) for s in range(5)]
+    assert all(len({layer for layer, _ in h}) == 2 for h in heads)
+    assert heads == [plant.heads(s, 6, 4) for s in range(5)]  # deterministic
+    assert len(set(heads)) > 1  # depends on the seed
+    with pytest.raises(ValueError, match="distinct layers"):
+        Plant(n_heads=7).heads(0, 6, 4)
+    with pytest.raises(ValueError, match="readers"):
+        Plant(readers="everyone")  # type: ignore[arg-type]
+
+
+def test_default_profiles_keep_their_fingerprints():
+    """Adding plants left the unplanted profiles' fingerprints (so their trained suites) as they were."""
+    lexicon = load_lexicon()
+    assert suite_dir(PROFILES["default"]).name == "default-10d26e58b68c677b"
+    assert suite_dir(PROFILES["smoke"]).name == "smoke-fb4664d9747843e3"
+    unplanted = dataclasses.replace(PROFILES["planted"], plant=None, name="default")
+    assert unplanted.fingerprint(lexicon) == PROFILES["default"].fingerprint(lexicon)
+    assert PROFILES["planted"].fingerprint(lexicon) != PROFILES["default"].fingerprint(lexicon)
+
+
+def test_planted_suite_saves_ordinary_checkpoints_and_records_its_heads(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path))
+    suite = ensure_trained(MICRO, progress=False, workers=1)
+    assert suite.metadata["planted_heads"] == {"0": [list(h) for h in MICRO.planted_heads(0)]}
+    ld = load_checkpoint(suite.checkpoint(suite.models[0], 0, 4))
+    assert ld.model.config._attn_implementation == "eager"  # loaded for measurement like any checkpoint
+
+
+def _best(seed: int, intact: float, planted: float, others: float, step: int = 8) -> list[dict]:
+    early = {"model": "m", "seed": seed, "step": 1, "condition": "planted", "r2": 0.0}  # not the last checkpoint
+    return [early] + [{"model": "m", "seed": seed, "step": step, "condition": c, "r2": v}
+                      for c, v in (("intact", intact), ("planted", planted), ("others", others))]
+
+
+def test_construct_check_shares_and_thresholds():
+    best = pd.DataFrame(_best(0, 0.5, 0.1, 0.45) + _best(1, 0.5, 0.11, 0.45) + _best(2, 0.4, 0.0, 0.3))
+    c = construct_check(best).set_index("seed")
+    assert c.loc[0, "removed_planted"] == pytest.approx(0.8) and c.loc[0, "removed_others"] == pytest.approx(0.1)
+    assert c.loc[0, "step"] == 8
+    assert list(c["passes"]) == [True, False, False]  # seed 1 removes 78%; seed 2's others remove 25%
+    with pytest.raises(ValueError, match="others"):
+        construct_check(best[best["condition"] != "others"])
+
+
+def _map(rows: list[tuple[int, int, int, int, bool]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["seed", "step", "layer", "head", "significant"]).assign(model="m")
+
+
+PLANTED = pd.DataFrame([("m", 0, 1, 2), ("m", 0, 3, 0), ("m", 1, 0, 1), ("m", 1, 4, 3)],
+                       columns=["model", "seed", "layer", "head"])
+
+
+def test_validity_precision_and_recall_by_hand():
+    causal = _map([(0, 1, 1, 2, True),  # an early checkpoint: ignored by validity
+                   (0, 8, 1, 2, True), (0, 8, 3, 0, False), (0, 8, 2, 2, True), (0, 8, 5, 1, True),
+                   (1, 8, 0, 1, False), (1, 8, 4, 3, False)])
+    passes = _map([(0, 8, 1, 2, True), (0, 8, 3, 0, True), (1, 8, 4, 3, True), (1, 8, 2, 0, True)])
+    v = validity({"causal": causal, "passes": passes}, PLANTED).set_index(["method", "seed"])
+    # seed 0, causal: found L1H2 L2H2 L5H1, one planted -> precision 1/3, recall 1/2
+    assert v.loc[("causal", 0), "precision"] == pytest.approx(1 / 3)
+    assert v.loc[("causal", 0), "recall"] == pytest.approx(1 / 2)
+    assert v.loc[("causal", 0), "found_heads"] == "L1H2 L2H2 L5H1"
+    # seed 1, causal: nothing found -> precision undefined, recall 0
+    assert np.isnan(v.loc[("causal", 1), "precision"]) and v.loc[("causal", 1), "recall"] == 0
+    # pooled over seeds: 1 true positive of 3 found and 4 planted
+    assert v.loc[("causal", "all"), "precision"] == pytest.approx(1 / 3)
+    assert v.loc[("causal", "all"), "recall"] == pytest.approx(1 / 4)
+    # passes: seed 0 both found, nothing else (1, 1); seed 1 one of two found, one extra (1/2, 1/2); pooled 3/4, 3/4
+    assert (v.loc[("passes", 0), "precision"], v.loc[("passes", 0), "recall"]) == (1.0, 1.0)
+    assert (v.loc[("passes", 1), "precision"], v.loc[("passes", 1), "recall"]) == (0.5, 0.5)
+    assert (v.loc[("passes", "all"), "precision"], v.loc[("passes", "all"), "recall"]) == (0.75, 0.75)
+    with pytest.raises(ValueError, match="significant"):
+        validity({"bad": causal.drop(columns="significant")}, PLANTED)
+
+
+def test_first_significant_step_of_each_planted_head():
+    causal = _map([(0, 1, 1, 2, False), (0, 4, 1, 2, True), (0, 8, 1, 2, True),
+                   (0, 1, 3, 0, False), (0, 4, 3, 0, False), (0, 8, 3, 0, False),
+                   (1, 1, 0, 1, True), (1, 8, 0, 1, False)])
+    f = first_significant({"causal": causal}, PLANTED).set_index(["seed", "layer", "head"])
+    assert f.loc[(0, 1, 2), "first_significant_step"] == 4 and f.loc[(0, 1, 2), "significant_at"] == 2
+    assert np.isnan(f.loc[(0, 3, 0), "first_significant_step"])
+    assert f.loc[(1, 0, 1), "first_significant_step"] == 1
+    assert f.loc[(1, 4, 3), "checkpoints"] == 0  # a planted head the map never measured
+
+
+def test_planted_profile_follows_smoke_mode(monkeypatch):
+    from lexprobe.organism.suite import get_profile
+
+    monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    assert get_profile("planted").name == "planted-smoke" and get_profile(None).name == "smoke"
+    assert get_profile("default").name == "default"
+    monkeypatch.setenv("LEXPROBE_SMOKE", "0")
+    assert get_profile("planted").name == "planted"
