@@ -48,12 +48,16 @@ def planted_heads(suite: Suite) -> pd.DataFrame:
 
 def head_maps(stage2: Stage2, stage4: Stage4, step: int) -> dict[str, pd.DataFrame]:
     """Every head map held against the planted set, by name (one line per map): stage 2's passing heads, the
-    original study's selection rule alone (its ``selected`` column: slope > 0 and BH q < .05) and stage 4's causal
-    map (single-head zero ablation). Stage 2 judges whole trajectories, so its maps sit at ``step`` (the last)."""
+    original study's selection rule alone (its ``selected`` column: slope > 0 and BH q < .05), stage 4's causal
+    map (single-head zero ablation) and its patching maps (necessity by noising, sufficiency by denoising one head
+    at the noun). Stage 2 judges whole trajectories, so its maps sit at ``step`` (the last)."""
     stats = stage2.stats
+    heads = stage4.patch_maps[stage4.patch_maps["unit"] == "head"] if len(stage4.patch_maps) else stage4.patch_maps
     return {"stage 2 passes": stats.assign(step=step, significant=stats["passes"]),
             "original rule": stats.assign(step=step, significant=stats["selected"]),
-            "stage 4 causal map": stage4.causal_map}
+            "stage 4 causal map": stage4.causal_map,
+            "stage 4 necessity (noising)": heads[heads["direction"] == "noise"] if len(heads) else heads,
+            "stage 4 sufficiency (denoising)": heads[heads["direction"] == "denoise"] if len(heads) else heads}
 
 
 def construct_best(stage1: Stage1, planted: pd.DataFrame, n_layers: int, n_heads: int,
