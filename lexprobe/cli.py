@@ -1,5 +1,5 @@
-"""``lexprobe`` command line: extract, plan, organism train, the five stages (inflection, heads, perturbation,
-causal, seeds), report, run. ``--out`` is the results folder in every command (``--html`` the report file)."""
+"""``lexprobe`` command line: extract, plan, store migrate, organism train, the five stages (inflection, heads,
+perturbation, causal, seeds), report, run. ``--out`` is the results folder in every command (``--html`` the report file)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,16 @@ def _plan(args: argparse.Namespace) -> int:
     suite = resolve(args.suite)
     print(plan(suite, stimuli, parse_steps(args.steps, suite.steps), _engine_config(args), root=args.out,
                bandwidth_mb_s=args.bandwidth))
+    return 0
+
+
+def _store_migrate(args: argparse.Namespace) -> int:
+    from lexprobe.migrate import migrate
+
+    root = args.root or results_dir()
+    counts = migrate(root)
+    print(f"packed {counts['conditions']} conditions of {counts['checkpoints']} checkpoints "
+          f"({counts['skipped']} skipped records) under {root}")
     return 0
 
 
@@ -221,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--bandwidth", type=float, default=50.0, help="assumed download speed in MB/s (default 50)")
     _engine_flags(pl)
     pl.set_defaults(func=_plan)
+
+    st = sub.add_parser("store", help="results store maintenance")
+    ssub = st.add_subparsers(dest="store_command", required=True)
+    mg = ssub.add_parser("migrate", help="pack a store of the old one-folder-per-condition layout (resumable)")
+    mg.add_argument("root", nargs="?", help="results folder (default: $LEXPROBE_HOME/results)")
+    mg.set_defaults(func=_store_migrate)
 
     o = sub.add_parser("organism", help="the offline developmental model organism")
     osub = o.add_subparsers(dest="organism_command", required=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from lexprobe.device import resolve_device, torch_dtype
-from lexprobe.extract import MEASUREMENTS, Donor, ExtractConfig, measure
+from lexprobe.extract import Donor, ExtractConfig, measure
 from lexprobe.files import fingerprint
 from lexprobe.interventions import Intervention, donor_weights
 from lexprobe.paths import results_dir
@@ -44,6 +44,7 @@ from lexprobe.suites import (
 log = logging.getLogger(__name__)
 
 Todo = tuple[Stimuli, Intervention | None, str, Unit]  # still to measure: stimuli, intervention, fingerprint, unit
+FLUSH_SECONDS = 30.0  # measured conditions are written at least this often
 
 
 def condition_of(intervention: Intervention | None) -> str:
@@ -80,7 +81,7 @@ class SweepJob:
 
     @cached_property
     def measurements(self) -> tuple[str, ...]:
-        return tuple(m for m in MEASUREMENTS if m != "embeddings" or self.config.save_embeddings)
+        return self.config.measurements
 
     @cached_property
     def sets(self) -> tuple[Stimuli, ...]:
@@ -130,8 +131,12 @@ class SweepJob:
 
     def measure(self, loaded: Loaded, todo: list[Todo], load_seconds: float, progress: bool = False) -> list[dict]:
         """Measure a loaded checkpoint under each condition still to do and store the tables (sidecars record the
-        load and measure times); evict its downloaded files afterwards, if asked."""
+        load and measure times): conditions are written together every FLUSH_SECONDS, so a killed run loses at most
+        that much work, and the checkpoint's parts are merged at the end; evict its downloaded files afterwards,
+        if asked."""
         ck, rows = loaded.checkpoint, []
+        pending: dict[Path, list[tuple[Unit, dict[str, pd.DataFrame], dict]]] = {}
+        flushed = time.perf_counter()
         for st, iv, fp, unit in todo:
             t0 = time.perf_counter()
             tables = measure(loaded.model, loaded.tokenizer, st, self.config, iv,
@@ -143,10 +148,21 @@ class SweepJob:
                     "checkpoint": ck.__dict__, "commit": loaded.commit, "weights_hash": loaded.weights_hash,
                     "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "suite": suite_metadata(self.suite),
                     **seconds}
-            self.store.write(unit, tables, meta)
+            pending.setdefault(self.store.dir(unit), []).append((unit, tables, meta))
             rows.append({**unit.__dict__, "status": "measured", "reason": "", **seconds})
+            if time.perf_counter() - flushed >= FLUSH_SECONDS:
+                self._flush(pending)
+                flushed = time.perf_counter()
+        self._flush(pending)
+        for unit in {self.store.dir(u): u for *_, u in todo}.values():
+            self.store.compact(unit)
         self._evict(ck)
         return rows
+
+    def _flush(self, pending: dict[Path, list[tuple[Unit, dict[str, pd.DataFrame], dict]]]) -> None:
+        for entries in pending.values():
+            self.store.write_many(entries)
+        pending.clear()
 
     def skip(self, ck: Checkpoint, todo: list[Todo], err: CheckpointUnavailable) -> list[dict]:
         """Log and record a checkpoint that could not be loaded (retried on the next run)."""
