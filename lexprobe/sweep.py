@@ -172,10 +172,11 @@ class SweepJob:
             self.store.write_skipped(unit, str(err))
         return [{**unit.__dict__, "status": "skipped", "reason": str(err)} for *_, unit in todo]
 
-    def run(self, ck: Checkpoint) -> list[dict]:
-        """One checkpoint (a Dask task): its cached conditions, and the others loaded, measured and stored (or
-        skipped)."""
+    def run(self, ck: Checkpoint, only: frozenset[Unit] | None = None) -> list[dict]:
+        """One checkpoint (a Dask or pool task): its cached conditions, and the others (of ``only``, when given)
+        loaded, measured and stored (or skipped)."""
         done, todo = self.split(ck)
+        todo = [t for t in todo if only is None or t[3] in only]
         if not todo:
             return done
         t0 = time.perf_counter()

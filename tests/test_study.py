@@ -4,8 +4,6 @@ by exactly what they depend on; the CLI's flags mean one thing everywhere."""
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 
 import pandas as pd
 import pytest
@@ -18,6 +16,7 @@ from lexprobe.cli import build_parser, main
 from lexprobe.hubcache import add_revision
 from lexprobe.stages.stage4_causal import causal_stage
 from lexprobe.stimuli import StimulusError
+from lexprobe.store import ResultsStore, Unit
 from lexprobe.suites import hub_cache
 
 REPO = "lexprobe-test/study-neox{seed_suffix}"
@@ -127,12 +126,11 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
         assert changed.heads.stats["p_perm_diff"].notna().all()  # ...stage 2 recomputed with the new setting
     # a unit re-measured with other numbers (new content, new sha256 in its sidecar) invalidates stage 1 and what
     # builds on it
-    unit = tmp_path / "res" / "study-tiny" / "small6" / "intact" / "tiny" / "seed0" / "step8"
-    table = pd.read_parquet(unit / "distances.parquet")
-    table.assign(distance=table["distance"] * 0.5).to_parquet(unit / "distances.parquet", index=False)
-    rec = json.loads((unit / "distances.json").read_text())
-    rec["sha256"] = hashlib.sha256((unit / "distances.parquet").read_bytes()).hexdigest()
-    (unit / "distances.json").write_text(json.dumps(rec))
+    store = ResultsStore(root)
+    unit = Unit("study-tiny", "small6", "intact", "tiny", 0, 8)
+    table = store.load("distances", **unit.__dict__).iloc[:, 6:]
+    store.write(unit, {"distances": table.assign(distance=table["distance"] * 0.5)},
+                store.sidecar(unit, "distances"))
     calls: list[int] = []
     real = stage1_mod.inflections
     monkeypatch.setattr(stage1_mod, "inflections", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -141,7 +141,7 @@ def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int = 100, n_random_d
     checkpoints (0: every one)."""
     suite, stim, steps = stage1.suite, stage1.stimuli, stage1.steps
     plan = design_for(stage2, n_random, n_random_dev, methods, layer_matched, seed)
-    cfg = replace(stage1.config, save_embeddings=False)
+    cfg = replace(stage1.config, save_embeddings=False, save_heads=False)
     for model, sd, chosen, rows in tqdm(list(measured_conditions(plan, steps, map_steps)),
                                         desc="stage 4: seeds x scopes", disable=not progress):
         extract(suite, stim, chosen, models=(model,), seeds=(sd,), root=stage1.root, config=cfg,
