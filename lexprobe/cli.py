@@ -1,5 +1,6 @@
 """``lexprobe`` command line: extract, plan, store migrate, organism train, the five stages (inflection, heads,
-perturbation, causal, seeds), report, run. ``--out`` is the results folder in every command (``--html`` the report file)."""
+perturbation, causal, seeds), report, run. ``--out`` is the results folder in every command (``--html`` the report
+file)."""
 
 from __future__ import annotations
 
@@ -215,9 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", help="comma list of seeds (default: all of the suite's)")
     e.add_argument("--out", help="results folder (default: $LEXPROBE_HOME/results)")
     _engine_flags(e)
-    e.add_argument("--scheduler", default="serial",
-                   help="serial (next checkpoint loads while this one is measured) | dask (a local cluster, one "
-                        "worker per core) | dask:ADDRESS (a running scheduler, e.g. tcp://host:8786)")
+    e.add_argument("--scheduler", default="auto",
+                   help="auto (pool on several cores, else serial) | pool (single-threaded worker processes, "
+                        "LEXPROBE_WORKERS of them, default one per core) | serial (next checkpoint loads while this "
+                        "one is measured) | dask (a local cluster, one worker per core) | dask:ADDRESS (a running "
+                        "scheduler, e.g. tcp://host:8786)")
     e.add_argument("--evict", action="store_true",
                    help="delete each hub revision's downloaded files once its results are stored (never files "
                         "that were in the cache before)")

@@ -169,7 +169,7 @@ def compact(folder: Path) -> None:
         conds = manifest["conditions"]
         by_part: dict[str, list[str]] = {}
         for cond, rec in conds.items():
-            for m, t in rec["tables"].items():
+            for t in rec["tables"].values():
                 by_part.setdefault(t["part"], []).append(cond)
         measurements = {p.rsplit("-", 1)[0] for p in by_part}
         for m in measurements:

@@ -42,7 +42,8 @@ def parse_scheduler(spec: str) -> str | None:
         return None
     if spec.startswith("dask:") and len(spec) > 5:
         return spec[5:]
-    raise ValueError(f"bad --scheduler {spec!r}: use serial, dask or dask:ADDRESS (e.g. dask:tcp://host:8786)")
+    raise ValueError(f"bad --scheduler {spec!r}: use auto, pool, serial, dask or dask:ADDRESS (e.g. "
+                     "dask:tcp://host:8786)")
 
 
 @contextmanager

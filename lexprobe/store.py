@@ -166,11 +166,11 @@ class ResultsStore:
         self._check_layout()
         found = []
         for folder in self._folders(where):
-            for cond, rec in self.manifest(folder)["conditions"].items():
+            for rec in self.manifest(folder)["conditions"].values():
                 unit = Unit(**rec["meta"]["unit"])
-                if measurement in rec["tables"] and all(_match(getattr(unit, k), v) for k, v in where.items()
-                                                        if v is not None):
-                    found.append((unit, self.sidecar(unit, measurement)))
+                side = self.sidecar(unit, measurement)
+                if side is not None and all(_match(getattr(unit, k), v) for k, v in where.items() if v is not None):
+                    found.append((unit, side))
         return sorted(found, key=lambda us: us[0].order())
 
     def provenance(self, measurement: str = "distances", **where: object) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 A unit of work is one checkpoint with every condition asked of it (the intact model and each intervention), so a
 checkpoint is loaded once for all its conditions; the store keeps one entry per (checkpoint, condition). Serially,
 checkpoint k+1 is read and validated in a background thread while the engine measures checkpoint k
-(:mod:`lexprobe.prefetch`); ``scheduler="dask"`` makes every checkpoint a Dask task instead
+(:mod:`lexprobe.prefetch`); by default, on several cores, checkpoints run on a pool of single-threaded worker
+processes (:mod:`lexprobe.pool`); ``scheduler="dask"`` makes every checkpoint a Dask task instead
 (:mod:`lexprobe.scheduler`).
 """
 
@@ -207,16 +208,22 @@ def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int
             models: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
             root: str | Path | None = None, config: ExtractConfig = ExtractConfig(),
             interventions: Sequence[Intervention | None] = (None,), progress: bool = True,
-            scheduler: str = "serial", evict: bool = False) -> pd.DataFrame:
+            scheduler: str = "auto", evict: bool = False) -> pd.DataFrame:
     """Measure every requested (checkpoint, condition) not already in the store; one status row per pair.
 
     ``interventions`` lists the conditions to measure (``None`` is the intact model), on one stimulus set or on each
     of several; each checkpoint is loaded once for all of them. Checkpoints that cannot be loaded are logged,
-    recorded as skipped, and retried on the next run. ``scheduler`` is ``serial`` (next checkpoint loaded while
-    this one is measured) or ``dask`` / ``dask:ADDRESS`` (see :mod:`lexprobe.scheduler`). ``evict`` deletes each
-    hub revision's downloaded files once all its conditions are stored.
+    recorded as skipped, and retried on the next run. ``scheduler`` is ``auto`` (``pool`` on a machine with
+    several cores, else ``serial``), ``pool`` (single-threaded worker processes, see :mod:`lexprobe.pool`),
+    ``serial`` (in this process; next checkpoint loaded while this one is measured) or ``dask`` / ``dask:ADDRESS``
+    (see :mod:`lexprobe.scheduler`). ``evict`` deletes each hub revision's downloaded files once all its
+    conditions are stored.
     """
-    if scheduler != "serial":
+    from lexprobe.pool import run_pool, workers
+
+    if scheduler == "auto":
+        scheduler = "pool" if workers() > 1 else "serial"
+    if scheduler not in ("serial", "pool"):
         from lexprobe.scheduler import parse_scheduler, run_dask
 
         parse_scheduler(scheduler)  # a bad spec fails before any work, even when everything is cached
@@ -226,6 +233,8 @@ def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int
     cks = suite.checkpoints(steps, models, seeds)
     if scheduler == "serial":
         return pd.DataFrame(run_serial(job, cks, progress))
+    if scheduler == "pool":
+        return pd.DataFrame(run_pool(job, cks, workers(), progress))
     return pd.DataFrame(run_dask(job, cks, scheduler, progress=progress))
 
 
