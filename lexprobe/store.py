@@ -81,6 +81,10 @@ class ResultsStore:
         self._manifests: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
         self._checked = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for a worker process) without the manifests read so far."""
+        return {"root": self.root, "_manifests": {}, "_checked": False}
+
     def dir(self, unit: Unit) -> Path:
         """The folder of the unit's checkpoint."""
         return self.root / unit.relpath()
