@@ -48,12 +48,17 @@ def _plan(args: argparse.Namespace) -> int:
     from lexprobe.plan import plan
     from lexprobe.specs import resolve
     from lexprobe.stimuli import load_stimuli
+    from lexprobe.study import Study
+    from lexprobe.studyplan import study_plan
     from lexprobe.suites import parse_steps
 
     stimuli = load_stimuli(args.stimuli)
     suite = resolve(args.suite)
     print(plan(suite, stimuli, parse_steps(args.steps, suite.steps), _engine_config(args), root=args.out,
                bandwidth_mb_s=args.bandwidth))
+    study = Study(suite, stimuli, args.steps, root=args.out, device=args.device, dtype=args.dtype,
+                  batch_size=args.batch_size, progress=False)
+    print(study_plan(study, args.assume_heads))
     return 0
 
 
@@ -226,12 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "that were in the cache before)")
     e.set_defaults(func=_extract)
 
-    pl = sub.add_parser("plan", help="what an extract will cost (units, download, results disk, time), offline")
+    pl = sub.add_parser("plan", help="what an extract and each stage of a study will cost (units, forward passes, "
+                        "download, files, results disk, time), offline")
     pl.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
     pl.add_argument("--steps", default="all", help="as for extract")
     pl.add_argument("--stimuli", default="lexprobe_nouns")
     pl.add_argument("--out", help="results folder (finished units are not counted again)")
     pl.add_argument("--bandwidth", type=float, default=50.0, help="assumed download speed in MB/s (default 50)")
+    pl.add_argument("--assume-heads", type=int, default=2,
+                    help="heads passing discovery per seed that stage 4's design is costed for (default 2)")
     _engine_flags(pl)
     pl.set_defaults(func=_plan)
 

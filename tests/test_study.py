@@ -178,3 +178,25 @@ def test_out_is_the_results_folder_in_every_command_and_v_shows_tracebacks(capsy
     assert "no shipped stimulus set named 'nosuchset'" in capsys.readouterr().err
     with pytest.raises(StimulusError, match="nosuchset"):
         main(["-v", "heads", "--stimuli", "nosuchset"])
+
+
+def test_stage_plan_counts_what_the_stages_measure_and_store(suite, small, tmp_path, monkeypatch):
+    """``lexprobe plan``'s stage table, given the discovery the study really made, predicts the units stages 1, 3
+    and 4 store and the files of the results store."""
+    import lexprobe.studyplan as studyplan
+
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
+    study = Study(suite, small, root=str(tmp_path / "res"), **SMALL)
+    study.causal  # noqa: B018 - stages 1, 2 and 4
+    study.perturbation  # noqa: B018
+    monkeypatch.setattr(studyplan, "stand_in_discovery", lambda *a: study.heads.stats)
+    costs = {c.stage.split()[1]: c for c in studyplan.stage_costs(study)}
+    store = ResultsStore(tmp_path / "res")
+    stored = store.units("distances")
+    intact = [u for u, _ in stored if u.stimuli == small.name and u.condition == "intact"]
+    perturbed = [u for u, _ in stored if u.stimuli != small.name]
+    causal = [u for u, _ in stored if u.stimuli == small.name and u.condition != "intact"]
+    assert (costs["inflection"].units, costs["perturbation"].units, costs["causal"].units) == (
+        len(intact), len(perturbed), len(causal))
+    files = [f for f in (tmp_path / "res").rglob("*") if f.is_file() and "_stages" not in f.parts]
+    assert sum(c.files for c in costs.values()) == len(files)
