@@ -2,8 +2,9 @@
 
 A checkpoint folder (suite, stimuli, model, seed, step) holds, per measurement, part files named
 ``<measurement>-<sha256[:12]>.parquet``; each part stacks the tables of several conditions that share one column
-set (names and dtypes), with a leading ``condition`` column. A condition whose table has other columns (say a
-``patch`` column) lands in a part of its own, and a condition may store only some measurements. The manifest is the
+set (names and dtypes), with a leading, dictionary-encoded ``condition`` column. A condition whose table has
+other columns (say a ``patch`` column) lands in a part of its own, and a condition may store only some
+measurements. The manifest is the
 one commit point: it names each part with its sha256 and, per condition, its sidecar (``meta``) and per
 measurement the part, row count, column order and the sha256 of the table serialized on its own (the content hash
 a stage cache keys on, which packing and compaction leave unchanged). Writers hold an exclusive ``flock`` on the
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lexprobe.files import atomic_write
@@ -101,8 +103,10 @@ def _write_parts(folder: Path, manifest: dict[str, Any], measurement: str,
         groups.setdefault(_schema(df), []).append((cond, df))
     where = {}
     for group in groups.values():
-        stacked = pd.concat([df.assign(condition=cond) for cond, df in group], ignore_index=True)
-        data = parquet_bytes(stacked[["condition", *group[0][1].columns]])
+        stacked = pd.concat([df for _, df in group], ignore_index=True)
+        codes = np.repeat(np.arange(len(group)), [len(df) for _, df in group])
+        stacked.insert(0, "condition", pd.Categorical.from_codes(codes, [c for c, _ in group]))
+        data = parquet_bytes(stacked)
         digest = sha256(data)
         name = f"{measurement}-{digest[:12]}.parquet"
         atomic_write(folder / name, data)

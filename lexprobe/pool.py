@@ -21,8 +21,8 @@ from lexprobe.progress import tqdm
 from lexprobe.store import KEY_COLUMNS, Unit
 
 if TYPE_CHECKING:
+    from lexprobe.scheduler import SweepJob
     from lexprobe.suites import Checkpoint
-    from lexprobe.sweep import SweepJob
 
 _POOL: dict[int, ProcessPoolExecutor] = {}
 

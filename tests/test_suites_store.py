@@ -319,3 +319,20 @@ def test_several_stimulus_sets_share_one_load_per_checkpoint(cache, small, stimu
     for name in ("distances", "heads"):
         pd.testing.assert_frame_equal(ResultsStore(tmp_path / "both").load(name, stimuli="other"),
                                       ResultsStore(tmp_path / "alone").load(name, stimuli="other"))
+
+
+def test_save_heads_false_stores_distances_only_and_counts_as_done(cache, small, tmp_path):
+    from lexprobe.extract import ExtractConfig
+
+    suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1))
+    cfg = ExtractConfig(save_heads=False, save_embeddings=False)
+    assert cfg.measurements == ("distances",) and cfg.fingerprint_fields() == ExtractConfig().fingerprint_fields()
+    extract(suite, small, root=tmp_path / "res", config=cfg, progress=False)
+    store = ResultsStore(tmp_path / "res")
+    assert len(store.load("distances")) == 2 * len(small.pairs) * 3
+    with pytest.raises(FileNotFoundError, match="heads"):
+        store.load("heads")
+    again = extract(suite, small, root=tmp_path / "res", config=cfg, progress=False)
+    assert list(again["status"]) == ["cached"] * 2
+    full = extract(suite, small, root=tmp_path / "res", progress=False)  # asking for heads now measures them
+    assert list(full["status"]) == ["measured"] * 2 and len(store.load("heads")) > 0
