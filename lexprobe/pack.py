@@ -150,8 +150,10 @@ def write_skipped(folder: Path, conditions: list[str], record: dict[str, Any]) -
             manifest["skipped"][cond] = record
 
 
-def read_part(folder: Path, manifest: dict[str, Any], name: str) -> pd.DataFrame:
-    """A part file, checked against the sha256 its manifest records."""
+def read_part(folder: Path, manifest: dict[str, Any], name: str,
+              conditions: list[str] | None = None) -> pd.DataFrame:
+    """A part file (only the rows of ``conditions``, when given), checked against the sha256 its manifest
+    records."""
     path = folder / name
     if name not in manifest["parts"]:
         raise StoreConflict(f"{path}: not listed in {folder / MANIFEST}")
@@ -159,7 +161,8 @@ def read_part(folder: Path, manifest: dict[str, Any], name: str) -> pd.DataFrame
     if sha256(data) != manifest["parts"][name]:
         raise StoreConflict(f"{path}: content does not match the sha256 in {folder / MANIFEST} (file changed or "
                             "corrupt)")
-    return pd.read_parquet(io.BytesIO(data))
+    return pd.read_parquet(io.BytesIO(data), filters=None if conditions is None else
+                           [("condition", "in", conditions)])
 
 
 def rows_of(part: pd.DataFrame) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from lexprobe import pack
 from lexprobe.files import atomic_write, fingerprint  # noqa: F401 - callers import them from here
@@ -205,22 +206,40 @@ class ResultsStore:
         mixed = {k: v for k, v in fps.items() if len(v) > 1}
         if mixed:
             raise StoreConflict(f"results with different fingerprints would be mixed: {mixed}")
-        parts: dict[tuple[Path, str], tuple[pd.DataFrame, dict[str, Any]]] = {}
-        frames = []
-        for unit, _ in found:
-            folder = self.dir(unit)
+        tables = [self.manifest(self.dir(u))["conditions"][u.condition]["tables"][measurement] for u, _ in found]
+        wanted: dict[tuple[Path, str], set[str]] = {}
+        for (unit, _), table in zip(found, tables):
+            wanted.setdefault((self.dir(unit), table["part"]), set()).add(unit.condition)
+        parts = {}
+        for (folder, name), conds in wanted.items():
             manifest = self.manifest(folder)
-            table = manifest["conditions"][unit.condition]["tables"][measurement]
-            key = (folder, table["part"])
-            if key not in parts:
-                part = pack.read_part(folder, manifest, table["part"])
-                parts[key] = (part, pack.rows_of(part))
-            part, rows = parts[key]
-            frames.append(part.take(rows[unit.condition])[table["columns"]])
-        df = pd.concat(frames, ignore_index=True)
-        lengths = [len(f) for f in frames]
+            everyone = {c for c, rec in manifest["conditions"].items()
+                        if rec["tables"].get(measurement, {}).get("part") == name}
+            part = pack.read_part(folder, manifest, name, None if conds >= everyone else sorted(conds))
+            parts[folder, name] = (part, pack.rows_of(part))
+        pieces: dict[tuple[Path, str], list[np.ndarray]] = {}  # per part: its units' rows, in load order
+        taken: dict[tuple[Path, str], int] = {}
+        spans = []  # per unit: its part, where its rows start in that part's piece, how many
+        for (unit, _), table in zip(found, tables):
+            key = (self.dir(unit), table["part"])
+            rows = parts[key][1][unit.condition]
+            pieces.setdefault(key, []).append(rows)
+            spans.append((key, taken.get(key, 0), len(rows)))
+            taken[key] = taken.get(key, 0) + len(rows)
+        start: dict[tuple[Path, str], int] = {}
+        frames: list[pd.DataFrame] = []
+        offset = 0
+        for key, rows in pieces.items():  # one take per part (a part's units share its columns)
+            start[key], offset = offset, offset + taken[key]
+            part = parts[key][0]
+            frames.append(part.take(np.concatenate(rows))[[c for c in part.columns if c != "condition"]])
+        order = np.concatenate([np.arange(start[key] + at, start[key] + at + n) for key, at, n in spans])
+        df = pd.concat(frames, ignore_index=True).take(order).reset_index(drop=True)
+        lengths = [n for *_, n in spans]
+        at = pa.array(np.repeat(np.arange(len(found)), lengths))
         for k in reversed(KEY_COLUMNS):
-            df.insert(0, k, np.repeat(np.array([getattr(u, k) for u, _ in found]), lengths))
+            values = pa.array([getattr(u, k) for u, _ in found], type=pa.int64() if k in ("seed", "step") else None)
+            df.insert(0, k, values.take(at).to_pandas())  # a key per row, without a Python string per row
         return df
 
 
