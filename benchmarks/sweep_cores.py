@@ -28,6 +28,7 @@ def child(profile: str, n_steps: int, n_seeds: int, n_conditions: int, scheduler
     """One sweep in this process: its wall time and how many (checkpoint, condition) units it measured."""
     from lexprobe.interventions import HeadAblation
     from lexprobe.organism.suite import ensure_trained
+    from lexprobe.plan import model_shape
     from lexprobe.stimuli import load_stimuli
     from lexprobe.suites import log_subset
     from lexprobe.sweep import extract
@@ -35,7 +36,9 @@ def child(profile: str, n_steps: int, n_seeds: int, n_conditions: int, scheduler
     suite = ensure_trained(profile, progress=False)
     suite = suite.with_(seeds=suite.seeds[:n_seeds])
     stimuli = load_stimuli("lexprobe_nouns")
-    heads = [(layer, head) for layer in range(8) for head in range(8)][:n_conditions]
+    cfg, _ = model_shape(suite, suite.models[0])
+    heads = [(layer, head) for layer in range(cfg.num_hidden_layers)
+             for head in range(cfg.num_attention_heads)][:n_conditions]
     conds = [None, *(HeadAblation((h,), "zero") for h in heads)]
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
