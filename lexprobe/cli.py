@@ -1,5 +1,6 @@
-"""``lexprobe`` command line: extract, plan, organism train, the five stages (inflection, heads, perturbation,
-causal, seeds), report, run, validate. ``--out`` is the results folder in every command (``--html`` the report file)."""
+"""``lexprobe`` command line: extract, plan, store migrate, organism train, the five stages (inflection, heads,
+perturbation, causal, seeds), report, run, validate. ``--out`` is the results folder in every command (``--html`` the
+report file)."""
 
 from __future__ import annotations
 
@@ -47,12 +48,27 @@ def _plan(args: argparse.Namespace) -> int:
     from lexprobe.plan import plan
     from lexprobe.specs import resolve
     from lexprobe.stimuli import load_stimuli
+    from lexprobe.study import Study
+    from lexprobe.studyplan import study_plan
     from lexprobe.suites import parse_steps
 
     stimuli = load_stimuli(args.stimuli)
     suite = resolve(args.suite)
     print(plan(suite, stimuli, parse_steps(args.steps, suite.steps), _engine_config(args), root=args.out,
                bandwidth_mb_s=args.bandwidth))
+    study = Study(suite, stimuli, args.steps, root=args.out, device=args.device, dtype=args.dtype,
+                  batch_size=args.batch_size, progress=False)
+    print(study_plan(study, args.assume_heads))
+    return 0
+
+
+def _store_migrate(args: argparse.Namespace) -> int:
+    from lexprobe.migrate import migrate
+
+    root = args.root or results_dir()
+    counts = migrate(root)
+    print(f"packed {counts['conditions']} conditions of {counts['checkpoints']} checkpoints "
+          f"({counts['skipped']} skipped records) under {root}")
     return 0
 
 
@@ -222,22 +238,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", help="comma list of seeds (default: all of the suite's)")
     e.add_argument("--out", help="results folder (default: $LEXPROBE_HOME/results)")
     _engine_flags(e)
-    e.add_argument("--scheduler", default="serial",
-                   help="serial (next checkpoint loads while this one is measured) | dask (a local cluster, one "
-                        "worker per core) | dask:ADDRESS (a running scheduler, e.g. tcp://host:8786)")
+    e.add_argument("--scheduler", default="auto",
+                   help="auto (pool on several cores, else serial) | pool (single-threaded worker processes, "
+                        "LEXPROBE_WORKERS of them, default one per core) | serial (next checkpoint loads while this "
+                        "one is measured) | dask (a local cluster, one worker per core) | dask:ADDRESS (a running "
+                        "scheduler, e.g. tcp://host:8786)")
     e.add_argument("--evict", action="store_true",
                    help="delete each hub revision's downloaded files once its results are stored (never files "
                         "that were in the cache before)")
     e.set_defaults(func=_extract)
 
-    pl = sub.add_parser("plan", help="what an extract will cost (units, download, results disk, time), offline")
+    pl = sub.add_parser("plan", help="what an extract and each stage of a study will cost (units, forward passes, "
+                        "download, files, results disk, time), offline")
     pl.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s)")
     pl.add_argument("--steps", default="all", help="as for extract")
     pl.add_argument("--stimuli", default="lexprobe_nouns")
     pl.add_argument("--out", help="results folder (finished units are not counted again)")
     pl.add_argument("--bandwidth", type=float, default=50.0, help="assumed download speed in MB/s (default 50)")
+    pl.add_argument("--assume-heads", type=int, default=2,
+                    help="heads passing discovery per seed that stage 4's design is costed for (default 2)")
     _engine_flags(pl)
     pl.set_defaults(func=_plan)
+
+    st = sub.add_parser("store", help="results store maintenance")
+    ssub = st.add_subparsers(dest="store_command", required=True)
+    mg = ssub.add_parser("migrate", help="pack a store of the old one-folder-per-condition layout (resumable)")
+    mg.add_argument("root", nargs="?", help="results folder (default: $LEXPROBE_HOME/results)")
+    mg.set_defaults(func=_store_migrate)
 
     o = sub.add_parser("organism", help="the offline developmental model organism")
     osub = o.add_subparsers(dest="organism_command", required=True)

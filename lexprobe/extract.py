@@ -52,10 +52,17 @@ class ExtractConfig:
     save_embeddings: bool = True
     dtype: str = "float32"
     device: str = "cpu"
+    save_heads: bool = True
+
+    @property
+    def measurements(self) -> tuple[str, ...]:
+        """The tables a measurement stores: distances always, heads and embeddings when asked."""
+        keep = {"distances": True, "heads": self.save_heads, "embeddings": self.save_embeddings}
+        return tuple(m for m in MEASUREMENTS if keep[m])
 
     def fingerprint_fields(self) -> dict[str, int | str]:
         """Fields that change the numbers: the engine version and a dtype other than float32 (float32 results keep
-        the fingerprint they had before dtype was an option). Batch size, whether embeddings are kept and the device
+        the fingerprint they had before dtype was an option). Batch size, which tables are kept and the device
         do not: float32 on a GPU agrees with the CPU to rounding, and a sweep may move between them."""
         return {"engine_version": ENGINE_VERSION, **({"dtype": self.dtype} if self.dtype != "float32" else {})}
 
@@ -272,7 +279,7 @@ def tables(out: BatchOutput, stimuli: Stimuli, config: ExtractConfig) -> dict[st
         "layer": np.tile(np.arange(n_h), n_pairs),
         "distance": dist.reshape(-1).numpy(),
     })
-    result = {"distances": distances, "heads": heads}
+    result = {"distances": distances, "heads": heads} if config.save_heads else {"distances": distances}
     if config.save_embeddings:
         emb = out.embeddings.reshape(n * n_h, -1).numpy().astype(np.float32)
         result["embeddings"] = pd.DataFrame({

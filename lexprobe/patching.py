@@ -316,12 +316,14 @@ class PatchRunner:
 
 
 def measure_patch_map(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
-                      patch_map: PatchMap, batch_size: int = 64) -> dict[str, pd.DataFrame]:
-    """The store's tables of a patch map on one loaded checkpoint: distances with a ``patch`` column, and an empty
-    heads table (patched runs read no attention)."""
+                      patch_map: PatchMap, batch_size: int = 64, save_heads: bool = False) -> dict[str, pd.DataFrame]:
+    """The store's tables of a patch map on one loaded checkpoint: distances with a ``patch`` column (and, when the
+    sweep keeps heads tables, an empty one: patched runs read no attention)."""
     runner = PatchRunner(model, tokenizer, stimuli, patch_map.counterfactual, batch_size)
     sites: Sites = runner.sites
     patch_map.validate(sites.n_layers, sites.n_heads)
-    heads = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (("sentence_id", "int64"), ("layer", "int64"),
-                                                              ("head", "int64"), ("cue_attn", "float32"))})
-    return {"distances": runner.distances(list(patch_map.patches)), "heads": heads}
+    out = {"distances": runner.distances(list(patch_map.patches))}
+    if save_heads:
+        out["heads"] = pd.DataFrame({c: pd.Series(dtype=t) for c, t in (("sentence_id", "int64"), ("layer", "int64"),
+                                                                         ("head", "int64"), ("cue_attn", "float32"))})
+    return out

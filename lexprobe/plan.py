@@ -29,6 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig
 from lexprobe.device import resolve_device, torch_dtype
 from lexprobe.extract import ENGINE_VERSION, MEASUREMENTS, ExtractConfig, measure
 from lexprobe.paths import home, results_dir
+from lexprobe.pool import workers
 from lexprobe.shapes import checkpoint_bytes, pythia_config, random_model, word_tokenizer
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore, Unit, atomic_write
@@ -50,10 +51,12 @@ class Calibration(TypedDict):
 
 @dataclass(frozen=True)
 class UnitCost:
-    """Estimated cost of one unit of a model: seconds to load (from disk) and to measure, bytes of results."""
+    """Estimated cost of one unit of a model: seconds to load (from disk) and to measure, bytes of each result
+    table, and of the tables the config keeps."""
 
     load_seconds: float
     measure_seconds: float
+    table_bytes: dict[str, float]
     result_bytes: int
 
 
@@ -104,12 +107,19 @@ def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: Tok
     return {"measure_seconds": measure_s, "load_seconds": load_s, "file_bytes": file_bytes, "table_bytes": sizes}
 
 
+def engine_threads() -> int:
+    """Torch threads of one sweep worker: 1 in the default pool of worker processes, else this process's."""
+    return 1 if workers() > 1 else torch.get_num_threads()
+
+
 def calibrate(cfg: GPTNeoXConfig, stimuli: Stimuli, config: ExtractConfig) -> dict[str, Calibration]:
-    """Engine and load timings at depth 1 and 2 for ``cfg``'s width on this machine (cached)."""
-    key = json.dumps({"hidden": cfg.hidden_size, "heads": cfg.num_attention_heads, "ffn": cfg.intermediate_size,
-                      "dtype": config.dtype, "device": config.device, "threads": torch.get_num_threads(),
-                      "batch": config.batch_size, "stimuli": stimuli.hash, "engine": ENGINE_VERSION,
-                      "torch": torch.__version__}, sort_keys=True)
+    """Engine and load timings at depth 1 and 2 for ``cfg``'s width on this machine, every table kept (cached)."""
+    config = replace(config, save_heads=True, save_embeddings=True)
+    threads = engine_threads()
+    key = json.dumps({"tables": list(MEASUREMENTS), "hidden": cfg.hidden_size, "heads": cfg.num_attention_heads,
+                      "ffn": cfg.intermediate_size, "dtype": config.dtype, "device": config.device,
+                      "threads": threads, "batch": config.batch_size, "stimuli": stimuli.hash,
+                      "engine": ENGINE_VERSION, "torch": torch.__version__}, sort_keys=True)
     cache = home() / "calibration.json"
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     if key not in known:
@@ -117,8 +127,13 @@ def calibrate(cfg: GPTNeoXConfig, stimuli: Stimuli, config: ExtractConfig) -> di
 
         hf_logging.disable_progress_bar()
         tok = word_tokenizer(stimuli)
-        with tempfile.TemporaryDirectory() as tmp:
-            known[key] = {str(n): _calibrate_depth(cfg, n, stimuli, tok, config, Path(tmp)) for n in (1, 2)}
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                known[key] = {str(n): _calibrate_depth(cfg, n, stimuli, tok, config, Path(tmp)) for n in (1, 2)}
+        finally:
+            torch.set_num_threads(before)
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, json.dumps(known, indent=1).encode())
     return known[key]
@@ -135,10 +150,9 @@ def unit_cost(cfg: GPTNeoXConfig, download_bytes: int, stimuli: Stimuli, config:
     d1, d2 = cal["1"], cal["2"]
     n_layers = cfg.num_hidden_layers
     full_bytes = download_bytes or _linear(d1["file_bytes"], d2["file_bytes"], n_layers)
-    kept = [m for m in MEASUREMENTS if m != "embeddings" or config.save_embeddings]
-    tables = sum(_linear(d1["table_bytes"][m], d2["table_bytes"][m], n_layers) for m in kept)
+    tables = {m: _linear(d1["table_bytes"][m], d2["table_bytes"][m], n_layers) for m in MEASUREMENTS}
     return UnitCost(d2["load_seconds"] * full_bytes / d2["file_bytes"], d2["measure_seconds"] * n_layers / 2,
-                    int(tables))
+                    tables, int(sum(tables[m] for m in config.measurements)))
 
 
 def plan(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None, config: ExtractConfig = ExtractConfig(),
@@ -164,26 +178,27 @@ def plan(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None, c
         cfg, dl = model_shape(suite, model)
         cost = unit_cost(cfg, dl, stimuli, config)
         fetch = dl / (bandwidth_mb_s * 1e6)
-        per_unit = max(fetch + cost.load_seconds, cost.measure_seconds)  # loading overlaps measuring
+        # one worker loads, then measures; several share the checkpoints (and one download link)
+        per_unit = max(fetch, (cost.load_seconds + cost.measure_seconds) / workers())
         n_params = sum(p.numel() for p in _meta_model(cfg).parameters())
         lines += [
             f"{model}: {len(suite.seeds)} seeds x {len(steps)} steps = {len(cks)} units, {done} already stored, "
             f"{todo} to run ({n_params:,} parameters, {cfg.num_hidden_layers} layers x "
             f"{cfg.num_attention_heads} heads)",
-            f"  download: {_size(dl)} per checkpoint" + (f" (float16), {_size(dl * todo)} in all; with --evict "
-                                                       f"about {_size(2 * dl)} on disk at once" if dl else
+            f"  download: {size(dl)} per checkpoint" + (f" (float16), {size(dl * todo)} in all; with --evict "
+                                                       f"about {size(2 * dl)} on disk at once" if dl else
                                                        " (checkpoints are local)"),
-            f"  results: {_size(cost.result_bytes)} per unit, {_size(cost.result_bytes * todo)} in all",
+            f"  results: {size(cost.result_bytes)} per unit, {size(cost.result_bytes * todo)} in all",
             f"  time per unit: load {cost.load_seconds:.1f} s from disk"
             + (f" + download {fetch:.1f} s at an assumed {bandwidth_mb_s:g} MB/s" if dl else "")
-            + f", measure {cost.measure_seconds:.1f} s; overlapped {per_unit:.1f} s -> {_duration(per_unit * todo)}"
-              f" on this machine (divide by the worker count on Dask)"]
+            + f", measure {cost.measure_seconds:.1f} s on {engine_threads()} torch thread(s); on {workers()} "
+              f"worker(s) {per_unit:.1f} s -> {duration(per_unit * todo)} on this machine"]
         for k, v in (("units", len(cks)), ("todo", todo), ("download", dl * todo),
                      ("results", cost.result_bytes * todo), ("seconds", per_unit * todo)):
             totals[k] += v
     if len(suite.models) > 1:
-        lines.append(f"total: {totals['units']} units ({totals['todo']} to run), download {_size(totals['download'])}"
-                     f", results {_size(totals['results'])}, {_duration(totals['seconds'])}")
+        lines.append(f"total: {totals['units']} units ({totals['todo']} to run), download {size(totals['download'])}"
+                     f", results {size(totals['results'])}, {duration(totals['seconds'])}")
     lines.append("calibration: random weights of each width at 1 and 2 layers, extended linearly to the full "
                  f"depth, cached in {home() / 'calibration.json'}")
     return "\n".join(lines)
@@ -194,7 +209,7 @@ def _meta_model(cfg: GPTNeoXConfig) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(cfg)
 
 
-def _size(n: float) -> str:
+def size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if abs(n) < 1000 or unit == "PB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -202,7 +217,7 @@ def _size(n: float) -> str:
     return f"{n:.1f} PB"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

@@ -21,19 +21,20 @@ from lexprobe.progress import tqdm
 if TYPE_CHECKING:
     from distributed import Client
 
+    from lexprobe.store import Unit
     from lexprobe.suites import Checkpoint, Suite
 
 
 class SweepJob(Protocol):
-    """What a sweep hands the scheduler (:class:`lexprobe.sweep.SweepJob`; named here, not imported: the sweep
-    imports this module)."""
+    """What a sweep hands the scheduler or the pool (:class:`lexprobe.sweep.SweepJob`; named here, not imported:
+    the sweep imports both)."""
 
     @property
     def suite(self) -> Suite: ...  # read-only: the sweep's job is a frozen dataclass
 
     def split(self, ck: Checkpoint) -> tuple[list[dict], list]: ...
 
-    def run(self, ck: Checkpoint) -> list[dict]: ...
+    def run(self, ck: Checkpoint, only: frozenset[Unit] | None = None) -> list[dict]: ...
 
 
 def parse_scheduler(spec: str) -> str | None:
@@ -42,7 +43,8 @@ def parse_scheduler(spec: str) -> str | None:
         return None
     if spec.startswith("dask:") and len(spec) > 5:
         return spec[5:]
-    raise ValueError(f"bad --scheduler {spec!r}: use serial, dask or dask:ADDRESS (e.g. dask:tcp://host:8786)")
+    raise ValueError(f"bad --scheduler {spec!r}: use auto, pool, serial, dask or dask:ADDRESS (e.g. "
+                     "dask:tcp://host:8786)")
 
 
 @contextmanager

@@ -1,18 +1,19 @@
-"""Results store: one Parquet table + JSON sidecar per (suite, stimuli, condition, model, seed, step, measurement).
+"""Results store: per checkpoint (suite, stimuli, model, seed, step), every condition's tables packed together.
 
-Layout: ``ROOT/<suite>/<stimuli>/<condition>/<model>/seed<k>/step<N>/<measurement>.parquet`` (+ ``.json``).
-Every file is written to a temporary name and renamed into place, the sidecar last, so an interrupted run leaves
-no partial result: a unit counts as finished only when its sidecar exists. The sidecar holds a fingerprint of
-everything that determines the numbers (engine config, stimuli hash, condition); finding a finished unit with a
-different fingerprint raises :class:`StoreConflict` instead of mixing results. A checkpoint that could not be
-loaded gets a ``skipped.json`` record.
+Layout: ``ROOT/<suite>/<stimuli>/<model>/seed<k>/step<N>/`` holds a ``manifest.json`` and, per measurement, a
+Parquet part or two with a ``condition`` column (:mod:`lexprobe.pack`), so the number of files grows with
+checkpoints, not with checkpoints x conditions. Parts are written to a temporary name and renamed into place, the
+manifest last, so an interrupted run leaves no partial result: a (checkpoint, condition) unit counts as finished
+only when the manifest lists it. Each unit's sidecar holds a fingerprint of everything that determines the numbers
+(engine config, stimuli hash, condition); finding a finished unit with a different fingerprint raises
+:class:`StoreConflict` instead of mixing results. A checkpoint that could not be loaded is recorded as skipped.
+Stores written by earlier versions (one folder per condition) are refused with the command that packs them
+(:mod:`lexprobe.migrate`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -20,17 +21,22 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from lexprobe.files import atomic_write, fingerprint  # noqa: F401 - fingerprint: callers import it from here
+from lexprobe import pack
+from lexprobe.files import atomic_write, fingerprint  # noqa: F401 - callers import them from here
+from lexprobe.pack import StoreConflict
 from lexprobe.suites import Checkpoint
 
 KEY_COLUMNS = ["suite", "stimuli", "condition", "model", "seed", "step"]
 LIBRARIES = ("lexprobe", "torch", "transformers", "nnsight", "numpy", "pandas", "pyarrow")
+__all__ = ["KEY_COLUMNS", "OldLayout", "ResultsStore", "StoreConflict", "Unit", "load_results"]
 
 
-class StoreConflict(RuntimeError):
-    """A finished unit exists with a different fingerprint (config or stimuli changed)."""
+class OldLayout(RuntimeError):
+    """The store holds results in the per-condition layout of earlier versions."""
 
 
 def library_versions() -> dict[str, str]:
@@ -60,22 +66,62 @@ class Unit:
         return cls(ck.suite, stimuli, condition, ck.model, int(ck.seed), int(ck.step))
 
     def relpath(self) -> Path:
-        return Path(self.suite, self.stimuli, self.condition, self.model, f"seed{self.seed}", f"step{self.step}")
+        """The checkpoint folder, relative to the store's root (shared by all conditions)."""
+        return Path(self.suite, self.stimuli, self.model, f"seed{self.seed}", f"step{self.step}")
+
+    def order(self) -> tuple[str, ...]:
+        """Sort key: the order in which loads return units (that of the per-condition folders of old)."""
+        return self.suite, self.stimuli, self.condition, self.model, f"seed{self.seed}", f"step{self.step}"
 
 
 class ResultsStore:
-    """Parquet + JSON sidecar store with resumable, atomic, fingerprint-checked units."""
+    """Packed Parquet store with resumable, atomic, fingerprint-checked units."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._manifests: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._checked = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for a worker process) without the manifests read so far."""
+        return {"root": self.root, "_manifests": {}, "_checked": False}
 
     def dir(self, unit: Unit) -> Path:
+        """The folder of the unit's checkpoint."""
         return self.root / unit.relpath()
 
+    def _check_layout(self) -> None:
+        if self._checked:
+            return
+        old = next((p for p in self.root.glob("*/*/*/*/seed*/step*") if p.parts[-6] != "_stages"), None)
+        if old is not None:
+            raise OldLayout(f"{self.root} holds results in the one-folder-per-condition layout of earlier lexprobe "
+                            f"versions (e.g. {old}); pack them once with `lexprobe store migrate {self.root}` "
+                            "(every table's sha256 is checked, cached stage results stay valid)")
+        self._checked = True
+
+    def manifest(self, folder: Path) -> dict[str, Any]:
+        """A checkpoint folder's manifest (re-read only when the file changed)."""
+        self._check_layout()
+        path = folder / pack.MANIFEST
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return pack.read_manifest(folder)
+        stamp = (st.st_mtime_ns, st.st_size)
+        known = self._manifests.get(folder)
+        if known is None or known[0] != stamp:
+            known = (stamp, pack.read_manifest(folder))
+            self._manifests[folder] = known
+        return known[1]
+
     def sidecar(self, unit: Unit, measurement: str) -> dict[str, Any] | None:
-        """The sidecar of a finished measurement, or None."""
-        p = self.dir(unit) / f"{measurement}.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        """The sidecar of a finished measurement (fingerprint, sha256 of its table, rows, meta), or None."""
+        rec = self.manifest(self.dir(unit))["conditions"].get(unit.condition)
+        if rec is None or measurement not in rec["tables"]:
+            return None
+        t = rec["tables"][measurement]
+        return {**rec["meta"], "measurement": measurement, "rows": t["rows"], "sha256": t["sha256"]}
 
     def is_done(self, unit: Unit, measurements: tuple[str, ...], fp: str) -> bool:
         """True when every measurement is finished with fingerprint ``fp``; StoreConflict on a mismatch."""
@@ -85,47 +131,52 @@ class ResultsStore:
                 return False
             if side["fingerprint"] != fp:
                 raise StoreConflict(
-                    f"{self.dir(unit) / m}: stored with fingerprint {side['fingerprint']} "
-                    f"(stimuli hash {side['stimuli']['hash']}, config {side['config']}), but this run has "
-                    f"fingerprint {fp}. Use another --out folder or stimuli name, or delete the old results."
+                    f"{self.dir(unit) / pack.MANIFEST}: condition {unit.condition!r} ({m}) stored with fingerprint "
+                    f"{side['fingerprint']} (stimuli hash {side['stimuli']['hash']}, config {side['config']}), but "
+                    f"this run has fingerprint {fp}. Use another --out folder or stimuli name, or delete the old "
+                    "results."
                 )
         return True
 
+    def write_many(self, entries: list[tuple[Unit, dict[str, pd.DataFrame], dict]]) -> None:
+        """Store several conditions of one checkpoint at once (one part per measurement), sidecars stamped."""
+        self._check_layout()
+        folders = {self.dir(u) for u, _, _ in entries}
+        if len(folders) != 1:
+            raise ValueError(f"write_many takes the conditions of one checkpoint, got {sorted(map(str, folders))}")
+        stamp = {"versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        pack.write(folders.pop(), [pack.Entry(u.condition, tables, {**meta, "unit": u.__dict__, **stamp})
+                                   for u, tables, meta in entries])
+
     def write(self, unit: Unit, tables: dict[str, pd.DataFrame], meta: dict) -> None:
-        """Write each table atomically, then its sidecar (the 'finished' marker)."""
-        d = self.dir(unit)
-        d.mkdir(parents=True, exist_ok=True)
-        for stale in d.glob(".tmp-*"):
-            stale.unlink(missing_ok=True)
-        (d / "skipped.json").unlink(missing_ok=True)
-        for name, df in tables.items():
-            buf = io.BytesIO()
-            df.to_parquet(buf, index=False)
-            data = buf.getvalue()
-            atomic_write(d / f"{name}.parquet", data)
-            side = {**meta, "measurement": name, "rows": len(df), "sha256": hashlib.sha256(data).hexdigest(),
-                    "unit": unit.__dict__, "versions": library_versions(),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            atomic_write(d / f"{name}.json", json.dumps(side, indent=1, default=str).encode())
+        """Store one condition's tables (the measurements given replace the ones stored before)."""
+        self.write_many([(unit, tables, meta)])
+
+    def compact(self, unit: Unit) -> None:
+        """Merge the parts of the unit's checkpoint written by several flushes into one per measurement."""
+        pack.compact(self.dir(unit))
 
     def write_skipped(self, unit: Unit, reason: str) -> None:
         """Record that a checkpoint could not be measured (retried on the next run)."""
-        d = self.dir(unit)
-        d.mkdir(parents=True, exist_ok=True)
+        self._check_layout()
         rec = {"unit": unit.__dict__, "reason": reason, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        atomic_write(d / "skipped.json", json.dumps(rec, indent=1).encode())
+        pack.write_skipped(self.dir(unit), [unit.condition], rec)
+
+    def _folders(self, where: dict[str, object]) -> list[Path]:
+        seg = [str(where[k]) if isinstance(where.get(k), (str, int)) else "*" for k in ("suite", "stimuli", "model")]
+        return [p.parent for p in self.root.glob(f"{'/'.join(seg)}/seed*/step*/{pack.MANIFEST}")]
 
     def units(self, measurement: str, **where: object) -> list[tuple[Unit, dict]]:
         """Finished units of a measurement, filtered by key columns (a value or a list of values)."""
+        self._check_layout()
         found = []
-        seg = [str(where[k]) if isinstance(where.get(k), (str, int)) else "*" for k in ("suite", "stimuli", "condition",
-                                                                                       "model")]
-        for side_path in sorted(self.root.glob(f"{'/'.join(seg)}/seed*/step*/{measurement}.json")):
-            side = json.loads(side_path.read_text())
-            unit = Unit(**side["unit"])
-            if all(_match(getattr(unit, k), v) for k, v in where.items() if v is not None):
-                found.append((unit, side))
-        return found
+        for folder in self._folders(where):
+            for rec in self.manifest(folder)["conditions"].values():
+                unit = Unit(**rec["meta"]["unit"])
+                side = self.sidecar(unit, measurement)
+                if side is not None and all(_match(getattr(unit, k), v) for k, v in where.items() if v is not None):
+                    found.append((unit, side))
+        return sorted(found, key=lambda us: us[0].order())
 
     def provenance(self, measurement: str = "distances", **where: object) -> pd.DataFrame:
         """Per finished unit: resolved commit and weights fingerprint, plus ``same_as_previous`` flagging a
@@ -138,12 +189,11 @@ class ResultsStore:
 
     def skipped(self, **where: object) -> pd.DataFrame:
         """Table of checkpoints recorded as skipped, with reasons."""
-        rows = []
-        for p in sorted(self.root.glob("*/*/*/*/seed*/step*/skipped.json")):
-            rec = json.loads(p.read_text())
-            if all(_match(rec["unit"][k], v) for k, v in where.items() if v is not None):
-                rows.append({**rec["unit"], "reason": rec["reason"]})
-        return pd.DataFrame(rows, columns=KEY_COLUMNS + ["reason"])
+        self._check_layout()
+        recs = [rec for folder in self._folders({}) for rec in self.manifest(folder)["skipped"].values()]
+        rows = [{**rec["unit"], "reason": rec["reason"]} for rec in recs
+                if all(_match(rec["unit"][k], v) for k, v in where.items() if v is not None)]
+        return pd.DataFrame(rows, columns=KEY_COLUMNS + ["reason"]).sort_values(KEY_COLUMNS, ignore_index=True)
 
     def load(self, measurement: str, **where: object) -> pd.DataFrame:
         """One long DataFrame across units, key columns first; refuses to mix fingerprints."""
@@ -151,21 +201,46 @@ class ResultsStore:
         if not found:
             raise FileNotFoundError(f"no finished {measurement!r} results under {self.root} matching {where}")
         fps: dict[tuple, set[str]] = {}
-        frames = []
         for unit, side in found:
             fps.setdefault((unit.suite, unit.stimuli, unit.condition), set()).add(side["fingerprint"])
-            path = self.dir(unit) / f"{measurement}.parquet"
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != side["sha256"]:
-                raise StoreConflict(f"{path}: content does not match its sidecar's sha256 (file changed or corrupt)")
-            df = pd.read_parquet(io.BytesIO(data))
-            for k in reversed(KEY_COLUMNS):
-                df.insert(0, k, getattr(unit, k))
-            frames.append(df)
         mixed = {k: v for k, v in fps.items() if len(v) > 1}
         if mixed:
             raise StoreConflict(f"results with different fingerprints would be mixed: {mixed}")
-        return pd.concat(frames, ignore_index=True)
+        tables = [self.manifest(self.dir(u))["conditions"][u.condition]["tables"][measurement] for u, _ in found]
+        wanted: dict[tuple[Path, str], set[str]] = {}
+        for (unit, _), table in zip(found, tables):
+            wanted.setdefault((self.dir(unit), table["part"]), set()).add(unit.condition)
+        parts = {}
+        for (folder, name), conds in wanted.items():
+            manifest = self.manifest(folder)
+            everyone = {c for c, rec in manifest["conditions"].items()
+                        if rec["tables"].get(measurement, {}).get("part") == name}
+            part = pack.read_part(folder, manifest, name, None if conds >= everyone else sorted(conds))
+            parts[folder, name] = (part, pack.rows_of(part))
+        pieces: dict[tuple[Path, str], list[np.ndarray]] = {}  # per part: its units' rows, in load order
+        taken: dict[tuple[Path, str], int] = {}
+        spans = []  # per unit: its part, where its rows start in that part's piece, how many
+        for (unit, _), table in zip(found, tables):
+            key = (self.dir(unit), table["part"])
+            rows = parts[key][1][unit.condition]
+            pieces.setdefault(key, []).append(rows)
+            spans.append((key, taken.get(key, 0), len(rows)))
+            taken[key] = taken.get(key, 0) + len(rows)
+        start: dict[tuple[Path, str], int] = {}
+        frames: list[pd.DataFrame] = []
+        offset = 0
+        for key, rows in pieces.items():  # one take per part (a part's units share its columns)
+            start[key], offset = offset, offset + taken[key]
+            part = parts[key][0]
+            frames.append(part.take(np.concatenate(rows))[[c for c in part.columns if c != "condition"]])
+        order = np.concatenate([np.arange(start[key] + at, start[key] + at + n) for key, at, n in spans])
+        df = pd.concat(frames, ignore_index=True).take(order).reset_index(drop=True)
+        lengths = [n for *_, n in spans]
+        at = pa.array(np.repeat(np.arange(len(found)), lengths))
+        for k in reversed(KEY_COLUMNS):
+            values = pa.array([getattr(u, k) for u, _ in found], type=pa.int64() if k in ("seed", "step") else None)
+            df.insert(0, k, values.take(at).to_pandas())  # a key per row, without a Python string per row
+        return df
 
 
 def _match(value: object, wanted: object) -> bool:

@@ -3,7 +3,8 @@
 A unit of work is one checkpoint with every condition asked of it (the intact model and each intervention), so a
 checkpoint is loaded once for all its conditions; the store keeps one entry per (checkpoint, condition). Serially,
 checkpoint k+1 is read and validated in a background thread while the engine measures checkpoint k
-(:mod:`lexprobe.prefetch`); ``scheduler="dask"`` makes every checkpoint a Dask task instead
+(:mod:`lexprobe.prefetch`); by default, on several cores, checkpoints run on a pool of single-threaded worker
+processes (:mod:`lexprobe.pool`); ``scheduler="dask"`` makes every checkpoint a Dask task instead
 (:mod:`lexprobe.scheduler`).
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from lexprobe.device import resolve_device, torch_dtype
-from lexprobe.extract import MEASUREMENTS, Donor, ExtractConfig, measure
+from lexprobe.extract import Donor, ExtractConfig, measure
 from lexprobe.files import fingerprint
 from lexprobe.interventions import Intervention, donor_weights
 from lexprobe.patching import PatchMap, measure_patch_map
@@ -45,6 +46,7 @@ from lexprobe.suites import (
 log = logging.getLogger(__name__)
 
 Todo = tuple[Stimuli, Intervention | None, str, Unit]  # still to measure: stimuli, intervention, fingerprint, unit
+FLUSH_SECONDS = 30.0  # measured conditions are written at least this often
 
 
 def condition_of(intervention: Intervention | None) -> str:
@@ -81,7 +83,7 @@ class SweepJob:
 
     @cached_property
     def measurements(self) -> tuple[str, ...]:
-        return tuple(m for m in MEASUREMENTS if m != "embeddings" or self.config.save_embeddings)
+        return self.config.measurements
 
     @cached_property
     def sets(self) -> tuple[Stimuli, ...]:
@@ -136,13 +138,18 @@ class SweepJob:
 
     def measure(self, loaded: Loaded, todo: list[Todo], load_seconds: float, progress: bool = False) -> list[dict]:
         """Measure a loaded checkpoint under each condition still to do and store the tables (sidecars record the
-        load and measure times); evict its downloaded files afterwards, if asked."""
+        load and measure times): conditions are written together every FLUSH_SECONDS, so a killed run loses at most
+        that much work, and the checkpoint's parts are merged at the end; evict its downloaded files afterwards,
+        if asked."""
         ck, rows = loaded.checkpoint, []
         donors: dict[int, Donor] = {}
+        pending: dict[Path, list[tuple[Unit, dict[str, pd.DataFrame], dict]]] = {}
+        flushed = time.perf_counter()
         for st, iv, fp, unit in todo:
             t0 = time.perf_counter()
             if isinstance(iv, PatchMap):
-                tables = measure_patch_map(loaded.model, loaded.tokenizer, st, iv, self.config.batch_size)
+                tables = measure_patch_map(loaded.model, loaded.tokenizer, st, iv, self.config.batch_size,
+                                           self.config.save_heads)
             else:
                 tables = measure(loaded.model, loaded.tokenizer, st, self.config, iv,
                                  self.donor(ck, iv, loaded.n_layers, donors), progress)
@@ -153,10 +160,21 @@ class SweepJob:
                     "checkpoint": ck.__dict__, "commit": loaded.commit, "weights_hash": loaded.weights_hash,
                     "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "suite": suite_metadata(self.suite),
                     **seconds}
-            self.store.write(unit, tables, meta)
+            pending.setdefault(self.store.dir(unit), []).append((unit, tables, meta))
             rows.append({**unit.__dict__, "status": "measured", "reason": "", **seconds})
+            if time.perf_counter() - flushed >= FLUSH_SECONDS:
+                self._flush(pending)
+                flushed = time.perf_counter()
+        self._flush(pending)
+        for unit in {self.store.dir(u): u for *_, u in todo}.values():
+            self.store.compact(unit)
         self._evict(ck)
         return rows
+
+    def _flush(self, pending: dict[Path, list[tuple[Unit, dict[str, pd.DataFrame], dict]]]) -> None:
+        for entries in pending.values():
+            self.store.write_many(entries)
+        pending.clear()
 
     def skip(self, ck: Checkpoint, todo: list[Todo], err: CheckpointUnavailable) -> list[dict]:
         """Log and record a checkpoint that could not be loaded (retried on the next run)."""
@@ -166,10 +184,11 @@ class SweepJob:
             self.store.write_skipped(unit, str(err))
         return [{**unit.__dict__, "status": "skipped", "reason": str(err)} for *_, unit in todo]
 
-    def run(self, ck: Checkpoint) -> list[dict]:
-        """One checkpoint (a Dask task): its cached conditions, and the others loaded, measured and stored (or
-        skipped)."""
+    def run(self, ck: Checkpoint, only: frozenset[Unit] | None = None) -> list[dict]:
+        """One checkpoint (a Dask or pool task): its cached conditions, and the others (of ``only``, when given)
+        loaded, measured and stored (or skipped)."""
         done, todo = self.split(ck)
+        todo = [t for t in todo if only is None or t[3] in only]
         if not todo:
             return done
         t0 = time.perf_counter()
@@ -200,16 +219,22 @@ def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int
             models: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
             root: str | Path | None = None, config: ExtractConfig = ExtractConfig(),
             interventions: Sequence[Intervention | None] = (None,), progress: bool = True,
-            scheduler: str = "serial", evict: bool = False) -> pd.DataFrame:
+            scheduler: str = "auto", evict: bool = False) -> pd.DataFrame:
     """Measure every requested (checkpoint, condition) not already in the store; one status row per pair.
 
     ``interventions`` lists the conditions to measure (``None`` is the intact model), on one stimulus set or on each
     of several; each checkpoint is loaded once for all of them. Checkpoints that cannot be loaded are logged,
-    recorded as skipped, and retried on the next run. ``scheduler`` is ``serial`` (next checkpoint loaded while
-    this one is measured) or ``dask`` / ``dask:ADDRESS`` (see :mod:`lexprobe.scheduler`). ``evict`` deletes each
-    hub revision's downloaded files once all its conditions are stored.
+    recorded as skipped, and retried on the next run. ``scheduler`` is ``auto`` (``pool`` on a machine with
+    several cores, else ``serial``), ``pool`` (single-threaded worker processes, see :mod:`lexprobe.pool`),
+    ``serial`` (in this process; next checkpoint loaded while this one is measured) or ``dask`` / ``dask:ADDRESS``
+    (see :mod:`lexprobe.scheduler`). ``evict`` deletes each hub revision's downloaded files once all its
+    conditions are stored.
     """
-    if scheduler != "serial":
+    from lexprobe.pool import run_pool, workers
+
+    if scheduler == "auto":
+        scheduler = "pool" if workers() > 1 else "serial"
+    if scheduler not in ("serial", "pool"):
         from lexprobe.scheduler import parse_scheduler, run_dask
 
         parse_scheduler(scheduler)  # a bad spec fails before any work, even when everything is cached
@@ -219,6 +244,8 @@ def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int
     cks = suite.checkpoints(steps, models, seeds)
     if scheduler == "serial":
         return pd.DataFrame(run_serial(job, cks, progress))
+    if scheduler == "pool":
+        return pd.DataFrame(run_pool(job, cks, workers(), progress))
     return pd.DataFrame(run_dask(job, cks, scheduler, progress=progress))
 
 

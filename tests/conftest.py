@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from transformers import GPTNeoXForCausalLM
 
 from lexprobe.bpe import train_tokenizer
 from lexprobe.shapes import neox_config, random_model
 from lexprobe.stimuli import load_stimuli
+
+# sweeps run in the test's process (monkeypatched functions reach them); tests/test_scheduler.py runs the pool
+os.environ["LEXPROBE_WORKERS"] = "1"
 
 
 def tiny_model(vocab: int, seed: int = 0, layers: int = 2, heads: int = 4, hidden: int = 32) -> GPTNeoXForCausalLM:

@@ -193,4 +193,5 @@ def test_reading_of_a_sufficient_set():
     assert reading({h1: 0.9, h2: 0.85}, {h1: 0.05, h2: 0.02}, 0.95, 0.6) == "OR"
     assert reading({h1: 0.1, h2: 0.2}, {h1: 0.5, h2: 0.55}, 0.9, 0.6) == "AND"
     assert reading({h1: 0.9, h2: 0.1}, {h1: 0.5, h2: 0.0}, 0.9, 0.6) == "mixed"
+    assert reading({h1: 0.1, h2: 0.2}, {h1: 0.05, h2: 0.1}, 0.9, 0.6) == "distributed"
     assert reading({}, {}, 0.0, 0.0) == "none"

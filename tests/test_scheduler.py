@@ -1,4 +1,5 @@
-"""Sweeps on Dask: a 2-worker LocalCluster gives the serial sweep's tables, also when a worker dies mid-unit."""
+"""Sweeps on Dask and on the process pool: 2 workers give the serial sweep's tables (on Dask also when a worker
+dies mid-unit)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def few(stimuli):
 @pytest.fixture(scope="module")
 def serial(organism, few, tmp_path_factory):
     root = tmp_path_factory.mktemp("serial")
-    status = extract(organism, few, STEPS, root=root, progress=False)
+    status = extract(organism, few, STEPS, root=root, progress=False, scheduler="serial")
     assert set(status["status"]) == {"measured"} and len(status) == len(organism.seeds) * len(STEPS)
     return root
 
@@ -56,6 +57,25 @@ def assert_same_tables(a: Path, b: Path) -> None:
             np.testing.assert_array_equal(np.stack(x["embedding"]), np.stack(y["embedding"]))
             x, y = x.drop(columns="embedding"), y.drop(columns="embedding")
         pd.testing.assert_frame_equal(x, y)
+
+
+def test_pool_sweep_matches_serial_and_shares_a_checkpoints_conditions(organism, few, serial, tmp_path,
+                                                                          monkeypatch):
+    from lexprobe.interventions import HeadAblation
+
+    conds = [None, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]
+    monkeypatch.setenv("LEXPROBE_WORKERS", "2")
+    status = extract(organism, few, STEPS, root=tmp_path / "pool", progress=False)
+    assert list(status["status"]) == ["measured"] * len(organism.seeds) * len(STEPS)
+    assert_same_tables(serial, tmp_path / "pool")
+    one = organism.with_(seeds=organism.seeds[:1])
+    shared = extract(one, few, STEPS[-1:], root=tmp_path / "shared", interventions=conds, progress=False)
+    alone = extract(one, few, STEPS[-1:], root=tmp_path / "alone", interventions=conds, progress=False,
+                    scheduler="serial")
+    assert list(shared["condition"]) == list(alone["condition"])  # 3 conditions, measured in 2 shares
+    assert_same_tables(tmp_path / "alone", tmp_path / "shared")
+    folder = next((tmp_path / "shared").rglob(f"step{STEPS[-1]}"))
+    assert len(list(folder.iterdir())) == 4  # manifest + one part per measurement, however many shares wrote
 
 
 def test_parse_scheduler():

@@ -4,8 +4,6 @@ by exactly what they depend on; the CLI's flags mean one thing everywhere."""
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 
 import pandas as pd
 import pytest
@@ -18,6 +16,7 @@ from lexprobe.cli import build_parser, main
 from lexprobe.hubcache import add_revision
 from lexprobe.stages.stage4_causal import causal_stage
 from lexprobe.stimuli import StimulusError
+from lexprobe.store import ResultsStore, Unit
 from lexprobe.suites import hub_cache
 
 REPO = "lexprobe-test/study-neox{seed_suffix}"
@@ -127,12 +126,11 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
         assert changed.heads.stats["p_perm_diff"].notna().all()  # ...stage 2 recomputed with the new setting
     # a unit re-measured with other numbers (new content, new sha256 in its sidecar) invalidates stage 1 and what
     # builds on it
-    unit = tmp_path / "res" / "study-tiny" / "small6" / "intact" / "tiny" / "seed0" / "step8"
-    table = pd.read_parquet(unit / "distances.parquet")
-    table.assign(distance=table["distance"] * 0.5).to_parquet(unit / "distances.parquet", index=False)
-    rec = json.loads((unit / "distances.json").read_text())
-    rec["sha256"] = hashlib.sha256((unit / "distances.parquet").read_bytes()).hexdigest()
-    (unit / "distances.json").write_text(json.dumps(rec))
+    store = ResultsStore(root)
+    unit = Unit("study-tiny", "small6", "intact", "tiny", 0, 8)
+    table = store.load("distances", **unit.__dict__).iloc[:, 6:]
+    store.write(unit, {"distances": table.assign(distance=table["distance"] * 0.5)},
+                store.sidecar(unit, "distances"))
     calls: list[int] = []
     real = stage1_mod.inflections
     monkeypatch.setattr(stage1_mod, "inflections", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -180,3 +178,25 @@ def test_out_is_the_results_folder_in_every_command_and_v_shows_tracebacks(capsy
     assert "no shipped stimulus set named 'nosuchset'" in capsys.readouterr().err
     with pytest.raises(StimulusError, match="nosuchset"):
         main(["-v", "heads", "--stimuli", "nosuchset"])
+
+
+def test_stage_plan_counts_what_the_stages_measure_and_store(suite, small, tmp_path, monkeypatch):
+    """``lexprobe plan``'s stage table, given the discovery the study really made, predicts the units stages 1, 3
+    and 4 store and the files of the results store."""
+    import lexprobe.studyplan as studyplan
+
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
+    study = Study(suite, small, root=str(tmp_path / "res"), **SMALL)
+    study.causal  # noqa: B018 - stages 1, 2 and 4
+    study.perturbation  # noqa: B018
+    monkeypatch.setattr(studyplan, "stand_in_discovery", lambda *a: study.heads.stats)
+    costs = {c.stage.split()[1]: c for c in studyplan.stage_costs(study)}
+    store = ResultsStore(tmp_path / "res")
+    stored = store.units("distances")
+    intact = [u for u, _ in stored if u.stimuli == small.name and u.condition == "intact"]
+    perturbed = [u for u, _ in stored if u.stimuli != small.name]
+    causal = [u for u, _ in stored if u.stimuli == small.name and u.condition != "intact"]
+    assert (costs["inflection"].units, costs["perturbation"].units, costs["causal"].units) == (
+        len(intact), len(perturbed), len(causal))
+    files = [f for f in (tmp_path / "res").rglob("*") if f.is_file() and "_stages" not in f.parts]
+    assert sum(c.files for c in costs.values()) == len(files)

@@ -162,27 +162,30 @@ def test_sweep_skips_missing_then_rerun_does_no_model_work(cache, small, tmp_pat
     assert list(again["status"]) == ["cached"] * 3
 
 
-def test_interrupted_sweep_resumes_to_identical_tables(cache, small, tmp_path, monkeypatch):
-    suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1, 2))
-    extract(suite, small, root=tmp_path / "clean", progress=False)
+def test_checkpoint_killed_half_measured_resumes_with_only_the_missing_conditions(cache, small, tmp_path,
+                                                                                   monkeypatch):
+    from lexprobe.interventions import HeadAblation
 
-    real_write = ResultsStore.write
+    suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1, 2))
+    conds = [None, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]
+    extract(suite, small, root=tmp_path / "clean", interventions=conds, progress=False)
+
+    real_write = ResultsStore.write_many
     calls = {"n": 0}
 
-    def crash_on_second(self, unit, tables, meta):
+    def crash_on_fifth(self, entries):
         calls["n"] += 1
-        if calls["n"] == 2:  # die after writing only the first table of the second checkpoint
-            first = dict(list(tables.items())[:1])
-            real_write(self, unit, first, meta)
+        real_write(self, entries)
+        if calls["n"] == 5:  # checkpoint 1: two of its three conditions stored, then the process dies
             raise KeyboardInterrupt
-        real_write(self, unit, tables, meta)
 
-    monkeypatch.setattr(ResultsStore, "write", crash_on_second)
+    monkeypatch.setattr(sweep_mod, "FLUSH_SECONDS", 0.0)  # every condition is written as soon as it is measured
+    monkeypatch.setattr(ResultsStore, "write_many", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
-        extract(suite, small, root=tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(ResultsStore, "write", real_write)
-    status = extract(suite, small, root=tmp_path / "resumed", progress=False)
-    assert list(status["status"]) == ["cached", "measured", "measured"]
+        extract(suite, small, root=tmp_path / "resumed", interventions=conds, progress=False)
+    monkeypatch.setattr(ResultsStore, "write_many", real_write)
+    status = extract(suite, small, root=tmp_path / "resumed", interventions=conds, progress=False)
+    assert list(status["status"]) == ["cached"] * 5 + ["measured"] * 4
     for m in ("distances", "heads", "embeddings"):
         a = ResultsStore(tmp_path / "clean").load(m)
         b = ResultsStore(tmp_path / "resumed").load(m)
@@ -190,6 +193,9 @@ def test_interrupted_sweep_resumes_to_identical_tables(cache, small, tmp_path, m
             np.testing.assert_array_equal(np.stack(a["embedding"]), np.stack(b["embedding"]))
             a, b = a.drop(columns="embedding"), b.drop(columns="embedding")
         pd.testing.assert_frame_equal(a, b)
+    step1 = next((tmp_path / "resumed").rglob("step1"))
+    assert sorted(f.name.split("-")[0] for f in step1.iterdir()) == ["distances", "embeddings", "heads",
+                                                                     "manifest.json"]  # parts merged at the end
 
 
 def test_changed_stimuli_detected_not_mixed(cache, small, tmp_path):
@@ -208,7 +214,7 @@ def test_changed_stimuli_detected_not_mixed(cache, small, tmp_path):
 def test_tampered_result_file_detected(cache, small, tmp_path):
     suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0,))
     extract(suite, small, root=tmp_path / "res", progress=False)
-    f = next(Path(tmp_path / "res").rglob("distances.parquet"))
+    f = next(Path(tmp_path / "res").rglob("distances-*.parquet"))
     pd.read_parquet(f).iloc[:5].to_parquet(f)
     with pytest.raises(StoreConflict, match="sha256"):
         ResultsStore(tmp_path / "res").load("distances")
@@ -313,3 +319,20 @@ def test_several_stimulus_sets_share_one_load_per_checkpoint(cache, small, stimu
     for name in ("distances", "heads"):
         pd.testing.assert_frame_equal(ResultsStore(tmp_path / "both").load(name, stimuli="other"),
                                       ResultsStore(tmp_path / "alone").load(name, stimuli="other"))
+
+
+def test_save_heads_false_stores_distances_only_and_counts_as_done(cache, small, tmp_path):
+    from lexprobe.extract import ExtractConfig
+
+    suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1))
+    cfg = ExtractConfig(save_heads=False, save_embeddings=False)
+    assert cfg.measurements == ("distances",) and cfg.fingerprint_fields() == ExtractConfig().fingerprint_fields()
+    extract(suite, small, root=tmp_path / "res", config=cfg, progress=False)
+    store = ResultsStore(tmp_path / "res")
+    assert len(store.load("distances")) == 2 * len(small.pairs) * 3
+    with pytest.raises(FileNotFoundError, match="heads"):
+        store.load("heads")
+    again = extract(suite, small, root=tmp_path / "res", config=cfg, progress=False)
+    assert list(again["status"]) == ["cached"] * 2
+    full = extract(suite, small, root=tmp_path / "res", progress=False)  # asking for heads now measures them
+    assert list(full["status"]) == ["measured"] * 2 and len(store.load("heads")) > 0

@@ -110,16 +110,19 @@ def heads_at_last(maps: pd.DataFrame, direction: str) -> dict[tuple[str, int], s
 
 def reading(single_recovered: dict[tuple[int, int], float], single_drop: dict[tuple[int, int], float],
             joint_recovered: float, joint_drop: float) -> str:
-    """How a sufficient head set works, from point estimates: ``OR`` (redundant) when every member alone restores
-    at least half of what the set restores while removing any one member removes less than half of what removing
-    the set removes; ``AND`` when removing any one member removes at least half of what removing the set removes;
-    ``mixed`` otherwise; ``none`` when the set neither restores nor removes anything."""
+    """How a sufficient head set works, from point estimates ("alone": a member's own share is at least half of the
+    set's): ``AND`` when removing any one member alone removes at least half of what removing the set removes;
+    ``OR`` (redundant) when every member alone restores at least half of what the set restores and no removal does;
+    ``distributed`` when no member alone does either (many small contributions); ``mixed`` otherwise; ``none``
+    when the set neither restores nor removes anything."""
     if not single_recovered or not (joint_recovered > 0 or joint_drop > 0):
         return "none"
-    alone = all(v >= 0.5 * joint_recovered for v in single_recovered.values())
+    alone = [v >= 0.5 * joint_recovered for v in single_recovered.values()] if joint_recovered > 0 else [False]
     needed = [v >= 0.5 * joint_drop for v in single_drop.values()] if joint_drop > 0 else [False]
     if all(needed):
         return "AND"
-    if alone and not any(needed):
+    if all(alone) and not any(needed):
         return "OR"
+    if not any(alone) and not any(needed):
+        return "distributed"
     return "mixed"

@@ -177,7 +177,7 @@ def causal_stage(stage1: Stage1, stage2: Stage2, n_random: int = 100, n_random_d
     suite, stim, steps = stage1.suite, stage1.stimuli, stage1.steps
     cf = counterfactual if counterfactual is not None else counterfactual_of(stage1)
     plan = design_for(stage2, n_random, n_random_dev, methods, layer_matched, seed, copy_source(suite.steps), cf)
-    cfg = replace(stage1.config, save_embeddings=False)
+    cfg = replace(stage1.config, save_embeddings=False, save_heads=False)
     for model, sd, chosen, rows in tqdm(list(measured_conditions(plan, steps, map_steps)),
                                         desc="stage 4: seeds x scopes", disable=not progress):
         if len(rows):
