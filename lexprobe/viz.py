@@ -261,3 +261,19 @@ def head_stat_chart(stats: pd.DataFrame, value: str = "r") -> alt.FacetChart:
     return alt.layer(cells, base.mark_text().encode(text="star:N"), data=d).properties(width=150, height=150).facet(
         facet=alt.Facet("seed:N", title="seed"), columns=5).properties(
         title=f"Head discovery per seed: {value} (★ = passes FDR rule + first-difference control)")
+
+
+def construct_chart(construct: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
+    """The planted organism's construct check per seed: share of the best-layer score removed by cutting the planted
+    heads' noun->cue edges and by cutting the same edges in every other head, with the two thresholds."""
+    from lexprobe.analysis.planted import MAX_OTHERS, MIN_PLANTED
+
+    d = construct.melt(id_vars=["seed"], value_vars=["removed_planted", "removed_others"], var_name="cut",
+                       value_name="removed").assign(cut=lambda x: x["cut"].str.removeprefix("removed_"),
+                                                    seed=lambda x: x["seed"].astype(str))
+    bars = alt.Chart(d).mark_bar().encode(
+        x=alt.X("seed:N"), xOffset="cut:N", y=alt.Y("removed:Q", title="share of best-layer score removed"),
+        color=alt.Color("cut:N", title="edges cut in"), tooltip=["seed", "cut", alt.Tooltip("removed:Q", format=".1%")])
+    rules = alt.Chart(pd.DataFrame({"y": [MIN_PLANTED, MAX_OTHERS], "what": ["planted >=", "others <="]})
+                      ).mark_rule(strokeDash=[4, 2]).encode(y="y:Q", color=alt.value("gray"), tooltip=["what", "y"])
+    return alt.layer(bars, rules).properties(width=360, height=220, title="Construct check (last checkpoint)")
