@@ -14,8 +14,9 @@ import pytest
 from lexprobe.cli import main
 from lexprobe.supplement import Page, document
 
-FIGURES = {"performance", "layers", "heads", "perturbation", "robustness", "causal-map", "seed-trajectories",
-           "seed-heads", "seed-ablation"}
+FIGURES = {"performance", "layers", "heads", "perturbation", "robustness", "causal-map", "necessity-map",
+           "sufficiency-map", "seed-trajectories", "seed-heads", "seed-ablation"}
+OPTIONAL = {"ablation", "qk-edit", "recovery"}  # drawn only when discovery passes heads / there is R^2 to recover
 
 
 class Parsed(HTMLParser):
@@ -94,7 +95,7 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     names = {re.sub(r"^fig-\d+-", "", fid) for fid in specs}
     study = Study(progress=False)
     s1, s2 = study.inflection, study.heads
-    assert FIGURES <= names and names - FIGURES <= {"ablation"}
+    assert FIGURES <= names and names - FIGURES <= OPTIONAL
     assert ("ablation" in names) == bool(s2.stats["passes"].any())  # only with a discovered set to ablate
     for spec in specs.values():
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/v6")
