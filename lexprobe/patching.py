@@ -173,6 +173,9 @@ class PatchRunner:
         self.stimuli, self.counterfactual = stimuli, counterfactual
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         real_rows, cf_rows, dropped = counterfactual_pairs(stimuli, counterfactual)
+        if not len(real_rows):
+            raise ValueError(f"patching {stimuli.name!r} against {counterfactual.name!r}: no sentence has a "
+                             "counterfactual (its source_id values name none of the set's sentence_id values)")
         real = encode(tokenizer, stimuli.sentences.iloc[real_rows], pad_id=pad)
         cf = encode(tokenizer, counterfactual.sentences.iloc[cf_rows], pad_id=pad)
         same = np.array([a == b for a, b in zip(_target_ids(real), _target_ids(cf))], dtype=bool)
@@ -183,10 +186,10 @@ class PatchRunner:
         self.rows = real_rows[same]  # rows of stimuli.sentences measured, in this runner's order
         self.sentence_ids = sids[self.rows]
         self.pairs = self._pairs(stimuli, set(self.sentence_ids.tolist()), dropped)
-        real, cf = real.rows(keep) if len(keep) else real, cf.rows(keep) if len(keep) else cf
         if not len(keep):
             raise ValueError(f"patching {stimuli.name!r} against {counterfactual.name!r}: no sentence can be patched "
                              f"({len(dropped)} dropped)")
+        real, cf = real.rows(keep), cf.rows(keep)
         order = torch.argsort(real.target_mask.float().argmax(1), stable=True)
         self.batches = list(torch.split(order, batch_size))
         self.device = next(model.parameters()).device

@@ -127,6 +127,9 @@ def test_sentences_without_counterfactual_are_dropped_with_a_count(model3, token
     missing = set(few.sentences["sentence_id"]) - set(fewer.sentences["source_id"])
     assert missing and not missing & set(runner.sentence_ids.tolist())
     assert not runner.pairs["s1"].isin(missing).any() and not runner.pairs["s2"].isin(missing).any()
+    none = type(cf)(cf.name, cf.pairs, cf.sentences.assign(source_id=-1), cf.hash + "y")
+    with pytest.raises(ValueError, match="no sentence has a counterfactual"):
+        PatchRunner(model3, tokenizer, few, none)
 
 
 def test_patch_names_conditions_and_fingerprints(few, cf, tokenizer):
