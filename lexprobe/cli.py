@@ -8,6 +8,7 @@ import argparse
 import logging
 import shlex
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from lexprobe.paths import home, results_dir
@@ -173,8 +174,22 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if not args.no_report:
         print()
-        _write_report(study, args)
+        started, stages = time.perf_counter(), _seconds(study.timings)
+        _write_report(study, args)  # runs (or reads) stages 3-5 first: their time is theirs, not the report's
+        own = time.perf_counter() - started - (_seconds(study.timings) - stages)
+        study.timings["report"] = {"seconds": own, "cached": None}
+    print(timing_line(study.timings))
     return 0
+
+
+def _seconds(timings: dict[str, dict]) -> float:
+    return sum(t["seconds"] for t in timings.values())
+
+
+def timing_line(timings: dict[str, dict]) -> str:
+    """One line of where a run's wall time went: each part's seconds, and whether it came from the stage cache."""
+    parts = [f"{name} {t['seconds']:.1f} s{' (cached)' if t['cached'] else ''}" for name, t in timings.items()]
+    return f"time per part: {', '.join(parts)}; total {_seconds(timings):.1f} s"
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ exactly the stages that depend on it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
@@ -50,7 +51,7 @@ from lexprobe.stages.stage4_patching import counterfactual_of
 from lexprobe.stages.stage5_seeds import Stage5, seed_stage
 from lexprobe.stimuli import Stimuli, load_stimuli
 from lexprobe.store import ResultsStore
-from lexprobe.suites import Suite, parse_steps
+from lexprobe.suites import Suite, log_subset, parse_steps
 from lexprobe.sweep import condition_of
 
 S = TypeVar("S")
@@ -125,7 +126,17 @@ class Study:
     def checkpoint_suite(self) -> Suite:
         """The suite (an organism spec is trained on first use, after the stimuli are known to be valid)."""
         self.stimulus_set  # noqa: B018 - a bad stimulus file fails before any training
-        return resolve(self.suite) if isinstance(self.suite, str) else self.suite
+        started = time.perf_counter()
+        suite = resolve(self.suite) if isinstance(self.suite, str) else self.suite
+        self.timings["suite"] = {"seconds": time.perf_counter() - started, "cached": None}
+        return suite
+
+    @cached_property
+    def timings(self) -> dict[str, dict[str, Any]]:
+        """Wall time this study object spent on each part it ran: ``suite`` (an organism trained or found),
+        ``stage1`` ... ``stage5`` (its own work, inputs from earlier stages excluded; ``cached``: read from the
+        stage cache), in the order they ran."""
+        return {}
 
     @cached_property
     def checkpoints(self) -> tuple[int, ...]:
@@ -135,8 +146,10 @@ class Study:
     def config(self) -> ExtractConfig:
         return ExtractConfig(batch_size=self.batch_size, dtype=self.dtype, device=self.device)
 
-    @property
+    @cached_property
     def store(self) -> ResultsStore:
+        """The study's results store: one object, so its manifest cache (re-read when a file changes) serves every
+        stage's cache key."""
         return ResultsStore(str(self.root))
 
     @cached_property
@@ -166,19 +179,22 @@ class Study:
         after computing it is asked again, since computing may have measured the inputs."""
         cache = StageCache(str(self.root))
         where = (self.checkpoint_suite.name, self.stimulus_set.name, stage)
+        started = time.perf_counter()
         inputs = key() if self.cache else None
         if inputs is not None:
             k = key_of(stage=stage, **inputs)
             hit = cache.get(cls, (*where, k), given)
             if hit is not None:
+                self.timings[stage] = {"seconds": time.perf_counter() - started, "cached": True}
                 return hit, k
         result = compute()
         inputs = key() if self.cache else None
-        if inputs is None:
-            return result, None
-        k = key_of(stage=stage, **inputs)
-        cache.put(result, (*where, k), tuple(given), inputs)
-        return result, k
+        stored = None
+        if inputs is not None:
+            stored = key_of(stage=stage, **inputs)
+            cache.put(result, (*where, stored), tuple(given), inputs)
+        self.timings[stage] = {"seconds": time.perf_counter() - started, "cached": False}
+        return result, stored
 
     def _units(self, measurement: str, stimuli: str, conditions: list[str], steps: tuple[int, ...],
                models: list[str] | None = None, seeds: list[int] | None = None) -> str | None:
@@ -267,6 +283,7 @@ class Study:
             if None in units or k1 is None or k2 is None:
                 return None
             return {"stage1": k1, "stage2": k2, "units": fingerprint({"u": units}), "counterfactual": cf.hash,
+                    "redundancy_at": list(log_subset(s1.steps, redundancy_steps)),  # the greedy stores no units
                     **{k: getattr(self, k) for k in ("n_random", "n_random_dev", "map_steps", "layer_matched",
                                                      "n_boot", "seed", "methods", "redundancy_steps")}}
 

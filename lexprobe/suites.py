@@ -43,10 +43,13 @@ class CheckpointUnavailable(RuntimeError):
 
 
 def log_subset(steps: tuple[int, ...] | list[int], n: int) -> tuple[int, ...]:
-    """About ``n`` steps spaced evenly in log10(step+1), always keeping the first and last."""
+    """About ``n`` steps spaced evenly in log10(step+1), keeping the first and last; ``n = 1``: the last alone (the
+    most trained checkpoint, where a single-checkpoint analysis belongs); ``n = 0``: none."""
     steps = sorted(set(steps))
     if n >= len(steps):
         return tuple(steps)
+    if n == 1:
+        return (steps[-1],)
     targets = np.linspace(np.log10(steps[0] + 1), np.log10(steps[-1] + 1), n)
     logs = np.log10(np.asarray(steps) + 1)
     chosen = {steps[int(np.argmin(np.abs(logs - t)))] for t in targets}

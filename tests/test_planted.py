@@ -193,3 +193,34 @@ def test_planted_profile_follows_smoke_mode(monkeypatch):
     assert get_profile("default").name == "default"
     monkeypatch.setenv("LEXPROBE_SMOKE", "0")
     assert get_profile("planted").name == "planted"
+
+
+def test_leak_is_the_closed_heads_unmasked_attention_mass_on_the_cut_edges(planted_model):
+    """The penalty term, by hand: each closed head's plain (unmasked) attention on the cut keys, summed over its
+    query rows with a cut edge; collecting it changes nothing in the masked forward pass; its gradient reaches the
+    queries and keys and not what feeds no attention (the last layer's output projection)."""
+    from lexprobe.organism.planted import mean_leak
+
+    ids = torch.randint(2, 60, (2, 10), generator=torch.Generator().manual_seed(2))
+    cut, closed = _edges(), closed_heads(OPEN, 3, 4)
+    leak: list = []
+    with torch.no_grad():
+        plain = planted_model(input_ids=ids, output_attentions=True).attentions
+        masked = planted_forward(planted_model, ids, cut, closed)
+        with_leak = planted_forward(planted_model, ids, cut, closed, leak=leak)
+    assert torch.equal(with_leak.logits, masked.logits)
+    rows = int(cut.any(-1).sum())  # query rows with a cut edge, per head
+    assert [n for _, n in leak] == [rows * 3, rows * 4, rows * 3]  # closed heads per layer: 3, 4, 3
+    # layer 0 sees the same input with or without the cut: its leak is the plain attention on the cut edges
+    by_hand = sum(float((plain[0][:, head] * cut).sum()) for head in range(4) if (0, head) not in OPEN)
+    assert float(leak[0][0]) == pytest.approx(by_hand, rel=1e-6)
+    assert float(mean_leak(leak)) == pytest.approx(sum(float(m) for m, _ in leak) / (rows * 10), rel=1e-6)
+    assert 0 < float(mean_leak(leak)) < 1
+    planted_model.zero_grad()
+    leak = []
+    planted_forward(planted_model, ids, cut, closed, leak=leak)
+    mean_leak(leak).backward()
+    layers = planted_model.gpt_neox.layers
+    assert layers[0].attention.query_key_value.weight.grad.abs().sum() > 0
+    last = layers[2].attention.dense.weight.grad
+    assert last is None or float(last.abs().sum()) == 0.0

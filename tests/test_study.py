@@ -12,7 +12,7 @@ from conftest import tiny_model
 import lexprobe.stages.stage1_inflection as stage1_mod
 import lexprobe.stages.stage2_heads as stage2_mod
 from lexprobe import Study
-from lexprobe.cli import build_parser, main
+from lexprobe.cli import build_parser, main, timing_line
 from lexprobe.hubcache import add_revision
 from lexprobe.stages.stage4_causal import causal_stage
 from lexprobe.stimuli import StimulusError
@@ -119,6 +119,13 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
         pd.testing.assert_frame_equal(again.causal.causal_map, computed["s4"].causal_map)
         pd.testing.assert_frame_equal(again.causal.design, computed["s4"].design)
         assert again.inflection.suite is suite and again.inflection.root == root
+    # each part's wall time is recorded once, as computed the first time and read from the cache the second
+    assert [(k, t["cached"]) for k, t in first.timings.items()] == [
+        ("suite", None), ("stage1", False), ("stage2", False), ("stage4", False)]
+    assert [t["cached"] for k, t in again.timings.items() if k != "suite"] == [True, True, True]
+    assert all(t["seconds"] >= 0 for t in first.timings.values())
+    assert timing_line({"stage1": {"seconds": 2.04, "cached": True}, "report": {"seconds": 1.0, "cached": None}}) \
+        == "time per part: stage1 2.0 s (cached), report 1.0 s; total 3.0 s"
     with monkeypatch.context() as m:
         m.setattr(stage1_mod, "inflections", fail)
         changed = Study(suite, small, root=root, **{**SMALL, "n_perm": 60})

@@ -70,6 +70,8 @@ def test_pythia_grids():
 def test_step_selection():
     sub = log_subset(PYTHIA_STEPS, 12)
     assert sub[0] == 0 and sub[-1] == 143000 and 8 <= len(sub) <= 12
+    assert log_subset(PYTHIA_STEPS, 1) == (143000,) and log_subset(PYTHIA_STEPS, 0) == ()
+    assert log_subset((0, 1, 2), 5) == (0, 1, 2)
     assert parse_steps("rivtrott", PYTHIA_STEPS) == RIVTROTT_STEPS
     assert parse_steps("0,512", PYTHIA_STEPS) == (0, 512)
     with pytest.raises(ValueError, match=r"steps \[3\] are not in this suite"):

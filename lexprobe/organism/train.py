@@ -7,6 +7,7 @@ Deterministic per seed (weights from ``torch.manual_seed(seed)``, each step's ba
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -24,7 +25,7 @@ from lexprobe.bpe import train_tokenizer
 from lexprobe.files import fingerprint
 from lexprobe.hubcache import add_revision, has_revision
 from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon, Sample, Span
-from lexprobe.organism.planted import Plant, closed_heads, planted_forward
+from lexprobe.organism.planted import Plant, closed_heads, mean_leak, planted_forward
 from lexprobe.progress import tqdm
 from lexprobe.shapes import neox_config
 
@@ -209,7 +210,9 @@ def one_thread() -> Iterator[None]:
 def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFast, cache_dir: Path,
                state_dir: Path, progress: bool = True) -> list[float]:
     """Train one seed on one thread, writing every checkpoint of the schedule; resumes from saved state. Returns
-    the losses of the steps it ran."""
+    the language-model losses of the steps it ran; at each checkpoint appends that step's loss and (planted
+    profiles) its leak (:func:`lexprobe.organism.planted.mean_leak`; NaN without a penalty) to
+    ``STATE_DIR/train-seed<k>.jsonl``."""
     repo = p.repo(seed)
     torch.manual_seed(seed)
     model = GPTNeoXForCausalLM(model_config(p, len(tok)))
@@ -225,24 +228,34 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
         add_revision(cache_dir, repo, "step0", model.eval(), tok)
     ckpts = set(p.checkpoints)
     closed = closed_heads(p.planted_heads(seed), p.layers, p.heads) if p.plant else None
-    losses = []
+    losses: list[float] = []
+    leak_now = float("nan")
     model.train()
     for step in tqdm(range(start, p.total_steps), desc=f"seed {seed}", initial=start, total=p.total_steps,
                      disable=not progress, leave=False):
         x, cut = packed(tok, corpus, p, seed, step)
         for g in opt.param_groups:
             g["lr"] = lr_at(p, step)
-        if closed is None:
+        leak: list[tuple[torch.Tensor, int]] = []
+        if closed is None or p.plant is None:
             loss = model(input_ids=x, labels=x).loss
         else:
-            loss = planted_forward(model, x, cut, closed, labels=x).loss
+            loss = planted_forward(model, x, cut, closed, leak=leak if p.plant.leak_penalty else None,
+                                   labels=x).loss
+        lm_loss = loss
+        if leak and p.plant is not None:
+            step_leak = mean_leak(leak)
+            leak_now = step_leak.item()
+            loss = loss + p.plant.leak_penalty * step_leak
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(lm_loss.item())
         done = step + 1
         if done in ckpts:
+            with open(state_dir / f"train-seed{seed}.jsonl", "a") as log:
+                log.write(json.dumps({"step": done, "loss": losses[-1], "leak": leak_now}) + "\n")
             add_revision(cache_dir, repo, f"step{done}", model.eval(), tok)
             model.train()
             tmp = state_path.with_suffix(".tmp")
