@@ -224,3 +224,21 @@ def test_leak_is_the_closed_heads_unmasked_attention_mass_on_the_cut_edges(plant
     assert layers[0].attention.query_key_value.weight.grad.abs().sum() > 0
     last = layers[2].attention.dense.weight.grad
     assert last is None or float(last.abs().sum()) == 0.0
+
+
+def test_greedy_sets_become_a_head_map_that_validity_reads():
+    from lexprobe.stages.validation import greedy_map
+
+    stats = pd.DataFrame([("m", sd, layer, head) for sd in (0, 1) for layer in range(5) for head in range(4)],
+                         columns=["model", "seed", "layer", "head"])
+    greedy = pd.DataFrame([("m", 0, 8, "L1H2 L2H2"), ("m", 1, 8, "L0H1"), ("m", 1, 2, "")],
+                          columns=["model", "seed", "step", "set"])
+    g = greedy_map(stats, greedy)
+    assert len(g) == 3 * 20  # every head at every greedy checkpoint
+    named = g[g["significant"]]
+    assert set(zip(named["seed"], named["step"], named["layer"], named["head"])) == {
+        (0, 8, 1, 2), (0, 8, 2, 2), (1, 8, 0, 1)}
+    v = validity({"greedy": g}, PLANTED).set_index(["method", "seed"])
+    assert (v.loc[("greedy", 0), "precision"], v.loc[("greedy", 0), "recall"]) == (0.5, 0.5)  # L1H2 of L1H2 L3H0
+    assert (v.loc[("greedy", 1), "precision"], v.loc[("greedy", 1), "recall"]) == (1.0, 0.5)  # L0H1 of L0H1 L4H3
+    assert greedy_map(stats, greedy.iloc[:0]).empty

@@ -50,14 +50,29 @@ def head_maps(stage2: Stage2, stage4: Stage4, step: int) -> dict[str, pd.DataFra
     """Every head map held against the planted set, by name (one line per map): stage 2's passing heads, the
     original study's selection rule alone (its ``selected`` column: slope > 0 and BH q < .05), stage 4's causal
     map (single-head zero ablation) and its patching maps (necessity by noising, sufficiency by denoising one head
-    at the noun). Stage 2 judges whole trajectories, so its maps sit at ``step`` (the last)."""
+    at the noun), and the heads of stage 4's greedy sufficient sets. Stage 2 judges whole trajectories, so its maps
+    sit at ``step`` (the last)."""
     stats = stage2.stats
     heads = stage4.patch_maps[stage4.patch_maps["unit"] == "head"] if len(stage4.patch_maps) else stage4.patch_maps
     return {"stage 2 passes": stats.assign(step=step, significant=stats["passes"]),
             "original rule": stats.assign(step=step, significant=stats["selected"]),
             "stage 4 causal map": stage4.causal_map,
             "stage 4 necessity (noising)": heads[heads["direction"] == "noise"] if len(heads) else heads,
-            "stage 4 sufficiency (denoising)": heads[heads["direction"] == "denoise"] if len(heads) else heads}
+            "stage 4 sufficiency (denoising)": heads[heads["direction"] == "denoise"] if len(heads) else heads,
+            "stage 4 greedy sufficient set": greedy_map(stats, stage4.greedy_tests)}
+
+
+def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
+    """The greedy sufficient sets as a head map: every head of each (model, seed) at each greedy checkpoint,
+    ``significant`` where the head is in the set. The set is *chosen* to recover the clean score, not tested head by
+    head: its column says which heads the search names."""
+    cols = ["model", "seed", "step", "layer", "head", "significant"]
+    if greedy.empty:
+        return pd.DataFrame(columns=cols)
+    grid = stats[["model", "seed", "layer", "head"]].drop_duplicates()
+    sets = greedy[["model", "seed", "step", "set"]].merge(grid, on=["model", "seed"])
+    named = [f"L{r.layer}H{r.head}" in str(r.set).split() for r in sets.itertuples()]
+    return sets.assign(significant=named)[cols]
 
 
 def construct_best(stage1: Stage1, planted: pd.DataFrame, n_layers: int, n_heads: int,
