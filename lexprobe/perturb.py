@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from lexprobe.paths import data_dir
-from lexprobe.stimuli import Stimuli, StimulusError, from_pairs, locate, read_table
+from lexprobe.stimuli import Stimuli, StimulusError, fill, from_pairs, locate, read_table
 
 if TYPE_CHECKING:  # the data layer knows no suite: the tokenizer's type straight from transformers
     from transformers import PreTrainedTokenizerBase
@@ -399,17 +399,6 @@ def load_templates(source: str | Path | pd.DataFrame | None = None) -> pd.DataFr
     return out
 
 
-def _fill(template: str, values: dict[str, str]) -> tuple[str, dict[str, Span]]:
-    """Fill a template, returning the text and the span of each placeholder's value."""
-    text, spans = "", {}
-    for literal, fname, _, _ in string.Formatter().parse(template):
-        text += literal
-        if fname is not None:
-            spans[fname] = (len(text), len(text) + len(values[fname]))
-            text += values[fname]
-    return text, spans
-
-
 def _lower_first(text: str) -> str:
     first = _WORD.match(text)
     if first and (first.group() == "I" or first.group().startswith("I'")):
@@ -450,10 +439,10 @@ def frame(stimuli: Stimuli, templates: str | Path | pd.DataFrame | None = None,
                 return f"cue {src.cue!r} is not right before the target: a {{frame}} template needs that; " \
                        "write a {noun} template for this sentence"
             rest = _lower_first(src.sentence[:c0] + src.sentence[t0:])
-            text, spans = _fill(template, {"cue": src.cue, "frame": rest})
+            text, spans = fill(template, cue=src.cue, frame=rest)
             start = spans["frame"][0] + c0
         else:
-            text, spans = _fill(template, {"cue": src.cue, "noun": src.sentence[t0:t1]})
+            text, spans = fill(template, cue=src.cue, noun=src.sentence[t0:t1])
             start = spans["noun"][0]
         if text[:1].upper() != text[:1] and len(text[:1].upper()) == 1:
             text = text[0].upper() + text[1:]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import string
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,17 @@ def locate(sentence: str, target: str, cue: str) -> tuple[tuple[int, int], tuple
         if before:
             return t, before[-1]
     return None
+
+
+def fill(template: str, **values: str) -> tuple[str, dict[str, tuple[int, int]]]:
+    """``template.format(**values)`` and the [start, end) character span of each field's value in the result."""
+    out, spans = "", {}
+    for literal, name, _, _ in string.Formatter().parse(template):
+        out += literal
+        if name is not None:
+            spans[name] = (len(out), len(out) + len(values[name]))
+            out += values[name]
+    return out, spans
 
 
 def _as_bool(value: object, where: str) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lexprobe.paths import data_dir
+from lexprobe.stimuli import fill
 
 PLACEMENTS = ("adjacent", "separated", "clause", "bare")
 
@@ -101,17 +101,6 @@ class Sample:
     placement: str
     noun_span: Span | None = None
     cue_span: Span | None = None
-
-
-def fill(template: str, **values: str) -> tuple[str, dict[str, Span]]:
-    """``template.format(**values)`` and the character span of each field's value in the result."""
-    out, spans = "", {}
-    for literal, name, _, _ in string.Formatter().parse(template):
-        out += literal
-        if name is not None:
-            spans[name] = (len(out), len(out) + len(values[name]))
-            out += values[name]
-    return out, spans
 
 
 class Corpus:
