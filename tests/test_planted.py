@@ -107,6 +107,8 @@ def test_plant_draws_heads_in_distinct_layers_by_seed():
         Plant(n_heads=7).heads(0, 6, 4)
     with pytest.raises(ValueError, match="readers"):
         Plant(readers="everyone")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="leak_penalty -1"):
+        Plant(leak_penalty=-1)
 
 
 def test_default_profiles_keep_their_fingerprints():
