@@ -81,6 +81,7 @@ class Batch:
     enc: align.Encoded  # the engine reads all of it; interventions only the :class:`Encoded` part
     rows: torch.Tensor  # (b,) indices of the batch's sentences in the stimulus set's sentence table
     head_values: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)  # (key, layer) -> (b, T, H*hd)
+    cut_keys: dict[str, torch.Tensor] = field(default_factory=dict)  # knockout key -> its (b, T) keys, once a batch
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,9 @@ class EdgeKnockout(Intervention):
         if not heads:
             return None
         enc = batch.enc
-        pairs = enc.target_mask[:, :, None] & self.keys(enc, batch.rows)[:, None, :]  # (b, q, k)
+        if self.key not in batch.cut_keys:  # the same keys in every layer (random ones drawn per sentence once)
+            batch.cut_keys[self.key] = self.keys(enc, batch.rows)
+        pairs = enc.target_mask[:, :, None] & batch.cut_keys[self.key][:, None, :]  # (b, q, k)
         chosen = torch.zeros(sites.n_heads, dtype=torch.bool)
         chosen[heads] = True
         return pairs[:, None] & chosen[None, :, None, None]

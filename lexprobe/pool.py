@@ -14,8 +14,9 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from lexprobe.progress import tqdm
 from lexprobe.store import KEY_COLUMNS, Unit
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from lexprobe.suites import Checkpoint
 
 _POOL: dict[int, ProcessPoolExecutor] = {}
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def workers() -> int:
@@ -49,6 +52,18 @@ def pool(n: int) -> ProcessPoolExecutor:
         _POOL[n] = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_single_thread)
         atexit.register(_POOL[n].shutdown)
     return _POOL[n]
+
+
+def parallel_map(fn: Callable[[T], R], items: list[T], desc: str = "", progress: bool = False) -> list[R]:
+    """``fn`` over ``items`` in order on the pool's workers (``fn`` and the items picklable), or in this process
+    when one worker is configured or there is one item; ``progress`` shows a bar named ``desc``."""
+    n = workers()
+    done: Iterable[R]
+    if n == 1 or len(items) < 2:
+        done = (fn(i) for i in items)
+    else:
+        done = pool(n).map(fn, items, chunksize=-(-len(items) // (4 * n)))
+    return list(tqdm(done, total=len(items), desc=desc, disable=not progress))
 
 
 def _run_share(job: SweepJob, ck: Checkpoint, share: frozenset[Unit]) -> list[dict]:

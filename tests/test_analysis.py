@@ -112,6 +112,22 @@ def test_item_bootstrap_interval_brackets_the_estimate():
     assert r["onset_boot_high_step"] / r["onset_boot_low_step"] < 10  # informative, not the whole range
 
 
+def test_item_bootstrap_refits_through_the_given_map():
+    """The bootstrap refits go through ``map_fn`` (the stage runs them on the worker pool): one call per (model,
+    seed) with every draw, and the same table as the plain ``map``."""
+    pairs = pair_table(np.random.default_rng(5))
+    best = best_layer(performance(pairs))
+    calls = []
+
+    def recording(fn, items):
+        calls.append(len(items))
+        return [fn(i) for i in reversed(items)][::-1]  # another evaluation order, the same results
+
+    pd.testing.assert_frame_equal(inflections(best, pairs, n_boot=30, map_fn=recording),
+                                  inflections(best, pairs, n_boot=30))
+    assert calls == [30]
+
+
 def test_item_bootstrap_follows_the_signed_rule():
     pairs = pair_table(np.random.default_rng(2), layers={1: -1.0, 2: 0.6})
     perf = performance(pairs)

@@ -59,6 +59,19 @@ def assert_same_tables(a: Path, b: Path) -> None:
         pd.testing.assert_frame_equal(x, y)
 
 
+def test_parallel_map_keeps_the_order_on_the_pool(monkeypatch):
+    """The pool's map (stage 1's bootstrap refits, stage 4's greedy searches) returns what ``map`` does, in order."""
+    from lexprobe.pool import parallel_map
+
+    monkeypatch.setenv("LEXPROBE_WORKERS", "2")
+    items = [np.arange(n, dtype=float) for n in range(1, 40)]
+    got = parallel_map(np.cumsum, items)
+    assert len(got) == len(items)
+    for a, b in zip(got, map(np.cumsum, items)):
+        np.testing.assert_array_equal(a, b)
+    assert parallel_map(str, []) == [] and parallel_map(str, [5]) == ["5"]  # one item or none: in this process
+
+
 def test_pool_sweep_matches_serial_and_shares_a_checkpoints_conditions(organism, few, serial, tmp_path,
                                                                           monkeypatch):
     from lexprobe.interventions import HeadAblation

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from lexprobe.analysis.causal import agreement, causal_map, drops, first_significant, null_tests
-from lexprobe.analysis.robustness import head_robustness, retained_performance
+from lexprobe.analysis.robustness import head_robustness, paired_p, retained_performance
 from lexprobe.interventions import random_head_sets
 from lexprobe.stages.stage4_causal import design
 
@@ -88,6 +89,18 @@ def test_head_robustness_separates_cue_from_position():
     assert rob.loc[("neutral", 0), "robust"] and not rob.loc[("neutral", 1), "robust"]
     assert rob.loc[("separate-x", 0), "retained"] == pytest.approx(0.6 / 0.7, abs=0.03)
     assert rob.loc[("neutral", 0), "test"] == "informative>neutral"
+
+
+def test_paired_p_is_scipys_test_per_array_in_one_vectorised_call():
+    """Arrays of one length tested together give, bit for bit, one scipy call per array; short, spreadless and
+    non-finite cases fall back as documented."""
+    rng = np.random.default_rng(3)
+    diffs = [rng.normal(0.05 * i, 0.1, n) for i, n in enumerate([12, 12, 30, 12, 30, 7])]
+    diffs[3][[2, 5]] = np.nan  # dropped: this one is tested with the 10 finite values alone
+    one_by_one = [stats.ttest_1samp(d[np.isfinite(d)], 0.0, alternative="greater").pvalue for d in diffs]
+    assert paired_p(diffs).tolist() == one_by_one
+    assert paired_p([np.array([0.2]), np.array([0.25, 0.25, 0.25]), np.array([-0.5, -0.5]),
+                     np.array([np.nan, np.nan])]).tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
 def test_retained_performance_is_a_share_of_intact():

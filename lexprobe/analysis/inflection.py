@@ -43,8 +43,9 @@ changepoint in mean (``ruptures``, exact).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import combinations
 from typing import Any
 
@@ -59,6 +60,7 @@ LEVEL = 0.95
 RISE_FRACTION = 0.1  # the rise runs from 10% to 90% of the increase
 MODELS = ("flat", "linear", "segmented1", "segmented2", "segmented3", "logistic")
 N_PARAMS = {"flat": 1, "linear": 2, "segmented1": 4, "segmented2": 6, "segmented3": 8, "logistic": 4}  # mean params
+N_LINEAR = {"flat": 1, "linear": 2, "logistic": 2}  # columns of the design (segmented: 2 + breakpoints)
 MIN_SEGMENTED = 5  # fewer checkpoints: no curve model, only the cross-checks
 GRID = {"segmented1": 201, "segmented2": 101, "segmented3": 41, "logistic": 101}  # grid points per axis
 LOGISTIC_REACH = 0.25  # the logistic's 10%/90% points may lie this fraction of the x range beyond the data
@@ -108,20 +110,21 @@ def aicc(rss: float, n: int, n_params: int) -> float:
 
 
 def _design(model: str, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Design matrices (G, n, k) for G nonlinear parameter vectors ``theta`` (G, q)."""
-    g, one = len(theta), np.ones((len(theta), len(x)))
-    xs = np.broadcast_to(x, (g, len(x)))
-    if model == "flat":
-        cols = [one]
-    elif model == "linear":
-        cols = [one, xs]
-    elif model.startswith("segmented"):
-        cols = [one, xs] + [np.clip(xs - theta[:, [j]], 0, None) for j in range(theta.shape[1])]
-    else:  # logistic parameterised by its 10% and 90% points
+    """Design matrices (G, n, k) for G nonlinear parameter vectors ``theta`` (G, q), filled column by column (the
+    refinement calls this once per Nelder-Mead step, with G = 1)."""
+    k = N_LINEAR[model] if not model.startswith("segmented") else 2 + theta.shape[1]
+    X = np.empty((len(theta), len(x), k))
+    X[..., 0] = 1.0
+    if model == "linear" or model.startswith("segmented"):
+        X[..., 1] = x
+    if model.startswith("segmented"):
+        for j in range(theta.shape[1]):
+            X[..., 2 + j] = np.clip(x - theta[:, [j]], 0, None)
+    elif model == "logistic":  # parameterised by its 10% and 90% points
         lo, hi = theta[:, [0]], theta[:, [1]]
         scale = (hi - lo) / (2 * np.log(9))
-        cols = [one, 1 / (1 + np.exp(-np.clip((xs - (lo + hi) / 2) / scale, -50, 50)))]
-    return np.stack(cols, axis=-1)
+        X[..., 1] = 1 / (1 + np.exp(-np.clip((x - (lo + hi) / 2) / scale, -50, 50)))
+    return X
 
 
 @lru_cache(maxsize=16)
@@ -210,15 +213,24 @@ def fit(model: str, x: np.ndarray, y: np.ndarray, level: float = LEVEL, interval
                     pts["saturation"], low, high)
 
 
+def fit_points(model: str, x: np.ndarray, y: np.ndarray, level: float = LEVEL) -> tuple[float, ...]:
+    """Onset, midpoint and saturation (x) of ``model`` fitted to one curve, without intervals (a bootstrap draw)."""
+    f = fit(model, x, y, level, interval=False)
+    return tuple(getattr(f, k) for k in POINTS)
+
+
 def _refine(model: str, x: np.ndarray, y: np.ndarray, theta: np.ndarray, t0: np.ndarray, b0: np.ndarray,
             r0: float, floor: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Nelder-Mead from the grid optimum, inside the grid's bounds (breakpoints ordered)."""
     lo, hi = theta.min(0), theta.max(0)
 
+    lo_t, hi_t, x0, x1 = lo.tolist(), hi.tolist(), float(x[0]), float(x[-1])
+
     def objective(t: np.ndarray) -> float:
-        if np.any(t < lo) or np.any(t > hi) or np.any(np.diff(t) <= 0):
+        v = t.tolist()  # bounds and order checked on Python floats: the same comparisons, far less overhead
+        if any(a < b or a > c for a, b, c in zip(v, lo_t, hi_t)) or any(b - a <= 0 for a, b in zip(v, v[1:])):
             return np.inf
-        if model == "logistic" and not (t[0] < x[-1] and t[1] > x[0]):
+        if model == "logistic" and not (v[0] < x1 and v[1] > x0):
             return np.inf
         X = _design(model, x, t[None])[0]
         b, *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -368,14 +380,18 @@ def _interval(values: np.ndarray, lo_x: float, hi_x: float, level: float) -> tup
 
 def inflections(best: pd.DataFrame, pairs_table: pd.DataFrame | None = None, n_boot: int = 200,
                 seed: int = 0, by: str = "r2", score: str | None = None, exclude_embedding: bool = False,
-                target: str | None = None, level: float = LEVEL) -> pd.DataFrame:
+                target: str | None = None, level: float = LEVEL,
+                map_fn: Callable[[Callable[[np.ndarray], tuple[float, ...]], list[np.ndarray]],
+                                 Iterable[tuple[float, ...]]] = map) -> pd.DataFrame:
     """One row per (model, seed): chosen curve model and shape, onset / midpoint / saturation with profile and
     item-bootstrap intervals (steps), AICc of every model, and the cross-checks.
 
     ``best`` is :func:`lexprobe.analysis.performance.best_layer` output chosen ``by`` the same rule; ``score`` (default
     the rule's own score, ``SCORE_OF[by]``) is the column followed across training. ``pairs_table`` holds the
     pair-level distances joined to stimuli (columns step, layer, word, pair_key, distance, same, mean_relatedness)
-    for the item bootstrap (``n_boot`` resamples of words; 0 skips it).
+    for the item bootstrap (``n_boot`` resamples of words; 0 skips it). ``map_fn`` maps the bootstrap refits over
+    the draws (default ``map``; :func:`lexprobe.pool.parallel_map` spreads them over worker processes, each fit
+    deterministic, so the table is the same).
     """
     score = score or SCORE_OF[by]
     if pairs_table is not None and n_boot and score != SCORE_OF[by]:
@@ -395,8 +411,7 @@ def inflections(best: pd.DataFrame, pairs_table: pd.DataFrame | None = None, n_b
             steps, scores = _bootstrap_scores(sub, n_boot, rng, target or target_of(sub), exclude_embedding, by)
             ok = np.isfinite(scores).all(0)  # checkpoints where some resample has no defined score are left out
             x, scores = np.log10(steps[ok] + 1), scores[:, ok]
-            draws = np.array([[getattr(fit(row["curve_model"], x, b, level, interval=False), k) for k in POINTS]
-                              for b in scores])
+            draws = np.array(list(map_fn(partial(fit_points, row["curve_model"], x, level=level), list(scores))))
             for i, k in enumerate(POINTS):
                 if np.isnan(row[f"{k}_step"]):
                     continue

@@ -28,12 +28,29 @@ from lexprobe.analysis.primitives import bh_within
 KEYS = ["model", "seed", "step", "layer", "head"]
 
 
-def _paired_p(a: np.ndarray, b: np.ndarray) -> float:
-    d = a - b
-    d = d[np.isfinite(d)]
-    if len(d) < 2 or d.std() == 0:
-        return 0.0 if len(d) and d.mean() > 0 else 1.0
-    return float(stats.ttest_1samp(d, 0.0, alternative="greater").pvalue)
+def _nanmean(x: np.ndarray) -> np.floating:
+    """Mean of the non-NaN values (NaN if none) as pandas' ``Series.mean`` computes it: sum and count in the
+    column's own float type."""
+    nan = np.isnan(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(nan, x.dtype.type(0), x).sum() / x.dtype.type((~nan).sum())
+
+
+def paired_p(diffs: list[np.ndarray]) -> np.ndarray:
+    """One-sided p of a paired t-test (mean difference > 0) per array of differences, non-finite ones dropped;
+    fewer than 2 differences or no spread: 0 if they are positive on average, else 1. Arrays of one length are
+    tested in one vectorised call (row by row the same arithmetic as one call per array)."""
+    out = np.ones(len(diffs))
+    by_len: dict[int, list[int]] = {}
+    kept = [d[np.isfinite(d)] for d in diffs]
+    for i, d in enumerate(kept):
+        if len(d) < 2 or d.std() == 0:
+            out[i] = 0.0 if len(d) and d.mean() > 0 else 1.0
+        else:
+            by_len.setdefault(len(d), []).append(i)
+    for idx in by_len.values():
+        out[idx] = stats.ttest_1samp(np.stack([kept[i] for i in idx]), 0.0, axis=1, alternative="greater").pvalue
+    return out
 
 
 def head_robustness(intact: pd.DataFrame, perturbed: pd.DataFrame) -> pd.DataFrame:
@@ -41,19 +58,25 @@ def head_robustness(intact: pd.DataFrame, perturbed: pd.DataFrame) -> pd.DataFra
     base = intact.rename(columns={"sentence_id": "source_id", "cue_attn": "cue_intact"})[
         [*KEYS, "source_id", "cue_intact"]]
     merged = perturbed.merge(base, on=[*KEYS, "source_id"], how="inner", validate="many_to_one")
-    rows = []
-    for (pert, op, *key), g in merged.groupby(["perturbation", "operation", *KEYS]):
+    groups = ["perturbation", "operation", *KEYS]
+    merged = merged.sort_values(groups, kind="stable")  # each group's rows contiguous, in their original order
+    sizes = merged.groupby(groups, sort=False).size()
+    bounds = np.concatenate([[0], np.cumsum(sizes.to_numpy())])
+    ci_all, cue_all, ctl_all = (merged[c].to_numpy() for c in ("cue_intact", "cue_attn", "control_attn"))
+    rows, diffs = [], []
+    for (pert, op, *key), lo, hi in zip(sizes.index, bounds[:-1], bounds[1:]):
         neutral = op == "neutral"
-        p = (_paired_p(g["cue_intact"].to_numpy(float), g["cue_attn"].to_numpy(float)) if neutral
-             else _paired_p(g["cue_attn"].to_numpy(float), g["control_attn"].to_numpy(float)))
-        ci = g["cue_intact"].mean()
-        rows.append({"perturbation": pert, "operation": op, **dict(zip(KEYS, key)), "n_sentences": len(g),
-                     "cue_intact": ci, "cue_perturbed": g["cue_attn"].mean(), "control": g["control_attn"].mean(),
-                     "retained": g["cue_attn"].mean() / ci if ci > 0 else np.nan,
-                     "test": "informative>neutral" if neutral else "cue>control", "p": p})
+        ci, cue, ctl = ci_all[lo:hi], cue_all[lo:hi], ctl_all[lo:hi]
+        diffs.append(ci.astype(float) - cue.astype(float) if neutral else cue.astype(float) - ctl.astype(float))
+        mean_ci, mean_cue = _nanmean(ci), _nanmean(cue)
+        rows.append({"perturbation": pert, "operation": op, **dict(zip(KEYS, key)), "n_sentences": hi - lo,
+                     "cue_intact": mean_ci, "cue_perturbed": mean_cue, "control": _nanmean(ctl),
+                     "retained": mean_cue / mean_ci if mean_ci > 0 else np.nan,
+                     "test": "informative>neutral" if neutral else "cue>control"})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
+    out["p"] = paired_p(diffs)
     out["q"] = bh_within(out, "p", ["model", "seed", "step"])
     out["robust"] = out["q"] < ALPHA
     return out

@@ -22,6 +22,8 @@ from lexprobe.paths import home, smoke
 from lexprobe.progress import tqdm
 from lexprobe.suites import Suite, hub_cache
 
+SEEDS_PER_CORE = 4  # training processes per core at most, by default (each one thread, a few hundred MB)
+
 
 def get_profile(name: str | None = None) -> Profile:
     """A named profile; ``None`` means ``smoke`` under LEXPROBE_SMOKE=1, else ``default``; under LEXPROBE_SMOKE=1 a
@@ -114,8 +116,11 @@ def _train_parallel(p: Profile, todo: list[int], root: Path, workers: int,
 def ensure_trained(profile: str | Profile | None = None, progress: bool = True, workers: int | None = None) -> Suite:
     """Train every seed of the profile whose checkpoints are not all cached, and return the suite.
 
-    Seeds train in parallel processes, ``workers`` at a time (default: one per CPU core); every seed trains on one
-    thread, so its weights do not depend on the number of workers or cores."""
+    Seeds train in parallel processes, ``workers`` at a time (default: every seed at once, up to
+    ``SEEDS_PER_CORE`` per CPU core: time-sliced processes keep every core busy to the end, where one process per
+    core leaves the last seed training alone when the seeds do not divide evenly, e.g. 5 seeds on 2 cores take 2.5
+    seed-times instead of 3); every seed trains on one thread, so its weights do not depend on the number of workers
+    or cores."""
     p = profile if isinstance(profile, Profile) else get_profile(profile)
     lexicon = load_lexicon()
     root = suite_dir(p)
@@ -127,7 +132,7 @@ def ensure_trained(profile: str | Profile | None = None, progress: bool = True, 
         root.mkdir(parents=True, exist_ok=True)
         corpus = Corpus(lexicon, p.corpus)
         timings = json.loads((root / "timings.json").read_text()) if (root / "timings.json").is_file() else {}
-        n = min(len(todo), workers or os.cpu_count() or 1)
+        n = min(len(todo), workers or SEEDS_PER_CORE * len(os.sched_getaffinity(0)))
         finished = (_train_parallel(p, todo, root, n, progress) if n > 1
                     else _train_here(p, todo, corpus, build_tokenizer(p, corpus), root, progress))
         for seed, record in finished:

@@ -3,7 +3,7 @@ per-layer performance, each checkpoint's best layer and the inflection per (mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +13,7 @@ from lexprobe.analysis.performance import SCORE_OF, best_layer, performance, wit
 from lexprobe.extract import ExtractConfig
 from lexprobe.interventions import Intervention
 from lexprobe.paths import results_dir
+from lexprobe.pool import parallel_map
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore
 from lexprobe.suites import Suite
@@ -64,6 +65,12 @@ class Stage1:
     def store(self) -> ResultsStore:
         return ResultsStore(self.root)
 
+    def scorer(self) -> Stage1:
+        """This stage without its tables (the first performance row kept for :attr:`target`): what
+        :meth:`best_of` needs, cheap to send to worker processes."""
+        return replace(self, status=self.status.iloc[:0], pairs=self.pairs.iloc[:0], perf=self.perf.iloc[:1],
+                       best=self.best.iloc[:0], inflection=self.inflection.iloc[:0], fitted=self.fitted.iloc[:0])
+
     def best_of(self, pairs: pd.DataFrame) -> pd.DataFrame:
         """Best-layer scores of other pair tables (perturbed sets, interventions) by this stage's rule and target."""
         return best_layer(performance(pairs, target=self.target), exclude_embedding=self.exclude_embedding, by=self.by)
@@ -91,7 +98,7 @@ def inflection_stage(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...], roo
     perf = performance(pairs)
     best = best_layer(perf, exclude_embedding=exclude_embedding, by=by)
     inf = inflections(best, pairs, n_boot=n_boot, by=by, exclude_embedding=exclude_embedding,
-                      target=perf["target"].iloc[0], seed=seed)
+                      target=perf["target"].iloc[0], seed=seed, map_fn=parallel_map)
     return Stage1(suite, stimuli, status, pairs, perf, best, inf, fitted_curves(best, SCORE_OF[by]),
                   condition=condition, by=by, exclude_embedding=exclude_embedding, root=root, config=config)
 

@@ -12,6 +12,8 @@ sufficient heads or an AND of necessary ones (:func:`lexprobe.analysis.patching.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
@@ -22,10 +24,10 @@ from lexprobe.device import resolve_device, torch_dtype
 from lexprobe.interventions import Head, random_head_sets
 from lexprobe.patching import DIRECTIONS, Patch, PatchRunner, layer_heads
 from lexprobe.perturb import neutral
-from lexprobe.progress import tqdm
+from lexprobe.pool import parallel_map
 from lexprobe.stages.stage1_inflection import Stage1
 from lexprobe.stimuli import Stimuli
-from lexprobe.suites import load_checkpoint, load_tokenizer, log_subset
+from lexprobe.suites import Checkpoint, load_checkpoint, load_tokenizer, log_subset
 from lexprobe.sweep import release
 
 RECOVER = 0.8  # the share of the clean R^2 a greedy set must recover
@@ -133,24 +135,32 @@ def set_tests(runner: PatchRunner, stage1: Stage1, chosen: tuple[Head, ...], cle
                                joint[0], joint[1])}
 
 
+def search_at(ck: Checkpoint, stage1: Stage1, counterfactual: Stimuli, n_random: int,
+              seed: int) -> tuple[list[dict], dict]:
+    """One checkpoint's greedy recovery curve rows and its :func:`set_tests` row (one load, the runner shared by
+    the search and the tests); a pool task of :func:`redundancy`."""
+    cfg = stage1.config
+    loaded = load_checkpoint(ck, torch_dtype(cfg.dtype), resolve_device(cfg.device))
+    try:
+        runner = PatchRunner(loaded.model, loaded.tokenizer, stage1.stimuli, counterfactual, cfg.batch_size)
+        heads = [(l, h) for l in range(runner.sites.n_layers) for h in range(runner.sites.n_heads)]
+        curve, chosen, clean, cf = greedy_set(runner, stage1, heads)
+        where = {"model": ck.model, "seed": ck.seed, "step": ck.step}
+        test = set_tests(runner, stage1, chosen, clean, cf, n_random, seed + ck.seed) if chosen else {
+            "set": "", "size": 0, "r2_clean": clean, "r2_counterfactual": cf, "reached": False,
+            "reading": "nothing to recover"}
+        return [{**where, **row} for row in curve], {**where, **test}
+    finally:
+        release(loaded)
+
+
 def redundancy(stage1: Stage1, counterfactual: Stimuli, n_random: int, n_steps: int = 4, seed: int = 0,
                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per (model, seed) at about ``n_steps`` log-spaced checkpoints (the last included): the greedy recovery
-    curve, and one row of :func:`set_tests` (one load per checkpoint, the runner shared by the search and tests)."""
-    suite, steps = stage1.suite, log_subset(stage1.steps, n_steps)
-    cfg = stage1.config
-    curves, tests = [], []
-    for ck in tqdm(suite.checkpoints(steps), desc="stage 4: greedy sufficient sets", disable=not progress):
-        loaded = load_checkpoint(ck, torch_dtype(cfg.dtype), resolve_device(cfg.device))
-        try:
-            runner = PatchRunner(loaded.model, loaded.tokenizer, stage1.stimuli, counterfactual, cfg.batch_size)
-            heads = [(l, h) for l in range(runner.sites.n_layers) for h in range(runner.sites.n_heads)]
-            curve, chosen, clean, cf = greedy_set(runner, stage1, heads)
-            where = {"model": ck.model, "seed": ck.seed, "step": ck.step}
-            curves += [{**where, **row} for row in curve]
-            tests.append({**where, **(set_tests(runner, stage1, chosen, clean, cf, n_random, seed + ck.seed) if chosen
-                                      else {"set": "", "size": 0, "r2_clean": clean, "r2_counterfactual": cf,
-                                            "reached": False, "reading": "nothing to recover"})})
-        finally:
-            release(loaded)
-    return pd.DataFrame(curves), pd.DataFrame(tests)
+    curve, and one row of :func:`set_tests`; the checkpoints are searched on the worker pool
+    (:func:`lexprobe.pool.parallel_map`), each search deterministic, so the tables do not depend on the pool."""
+    cks = stage1.suite.checkpoints(log_subset(stage1.steps, n_steps))
+    task = partial(search_at, stage1=stage1.scorer(), counterfactual=counterfactual, n_random=n_random, seed=seed)
+    done = parallel_map(task, cks, desc="stage 4: greedy sufficient sets", progress=progress)
+    return (pd.DataFrame([row for curve, _ in done for row in curve]),
+            pd.DataFrame([test for _, test in done]))
