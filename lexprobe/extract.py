@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from lexprobe.align import Encoded, encode
-from lexprobe.interventions import Batch, Intervention
+from lexprobe.interventions import Batch, IntactLayers, Intervention
 from lexprobe.progress import tqdm
 from lexprobe.sites import Sites, sites_of
 from lexprobe.stimuli import Stimuli
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the engine takes a loaded model and knows no suite: the typ
 MEASUREMENTS = ("distances", "heads", "embeddings")
 ENGINE_VERSION = 1
 Donor = dict[int, tuple[torch.Tensor, torch.Tensor | None]]
+REUSE_BYTES = 1 << 30  # at most this much memory for the intact layers an intervention reuses (else recompute)
 R = TypeVar("R")
 
 
@@ -86,22 +87,75 @@ class BatchOutput:
 
 
 def trace_batch(sites: Sites, batch: Batch, intervention: Intervention | None = None) -> BatchOutput:
-    """Run one traced forward on a right-padded batch (editing it with ``intervention``) and reduce it."""
-    enc = batch.enc
+    """Run one traced forward on a right-padded batch (editing it with ``intervention``) and reduce it. With the
+    batch's intact layers at hand, layers below the intervention's first edited layer are skipped and their intact
+    outputs and attention used (the same numbers: those layers compute exactly what the intact model does)."""
+    enc, known, n = batch.enc, batch.intact, sites.n_layers
+    start = 0 if intervention is None or known is None else intervention.first_layer(n)
     with torch.inference_mode():
         with sites.envoy.trace(input_ids=enc.input_ids, attention_mask=enc.attention_mask) as tracer:
             hidden = nnsight.save([])
             attn = nnsight.save([])
-            hidden.append(sites.embed().output)
-            for i in range(sites.n_layers):
+            if not start:
+                hidden.append(sites.embed().output)
+            for i in range(n):
+                if i < start:
+                    assert known is not None  # start > 0 only with intact layers
+                    sites.layer(i).skip(known.outputs[i])
+                    continue
                 if intervention is not None:
                     intervention.edit(sites, i, batch)
                 attn.append(sites.attention_weights(i))
-                if i < sites.n_layers - 1:
+                if i < n - 1:
                     hidden.append(sites.layer(i).output)
             hidden.append(sites.final_norm().output)
             tracer.stop()
+    if known is not None and start:
+        hidden, attn = [known.embed, *known.outputs[: min(start, n - 1)], *hidden], [*known.attention[:start], *attn]
     return reduce_batch(torch.stack(list(hidden)), torch.stack(list(attn)), enc)
+
+
+def intact_layers(sites: Sites, batch: Batch) -> IntactLayers:
+    """The intact model's embedding output, layer outputs and attention on one batch (call it outside weight
+    edits)."""
+    enc = batch.enc
+    with torch.inference_mode():
+        with sites.envoy.trace(input_ids=enc.input_ids, attention_mask=enc.attention_mask) as tracer:
+            embed = nnsight.save(sites.embed().output)
+            outputs, attn = nnsight.save([]), nnsight.save([])
+            for i in range(sites.n_layers):
+                attn.append(sites.attention_weights(i))
+                outputs.append(sites.layer(i).output)
+            tracer.stop()
+    return IntactLayers(embed, list(outputs), list(attn))
+
+
+_LAYERS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[bytes, IntactLayers]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def intact_batch(sites: Sites, enc: Encoded, batch: Batch) -> IntactLayers:
+    """:func:`intact_layers` of a batch of ``enc``, remembered for the most recent sentences of each live model (a
+    sweep measures many interventions on one checkpoint's batches)."""
+    whole = enc.input_ids.numpy().tobytes() + enc.attention_mask.numpy().tobytes()
+    here = batch.rows.numpy().tobytes()
+    known_whole, known = _LAYERS.get(sites.model, (None, {}))
+    if known_whole != whole:
+        known = {}
+        _LAYERS[sites.model] = (whole, known)
+    if here not in known:
+        known[here] = intact_layers(sites, batch)
+    return known[here]
+
+
+def reusable_layers(sites: Sites, enc: Encoded, batches: list[torch.Tensor]) -> bool:
+    """Whether keeping every batch's intact layers stays under ``REUSE_BYTES`` (float32 hidden states and
+    attention of all layers)."""
+    hidden = sites.n_layers + 1
+    width = sites.n_heads * sites.head_dim
+    need = sum(len(idx) * int(enc.lengths[idx].max()) * (hidden * width + sites.n_layers * sites.n_heads
+                                                          * int(enc.lengths[idx].max())) * 4 for idx in batches)
+    return need <= REUSE_BYTES
 
 
 _INTACT: weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[int, torch.Tensor]]] = \
@@ -184,9 +238,10 @@ def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], inter
 
 def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame, batch_size: int,
             intervention: Intervention | None, donor: Donor | None, read: Callable[[Sites, Batch], R],
-            progress: bool) -> tuple[Encoded, torch.Tensor, list[R]]:
+            progress: bool, reuse: bool = False) -> tuple[Encoded, torch.Tensor, list[R]]:
     """Encode, prepare and trace every batch (sorted by length), calling ``read(sites, batch)`` inside each
-    trace; returns the encoding, the batch order and the per-batch results."""
+    trace; returns the encoding, the batch order and the per-batch results. ``reuse``: give each batch its intact
+    layers (:func:`intact_batch`) when the intervention leaves its first layers alone and they fit in memory."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = encode(tokenizer, sentences, pad_id=pad)
     sites = sites_of(model)
@@ -195,11 +250,16 @@ def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentence
     batches = list(torch.split(order, batch_size))
     values = {} if intervention is None else _replacements(sites, enc, batches, intervention,
                                                            sentences["word"].to_numpy())
+    todo = [Batch(enc.rows(idx).to(device), idx, {k: v[idx].to(device) for k, v in values.items()})
+            for idx in batches]
+    if reuse and intervention is not None and intervention.first_layer(sites.n_layers) > 0 \
+            and reusable_layers(sites, enc, batches):
+        for batch in todo:  # before any weight edit: these are the intact layers
+            batch.intact = intact_batch(sites, enc, batch)
     outs = []
     with intervention.weights(sites, donor) if intervention is not None else nullcontext():
-        for idx in tqdm(batches, desc="batches", leave=False, disable=not progress):
-            outs.append(read(sites, Batch(enc.rows(idx).to(device), idx,
-                                          {k: v[idx].to(device) for k, v in values.items()})))
+        for batch in tqdm(todo, desc="batches", leave=False, disable=not progress):
+            outs.append(read(sites, batch))
     return enc, order, outs
 
 
@@ -214,7 +274,8 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli:
     (:func:`lexprobe.sites.sites_of`).
     """
     _, order, outs = _traced(model, tokenizer, stimuli.sentences, config.batch_size, intervention, donor,
-                             lambda sites, batch: trace_batch(sites, batch, intervention).to("cpu"), progress)
+                             lambda sites, batch: trace_batch(sites, batch, intervention).to("cpu"), progress,
+                             reuse=True)
     inv = torch.argsort(order)
     full = replace(outs[0], **{f: torch.cat([getattr(o, f) for o in outs])[inv]
                                for f in BatchOutput.__dataclass_fields__ if getattr(outs[0], f) is not None})

@@ -82,6 +82,17 @@ class Batch:
     rows: torch.Tensor  # (b,) indices of the batch's sentences in the stimulus set's sentence table
     head_values: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)  # (key, layer) -> (b, T, H*hd)
     cut_keys: dict[str, torch.Tensor] = field(default_factory=dict)  # knockout key -> its (b, T) keys, once a batch
+    intact: IntactLayers | None = None  # the intact model's layers on this batch, for layers an edit leaves alone
+
+
+@dataclass
+class IntactLayers:
+    """The intact model's embedding output (b, T, d), every layer's output (b, T, d) and attention (b, H, T, T) on
+    one batch: the engine reuses them below an intervention's :meth:`Intervention.first_layer`."""
+
+    embed: torch.Tensor
+    outputs: list[torch.Tensor]
+    attention: list[torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,12 @@ class Intervention:
         """The elementary interventions this one applies."""
         return (self,)
 
+    def first_layer(self, n_layers: int) -> int:
+        """The first layer this intervention changes (``n_layers``: none). Below it the intervened model computes
+        exactly what the intact one does, so the engine reuses the intact layers there; 0 unless a kind knows
+        better (the safe default for a new kind)."""
+        return 0
+
     def value_layers(self, n_layers: int, n_heads: int) -> set[int]:
         """Layers whose intact head outputs the engine must collect before tracing (mean / resample)."""
         return set()
@@ -151,6 +168,11 @@ class Intervention:
         return set()
 
 
+def first_of(heads: tuple[Head, ...] | None, n_layers: int) -> int:
+    """The lowest layer of a head set (``None``: every head, layer 0; no head: ``n_layers``)."""
+    return 0 if heads is None else min((layer for layer, _ in heads), default=n_layers)
+
+
 def all_heads(heads: tuple[Head, ...] | None, n_layers: int, n_heads: int) -> dict[int, list[int]]:
     """Heads grouped by layer (``None``: every head of every layer)."""
     pairs = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
@@ -164,7 +186,7 @@ def all_heads(heads: tuple[Head, ...] | None, n_layers: int, n_heads: int) -> di
 class NoOp(Intervention):
     """Changes nothing; runs the intervention path of the engine (its tables must equal the intact ones)."""
 
-    kind: ClassVar[str] = "noop"
+    kind: ClassVar[str] = "noop"  # first layer 0 (the default): the control runs every layer of the edit path
 
 
 @dataclass(frozen=True)
@@ -189,6 +211,9 @@ class HeadAblation(Intervention):
 
     def value_layers(self, n_layers: int, n_heads: int) -> set[int]:
         return set() if self.method == "zero" else set(all_heads(self.heads, n_layers, n_heads))
+
+    def first_layer(self, n_layers: int) -> int:
+        return first_of(self.heads, n_layers)
 
     def donors(self, lengths: np.ndarray, words: np.ndarray) -> np.ndarray:
         """Seeded donor sentence per sentence: another word's sentence at least as long, else the longest other."""
@@ -250,6 +275,9 @@ class EdgeKnockout(Intervention):
 
     def head_set(self) -> tuple[Head, ...] | None:
         return self.heads
+
+    def first_layer(self, n_layers: int) -> int:
+        return first_of(self.heads, n_layers)
 
     def keys(self, enc: Encoded, rows: torch.Tensor) -> torch.Tensor:
         """(b, T) bool: the key positions whose edges from the target are cut, per sentence."""
@@ -320,6 +348,9 @@ class QKEdit(Intervention):
     def donor_step(self) -> int | None:
         return self.source_step
 
+    def first_layer(self, n_layers: int) -> int:
+        return first_of(self.heads, n_layers)
+
     def donor_layers(self, n_layers: int) -> set[int]:
         return {l for l, _ in self.heads} if self.heads is not None else set(range(n_layers))
 
@@ -375,6 +406,9 @@ class Compose(Intervention):
 
     def leaves(self) -> tuple[Intervention, ...]:
         return tuple(leaf for p in self.parts for leaf in p.leaves())
+
+    def first_layer(self, n_layers: int) -> int:
+        return min((p.first_layer(n_layers) for p in self.parts), default=n_layers)
 
     def edit(self, sites: Sites, layer: int, batch: Batch) -> None:
         # execution order inside a layer: attention scores/probabilities first, then the heads' outputs

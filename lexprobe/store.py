@@ -232,7 +232,7 @@ class ResultsStore:
         for key, rows in pieces.items():  # one take per part (a part's units share its columns)
             start[key], offset = offset, offset + taken[key]
             part = parts[key][0]
-            frames.append(part.take(np.concatenate(rows))[[c for c in part.columns if c != "condition"]])
+            frames.append(part[[c for c in part.columns if c != "condition"]].take(np.concatenate(rows)))
         order = np.concatenate([np.arange(start[key] + at, start[key] + at + n) for key, at, n in spans])
         df = pd.concat(frames, ignore_index=True).take(order).reset_index(drop=True)
         lengths = [n for *_, n in spans]

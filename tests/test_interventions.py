@@ -196,6 +196,40 @@ def test_batched_equals_unbatched_under_intervention(model3, tokenizer, few, iv)
     assert_tables_equal(one, many, atol=1e-5)
 
 
+REUSED = [HeadAblation(((2, 0),)), HeadAblation(((1, 3), (2, 0)), "mean"), HeadAblation(((1, 1),), "resample", seed=4),
+          EdgeKnockout(((1, 2), (2, 2))), EdgeKnockout(((2, 1),), edges="random", seed=1),
+          EdgeKnockout(((1, 0),), mode="post"), QKEdit(((2, 3),)),
+          Compose((HeadAblation(((2, 1),)), EdgeKnockout(((1, 3),))))]
+
+
+@pytest.mark.parametrize("iv", REUSED, ids=lambda iv: iv.condition)
+def test_layers_below_the_first_edit_are_reused_with_the_same_numbers(model3, tokenizer, few, iv, monkeypatch):
+    """Layers an intervention leaves alone are skipped and the intact ones used: bit for bit the tables of the
+    full forward, and after the first unit the skipped layers do not run at all."""
+    from lexprobe import extract
+
+    first = iv.first_layer(3)
+    assert first == min(layer for layer, _ in iv.head_set() or ()) if not isinstance(iv, Compose) else first == 1
+    runs = []
+    hook = model3.gpt_neox.layers[0].mlp.register_forward_hook(lambda *a: runs.append(1))  # inside the layer
+    reused = measure(model3, tokenizer, few, intervention=iv, progress=False)  # computes the intact layers
+    runs.clear()
+    again = measure(model3, tokenizer, few, intervention=iv, progress=False)
+    assert not runs  # layer 0 skipped in every batch: its MLP never ran
+    monkeypatch.setattr(extract, "REUSE_BYTES", 0)  # too little memory allowed: every layer computed
+    full = measure(model3, tokenizer, few, intervention=iv, progress=False)
+    assert runs
+    hook.remove()
+    for name in ("distances", "heads"):
+        pd.testing.assert_frame_equal(reused[name], full[name], check_exact=True)
+        pd.testing.assert_frame_equal(again[name], full[name], check_exact=True)
+
+
+def test_first_layer_of_every_kind():
+    assert [iv.first_layer(6) for iv in (NoOp(), HeadAblation(None), HeadAblation(()), EdgeKnockout(None),
+                                         QKEdit(((4, 1), (3, 0))), Compose(()))] == [0, 0, 6, 0, 3, 6]
+
+
 def test_conditions_and_fingerprints_are_derived_from_the_spec():
     specs = [NoOp(), HeadAblation(((0, 0),)), HeadAblation(((0, 0),), "mean"), HeadAblation(((0, 1),)),
              HeadAblation(((0, 0),), "resample", seed=1), HeadAblation(((0, 0),), "resample", seed=2),
