@@ -6,10 +6,12 @@ measurement and column set), and time on this machine's sweep workers. Per-unit 
 :mod:`lexprobe.plan`'s calibration on the main stimulus set, scaled by sentence count for stage 3's perturbed sets
 (table bytes by their rows). Stage 4's conditions come from its own design (:func:`design` on stand-in discovery
 results with ``assumed_heads`` passing heads per seed, since the real ones are known only after stage 2) and its own
-checkpoint choice per scope (:func:`measured_conditions`); an intervened forward is costed as an intact one, and a
-patch map as ``PATCH_PREP`` intact passes plus ``PATCH_RUN`` of one per patch (``benchmarks/patch_cost.py`` on the
-pythia-14m shape). The greedy sufficient sets are costed as ``GREEDY_ROUNDS`` rounds over every head plus the
-random-set tests, at ``redundancy_steps`` checkpoints per seed (an estimate: the search stops when 80% is recovered).
+checkpoint choice per scope (:func:`measured_conditions`); an intervened forward is costed as the share of an
+intact one that its layers from :meth:`~lexprobe.interventions.Intervention.first_layer` on make up (the engine
+reuses the intact layers below it), and a patch map as ``PATCH_PREP`` intact passes plus ``PATCH_RUN`` of one per
+patch (``benchmarks/patch_cost.py`` on the pythia-14m shape). The greedy sufficient sets are costed as
+``GREEDY_ROUNDS`` rounds over every head plus the random-set tests, at ``redundancy_steps`` checkpoints per seed (an
+estimate: the search stops when 80% is recovered), on the worker pool.
 Stages 2 and 5 measure nothing: they read stored tables (their stage cache entries are counted).
 """
 
@@ -114,7 +116,9 @@ def stage_costs(study: Study, assumed_heads: int = 2) -> list[StageCost]:
             if rows.empty:
                 continue
             n = len(chosen) * len(rows)
-            passes = sum(PATCH_PREP + PATCH_RUN * len(iv.patches) if hasattr(iv, "patches") else 1.0
+            n_layers = cfg.num_hidden_layers
+            passes = sum(PATCH_PREP + PATCH_RUN * len(iv.patches) if hasattr(iv, "patches")
+                         else max(n_layers - iv.first_layer(n_layers), 1) / n_layers
                          for iv in rows["intervention"])  # intact-pass equivalents per checkpoint
             patch_rows = sum(len(iv.patches) for iv in rows["intervention"] if hasattr(iv, "patches"))
             s4.units += n
@@ -126,7 +130,7 @@ def stage_costs(study: Study, assumed_heads: int = 2) -> list[StageCost]:
         greedy = PATCH_PREP + PATCH_RUN * (GREEDY_ROUNDS * n_heads + 2 * (study.n_random or 0) + 4 * GREEDY_ROUNDS)
         g_ck = len(suite.seeds) * len(log_subset(steps, study.redundancy_steps or 0))
         s4.forward += int(g_ck * greedy * len(stim.sentences))
-        s4.seconds += g_ck * (cost.load_seconds + greedy * cost.measure_seconds)  # in the study's own process
+        s4.seconds += g_ck * (cost.load_seconds + greedy * cost.measure_seconds) / n_workers
     s2, s5 = StageCost("2 heads"), StageCost("5 seeds")
     for cost_, cls in ((s1, Stage1), (s2, Stage2), (s3, Stage3), (s4, Stage4), (s5, Stage5)):
         cost_.cache = cache_files(cls)
