@@ -130,19 +130,26 @@ def intact_layers(sites: Sites, batch: Batch) -> IntactLayers:
     return IntactLayers(embed, list(outputs), list(attn))
 
 
-_LAYERS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[bytes, IntactLayers]]] = \
-    weakref.WeakKeyDictionary()
+Remembered = weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[Any, Any]]]
+_LAYERS: Remembered = weakref.WeakKeyDictionary()  # per live model: its intact layers, by batch
+_INTACT: Remembered = weakref.WeakKeyDictionary()  # per live model: its intact head outputs, by layer
+
+
+def remembered(cache: Remembered, model: torch.nn.Module, enc: Encoded) -> dict[Any, Any]:
+    """What ``cache`` holds for ``model`` on exactly the sentences of ``enc`` (emptied when the sentences change):
+    a sweep measures many interventions on one checkpoint's stimulus set, so intact passes are done once."""
+    key = enc.input_ids.numpy().tobytes() + enc.attention_mask.numpy().tobytes()
+    known_key, known = cache.get(model, (None, {}))
+    if known_key != key:
+        known = {}
+        cache[model] = (key, known)
+    return known
 
 
 def intact_batch(sites: Sites, enc: Encoded, batch: Batch) -> IntactLayers:
-    """:func:`intact_layers` of a batch of ``enc``, remembered for the most recent sentences of each live model (a
-    sweep measures many interventions on one checkpoint's batches)."""
-    whole = enc.input_ids.numpy().tobytes() + enc.attention_mask.numpy().tobytes()
+    """:func:`intact_layers` of a batch of ``enc``, remembered for the most recent sentences of each live model."""
+    known = remembered(_LAYERS, sites.model, enc)
     here = batch.rows.numpy().tobytes()
-    known_whole, known = _LAYERS.get(sites.model, (None, {}))
-    if known_whole != whole:
-        known = {}
-        _LAYERS[sites.model] = (whole, known)
     if here not in known:
         known[here] = intact_layers(sites, batch)
     return known[here]
@@ -151,29 +158,22 @@ def intact_batch(sites: Sites, enc: Encoded, batch: Batch) -> IntactLayers:
 def reusable_layers(sites: Sites, enc: Encoded, batches: list[torch.Tensor]) -> bool:
     """Whether keeping every batch's intact layers stays under ``REUSE_BYTES`` (float32 hidden states and
     attention of all layers)."""
-    hidden = sites.n_layers + 1
-    width = sites.n_heads * sites.head_dim
-    need = sum(len(idx) * int(enc.lengths[idx].max()) * (hidden * width + sites.n_layers * sites.n_heads
-                                                          * int(enc.lengths[idx].max())) * 4 for idx in batches)
-    return need <= REUSE_BYTES
-
-
-_INTACT: weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[int, torch.Tensor]]] = \
-    weakref.WeakKeyDictionary()
+    floats = 0
+    for idx in batches:
+        width = int(enc.lengths[idx].max())
+        floats += len(idx) * width * ((sites.n_layers + 1) * sites.n_heads * sites.head_dim
+                                      + sites.n_layers * sites.n_heads * width)
+    return 4 * floats <= REUSE_BYTES
 
 
 def intact_head_outputs(sites: Sites, enc: Encoded, batches: list[torch.Tensor],
                         layers: set[int]) -> dict[int, torch.Tensor]:
     """:func:`head_outputs`, remembered for the most recent sentences of each live model (a sweep measures many
     mean/resample ablations on one checkpoint). Call it only outside weight edits: the values are the intact ones."""
-    key = enc.input_ids.numpy().tobytes() + enc.attention_mask.numpy().tobytes()
-    known_key, known = _INTACT.get(sites.model, (None, {}))
-    if known_key != key:
-        known = {}
+    known = remembered(_INTACT, sites.model, enc)
     missing = set(layers) - set(known)
     if missing:
-        known = {**known, **head_outputs(sites, enc, batches, missing)}
-        _INTACT[sites.model] = (key, known)
+        known.update(head_outputs(sites, enc, batches, missing))
     return {layer: known[layer] for layer in layers}
 
 
