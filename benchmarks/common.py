@@ -1,9 +1,12 @@
-"""Shared setup for benchmarks: a random pythia-14m-shaped checkpoint and a tokenizer trained on the stimuli."""
+"""Shared setup for benchmarks: a random pythia-14m-shaped checkpoint, a tokenizer trained on the stimuli, the
+engine's batches and a bare forward over them."""
 
 from __future__ import annotations
 
+import torch
 from transformers import GPTNeoXForCausalLM
 
+from lexprobe.align import Encoded, encode
 from lexprobe.bpe import train_tokenizer
 from lexprobe.shapes import pythia_config, random_model
 from lexprobe.stimuli import Stimuli
@@ -17,3 +20,16 @@ def pythia14m_random(seed: int) -> GPTNeoXForCausalLM:
 def stimulus_tokenizer(stimuli: Stimuli):
     """A byte-level BPE (Pythia conventions) trained on the stimulus sentences."""
     return train_tokenizer(list(stimuli.sentences["sentence"]) * 5, vocab_size=1000)
+
+
+def engine_batches(tok: object, stimuli: Stimuli, batch_size: int) -> list[Encoded]:
+    """The batches :func:`lexprobe.extract.measure` runs: sentences sorted by length, trimmed to the longest."""
+    enc = encode(tok, stimuli.sentences, pad_id=tok.pad_token_id)
+    return [enc.rows(idx) for idx in torch.split(torch.argsort(enc.lengths, stable=True), batch_size)]
+
+
+def bare_forward(model: torch.nn.Module, batches: list[Encoded]) -> None:
+    """The base model with attentions on already encoded batches; nothing read out or reduced."""
+    with torch.inference_mode():
+        for rows in batches:
+            model.gpt_neox(input_ids=rows.input_ids, attention_mask=rows.attention_mask, output_attentions=True)

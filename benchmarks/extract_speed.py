@@ -27,25 +27,13 @@ import time
 
 import numpy as np
 import torch
+from common import bare_forward, engine_batches
 
 from lexprobe.align import encode
 from lexprobe.extract import ExtractConfig, measure
 from lexprobe.reference import measure_reference
 from lexprobe.shapes import PYTHIA_SHAPES, pythia_config, random_model, rawc_sized, word_tokenizer
 from lexprobe.stimuli import load_stimuli
-
-
-def engine_batches(tok: object, stimuli, batch_size: int) -> list:
-    """The batches :func:`lexprobe.extract.measure` runs: sentences sorted by length, trimmed to the longest."""
-    enc = encode(tok, stimuli.sentences, pad_id=tok.pad_token_id)
-    return [enc.rows(idx) for idx in torch.split(torch.argsort(enc.lengths, stable=True), batch_size)]
-
-
-def bare_forward(model: torch.nn.Module, batches: list) -> None:
-    """The base model with attentions on already encoded batches; nothing read out or reduced."""
-    with torch.inference_mode():
-        for rows in batches:
-            model.gpt_neox(input_ids=rows.input_ids, attention_mask=rows.attention_mask, output_attentions=True)
 
 
 def max_difference(fast: dict, ref: dict) -> float:

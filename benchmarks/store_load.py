@@ -7,7 +7,8 @@ Printed: files and bytes under ROOT (the stage cache ``_stages`` counted apart);
 * **the finished study** (what ``make run``, ``lexprobe report`` and every notebook do on a second run): a fresh
   process's ``Study()`` on ROOT (the organism; LEXPROBE_SMOKE=1: the smoke organism) reading all five stages'
   tables from the stage cache, every cache key checked against the units' sidecars (target: at most 5 s), run in
-  a subprocess so that no import or file is warm; and
+  a subprocess so that no import or file is warm, with the engine's libraries it imported (torch, nnsight,
+  transformers: none, when every stage and derived stimulus set comes from the cache); and
 * **every raw table**: per stimulus set and measurement the rows the stages were computed from (distances of every
   condition, heads and embeddings of the intact model; all checkpoints and seeds, through ``ResultsStore.load``,
   every file's sha256 checked) and the seconds it took. This is what recomputing every stage's statistics would
@@ -27,6 +28,7 @@ from lexprobe.store import ResultsStore
 
 READ = {"distances": None, "heads": "intact", "embeddings": "intact"}  # measurement: condition (None: all)
 FINISHED = """
+import sys
 import time
 t0 = time.perf_counter()
 from lexprobe import Study
@@ -35,7 +37,9 @@ study = Study(root={root!r}, progress=False)
 for stage in ("inflection", "heads", "perturbation", "causal", "seeds"):
     getattr(study, stage)
 t2 = time.perf_counter()
-print(f"{{t1 - t0:.2f}} {{t2 - t1:.2f}} " + " ".join(f"{{k}}={{v['cached']}}" for k, v in study.timings.items()))
+engine = ",".join(m for m in ("torch", "nnsight", "transformers") if m in sys.modules) or "none"
+parts = " ".join(f"{{k}}={{v['cached']}}" for k, v in study.timings.items())
+print(f"{{t1 - t0:.2f}} {{t2 - t1:.2f}} {{engine}} {{parts}}")
 """
 
 
@@ -45,9 +49,10 @@ def finished_study(root: Path) -> None:
     out = subprocess.run([sys.executable, "-c", FINISHED.format(root=str(root))], capture_output=True, text=True,
                          check=True).stdout.split()
     wall = time.perf_counter() - t0
-    cached = [kv for kv in out[2:] if not kv.startswith("suite=")]
+    cached = [kv for kv in out[3:] if not kv.startswith("suite=")]
     print(f"finished study, five stages from the stage cache in a fresh process: {wall:.2f} s in all "
-          f"(import {out[0]} s, stages {out[1]} s; {' '.join(cached)}) (target <= 5 s)", flush=True)
+          f"(import {out[0]} s, stages {out[1]} s; engine libraries imported: {out[2]}; {' '.join(cached)}) "
+          f"(target <= 5 s)", flush=True)
     if not all(kv.endswith("=True") for kv in cached):
         print("  (some stage was not in the stage cache and was computed: run the study once first)")
 

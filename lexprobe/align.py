@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
+from lexprobe.lazy import torch
 from lexprobe.stimuli import StimulusError, locate
 
 if TYPE_CHECKING:  # the data layer knows no suite: the tokenizer's type straight from transformers

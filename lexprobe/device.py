@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
+from lexprobe.lazy import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -12,7 +12,7 @@ def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of a ``--dtype`` name."""
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose from {sorted(DTYPES)}")
-    return DTYPES[name]
+    return getattr(torch, name)
 
 
 def resolve_device(name: str) -> str:

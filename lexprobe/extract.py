@@ -22,15 +22,14 @@ import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, TypeVar
 
-import nnsight
 import numpy as np
 import pandas as pd
-import torch
 
 from lexprobe.align import Encoded, encode
 from lexprobe.interventions import Batch, IntactLayers, Intervention
+from lexprobe.lazy import nnsight, torch
 from lexprobe.progress import tqdm
 from lexprobe.sites import Sites, sites_of
 from lexprobe.stimuli import Stimuli
@@ -40,7 +39,7 @@ if TYPE_CHECKING:  # the engine takes a loaded model and knows no suite: the typ
 
 MEASUREMENTS = ("distances", "heads", "embeddings")
 ENGINE_VERSION = 1
-Donor = dict[int, tuple[torch.Tensor, torch.Tensor | None]]
+Donor: TypeAlias = "dict[int, tuple[torch.Tensor, torch.Tensor | None]]"
 REUSE_BYTES = 1 << 30  # at most this much memory for the intact layers an intervention reuses (else recompute)
 R = TypeVar("R")
 
@@ -130,7 +129,7 @@ def intact_layers(sites: Sites, batch: Batch) -> IntactLayers:
     return IntactLayers(embed, list(outputs), list(attn))
 
 
-Remembered = weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[Any, Any]]]
+Remembered: TypeAlias = "weakref.WeakKeyDictionary[torch.nn.Module, tuple[bytes, dict[Any, Any]]]"
 _LAYERS: Remembered = weakref.WeakKeyDictionary()  # per live model: its intact layers, by batch
 _INTACT: Remembered = weakref.WeakKeyDictionary()  # per live model: its intact head outputs, by layer
 

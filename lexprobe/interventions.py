@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, SupportsInt, cast
 
 import numpy as np
-import torch
 
+from lexprobe.lazy import torch
 from lexprobe.sites import Sites
 
 if TYPE_CHECKING:

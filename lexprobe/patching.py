@@ -29,13 +29,12 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import nnsight
 import numpy as np
 import pandas as pd
-import torch
 
 from lexprobe.align import Encoded, encode
 from lexprobe.interventions import Head, Intervention, all_heads, heads_of
+from lexprobe.lazy import nnsight, torch
 from lexprobe.sites import Sites, sites_of
 from lexprobe.stimuli import Stimuli
 

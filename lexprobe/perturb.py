@@ -325,6 +325,15 @@ def _required(df: pd.DataFrame, columns: list[str], source: str) -> None:
         raise StimulusError(f"{source}: missing columns {missing}; expected {columns}")
 
 
+def data_fingerprint() -> str:
+    """Hash of the default phrase and frame files: with the stimuli, the tokenizer and this module's code, what
+    the standard sets are made from."""
+    h = hashlib.sha256()
+    for name in ("phrases.csv", "frames.csv"):
+        h.update(name.encode() + b"\0" + (data_dir() / "perturb" / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def load_phrases(path: str | Path | None = None) -> pd.DataFrame:
     """The separating phrases (``data/perturb/phrases.csv`` by default): columns ``phrase``, ``words`` (count),
     ``in_organism_corpus`` (a separator the organism saw in training), ``standard`` (used by :func:`standard_set`)."""

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
-import nnsight
-import torch
+from lexprobe.lazy import nnsight, torch
 
 if TYPE_CHECKING:
     from nnsight import Envoy  # a wrapped module (nnsight ships no types: Any to mypy)

@@ -163,14 +163,17 @@ def key_of(**fields: Any) -> str:
 def units_fingerprint(store: ResultsStore, measurement: str, suite: str, stimuli: str, conditions: list[str],
                       models: list[str], seeds: list[int], steps: list[int]) -> str | None:
     """Fingerprint of the stored units a stage reads (each sidecar's fingerprint and content hash), or None when
-    one of them is not stored yet."""
+    one of them is not stored yet. Each checkpoint folder's manifest is looked up once for all conditions."""
+    folders = {(model, seed, step): store.manifest(store.dir(Unit(suite, stimuli, "", model, int(seed), int(step))))
+               ["conditions"] for model in models for seed in seeds for step in steps}
     h = hashlib.sha256()
     for cond in conditions:
         for model in models:
             for seed in seeds:
                 for step in steps:
-                    side = store.sidecar(Unit(suite, stimuli, cond, model, int(seed), int(step)), measurement)
-                    if side is None:
+                    rec = folders[model, seed, step].get(cond)
+                    if rec is None or measurement not in rec["tables"]:
                         return None
-                    h.update(f"{cond}/{model}/{seed}/{step}:{side['fingerprint']}:{side['sha256']};".encode())
+                    fp, sha = rec["meta"]["fingerprint"], rec["tables"][measurement]["sha256"]
+                    h.update(f"{cond}/{model}/{seed}/{step}:{fp}:{sha};".encode())
     return h.hexdigest()[:16]

@@ -40,6 +40,14 @@ class StimulusError(ValueError):
 
 
 @dataclass(frozen=True)
+class StimulusSets:
+    """Stimulus sets derived from one set (perturbed sets, a counterfactual), by key: what a study keeps in its
+    stage cache, since making them checks every sentence against a tokenizer."""
+
+    sets: dict[str, Stimuli]
+
+
+@dataclass(frozen=True)
 class Stimuli:
     """A validated stimulus set: pair table, sentence table, name and content hash."""
 

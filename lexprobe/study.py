@@ -28,6 +28,7 @@ from lexprobe.files import fingerprint
 from lexprobe.interventions import Intervention
 from lexprobe.live import Live
 from lexprobe.paths import results_dir, smoke
+from lexprobe.perturb import data_fingerprint
 from lexprobe.specs import resolve
 from lexprobe.stagecache import StageCache, key_of, units_fingerprint
 from lexprobe.stages.stage1_inflection import Stage1, inflection_stage
@@ -49,9 +50,9 @@ from lexprobe.stages.stage4_causal import (
 )
 from lexprobe.stages.stage4_patching import counterfactual_of
 from lexprobe.stages.stage5_seeds import Stage5, seed_stage
-from lexprobe.stimuli import Stimuli, load_stimuli
+from lexprobe.stimuli import Stimuli, StimulusSets, load_stimuli
 from lexprobe.store import ResultsStore
-from lexprobe.suites import Suite, log_subset, parse_steps
+from lexprobe.suites import Suite, log_subset, parse_steps, tokenizer_identity
 from lexprobe.sweep import condition_of
 
 S = TypeVar("S")
@@ -202,6 +203,19 @@ class Study:
         return units_fingerprint(self.store, measurement, suite.name, stimuli, conditions,
                                  models or list(suite.models), seeds or [int(s) for s in suite.seeds], list(steps))
 
+    def _derived(self, name: str, step: int, make: Callable[[], dict[str, Stimuli]]) -> dict[str, Stimuli]:
+        """Stimulus sets derived with the tokenizer of stage 1's checkpoint at ``step`` (stage 3's perturbed sets,
+        stage 4's counterfactual), from the stage cache while the stimuli, that tokenizer's files (hashed on
+        disk, not loaded) and the perturbation data are the ones they were made from."""
+        s1, _ = self._inflection
+        tokenizer = tokenizer_identity(s1.tokenizer_at(step))
+
+        def key() -> dict[str, Any] | None:
+            return None if tokenizer is None else {"stimuli": self.stimulus_set.hash, "tokenizer": tokenizer,
+                                                   "data": data_fingerprint()}
+
+        return self._stage(name, StimulusSets, key, {}, lambda: StimulusSets(make()))[0].sets
+
     @cached_property
     def _inflection(self) -> tuple[Stage1, str | None]:
         condition = condition_of(self.intervention)
@@ -246,7 +260,8 @@ class Study:
         s2, k2 = self._heads
         n_steps = self.perturb_steps
         assert n_steps is not None  # __post_init__ filled the default in
-        sets, steps = perturbed_sets(s1, n_steps), perturbation_steps(s1, n_steps)
+        steps = perturbation_steps(s1, n_steps)
+        sets = self._derived("stage3-sets", steps[-1], lambda: perturbed_sets(s1, n_steps))
 
         def key() -> dict[str, Any] | None:
             units = [self._units(m, ps.name, ["intact"], steps) for ps in measurable(sets, s1.stimuli).values()
@@ -273,7 +288,8 @@ class Study:
         redundancy_steps = self.redundancy_steps
         assert n_random is not None and n_random_dev is not None and map_steps is not None  # filled by __post_init__
         assert redundancy_steps is not None  # as above
-        cf = self.counterfactual if self.counterfactual is not None else counterfactual_of(s1)
+        cf = self.counterfactual if self.counterfactual is not None else self._derived(
+            "stage4-counterfactual", s1.steps[-1], lambda: {"neutral": counterfactual_of(s1)})["neutral"]
         plan = design_for(s2, n_random, n_random_dev, self.methods, self.layer_matched, self.seed,
                           copy_source(s1.suite.steps), cf)
 

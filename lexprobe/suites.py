@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
-from lexprobe.hubcache import read_ref, refs_folder
+from lexprobe.hubcache import read_ref, refs_folder, snapshots_folder
 from lexprobe.shapes import PYTHIA_SHAPES
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
     from transformers import PreTrainedTokenizerBase as Tokenizer  # every checkpoint's tokenizer
 
@@ -226,6 +226,8 @@ class Loaded:
 
 def weights_hash(model: torch.nn.Module) -> str:
     """Cheap fingerprint of the weights (first 4096 values of every tensor) to spot identical checkpoints."""
+    import torch  # here, not at the top: naming and finding checkpoints needs no torch
+
     h = hashlib.sha1()
     for name, p in model.state_dict().items():
         h.update(name.encode())
@@ -233,13 +235,15 @@ def weights_hash(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-ROW_SUM_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
-"""How far an attention row may sum from 1 per weight dtype: the softmax runs in float32 and is rounded to the
+ROW_SUM_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
+"""How far an attention row may sum from 1 per weight dtype (by name): the softmax runs in float32 and is rounded to the
 weight dtype (bfloat16 keeps 8 mantissa bits: each probability is off by up to 2**-9 of itself)."""
 
 
 def validate_model(model: PreTrainedModel, where: str) -> None:
     """Fail loudly unless the model returns per-layer attention whose rows sum to 1 and that is causal."""
+    import torch
+
     cfg = model.config
     weight = next(model.parameters())
     if cfg.model_type != "gpt_neox":
@@ -254,7 +258,7 @@ def validate_model(model: PreTrainedModel, where: str) -> None:
     for i, a in enumerate(atts):
         if not torch.isfinite(a).all():
             raise CheckpointUnavailable(f"{where}: non-finite attention in layer {i} (corrupt weights?)")
-        if (a.float().sum(-1) - 1).abs().max() > ROW_SUM_TOLERANCE[weight.dtype]:
+        if (a.float().sum(-1) - 1).abs().max() > ROW_SUM_TOLERANCE[dtype_name(weight.dtype)]:
             raise CheckpointUnavailable(f"{where}: attention rows of layer {i} do not sum to 1")
         if torch.triu(a[0], diagonal=1).abs().max() > 1e-6:
             raise CheckpointUnavailable(f"{where}: attention of layer {i} is not causal")
@@ -293,6 +297,28 @@ def load_tokenizer(ck: Checkpoint) -> Tokenizer:
         raise CheckpointUnavailable(f"{ck.label}: could not load its tokenizer ({type(err).__name__}: {err})") from err
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
+
+
+def tokenizer_identity(ck: Checkpoint) -> str | None:
+    """Hash of the checkpoint's tokenizer files as they lie on this machine (its folder, or its hub snapshot), read
+    without loading the tokenizer; None when none is on disk (a hub revision not downloaded yet)."""
+    if ck.path is not None:
+        folder = Path(ck.path)
+    else:
+        commit = cached_commit(ck)
+        if commit is None or ck.repo is None:
+            return None
+        folder = snapshots_folder(ck.cache_dir, ck.repo) / commit
+    files = [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cached_commit(ck: Checkpoint) -> str | None:
     """The commit a hub revision points to in the local cache's ``refs/`` (where a download puts it), read
     without loading the model; None if unknown."""
@@ -311,10 +337,18 @@ def _folder_commit(path: Path) -> str:
     return "local-" + h.hexdigest()[:16]
 
 
-def load_checkpoint(ck: Checkpoint, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Loaded:
-    """Load and validate one checkpoint (eager attention, eval mode) in ``dtype`` on ``device``."""
-    if dtype not in ROW_SUM_TOLERANCE:
-        raise ValueError(f"unsupported dtype {dtype}; use one of {sorted(map(str, ROW_SUM_TOLERANCE))}")
+def dtype_name(dtype: torch.dtype) -> str:
+    """``float32`` for ``torch.float32``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def load_checkpoint(ck: Checkpoint, dtype: torch.dtype | None = None, device: str = "cpu") -> Loaded:
+    """Load and validate one checkpoint (eager attention, eval mode) in ``dtype`` (default float32) on ``device``."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    if dtype_name(dtype) not in ROW_SUM_TOLERANCE:
+        raise ValueError(f"unsupported dtype {dtype}; use one of {sorted(ROW_SUM_TOLERANCE)}")
     model, tok, commit = _load(ck, dtype)
     # transformers types PreTrainedModel.to as a functools.wraps wrapper, which mypy does not bind to the instance
     model = model.to(device)  # type: ignore[arg-type]

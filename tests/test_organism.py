@@ -20,8 +20,9 @@ from scipy.stats import chi2_contingency
 import lexprobe.organism.train as train_mod
 from lexprobe.hubcache import refs_folder
 from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
+from lexprobe.organism.profiles import PROFILES, Profile, schedule
 from lexprobe.organism.suite import ensure_trained, organism_suite, suite_dir
-from lexprobe.organism.train import PROFILES, Profile, model_config, schedule
+from lexprobe.organism.train import model_config
 from lexprobe.specs import resolve
 from lexprobe.study import Study
 from lexprobe.suites import load_checkpoint
@@ -180,7 +181,7 @@ def test_tampered_resume_state_is_refused_not_run(home, tmp_path):
 
 
 def test_cli_suite_spec_for_organism(home, monkeypatch):
-    monkeypatch.setitem(train_mod.PROFILES, "micro", MICRO)
+    monkeypatch.setitem(PROFILES, "micro", MICRO)
     assert resolve("organism-micro").name == "organism-micro"
     with pytest.raises(ValueError, match="unknown organism profile 'nope'"):
         resolve("organism-nope")
@@ -196,7 +197,7 @@ def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
     """End to end through the CLI. The micro organism is too small to develop (its onset answers are NO), so the
     test checks that the report's answers are the ones the stage tables give, not that they are yes; the default
     organism's outcomes are checked by ``python benchmarks/organism_check.py``."""
-    monkeypatch.setitem(train_mod.PROFILES, "micro", MICRO)
+    monkeypatch.setitem(PROFILES, "micro", MICRO)
     from lexprobe.cli import main
 
     assert main(["run", "--profile", "micro", "--no-report"]) == 0  # the report: tests/test_supplement.py
@@ -216,7 +217,7 @@ def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
 
 
 def test_run_on_three_checkpoints_reports_stage_1_and_skips_stage_2(home, monkeypatch, capsys):
-    monkeypatch.setitem(train_mod.PROFILES, "micro", MICRO)
+    monkeypatch.setitem(PROFILES, "micro", MICRO)
     from lexprobe.cli import main
 
     assert main(["run", "--profile", "micro", "--steps", "0,4,8"]) == 0

@@ -14,9 +14,10 @@ from conftest import tiny_model
 from lexprobe.analysis.planted import construct_check, first_significant, validity
 from lexprobe.bpe import train_tokenizer
 from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
-from lexprobe.organism.planted import Plant, closed_heads, planted_forward
+from lexprobe.organism.planted import closed_heads, planted_forward
+from lexprobe.organism.profiles import PROFILES, Plant, Profile
 from lexprobe.organism.suite import ensure_trained, suite_dir
-from lexprobe.organism.train import PROFILES, Profile, packed
+from lexprobe.organism.train import batch, packed
 from lexprobe.suites import load_checkpoint
 
 OPEN = ((0, 1), (2, 3))  # designated heads of the tiny model (3 layers x 4 heads)
@@ -83,6 +84,7 @@ def test_packed_edges_run_from_each_nouns_tokens_to_its_own_cues_tokens():
     ids, cut = packed(tok, corpus, noun_only, seed=0, step=3)
     ids_all, cut_all = packed(tok, corpus, MICRO, seed=0, step=3)
     assert torch.equal(ids, ids_all) and torch.equal(ids, packed(tok, corpus, MICRO_PLAIN, 0, 3)[0])
+    assert torch.equal(ids, batch(tok, corpus, MICRO, 0, 3))  # the token block alone, its edges not built
     nouns = {n.word for n in lexicon.nouns}
     cues = {c for n in lexicon.nouns for s in n.senses for c in s.cues}
     assert cut.any()

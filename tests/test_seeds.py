@@ -75,6 +75,10 @@ def onset_table(x: list[float], se: list[float]) -> pd.DataFrame:
                          "onset_boot_high_step": step(x + seeds.Z95 * se)})
 
 
+def test_written_out_z95_is_scipys_normal_quantile():
+    assert seeds.Z95 == float(stats.norm.ppf(0.975))
+
+
 def test_seed_spread_and_heterogeneity_by_hand():
     per, spread = seeds.inflection_agreement(onset_table([1.0, 3.0], [0.5, 0.5]))
     assert per["log10_onset"].tolist() == pytest.approx([1.0, 3.0])

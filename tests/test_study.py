@@ -4,6 +4,10 @@ by exactly what they depend on; the CLI's flags mean one thing everywhere."""
 from __future__ import annotations
 
 import argparse
+import json
+import pickle
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -14,7 +18,9 @@ import lexprobe.stages.stage2_heads as stage2_mod
 from lexprobe import Study
 from lexprobe.cli import build_parser, main, timing_line
 from lexprobe.hubcache import add_revision
+from lexprobe.stages.stage3_perturbation import perturbation_steps, perturbed_sets
 from lexprobe.stages.stage4_causal import causal_stage
+from lexprobe.stages.stage4_patching import counterfactual_of
 from lexprobe.stimuli import StimulusError
 from lexprobe.store import ResultsStore, Unit
 from lexprobe.suites import hub_cache
@@ -58,7 +64,7 @@ def test_a_study_in_another_root_never_touches_the_default_store(suite, small, h
     s4 = causal_stage(s1, s2, n_random=2, n_random_dev=1, methods=("zero",), map_steps=2, n_boot=10, progress=False)
     assert not (home / "results").exists() and set(s4.best["condition"]) > {"intact"}
     stored = {p.name for p in (tmp_path / "elsewhere" / "_stages" / "study-tiny" / "small6").iterdir()}
-    assert stored == {"stage1", "stage2", "stage3", "stage4", "stage5"}
+    assert stored == {"stage1", "stage2", "stage3", "stage3-sets", "stage4", "stage4-counterfactual", "stage5"}
 
 
 def test_best_layer_rule_and_embedding_exclusion_reach_every_stage(suite, small, tmp_path, monkeypatch):
@@ -121,8 +127,8 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
         assert again.inflection.suite is suite and again.inflection.root == root
     # each part's wall time is recorded once, as computed the first time and read from the cache the second
     assert [(k, t["cached"]) for k, t in first.timings.items()] == [
-        ("suite", None), ("stage1", False), ("stage2", False), ("stage4", False)]
-    assert [t["cached"] for k, t in again.timings.items() if k != "suite"] == [True, True, True]
+        ("suite", None), ("stage1", False), ("stage2", False), ("stage4-counterfactual", False), ("stage4", False)]
+    assert [t["cached"] for k, t in again.timings.items() if k != "suite"] == [True, True, True, True]
     assert all(t["seconds"] >= 0 for t in first.timings.values())
     assert timing_line({"stage1": {"seconds": 2.04, "cached": True}, "report": {"seconds": 1.0, "cached": None}}) \
         == "time per part: stage1 2.0 s (cached), report 1.0 s; total 3.0 s"
@@ -145,6 +151,50 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
     assert not redone.inflection.pairs["distance"].equals(computed["s1"].pairs["distance"])
     assert calls == [1]
     assert redone._heads[1] != first._heads[1]  # stage 2's key follows stage 1's
+
+
+OPEN_FINISHED = """
+import json, pickle, sys
+from lexprobe import Study
+suite, stimuli, root, kw = pickle.load(open(sys.argv[1], "rb"))
+study = Study(suite, stimuli, root=root, **kw)
+for stage in ("inflection", "heads", "perturbation", "causal", "seeds"):
+    getattr(study, stage)
+print(json.dumps({"cached": {k: t["cached"] for k, t in study.timings.items() if k != "suite"},
+                  "imported": [m for m in ("torch", "nnsight", "transformers") if m in sys.modules]}))
+"""
+
+
+def test_a_finished_study_opens_in_a_new_process_without_the_engine(suite, small, tmp_path):
+    """A fresh process opening a finished study reads all five stages and the sets derived with the tokenizer from
+    the stage cache, and never imports torch, nnsight or transformers; the derived sets read back equal freshly
+    made ones, table for table."""
+    root = str(tmp_path / "res")
+    study = Study(suite, small, root=root, **SMALL)
+    for stage in ("inflection", "heads", "perturbation", "causal", "seeds"):
+        getattr(study, stage)
+    args = tmp_path / "args.pkl"
+    args.write_bytes(pickle.dumps((suite, small, root, SMALL)))
+    out = subprocess.run([sys.executable, "-c", OPEN_FINISHED, str(args)], capture_output=True, text=True,
+                         check=True).stdout
+    got = json.loads(out.splitlines()[-1])
+    assert got["imported"] == []
+    assert got["cached"] == dict.fromkeys(["stage1", "stage2", "stage3-sets", "stage3", "stage4-counterfactual",
+                                           "stage4", "stage5"], True)
+
+    def fail() -> dict:
+        raise AssertionError("derived sets were made again instead of read from the stage cache")
+
+    s1 = study.inflection
+    again = Study(suite, small, root=root, **SMALL)
+    read = {**again._derived("stage3-sets", perturbation_steps(s1, 2)[-1], fail),
+            **again._derived("stage4-counterfactual", s1.steps[-1], fail)}
+    made = {**perturbed_sets(s1, 2), "neutral": counterfactual_of(s1)}
+    assert sorted(read) == sorted(made) and len(made) >= 3
+    for k, ps in made.items():
+        assert (read[k].name, read[k].hash) == (ps.name, ps.hash)
+        pd.testing.assert_frame_equal(read[k].pairs, ps.pairs)
+        pd.testing.assert_frame_equal(read[k].sentences, ps.sentences)
 
 
 def test_smoke_defaults_are_resolved_when_the_study_is_made(monkeypatch):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lexprobe.analysis.heads import ALPHA
 from lexprobe.analysis.primitives import (
@@ -34,6 +33,7 @@ from lexprobe.analysis.primitives import (
     weighted_r,
     word_weights,
 )
+from lexprobe.lazy import stats
 
 KEYS = ["model", "seed", "step"]
 RANK_RESOLVES = ALPHA / 5  # a rank test is used only where its floor 1/(n + 1) is at most this

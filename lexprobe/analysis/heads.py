@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lexprobe.analysis.primitives import bh_within, empirical_p
+from lexprobe.lazy import stats
 
 ALPHA = 0.05
 

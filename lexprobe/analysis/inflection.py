@@ -51,10 +51,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
 from lexprobe.analysis.performance import CHECKPOINT_KEYS, DEGENERATE, SCORE_OF, target_of
 from lexprobe.analysis.primitives import weighted_auc, weighted_r, word_weights
+from lexprobe.lazy import optimize, stats
 
 LEVEL = 0.95
 RISE_FRACTION = 0.1  # the rise runs from 10% to 90% of the increase

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
+from lexprobe.lazy import stats
 from lexprobe.stimuli import Stimuli
 
 CHECKPOINT_KEYS = ["model", "seed", "step"]
@@ -31,7 +31,7 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
     n1, n0 = pos.sum(), (~pos).sum()
     if n1 == 0 or n0 == 0:
         return float("nan")
-    ranks = rankdata(scores)
+    ranks = stats.rankdata(scores)
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.multitest import multipletests
 
 from lexprobe.analysis.performance import DEGENERATE
+from lexprobe.lazy import multitest
 
 TIE = 1e-12  # a null draw this close below the observed value counts as reaching it (rounding noise)
 
@@ -83,7 +83,7 @@ def bh(p: np.ndarray) -> np.ndarray:
     q = np.full_like(p, np.nan)
     ok = np.isfinite(p)
     if ok.any():
-        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
+        q[ok] = multitest.multipletests(p[ok], method="fdr_bh")[1]
     return q
 
 

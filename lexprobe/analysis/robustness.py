@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lexprobe.analysis.heads import ALPHA
 from lexprobe.analysis.primitives import bh_within
+from lexprobe.lazy import stats
 
 KEYS = ["model", "seed", "step", "layer", "head"]
 

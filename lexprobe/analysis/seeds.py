@@ -30,15 +30,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from lexprobe.analysis.heads import ALPHA
 from lexprobe.analysis.primitives import at_last_checkpoint, empirical_p
+from lexprobe.lazy import stats
 
 if TYPE_CHECKING:
     from statsmodels.regression.mixed_linear_model import MixedLMResultsWrapper  # no stubs: Any to mypy
 
-Z95 = float(stats.norm.ppf(0.975))
+Z95 = 1.959963984540054  # scipy.stats.norm.ppf(0.975) (tested), written out: importing this module needs no scipy
 INTERVALS = {"boot": ("onset_boot_low_step", "onset_boot_high_step"), "profile": ("onset_low_step", "onset_high_step")}
 
 

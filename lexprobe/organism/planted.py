@@ -23,45 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 from transformers.models.gpt_neox.modeling_gpt_neox import eager_attention_forward
 
-Head = tuple[int, int]
+from lexprobe.organism.profiles import Head
+
 ATTENTION = "lexprobe_planted"
-
-
-@dataclass(frozen=True)
-class Plant:
-    """Which heads may read the cue: ``n_heads`` heads in distinct layers, drawn by ``(salt, seed)``; ``readers``:
-    whose edges to the cue are cut in the other heads (the noun's tokens, or every later token of the sentence)."""
-
-    n_heads: int = 2
-    salt: int = 17
-    readers: Literal["noun", "sentence"] = "sentence"
-    leak_penalty: float = 10.0  # weight of the closed heads' unmasked attention mass on the cue in the loss
-
-    def __post_init__(self) -> None:
-        if self.readers not in ("noun", "sentence"):
-            raise ValueError(f"plant readers {self.readers!r}: choose noun or sentence")
-        if not self.leak_penalty >= 0:
-            raise ValueError(f"plant leak_penalty {self.leak_penalty!r}: use a weight of at least 0")
-
-    def heads(self, seed: int, n_layers: int, n_heads: int) -> tuple[Head, ...]:
-        """The designated (layer, head) pairs of one training seed."""
-        if not 1 <= self.n_heads <= n_layers:
-            raise ValueError(f"a plant of {self.n_heads} heads in distinct layers needs 1..{n_layers} of them")
-        rng = np.random.default_rng([self.salt, seed])
-        layers = rng.choice(n_layers, self.n_heads, replace=False)
-        return tuple(sorted((int(layer), int(rng.integers(n_heads))) for layer in layers))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def closed_heads(open_heads: tuple[Head, ...], n_layers: int, n_heads: int) -> torch.Tensor:

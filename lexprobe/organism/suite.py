@@ -12,12 +12,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedTokenizerFast
-
 from lexprobe.files import atomic_write
 from lexprobe.hubcache import has_revision
 from lexprobe.organism.corpus import Corpus, load_lexicon
-from lexprobe.organism.train import MODEL, ORG, PROFILES, Profile, build_tokenizer, train_seed
+from lexprobe.organism.profiles import MODEL, ORG, PROFILES, Profile
 from lexprobe.paths import home, smoke
 from lexprobe.progress import tqdm
 from lexprobe.suites import Suite, hub_cache
@@ -63,9 +61,11 @@ def _seed_done(root: Path, profile: Profile, seed: int) -> bool:
     return _written(root, profile, seed) == len(profile.checkpoints)
 
 
-def _train_here(p: Profile, seeds: list[int], corpus: Corpus, tok: PreTrainedTokenizerFast, root: Path,
-                progress: bool) -> Iterator[tuple[int, dict]]:
+def _train_here(p: Profile, seeds: list[int], corpus: Corpus, root: Path, progress: bool) -> Iterator[tuple[int, dict]]:
     """Train seeds one after the other in this process, yielding each seed's timing record."""
+    from lexprobe.organism.train import build_tokenizer, train_seed  # torch and transformers only when training
+
+    tok = build_tokenizer(p, corpus)
     for seed in tqdm(seeds, desc=f"organism {p.name}: seeds", disable=not progress):
         started = time.time()
         train_seed(p, seed, corpus, tok, root / "hub", root, progress)
@@ -134,7 +134,7 @@ def ensure_trained(profile: str | Profile | None = None, progress: bool = True, 
         timings = json.loads((root / "timings.json").read_text()) if (root / "timings.json").is_file() else {}
         n = min(len(todo), workers or SEEDS_PER_CORE * len(os.sched_getaffinity(0)))
         finished = (_train_parallel(p, todo, root, n, progress) if n > 1
-                    else _train_here(p, todo, corpus, build_tokenizer(p, corpus), root, progress))
+                    else _train_here(p, todo, corpus, root, progress))
         for seed, record in finished:
             timings[str(seed)] = record
             atomic_write(root / "timings.json", json.dumps(timings, indent=1).encode())

@@ -13,7 +13,6 @@ import os
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,96 +21,12 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
 from lexprobe.bpe import train_tokenizer
-from lexprobe.files import fingerprint
 from lexprobe.hubcache import add_revision, has_revision
-from lexprobe.organism.corpus import Corpus, CorpusConfig, Lexicon, Sample, Span
-from lexprobe.organism.planted import Plant, closed_heads, mean_leak, planted_forward
+from lexprobe.organism.corpus import Corpus, Sample, Span
+from lexprobe.organism.planted import closed_heads, mean_leak, planted_forward
+from lexprobe.organism.profiles import Profile
 from lexprobe.progress import tqdm
 from lexprobe.shapes import neox_config
-
-ORG = "lexprobe-organism"
-MODEL = "pythia-14m-organism"
-TRAINER_VERSION = 1
-
-
-def schedule(total: int, every: int) -> tuple[int, ...]:
-    """Pythia-like checkpoint steps: 0, 1, 2, 4, ... (powers of two, with 1.5x midpoints from 8 on) below
-    ``every``, then every ``every`` steps to ``total``."""
-    steps = {0, total}
-    k = 1
-    while k < every:
-        steps.add(k)
-        if k >= 8:
-            steps.add(k * 3 // 2)
-        k *= 2
-    steps.update(range(every, total + 1, every))
-    return tuple(sorted(s for s in steps if s <= total))
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Everything that determines an organism suite."""
-
-    name: str
-    seeds: tuple[int, ...]
-    total_steps: int
-    onset: int
-    checkpoint_every: int
-    batch_size: int = 32
-    seq_len: int = 48
-    lr: float = 2e-3
-    warmup: int = 30
-    decay_end: int | None = None
-    weight_decay: float = 0.01
-    vocab_size: int = 2048
-    tokenizer_sentences: int = 20000
-    hidden_size: int = 128
-    layers: int = 6
-    heads: int = 4
-    corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(onset=0))
-    plant: Plant | None = None  # a planted circuit (:mod:`lexprobe.organism.planted`); None: the default training
-
-    @property
-    def checkpoints(self) -> tuple[int, ...]:
-        return schedule(self.total_steps, self.checkpoint_every)
-
-    def repo(self, seed: int) -> str:
-        return f"{ORG}/{MODEL}{f'-seed{seed}' if seed else ''}"
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Profile:
-        """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
-        corpus = d["corpus"] | {"separators": tuple(d["corpus"]["separators"])}
-        plant = Plant(**d["plant"]) if d.get("plant") else None
-        return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus), "plant": plant})
-
-    def planted_heads(self, seed: int) -> tuple[tuple[int, int], ...]:
-        """The seed's designated heads (none without a plant)."""
-        return self.plant.heads(seed, self.layers, self.heads) if self.plant else ()
-
-    def fingerprint(self, lexicon: Lexicon) -> str:
-        """Hash of the profile (seeds excluded: adding seeds keeps finished ones) and the lexicon."""
-        d = asdict(self)
-        d.pop("seeds")
-        d.pop("name")
-        if d["plant"] is None:
-            d.pop("plant")  # profiles without a plant keep the fingerprints they had before plants existed
-        return fingerprint({"profile": d, "lexicon": lexicon.hash, "trainer": TRAINER_VERSION})
-
-
-def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: Any) -> Profile:
-    corpus = CorpusConfig(onset=onset, p_filler=0.05,
-                          placements={"adjacent": 0.7, "separated": 0.1, "clause": 0.1, "bare": 0.1})
-    return Profile(name, tuple(range(seeds)), total, onset, every, corpus=corpus, **kw)
-
-
-SMOKE = {"batch_size": 16, "seq_len": 32, "vocab_size": 1024, "tokenizer_sentences": 4000, "warmup": 4}
-PROFILES = {
-    "default": _profile("default", seeds=5, total=512, onset=128, every=32),
-    "smoke": _profile("smoke", seeds=2, total=48, onset=16, every=16, **SMOKE),
-    "planted": _profile("planted", seeds=5, total=512, onset=128, every=32, plant=Plant()),
-    "planted-smoke": _profile("planted-smoke", seeds=2, total=48, onset=16, every=16, plant=Plant(), **SMOKE),
-}
 
 
 def model_config(p: Profile, vocab: int) -> GPTNeoXConfig:
@@ -142,16 +57,16 @@ def _readers(offsets: list[tuple[int, int]], s: Sample, readers: str) -> list[in
     return _tokens_in(offsets, None if s.cue_span is None else (s.cue_span[1], len(s.text)))
 
 
-def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int,
-           step: int) -> tuple[torch.Tensor, torch.Tensor]:
+def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, step: int,
+           edges: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The (batch, seq_len) token block for one step (sentences packed back to back, EOS between documents) and
     its (batch, seq_len, seq_len) planted edges: True at (query, key) when the key is a token of a sentence's cue and
     the query a token of that sentence's ambiguous noun (or, with the plant's ``readers="sentence"``, any token of
-    the sentence after the cue)."""
+    the sentence after the cue); None for the edges when not ``edges`` (the same token block, made faster)."""
     readers = p.plant.readers if p.plant else "noun"
     rng = np.random.default_rng([seed, step])
     rows = []
-    cut = torch.zeros(p.batch_size, p.seq_len, p.seq_len, dtype=torch.bool)
+    cut = torch.zeros(p.batch_size, p.seq_len, p.seq_len, dtype=torch.bool) if edges else None
     for r in range(p.batch_size):
         ids: list[int] = []
         while len(ids) < p.seq_len:
@@ -162,6 +77,8 @@ def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int,
                     ids.append(tok.eos_token_id)
                 start = len(ids)
                 ids.extend(t)
+                if cut is None:
+                    continue
                 for q in _readers(offsets, s, readers):
                     for k in _tokens_in(offsets, s.cue_span):
                         if start + q < p.seq_len:
@@ -172,7 +89,7 @@ def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int,
 
 def batch(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, step: int) -> torch.Tensor:
     """The (batch, seq_len) token block for one step (:func:`packed` without its edges)."""
-    return packed(tok, corpus, p, seed, step)[0]
+    return packed(tok, corpus, p, seed, step, edges=False)[0]
 
 
 def lr_at(p: Profile, step: int) -> float:
@@ -233,11 +150,11 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
     model.train()
     for step in tqdm(range(start, p.total_steps), desc=f"seed {seed}", initial=start, total=p.total_steps,
                      disable=not progress, leave=False):
-        x, cut = packed(tok, corpus, p, seed, step)
+        x, cut = packed(tok, corpus, p, seed, step, edges=closed is not None)
         for g in opt.param_groups:
             g["lr"] = lr_at(p, step)
         leak: list[tuple[torch.Tensor, int]] = []
-        if closed is None or p.plant is None:
+        if closed is None or cut is None or p.plant is None:
             loss = model(input_ids=x, labels=x).loss
         else:
             loss = planted_forward(model, x, cut, closed, leak=leak if p.plant.leak_penalty else None,

@@ -14,7 +14,8 @@ from pathlib import Path
 from transformers.utils import logging as hf_logging
 
 from lexprobe.organism.corpus import Corpus, load_lexicon
-from lexprobe.organism.train import Profile, build_tokenizer, train_seed
+from lexprobe.organism.profiles import Profile
+from lexprobe.organism.train import build_tokenizer, train_seed
 
 
 def main(argv: list[str]) -> None:

@@ -16,7 +16,7 @@ from lexprobe.paths import results_dir
 from lexprobe.pool import parallel_map
 from lexprobe.stimuli import Stimuli
 from lexprobe.store import ResultsStore
-from lexprobe.suites import Suite
+from lexprobe.suites import Checkpoint, Suite
 from lexprobe.sweep import condition_of, extract
 
 
@@ -64,6 +64,11 @@ class Stage1:
     @property
     def store(self) -> ResultsStore:
         return ResultsStore(self.root)
+
+    def tokenizer_at(self, step: int) -> Checkpoint:
+        """The checkpoint whose tokenizer checks the sets derived from the stimuli (perturbed, counterfactual): the
+        suite's first model and seed at ``step``."""
+        return self.suite.checkpoint(self.suite.models[0], self.suite.seeds[0], step)
 
     def scorer(self) -> Stage1:
         """This stage without its tables (the first performance row kept for :attr:`target`): what

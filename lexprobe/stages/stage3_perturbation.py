@@ -8,7 +8,6 @@ its own stimuli name (cached like any extraction); :mod:`lexprobe.analysis.robus
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -21,9 +20,6 @@ from lexprobe.stages.stage2_heads import Stage2
 from lexprobe.stimuli import Stimuli
 from lexprobe.suites import load_tokenizer, log_subset
 from lexprobe.sweep import extract
-
-if TYPE_CHECKING:
-    from lexprobe.suites import Tokenizer
 
 
 @dataclass
@@ -43,15 +39,11 @@ def perturbation_steps(stage1: Stage1, n_steps: int = 0) -> tuple[int, ...]:
     return log_subset(stage1.steps, n_steps) if n_steps else stage1.steps
 
 
-def _tokenizer(stage1: Stage1, step: int) -> Tokenizer:
-    suite = stage1.suite
-    return load_tokenizer(suite.checkpoint(suite.models[0], suite.seeds[0], step))
-
-
 def perturbed_sets(stage1: Stage1, n_steps: int = 0) -> dict[str, Stimuli]:
     """The standard perturbed sets of stage 1's stimuli (:func:`lexprobe.perturb.standard_set`), checked against
-    the suite's tokenizer."""
-    return standard_set(stage1.stimuli, tokenizer=_tokenizer(stage1, perturbation_steps(stage1, n_steps)[-1]))
+    the tokenizer of :func:`perturbation_steps`' last checkpoint."""
+    return standard_set(stage1.stimuli, tokenizer=load_tokenizer(stage1.tokenizer_at(perturbation_steps(stage1,
+                                                                                                         n_steps)[-1])))
 
 
 MIN_PAIRS, MIN_SHARE = 10, 0.1  # a perturbed set with fewer pairs (or share of the intact set's) is not scored
@@ -70,7 +62,7 @@ def perturbation_stage(stage1: Stage1, stage2: Stage2, sets: dict[str, Stimuli] 
     results store and compare it with the intact set, best layers chosen by stage 1's rule."""
     suite, stim = stage1.suite, stage1.stimuli
     steps = perturbation_steps(stage1, n_steps)
-    tok = _tokenizer(stage1, steps[-1])
+    tok = load_tokenizer(stage1.tokenizer_at(steps[-1]))
     sets = sets if sets is not None else standard_set(stim, tokenizer=tok)
     store, root = stage1.store, stage1.root
     cfg = replace(stage1.config, save_embeddings=False)

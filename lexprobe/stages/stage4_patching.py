@@ -36,9 +36,7 @@ RECOVER = 0.8  # the share of the clean R^2 a greedy set must recover
 def counterfactual_of(stage1: Stage1) -> Stimuli:
     """The default counterfactual set: every cue replaced by a sense-neutral modifier in its place
     (:func:`lexprobe.perturb.neutral`), checked against the suite's tokenizer."""
-    suite = stage1.suite
-    tok = load_tokenizer(suite.checkpoint(suite.models[0], suite.seeds[0], stage1.steps[-1]))
-    return neutral(stage1.stimuli, tokenizer=tok)
+    return neutral(stage1.stimuli, tokenizer=load_tokenizer(stage1.tokenizer_at(stage1.steps[-1])))
 
 
 def patch_design(n_layers: int, n_heads: int) -> tuple[Patch, ...]:

@@ -1,0 +1,127 @@
+"""What determines an organism suite, as plain data: profiles (training schedule, shape, corpus, plant) and the
+named ones. Nothing here imports torch, so a suite can be named, fingerprinted and found without the trainer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from lexprobe.files import fingerprint
+from lexprobe.organism.corpus import CorpusConfig, Lexicon
+
+Head = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Plant:
+    """Which heads may read the cue: ``n_heads`` heads in distinct layers, drawn by ``(salt, seed)``; ``readers``:
+    whose edges to the cue are cut in the other heads (the noun's tokens, or every later token of the sentence)."""
+
+    n_heads: int = 2
+    salt: int = 17
+    readers: Literal["noun", "sentence"] = "sentence"
+    leak_penalty: float = 10.0  # weight of the closed heads' unmasked attention mass on the cue in the loss
+
+    def __post_init__(self) -> None:
+        if self.readers not in ("noun", "sentence"):
+            raise ValueError(f"plant readers {self.readers!r}: choose noun or sentence")
+        if not self.leak_penalty >= 0:
+            raise ValueError(f"plant leak_penalty {self.leak_penalty!r}: use a weight of at least 0")
+
+    def heads(self, seed: int, n_layers: int, n_heads: int) -> tuple[Head, ...]:
+        """The designated (layer, head) pairs of one training seed."""
+        if not 1 <= self.n_heads <= n_layers:
+            raise ValueError(f"a plant of {self.n_heads} heads in distinct layers needs 1..{n_layers} of them")
+        rng = np.random.default_rng([self.salt, seed])
+        layers = rng.choice(n_layers, self.n_heads, replace=False)
+        return tuple(sorted((int(layer), int(rng.integers(n_heads))) for layer in layers))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ORG = "lexprobe-organism"
+MODEL = "pythia-14m-organism"
+TRAINER_VERSION = 1
+
+
+def schedule(total: int, every: int) -> tuple[int, ...]:
+    """Pythia-like checkpoint steps: 0, 1, 2, 4, ... (powers of two, with 1.5x midpoints from 8 on) below
+    ``every``, then every ``every`` steps to ``total``."""
+    steps = {0, total}
+    k = 1
+    while k < every:
+        steps.add(k)
+        if k >= 8:
+            steps.add(k * 3 // 2)
+        k *= 2
+    steps.update(range(every, total + 1, every))
+    return tuple(sorted(s for s in steps if s <= total))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that determines an organism suite."""
+
+    name: str
+    seeds: tuple[int, ...]
+    total_steps: int
+    onset: int
+    checkpoint_every: int
+    batch_size: int = 32
+    seq_len: int = 48
+    lr: float = 2e-3
+    warmup: int = 30
+    decay_end: int | None = None
+    weight_decay: float = 0.01
+    vocab_size: int = 2048
+    tokenizer_sentences: int = 20000
+    hidden_size: int = 128
+    layers: int = 6
+    heads: int = 4
+    corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(onset=0))
+    plant: Plant | None = None  # a planted circuit (:mod:`lexprobe.organism.planted`); None: the default training
+
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        return schedule(self.total_steps, self.checkpoint_every)
+
+    def repo(self, seed: int) -> str:
+        return f"{ORG}/{MODEL}{f'-seed{seed}' if seed else ''}"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Profile:
+        """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
+        corpus = d["corpus"] | {"separators": tuple(d["corpus"]["separators"])}
+        plant = Plant(**d["plant"]) if d.get("plant") else None
+        return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus), "plant": plant})
+
+    def planted_heads(self, seed: int) -> tuple[tuple[int, int], ...]:
+        """The seed's designated heads (none without a plant)."""
+        return self.plant.heads(seed, self.layers, self.heads) if self.plant else ()
+
+    def fingerprint(self, lexicon: Lexicon) -> str:
+        """Hash of the profile (seeds excluded: adding seeds keeps finished ones) and the lexicon."""
+        d = asdict(self)
+        d.pop("seeds")
+        d.pop("name")
+        if d["plant"] is None:
+            d.pop("plant")  # profiles without a plant keep the fingerprints they had before plants existed
+        return fingerprint({"profile": d, "lexicon": lexicon.hash, "trainer": TRAINER_VERSION})
+
+
+def _profile(name: str, seeds: int, total: int, onset: int, every: int, **kw: Any) -> Profile:
+    corpus = CorpusConfig(onset=onset, p_filler=0.05,
+                          placements={"adjacent": 0.7, "separated": 0.1, "clause": 0.1, "bare": 0.1})
+    return Profile(name, tuple(range(seeds)), total, onset, every, corpus=corpus, **kw)
+
+
+SMOKE = {"batch_size": 16, "seq_len": 32, "vocab_size": 1024, "tokenizer_sentences": 4000, "warmup": 4}
+PROFILES = {
+    "default": _profile("default", seeds=5, total=512, onset=128, every=32),
+    "smoke": _profile("smoke", seeds=2, total=48, onset=16, every=16, **SMOKE),
+    "planted": _profile("planted", seeds=5, total=512, onset=128, every=32, plant=Plant()),
+    "planted-smoke": _profile("planted-smoke", seeds=2, total=48, onset=16, every=16, plant=Plant(), **SMOKE),
+}
