@@ -37,7 +37,7 @@ study = Study(root={root!r}, progress=False)
 for stage in ("inflection", "heads", "perturbation", "causal", "seeds"):
     getattr(study, stage)
 t2 = time.perf_counter()
-engine = ",".join(m for m in ("torch", "nnsight", "transformers") if m in sys.modules) or "none"
+engine = ",".join(m for m in ("torch", "nnsight", "transformers", "scipy.stats") if m in sys.modules) or "none"
 parts = " ".join(f"{{k}}={{v['cached']}}" for k, v in study.timings.items())
 print(f"{{t1 - t0:.2f}} {{t2 - t1:.2f}} {{engine}} {{parts}}")
 """

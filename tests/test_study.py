@@ -161,7 +161,7 @@ study = Study(suite, stimuli, root=root, **kw)
 for stage in ("inflection", "heads", "perturbation", "causal", "seeds"):
     getattr(study, stage)
 print(json.dumps({"cached": {k: t["cached"] for k, t in study.timings.items() if k != "suite"},
-                  "imported": [m for m in ("torch", "nnsight", "transformers") if m in sys.modules]}))
+                  "imported": [m for m in ("torch", "nnsight", "transformers", "scipy.stats") if m in sys.modules]}))
 """
 
 
