@@ -30,6 +30,7 @@ from lexprobe.suites import (
     parse_steps,
     pythia,
     resolve_suite,
+    tokenizer_identity,
     validate_model,
 )
 from lexprobe.sweep import extract
@@ -98,6 +99,25 @@ def test_hub_cache_paths_come_from_hubcache(cache):
     ck = hub_cache(cache, REPO).checkpoint("tiny-neox", 0, 1)
     assert cached_commit(ck) == read_ref(cache, REPO, "step1") == (refs_folder(cache, REPO) / "step1").read_text()
     assert read_ref(cache, REPO, "step9") is None and cached_commit(dataclasses.replace(ck, revision="step9")) is None
+
+
+def test_tokenizer_identity_hashes_the_files_on_disk_without_loading_them(cache, tmp_path):
+    """Equal for two revisions saved with the same tokenizer, changed by any change of a tokenizer file, None where no
+    revision is on disk (the dangling step3, an unknown branch); a local folder is hashed the same way."""
+    suite = hub_cache(cache, REPO)
+    ident = [tokenizer_identity(suite.checkpoint("tiny-neox", 0, s)) for s in (0, 1)]
+    assert ident[0] is not None and ident[0] == ident[1]
+    assert tokenizer_identity(dataclasses.replace(suite.checkpoint("tiny-neox", 0, 1), revision="step3")) is None
+    assert tokenizer_identity(dataclasses.replace(suite.checkpoint("tiny-neox", 0, 1), revision="step9")) is None
+    folder = tmp_path / "local"
+    folder.mkdir()
+    snapshot = repo_folder(cache, REPO) / "snapshots" / read_ref(cache, REPO, "step1")
+    for f in snapshot.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    local = dataclasses.replace(suite.checkpoint("tiny-neox", 0, 1), repo=None, revision=None, path=str(folder))
+    assert tokenizer_identity(local) == ident[1]
+    (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text().replace("<|endoftext|>", "<|eot|>"))
+    assert tokenizer_identity(local) not in (None, ident[1])
 
 
 def test_hub_cache_revisions_load_offline(cache, tokenizer, monkeypatch):
