@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24, help="training steps timed (the first 2 are not counted)")
     ap.add_argument("--repeats", type=int, default=5, help="bare forward passes of the stimuli timed")
     args = ap.parse_args()
+    if args.steps < 3 or args.repeats < 1:
+        ap.error(f"--steps {args.steps} --repeats {args.repeats}: time at least 3 steps (the first 2 are warm-up) "
+                 "and 1 repeat")
     torch.set_num_threads(1)
     p, cores = get_profile(None), workers()
     study = Study(progress=False)

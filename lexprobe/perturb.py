@@ -325,19 +325,27 @@ def _required(df: pd.DataFrame, columns: list[str], source: str) -> None:
         raise StimulusError(f"{source}: missing columns {missing}; expected {columns}")
 
 
+PHRASES, FRAMES = "phrases.csv", "frames.csv"  # the default data files, in data/perturb/
+
+
+def default_data(name: str) -> Path:
+    """One of the default perturbation data files (:data:`PHRASES`, :data:`FRAMES`)."""
+    return data_dir() / "perturb" / name
+
+
 def data_fingerprint() -> str:
     """Hash of the default phrase and frame files: with the stimuli, the tokenizer and this module's code, what
     the standard sets are made from."""
     h = hashlib.sha256()
-    for name in ("phrases.csv", "frames.csv"):
-        h.update(name.encode() + b"\0" + (data_dir() / "perturb" / name).read_bytes())
+    for name in (PHRASES, FRAMES):
+        h.update(name.encode() + b"\0" + default_data(name).read_bytes())
     return h.hexdigest()[:16]
 
 
 def load_phrases(path: str | Path | None = None) -> pd.DataFrame:
     """The separating phrases (``data/perturb/phrases.csv`` by default): columns ``phrase``, ``words`` (count),
     ``in_organism_corpus`` (a separator the organism saw in training), ``standard`` (used by :func:`standard_set`)."""
-    p = Path(path) if path else data_dir() / "perturb" / "phrases.csv"
+    p = Path(path) if path else default_data(PHRASES)
     df = read_table(p)
     cols = ["phrase", "in_organism_corpus", "standard"]
     _required(df, cols, str(p))
@@ -388,7 +396,7 @@ def load_templates(source: str | Path | pd.DataFrame | None = None) -> pd.DataFr
     if isinstance(source, pd.DataFrame):
         df, where = source.astype(str), "<templates table>"
     else:
-        p = Path(source) if source else data_dir() / "perturb" / "frames.csv"
+        p = Path(source) if source else default_data(FRAMES)
         df, where = read_table(p), str(p)
     _required(df, ["word", "cue", "template"], where)
     seen: dict[tuple[str, str], int] = {}

@@ -42,8 +42,8 @@ def perturbation_steps(stage1: Stage1, n_steps: int = 0) -> tuple[int, ...]:
 def perturbed_sets(stage1: Stage1, n_steps: int = 0) -> dict[str, Stimuli]:
     """The standard perturbed sets of stage 1's stimuli (:func:`lexprobe.perturb.standard_set`), checked against
     the tokenizer of :func:`perturbation_steps`' last checkpoint."""
-    return standard_set(stage1.stimuli, tokenizer=load_tokenizer(stage1.tokenizer_at(perturbation_steps(stage1,
-                                                                                                         n_steps)[-1])))
+    last = perturbation_steps(stage1, n_steps)[-1]
+    return standard_set(stage1.stimuli, tokenizer=load_tokenizer(stage1.tokenizer_at(last)))
 
 
 MIN_PAIRS, MIN_SHARE = 10, 0.1  # a perturbed set with fewer pairs (or share of the intact set's) is not scored
