@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from lexprobe.paths import REPO_ROOT, results_dir, smoke
+from lexprobe.base.paths import REPO_ROOT, results_dir, smoke
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 TARGETS = {"make run": 20.0, "notebook": 10.0}

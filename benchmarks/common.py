@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from lexprobe.align import Encoded, encode
-from lexprobe.bpe import train_tokenizer
-from lexprobe.shapes import pythia_config, random_model
-from lexprobe.stimuli import Stimuli
+from lexprobe.checkpoints.bpe import train_tokenizer
+from lexprobe.checkpoints.shapes import pythia_config, random_model
+from lexprobe.stimuli.align import Encoded, encode
+from lexprobe.stimuli.tables import Stimuli
 
 
 def pythia14m_random(seed: int) -> GPTNeoXForCausalLM:
@@ -23,7 +23,7 @@ def stimulus_tokenizer(stimuli: Stimuli):
 
 
 def engine_batches(tok: object, stimuli: Stimuli, batch_size: int) -> list[Encoded]:
-    """The batches :func:`lexprobe.extract.measure` runs: sentences sorted by length, trimmed to the longest."""
+    """The batches :func:`lexprobe.engine.extract.measure` runs: sentences sorted by length, trimmed to the longest."""
     enc = encode(tok, stimuli.sentences, pad_id=tok.pad_token_id)
     return [enc.rows(idx) for idx in torch.split(torch.argsort(enc.lengths, stable=True), batch_size)]
 

@@ -1,13 +1,16 @@
 """Engine throughput against a per-sentence loop and against a bare batched forward, side by side in one run.
 
-Checkpoint: random weights in a Pythia size's exact shape (``--shape``; see :mod:`lexprobe.shapes`). Stimuli: 336
-RAW-C-like sentences (the shipped nouns plus same-length copies, :func:`lexprobe.shapes.rawc_sized`), tokenized
-one token per word and per punctuation mark (:func:`lexprobe.shapes.word_tokenizer`): the lengths Pythia's own
+Checkpoint: random weights in a Pythia size's exact shape (``--shape``; see :mod:`lexprobe.checkpoints.shapes`).
+Stimuli: 336
+RAW-C-like sentences (the shipped nouns plus same-length copies, :func:`lexprobe.checkpoints.shapes.rawc_sized`),
+tokenized
+one token per word and per punctuation mark (:func:`lexprobe.checkpoints.shapes.word_tokenizer`): the lengths Pythia's
+own
 BPE gives such sentences of common words, since the real tokenizer cannot be fetched offline.
 
-* per-sentence loop: :func:`lexprobe.reference.measure_reference` (one HF forward per sentence with hidden states
+* per-sentence loop: :func:`lexprobe.engine.reference.measure_reference` (one HF forward per sentence with hidden states
   and attentions, Python loops over layers x heads), on the first ``--loop-sentences`` sentences;
-* engine: :func:`lexprobe.extract.measure`, everything included (encoding, traces, reductions, tables);
+* engine: :func:`lexprobe.engine.extract.measure`, everything included (encoding, traces, reductions, tables);
 * bare forward: ``model.gpt_neox(input_ids, attention_mask, output_attentions=True)`` on exactly the engine's
   batches, tokenized beforehand (untimed), nothing read out or reduced.
 
@@ -29,11 +32,11 @@ import numpy as np
 import torch
 from common import bare_forward, engine_batches
 
-from lexprobe.align import encode
-from lexprobe.extract import ExtractConfig, measure
-from lexprobe.reference import measure_reference
-from lexprobe.shapes import PYTHIA_SHAPES, pythia_config, random_model, rawc_sized, word_tokenizer
-from lexprobe.stimuli import load_stimuli
+from lexprobe.checkpoints.shapes import PYTHIA_SHAPES, pythia_config, random_model, rawc_sized, word_tokenizer
+from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine.reference import measure_reference
+from lexprobe.stimuli.align import encode
+from lexprobe.stimuli.tables import load_stimuli
 
 
 def max_difference(fast: dict, ref: dict) -> float:

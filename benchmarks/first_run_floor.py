@@ -11,7 +11,7 @@ Measured in this run, each on one torch thread by the thread's CPU time (which p
 * a sentence of a bare batched forward: the stimuli in the engine's batches at the organism's shape with eager
   attention, nothing read out (median over ``--repeats`` passes, divided by the sentence count).
 
-The forward passes per stage are those of ``lexprobe plan`` (:func:`lexprobe.studyplan.stage_costs`: the default
+The forward passes per stage are those of ``lexprobe plan`` (:func:`lexprobe.plan.stage_costs`: the default
 study's design, intervened units counted by the share of layers they run, stage 4 designed as if 2 heads pass
 discovery per seed). It reads the organism's suite, so it trains the organism first where it is not trained yet.
 """
@@ -27,13 +27,13 @@ from common import bare_forward, engine_batches
 from transformers import GPTNeoXForCausalLM
 
 from lexprobe import Study
+from lexprobe.checkpoints.shapes import neox_config
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.profiles import Profile
 from lexprobe.organism.suite import get_profile
 from lexprobe.organism.train import batch, build_tokenizer, model_config
-from lexprobe.pool import workers
-from lexprobe.shapes import neox_config
-from lexprobe.studyplan import stage_costs
+from lexprobe.plan import stage_costs
+from lexprobe.sweep.pool import workers
 
 TARGET = 15 * 60
 

@@ -5,7 +5,7 @@ For pythia-14m and pythia-410m: the mean best-layer R^2 over the original study'
 step 512; 410m: 0.001 up to step 256, 0.009 at 512; both: 0.03 after 512, the middle of the published 0.02-0.04;
 the ends of that range are shown as sensitivity rows). 200 draws each, fixed seeds, nothing tuned.
 
-Per draw, ``lexprobe.analysis.inflection.detect`` chooses a curve model by AICc and reports the onset with its
+Per draw, ``lexprobe.analysis.curves.detect`` chooses a curve model by AICc and reports the onset with its
 profile-likelihood interval (the joint 95% region of the model's nonlinear parameters, projected; it needs only
 the curve, no items). Printed:
 
@@ -28,9 +28,9 @@ from collections import Counter
 
 import numpy as np
 
-from lexprobe.analysis.inflection import candidates, detect, fit, to_step
+from lexprobe.analysis.curves import candidates, detect, fit, to_step
 from lexprobe.analysis.synthetic import LATE_SD, ONSET_WINDOW, PUBLISHED_MEAN, STUDY_STEPS, mean_curve, pythia_curve
-from lexprobe.suites import PYTHIA_STEPS
+from lexprobe.checkpoints.suites import PYTHIA_STEPS
 
 POINT_RANGE = (256, 2000)
 TARGET_POINT, TARGET_INTERVAL = 0.95, 0.90

@@ -19,9 +19,9 @@ import time
 import torch
 from common import pythia14m_random, stimulus_tokenizer
 
-from lexprobe.extract import ExtractConfig, measure
-from lexprobe.interventions import Compose, EdgeKnockout, HeadAblation, NoOp, QKEdit
-from lexprobe.stimuli import load_stimuli
+from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine.interventions import Compose, EdgeKnockout, HeadAblation, NoOp, QKEdit
+from lexprobe.stimuli.tables import load_stimuli
 
 CONDITIONS = {
     "intact": None,

@@ -15,8 +15,8 @@ from pathlib import Path
 from common import pythia14m_random, stimulus_tokenizer
 
 from lexprobe.cli import main as cli
-from lexprobe.stimuli import load_stimuli
-from lexprobe.store import load_results
+from lexprobe.stimuli.tables import load_stimuli
+from lexprobe.store.results import load_results
 
 
 def main() -> None:

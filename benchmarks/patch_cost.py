@@ -1,6 +1,6 @@
 """Cost of one patched run relative to one intact pass of the engine, side by side on one random checkpoint.
 
-A patch at the target's tokens leaves every earlier token untouched, so :class:`lexprobe.patching.PatchRunner`
+A patch at the target's tokens leaves every earlier token untouched, so :class:`lexprobe.engine.patches.PatchRunner`
 computes each sentence's prefix once (key/value cache) and runs every patch on the target's tokens only, several
 patches side by side in one forward. Per shape (random weights in Pythia's exact layout) and the shipped stimuli
 against their ``neutral`` counterfactual, each round times: the engine's intact measurement of the set; the
@@ -21,12 +21,12 @@ import warnings
 import torch
 from common import stimulus_tokenizer
 
-from lexprobe.extract import ExtractConfig, measure
-from lexprobe.patching import PatchRunner
-from lexprobe.perturb import neutral
-from lexprobe.shapes import pythia_config, random_model
-from lexprobe.stages.stage4_patching import patch_design
-from lexprobe.stimuli import load_stimuli
+from lexprobe.checkpoints.shapes import pythia_config, random_model
+from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine.patches import PatchRunner
+from lexprobe.stages.patching import patch_design
+from lexprobe.stimuli.perturb import neutral
+from lexprobe.stimuli.tables import load_stimuli
 
 
 def main() -> None:

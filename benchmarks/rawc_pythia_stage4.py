@@ -24,11 +24,11 @@ import pandas as pd
 from common import stimulus_tokenizer
 
 from lexprobe import Study
-from lexprobe.hubcache import add_revision
-from lexprobe.shapes import pythia_config, random_model
-from lexprobe.stages.stage4_causal import causal_report
-from lexprobe.stimuli import PAIR_COLUMNS, load_stimuli
-from lexprobe.suites import hub_cache
+from lexprobe.checkpoints.hubcache import add_revision
+from lexprobe.checkpoints.shapes import pythia_config, random_model
+from lexprobe.checkpoints.suites import hub_cache
+from lexprobe.stages.causal import causal_report
+from lexprobe.stimuli.tables import PAIR_COLUMNS, load_stimuli
 
 REPO = "lexprobe-bench/pythia-14m-random"
 FAR = [("bank", "The muddy water slowly reached the bank.", "The savings plan slowly reached the bank.",

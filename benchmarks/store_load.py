@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from lexprobe.paths import results_dir
-from lexprobe.store import ResultsStore
+from lexprobe.base.paths import results_dir
+from lexprobe.store.results import ResultsStore
 
 READ = {"distances": None, "heads": "intact", "embeddings": "intact"}  # measurement: condition (None: all)
 FINISHED = """

@@ -26,12 +26,12 @@ import time
 
 def child(profile: str, n_steps: int, n_seeds: int, n_conditions: int, scheduler: str) -> dict:
     """One sweep in this process: its wall time and how many (checkpoint, condition) units it measured."""
-    from lexprobe.interventions import HeadAblation
+    from lexprobe.checkpoints.suites import log_subset
+    from lexprobe.engine.interventions import HeadAblation
     from lexprobe.organism.suite import ensure_trained
     from lexprobe.plan import model_shape
-    from lexprobe.stimuli import load_stimuli
-    from lexprobe.suites import log_subset
-    from lexprobe.sweep import extract
+    from lexprobe.stimuli.tables import load_stimuli
+    from lexprobe.sweep.run import extract
 
     suite = ensure_trained(profile, progress=False)
     suite = suite.with_(seeds=suite.seeds[:n_seeds])

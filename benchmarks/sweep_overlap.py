@@ -27,8 +27,8 @@ N_CHECKPOINTS = 5
 
 def build(folder: Path) -> int:
     """Save the suite (float16, plus the tokenizer); return one model's float32 bytes."""
-    from lexprobe.shapes import pythia_config, random_model, rawc_sized, word_tokenizer
-    from lexprobe.stimuli import load_stimuli
+    from lexprobe.checkpoints.shapes import pythia_config, random_model, rawc_sized, word_tokenizer
+    from lexprobe.stimuli.tables import load_stimuli
 
     tok = word_tokenizer(rawc_sized(load_stimuli("lexprobe_nouns")))
     for k in range(N_CHECKPOINTS):
@@ -42,11 +42,11 @@ def child(folder: Path, overlap: bool, threads: int) -> dict:
     """One sweep in this process: wall time and memory."""
     import torch
 
-    from lexprobe.extract import ExtractConfig
-    from lexprobe.shapes import rawc_sized
-    from lexprobe.stimuli import load_stimuli
-    from lexprobe.suites import local_folder
-    from lexprobe.sweep import SweepJob, run_serial
+    from lexprobe.checkpoints.shapes import rawc_sized
+    from lexprobe.checkpoints.suites import local_folder
+    from lexprobe.engine.extract import ExtractConfig
+    from lexprobe.stimuli.tables import load_stimuli
+    from lexprobe.sweep.run import SweepJob, run_serial
 
     torch.set_num_threads(threads)
     stimuli = rawc_sized(load_stimuli("lexprobe_nouns"))

@@ -16,7 +16,7 @@ __all__ = ["Study", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    """``lexprobe.Study`` imported on first use (``import lexprobe.paths`` stays light: no torch)."""
+    """``lexprobe.Study`` imported on first use (``import lexprobe.base.paths`` stays light: no torch)."""
     if name == "Study":
         from lexprobe.study import Study
 

@@ -11,18 +11,18 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from lexprobe.paths import home, results_dir
+from lexprobe.base.paths import home, results_dir
 
 if TYPE_CHECKING:
-    from lexprobe.extract import ExtractConfig
+    from lexprobe.engine.extract import ExtractConfig
     from lexprobe.study import Study
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from lexprobe.specs import resolve
-    from lexprobe.stimuli import load_stimuli
-    from lexprobe.suites import parse_steps
-    from lexprobe.sweep import extract
+    from lexprobe.checkpoints.suites import parse_steps
+    from lexprobe.organism.suite import resolve
+    from lexprobe.stimuli.tables import load_stimuli
+    from lexprobe.sweep.run import extract
 
     stimuli = load_stimuli(args.stimuli)  # before resolving the suite: a bad file fails before any training
     suite = resolve(args.suite)
@@ -39,19 +39,18 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _engine_config(args: argparse.Namespace) -> ExtractConfig:
-    from lexprobe.extract import ExtractConfig
+    from lexprobe.engine.extract import ExtractConfig
 
     return ExtractConfig(batch_size=args.batch_size, save_embeddings=not args.no_embeddings, dtype=args.dtype,
                          device=args.device)
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from lexprobe.plan import plan
-    from lexprobe.specs import resolve
-    from lexprobe.stimuli import load_stimuli
+    from lexprobe.checkpoints.suites import parse_steps
+    from lexprobe.organism.suite import resolve
+    from lexprobe.plan import plan, study_plan
+    from lexprobe.stimuli.tables import load_stimuli
     from lexprobe.study import Study
-    from lexprobe.studyplan import study_plan
-    from lexprobe.suites import parse_steps
 
     stimuli = load_stimuli(args.stimuli)
     suite = resolve(args.suite)
@@ -64,7 +63,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _store_migrate(args: argparse.Namespace) -> int:
-    from lexprobe.migrate import migrate
+    from lexprobe.store.migrate import migrate
 
     root = args.root or results_dir()
     counts = migrate(root)
@@ -105,28 +104,28 @@ def _study(args: argparse.Namespace, suite: str | None = None) -> Study:
 
 
 def _inflection(args: argparse.Namespace) -> int:
-    from lexprobe.stages.stage1_inflection import inflection_report
+    from lexprobe.stages.inflection import inflection_report
 
     print(inflection_report(_study(args).inflection))
     return 0
 
 
 def _heads(args: argparse.Namespace) -> int:
-    from lexprobe.stages.stage2_heads import heads_report
+    from lexprobe.stages.discovery import heads_report
 
     print(heads_report(_study(args).heads))
     return 0
 
 
 def _perturbation(args: argparse.Namespace) -> int:
-    from lexprobe.stages.stage3_perturbation import perturbation_report
+    from lexprobe.stages.perturbation import perturbation_report
 
     print(perturbation_report(_study(args).perturbation))
     return 0
 
 
 def _causal(args: argparse.Namespace) -> int:
-    from lexprobe.stages.stage4_causal import causal_report
+    from lexprobe.stages.causal import causal_report
 
     study = _study(args)
     print(causal_report(study.causal, study.inflection.inflection))
@@ -134,7 +133,7 @@ def _causal(args: argparse.Namespace) -> int:
 
 
 def _seeds(args: argparse.Namespace) -> int:
-    from lexprobe.stages.stage5_seeds import seed_stage, seeds_report
+    from lexprobe.stages.replication import seed_stage, seeds_report
 
     study = _study(args)
     s5 = (seed_stage(study.inflection, study.heads, None, n_perm=study.n_perm, seed=study.seed) if args.no_causal
@@ -162,8 +161,8 @@ def _report(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 reports, then run (or
     reuse) stages 3-5 and write the HTML supplement."""
-    from lexprobe.stages.stage1_inflection import inflection_report
-    from lexprobe.stages.stage2_heads import heads_report
+    from lexprobe.stages.discovery import heads_report
+    from lexprobe.stages.inflection import inflection_report
 
     study = _study(args, "organism" if args.profile is None else f"organism-{args.profile}")
     print(inflection_report(study.inflection), flush=True)

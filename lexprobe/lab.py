@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from lexprobe.paths import REPO_ROOT
+from lexprobe.base.paths import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 # no update check, no news feed, no PyPI extension manager (the environment is pinned by requirements.lock)

@@ -9,11 +9,11 @@ from functools import lru_cache
 import pandas as pd
 
 from lexprobe.analysis.performance import performance, with_pairs
-from lexprobe.device import resolve_device, torch_dtype
-from lexprobe.extract import AttentionMap, ExtractConfig, attention_maps, measure
-from lexprobe.interventions import Intervention
-from lexprobe.stimuli import Stimuli
-from lexprobe.suites import Checkpoint, Loaded, Suite, load_checkpoint
+from lexprobe.checkpoints.suites import Checkpoint, Loaded, Suite, load_checkpoint
+from lexprobe.engine.device import resolve_device, torch_dtype
+from lexprobe.engine.extract import AttentionMap, ExtractConfig, attention_maps, measure
+from lexprobe.engine.interventions import Intervention
+from lexprobe.stimuli.tables import Stimuli
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@
 
 Smoke defaults (``LEXPROBE_SMOKE=1``: tiny organism, fewer checkpoints and draws) are resolved here and nowhere
 else, when the study is made, so ``repr(study)`` shows what runs. Each stage's result is kept in memory and in the
-results store (:mod:`lexprobe.stagecache`), keyed by the settings it depends on, the stored units it read and the
+results store (:mod:`lexprobe.store.stagecache`), keyed by the settings it depends on, the stored units it read and the
 code that computes it: a finished study only reads tables, and a changed setting or a re-measured unit recomputes
 exactly the stages that depend on it.
 """
@@ -22,38 +22,38 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from lexprobe.analysis.performance import SCORE_OF, target_of
-from lexprobe.device import DEVICES, DTYPES
-from lexprobe.extract import ExtractConfig
-from lexprobe.files import fingerprint
-from lexprobe.interventions import Intervention
+from lexprobe.base.files import fingerprint
+from lexprobe.base.paths import results_dir, smoke
+from lexprobe.checkpoints.suites import Suite, log_subset, parse_steps, tokenizer_identity
+from lexprobe.engine.device import DEVICES, DTYPES
+from lexprobe.engine.extract import ExtractConfig
+from lexprobe.engine.interventions import Intervention
 from lexprobe.live import Live
-from lexprobe.paths import results_dir, smoke
-from lexprobe.perturb import data_fingerprint
-from lexprobe.specs import resolve
-from lexprobe.stagecache import StageCache, key_of, units_fingerprint
-from lexprobe.stages.stage1_inflection import Stage1, inflection_stage
-from lexprobe.stages.stage2_heads import Stage2, head_stage
-from lexprobe.stages.stage3_perturbation import (
-    Stage3,
-    measurable,
-    perturbation_stage,
-    perturbation_steps,
-    perturbed_sets,
-)
-from lexprobe.stages.stage4_causal import (
+from lexprobe.organism.suite import resolve
+from lexprobe.stages.causal import (
     METHODS,
-    Stage4,
+    Causal,
     causal_stage,
     copy_source,
     design_for,
     measured_conditions,
 )
-from lexprobe.stages.stage4_patching import counterfactual_of
-from lexprobe.stages.stage5_seeds import Stage5, seed_stage
-from lexprobe.stimuli import Stimuli, StimulusSets, load_stimuli
-from lexprobe.store import ResultsStore
-from lexprobe.suites import Suite, log_subset, parse_steps, tokenizer_identity
-from lexprobe.sweep import condition_of
+from lexprobe.stages.discovery import Discovery, head_stage
+from lexprobe.stages.inflection import Inflection, inflection_stage
+from lexprobe.stages.patching import counterfactual_of
+from lexprobe.stages.perturbation import (
+    Perturbation,
+    measurable,
+    perturbation_stage,
+    perturbation_steps,
+    perturbed_sets,
+)
+from lexprobe.stages.replication import Replication, seed_stage
+from lexprobe.stimuli.perturb import data_fingerprint
+from lexprobe.stimuli.tables import Stimuli, StimulusSets, load_stimuli
+from lexprobe.store.results import ResultsStore
+from lexprobe.store.stagecache import StageCache, key_of, units_fingerprint
+from lexprobe.sweep.run import condition_of
 
 S = TypeVar("S")
 RUNTIME = ("progress", "cache")  # settings that change how a study runs, never its numbers
@@ -217,7 +217,7 @@ class Study:
         return self._stage(name, StimulusSets, key, {}, lambda: StimulusSets(make()))[0].sets
 
     @cached_property
-    def _inflection(self) -> tuple[Stage1, str | None]:
+    def _inflection(self) -> tuple[Inflection, str | None]:
         condition = condition_of(self.intervention)
         st = self.settings()
 
@@ -229,17 +229,17 @@ class Study:
 
         given = {"suite": self.checkpoint_suite, "stimuli": self.stimulus_set, "root": str(self.root),
                  "config": self.config}
-        return self._stage("stage1", Stage1, key, given, lambda: inflection_stage(
+        return self._stage("stage1", Inflection, key, given, lambda: inflection_stage(
             self.checkpoint_suite, self.stimulus_set, self.checkpoints, self.root, self.n_boot,
             self.exclude_embedding, self.intervention, self.progress, self.by, self.config, self.seed))
 
     @property
-    def inflection(self) -> Stage1:
+    def inflection(self) -> Inflection:
         """Stage 1: performance per layer and checkpoint, best layers, the inflection per seed."""
         return self._inflection[0]
 
     @cached_property
-    def _heads(self) -> tuple[Stage2, str | None]:
+    def _heads(self) -> tuple[Discovery, str | None]:
         s1, k1 = self._inflection
 
         def key() -> dict[str, Any] | None:
@@ -247,15 +247,15 @@ class Study:
             return None if units is None or k1 is None else {"stage1": k1, "n_perm": self.n_perm,
                                                              "seed": self.seed, "units": units}
 
-        return self._stage("stage2", Stage2, key, {}, lambda: head_stage(s1, self.n_perm, self.seed))
+        return self._stage("stage2", Discovery, key, {}, lambda: head_stage(s1, self.n_perm, self.seed))
 
     @property
-    def heads(self) -> Stage2:
+    def heads(self) -> Discovery:
         """Stage 2: head discovery (attention to the cue that tracks the stage-1 score), with its controls."""
         return self._heads[0]
 
     @cached_property
-    def _perturbation(self) -> tuple[Stage3, str | None]:
+    def _perturbation(self) -> tuple[Perturbation, str | None]:
         s1, k1 = self._inflection
         s2, k2 = self._heads
         n_steps = self.perturb_steps
@@ -272,16 +272,16 @@ class Study:
             return {"stage1": k1, "stage2": k2, "perturb_steps": self.perturb_steps,
                     "sets": {k: ps.hash for k, ps in sets.items()}, "units": fingerprint({"u": units})}
 
-        return self._stage("stage3", Stage3, key, {}, lambda: perturbation_stage(
+        return self._stage("stage3", Perturbation, key, {}, lambda: perturbation_stage(
             s1, s2, sets, n_steps, self.progress))
 
     @property
-    def perturbation(self) -> Stage3:
+    def perturbation(self) -> Perturbation:
         """Stage 3: the discovered heads and performance under perturbed stimuli."""
         return self._perturbation[0]
 
     @cached_property
-    def _causal(self) -> tuple[Stage4, str | None]:
+    def _causal(self) -> tuple[Causal, str | None]:
         s1, k1 = self._inflection
         s2, k2 = self._heads
         n_random, n_random_dev, map_steps = self.n_random, self.n_random_dev, self.map_steps
@@ -303,17 +303,17 @@ class Study:
                     **{k: getattr(self, k) for k in ("n_random", "n_random_dev", "map_steps", "layer_matched",
                                                      "n_boot", "seed", "methods", "redundancy_steps")}}
 
-        return self._stage("stage4", Stage4, key, {}, lambda: causal_stage(
+        return self._stage("stage4", Causal, key, {}, lambda: causal_stage(
             s1, s2, n_random, n_random_dev, self.methods, self.layer_matched, map_steps, self.n_boot,
             self.seed, self.progress, cf, redundancy_steps))
 
     @property
-    def causal(self) -> Stage4:
+    def causal(self) -> Causal:
         """Stage 4: interventions on the discovered heads against random head sets; the causal head map."""
         return self._causal[0]
 
     @cached_property
-    def _seeds(self) -> tuple[Stage5, str | None]:
+    def _seeds(self) -> tuple[Replication, str | None]:
         s1, k1 = self._inflection
         s2, k2 = self._heads
         s4, k4 = self._causal
@@ -323,10 +323,10 @@ class Study:
                 return None
             return {"stage1": k1, "stage2": k2, "stage4": k4, "n_perm": self.n_perm, "seed": self.seed}
 
-        return self._stage("stage5", Stage5, key, {}, lambda: seed_stage(s1, s2, s4, n_perm=self.n_perm,
+        return self._stage("stage5", Replication, key, {}, lambda: seed_stage(s1, s2, s4, n_perm=self.n_perm,
                                                                          seed=self.seed))
 
     @property
-    def seeds(self) -> Stage5:
+    def seeds(self) -> Replication:
         """Stage 5: do stages 1, 2 and 4 agree across the suite's seeds? (needs >= 2 seeds)"""
         return self._seeds[0]

@@ -25,19 +25,19 @@ import altair as alt
 import pandas as pd
 
 import lexprobe
-from lexprobe import viz
-from lexprobe.analysis.planted import MAX_OTHERS, MIN_PLANTED
 from lexprobe.analysis.primitives import at_last_checkpoint
-from lexprobe.paths import REPO_ROOT
-from lexprobe.stages.stage1_inflection import Stage1
-from lexprobe.stages.stage2_heads import Stage2
-from lexprobe.stages.stage3_perturbation import Stage3
-from lexprobe.stages.stage4_causal import Stage4
-from lexprobe.stages.stage5_seeds import Stage5
+from lexprobe.analysis.validity import MAX_OTHERS, MIN_PLANTED
+from lexprobe.base.paths import REPO_ROOT
+from lexprobe.checkpoints.suites import Suite
+from lexprobe.stages.causal import Causal
+from lexprobe.stages.discovery import Discovery
+from lexprobe.stages.inflection import Inflection
+from lexprobe.stages.perturbation import Perturbation
+from lexprobe.stages.replication import Replication
 from lexprobe.stages.validation import validation_stage
-from lexprobe.stimuli import Stimuli
+from lexprobe.stimuli.tables import Stimuli
 from lexprobe.study import Study
-from lexprobe.suites import Suite
+from lexprobe.views import viz
 
 LIBRARIES = ("torch", "transformers", "nnsight", "numpy", "pandas", "scipy", "statsmodels", "ruptures", "altair",
              "vl-convert-python", "pyarrow")
@@ -157,7 +157,7 @@ def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFram
     page.table(commits, "Resolved commit and weights hash of every checkpoint (intact condition)", collapsed=True)
 
 
-def _stage1(page: Page, s1: Stage1) -> None:
+def _stage1(page: Page, s1: Inflection) -> None:
     page.heading("Stage 1 · When does disambiguation take off?", anchor="stage1")
     page.text(f"Best-layer {s1.score} across training per seed; the inflection is the onset of the rise (curve model "
               "chosen by AICc on log10(step+1)), with profile-likelihood and item-bootstrap intervals.")
@@ -171,7 +171,7 @@ def _stage1(page: Page, s1: Stage1) -> None:
         page.text(f"Planted onset of the organism: step {s1.onset}.")
 
 
-def _stage2(page: Page, s2: Stage2) -> None:
+def _stage2(page: Page, s2: Discovery) -> None:
     page.heading("Stage 2 · Which heads track it?", anchor="stage2")
     st = s2.stats
     page.chart("heads", viz.head_stat_chart(st), "head discovery statistic per seed")
@@ -182,7 +182,7 @@ def _stage2(page: Page, s2: Stage2) -> None:
                                  "beats_prev"]], "Heads that pass, per seed")
 
 
-def _stage3(page: Page, s3: Stage3) -> None:
+def _stage3(page: Page, s3: Perturbation) -> None:
     page.heading("Stage 3 · Are the heads robust to perturbation?", anchor="stage3")
     page.chart("perturbation", viz.perturbation_chart(s3.best), "best-layer R² under each perturbation")
     page.chart("robustness", viz.robustness_heatmap(s3.heads), "cue attention kept under perturbation")
@@ -197,7 +197,7 @@ def _stage3(page: Page, s3: Stage3) -> None:
     page.table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")
 
 
-def _stage4(page: Page, s4: Stage4) -> None:
+def _stage4(page: Page, s4: Causal) -> None:
     page.heading("Stage 4 · Are the heads causally necessary?", anchor="stage4")
     if (s4.tests["family"] == "zero").any():
         page.chart("ablation", viz.ablation_chart(s4.tests), "zero ablation of the discovered heads across training")
@@ -222,7 +222,7 @@ def _stage4(page: Page, s4: Stage4) -> None:
     _patching(page, s4)
 
 
-def _patching(page: Page, s4: Stage4) -> None:
+def _patching(page: Page, s4: Causal) -> None:
     page.heading("Activation patching: necessity and sufficiency at the noun", anchor="patching")
     page.text(f"Counterfactual: {s4.counterfactual.name} ({len(s4.counterfactual.sentences)} sentences, each cue "
               "replaced by a sense-neutral modifier in its place; the noun's tokens matched by role). Noising replaces "
@@ -245,7 +245,7 @@ def _patching(page: Page, s4: Stage4) -> None:
     page.table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)")
 
 
-def _stage5(page: Page, s1: Stage1, s5: Stage5) -> None:
+def _stage5(page: Page, s1: Inflection, s5: Replication) -> None:
     page.heading("Stage 5 · Do the findings replicate across seeds?", anchor="stage5")
     page.chart("seed-trajectories", viz.seed_trajectories(s1.best, s1.inflection, s1.onset, s1.score, s1.fitted),
                "every seed's trajectory with its onset and profile interval")
@@ -263,7 +263,7 @@ def _stage5(page: Page, s1: Stage1, s5: Stage5) -> None:
         page.table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)")
 
 
-def _validation(page: Page, s1: Stage1, s2: Stage2 | None, s4: Stage4 | None) -> None:
+def _validation(page: Page, s1: Inflection, s2: Discovery | None, s4: Causal | None) -> None:
     """Validation against a planted circuit: computed from this report's own stages when its suite has a plant
     (the construct check's two knockouts go through the results store), else a pointer to ``lexprobe validate``."""
     page.heading("Validation against a planted circuit", anchor="validation")
@@ -288,7 +288,7 @@ def _validation(page: Page, s1: Stage1, s2: Stage2 | None, s4: Stage4 | None) ->
                                     "planted onset and stage 1's onset estimate")
 
 
-def supplement(s1: Stage1, s2: Stage2 | None, s3: Stage3 | None, s4: Stage4 | None, s5: Stage5 | None,
+def supplement(s1: Inflection, s2: Discovery | None, s3: Perturbation | None, s4: Causal | None, s5: Replication | None,
                commits: pd.DataFrame, command: str, skipped: dict[str, str] | None = None) -> str:
     """The HTML supplement of finished stages (``None`` for a stage that could not run; ``skipped`` says why)."""
     page = Page()

@@ -7,9 +7,9 @@ import os
 import pytest
 from transformers import GPTNeoXForCausalLM
 
-from lexprobe.bpe import train_tokenizer
-from lexprobe.shapes import neox_config, random_model
-from lexprobe.stimuli import load_stimuli
+from lexprobe.checkpoints.bpe import train_tokenizer
+from lexprobe.checkpoints.shapes import neox_config, random_model
+from lexprobe.stimuli.tables import load_stimuli
 
 # sweeps run in the test's process (monkeypatched functions reach them); tests/test_scheduler.py runs the pool
 os.environ["LEXPROBE_WORKERS"] = "1"

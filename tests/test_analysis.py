@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lexprobe.analysis.heads import discover
-from lexprobe.analysis.inflection import _bootstrap_scores, inflections
+from lexprobe.analysis.curves import _bootstrap_scores, inflections
 from lexprobe.analysis.performance import SCORE_OF, auc, best_layer, performance
 from lexprobe.analysis.primitives import (
     at_last_checkpoint,
@@ -19,7 +18,8 @@ from lexprobe.analysis.primitives import (
     weighted_r,
     word_weights,
 )
-from lexprobe.suites import RIVTROTT_STEPS
+from lexprobe.analysis.selection import discover
+from lexprobe.checkpoints.suites import RIVTROTT_STEPS
 
 STEPS = np.array(RIVTROTT_STEPS)
 
@@ -204,7 +204,7 @@ def test_head_discovery_separates_tracking_from_trend_and_prev_token():
 def test_head_permutation_null_is_sized_from_its_family():
     """The permutation p of each head is corrected by BH over the seed's heads: its rank floor 1/(n+1) must sit
     well below alpha / heads, so n_perm grows with the head count (here 4 heads: 0.05/4 = 0.0125 needs >= 399)."""
-    from lexprobe.analysis.heads import perm_draws
+    from lexprobe.analysis.selection import perm_draws
 
     rng = np.random.default_rng(0)
     perf = np.where(STEPS > 512, 0.02 + 0.1 * (np.log10(STEPS + 1) - np.log10(513)), 0.005)

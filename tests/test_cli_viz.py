@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from conftest import tiny_model
 
-from lexprobe import viz
 from lexprobe.cli import main
-from lexprobe.store import load_results
+from lexprobe.store.results import load_results
+from lexprobe.views import viz
 
 
 @pytest.fixture()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from conftest import tiny_model
 
-import lexprobe.sweep as sweep_mod
-from lexprobe.evict import cache_files
-from lexprobe.hubcache import refs_folder, repo_folder, snapshots_folder
-from lexprobe.store import ResultsStore
-from lexprobe.suites import Suite, load_checkpoint
-from lexprobe.sweep import extract
+import lexprobe.sweep.run as sweep_mod
+from lexprobe.checkpoints.evict import cache_files
+from lexprobe.checkpoints.hubcache import refs_folder, repo_folder, snapshots_folder
+from lexprobe.checkpoints.suites import Suite, load_checkpoint
+from lexprobe.store.results import ResultsStore
+from lexprobe.sweep.run import extract
 
 REPO = "lexprobe-test/evict-neox"
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from lexprobe.align import align, encode
-from lexprobe.extract import ExtractConfig, measure
-from lexprobe.interventions import HeadAblation
-from lexprobe.reference import measure_reference
-from lexprobe.stimuli import StimulusError
+from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine.interventions import HeadAblation
+from lexprobe.engine.reference import measure_reference
+from lexprobe.stimuli.align import align, encode
+from lexprobe.stimuli.tables import StimulusError
 
 
 @pytest.fixture(scope="module")

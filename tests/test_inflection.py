@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lexprobe.analysis.inflection import MODELS, detect, fit, fitted_curves, inflections, to_step
+from lexprobe.analysis.curves import MODELS, detect, fit, fitted_curves, inflections, to_step
 from lexprobe.analysis.synthetic import ONSET_WINDOW, PUBLISHED_MEAN, STUDY_STEPS, mean_curve, pythia_curve
-from lexprobe.suites import PYTHIA_STEPS, RIVTROTT_STEPS
+from lexprobe.checkpoints.suites import PYTHIA_STEPS, RIVTROTT_STEPS
 
 GRIDS = {"study16": STUDY_STEPS, "rivtrott20": RIVTROTT_STEPS, "pythia154": PYTHIA_STEPS}
 

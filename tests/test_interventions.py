@@ -11,10 +11,19 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from lexprobe.align import encode
-from lexprobe.extract import ExtractConfig, measure
-from lexprobe.interventions import Batch, Compose, EdgeKnockout, HeadAblation, NoOp, QKEdit, donor_weights, heads_of
-from lexprobe.sites import SITE_MAPS, SiteError, SiteMap, Sites, check_sites
+from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine.interventions import (
+    Batch,
+    Compose,
+    EdgeKnockout,
+    HeadAblation,
+    NoOp,
+    QKEdit,
+    donor_weights,
+    heads_of,
+)
+from lexprobe.engine.sites import SITE_MAPS, SiteError, SiteMap, Sites, check_sites
+from lexprobe.stimuli.align import encode
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +77,7 @@ def test_mean_and_resample_replace_by_hand_computed_values(model3, tokenizer, fe
     with torch.inference_mode():
         out = model3(input_ids=enc.input_ids, attention_mask=enc.attention_mask, output_hidden_states=True)
     del out
-    from lexprobe.extract import head_outputs
+    from lexprobe.engine.extract import head_outputs
 
     outs = head_outputs(sites, enc, [torch.arange(len(lengths))], {0})[0]
     real = torch.arange(outs.shape[1])[None, :] < lengths[:, None]
@@ -206,7 +215,7 @@ REUSED = [HeadAblation(((2, 0),)), HeadAblation(((1, 3), (2, 0)), "mean"), HeadA
 def test_layers_below_the_first_edit_are_reused_with_the_same_numbers(model3, tokenizer, few, iv, monkeypatch):
     """Layers an intervention leaves alone are skipped and the intact ones used: bit for bit the tables of the
     full forward, and after the first unit the skipped layers do not run at all."""
-    from lexprobe import extract
+    from lexprobe.engine import extract
 
     first = iv.first_layer(3)
     assert first == min(layer for layer, _ in iv.head_set() or ()) if not isinstance(iv, Compose) else first == 1
@@ -262,10 +271,10 @@ def test_sites_are_checked_live(model3):
 
 
 def test_sweep_stores_each_intervention_under_its_own_condition(tmp_path, tokenizer, few):
-    from lexprobe.hubcache import add_revision
-    from lexprobe.store import ResultsStore
-    from lexprobe.suites import hub_cache
-    from lexprobe.sweep import extract
+    from lexprobe.checkpoints.hubcache import add_revision
+    from lexprobe.checkpoints.suites import hub_cache
+    from lexprobe.store.results import ResultsStore
+    from lexprobe.sweep.run import extract
 
     d = tmp_path / "hub"
     for step in (0, 1, 2):

@@ -1,4 +1,4 @@
-"""The organism: lexicon coverage, planted onset, determinism, resume, loading through lexprobe.suites."""
+"""The organism: lexicon coverage, planted onset, determinism, resume, loading through lexprobe.checkpoints.suites."""
 
 from __future__ import annotations
 
@@ -18,14 +18,13 @@ import torch
 from scipy.stats import chi2_contingency
 
 import lexprobe.organism.train as train_mod
-from lexprobe.hubcache import refs_folder
+from lexprobe.checkpoints.hubcache import refs_folder
+from lexprobe.checkpoints.suites import load_checkpoint
 from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
 from lexprobe.organism.profiles import PROFILES, Profile, schedule
-from lexprobe.organism.suite import ensure_trained, organism_suite, suite_dir
+from lexprobe.organism.suite import ensure_trained, organism_suite, resolve, suite_dir
 from lexprobe.organism.train import model_config
-from lexprobe.specs import resolve
 from lexprobe.study import Study
-from lexprobe.suites import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +99,8 @@ def test_schedule_is_pythia_like():
 
 def test_model_config_is_pinned():
     """The organism's config (it goes into every checkpoint's config.json, hence its commit) comes from the shared
-    :func:`lexprobe.shapes.neox_config`; the organism's fingerprint does not hash it, so a change reaching it here
+    :func:`lexprobe.checkpoints.shapes.neox_config`; the organism's fingerprint does not hash it, so a change reaching
+    it here
     must bump ``TRAINER_VERSION`` (otherwise cached suites would silently differ from freshly trained ones)."""
     cfg = model_config(PROFILES["default"], 2048)
     got = cfg.to_dict()

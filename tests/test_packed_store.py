@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from lexprobe.cli import main
-from lexprobe.stagecache import units_fingerprint
-from lexprobe.store import OldLayout, ResultsStore, StoreConflict, Unit
+from lexprobe.store.results import OldLayout, ResultsStore, StoreConflict, Unit
+from lexprobe.store.stagecache import units_fingerprint
 
 
 def _tables(seed: int, patch: bool = False) -> dict[str, pd.DataFrame]:

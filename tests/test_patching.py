@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from lexprobe.align import encode
-from lexprobe.analysis.patching import CLEAN, CORRUPT, patch_maps, reading
-from lexprobe.extract import ExtractConfig, measure
-from lexprobe.patching import Patch, PatchMap, PatchRunner, PatchWarning, counterfactual_pairs
-from lexprobe.perturb import neutral
-from lexprobe.stages.stage4_patching import patch_design, patch_table
-from lexprobe.sweep import run_fingerprint
+from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, patch_maps, reading
+from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine.patches import Patch, PatchMap, PatchRunner, PatchWarning, counterfactual_pairs
+from lexprobe.stages.patching import patch_design, patch_table
+from lexprobe.stimuli.align import encode
+from lexprobe.stimuli.perturb import neutral
+from lexprobe.sweep.run import run_fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,17 @@ import warnings
 import pandas as pd
 import pytest
 
-from lexprobe import perturb as P
-from lexprobe.align import encode
 from lexprobe.organism.profiles import PROFILES
-from lexprobe.stimuli import PAIR_COLUMNS, SENTENCE_COLUMNS, StimulusError, attach_sentence_info, find_word, from_pairs
+from lexprobe.stimuli import perturb as P
+from lexprobe.stimuli.align import encode
+from lexprobe.stimuli.tables import (
+    PAIR_COLUMNS,
+    SENTENCE_COLUMNS,
+    StimulusError,
+    attach_sentence_info,
+    find_word,
+    from_pairs,
+)
 
 # RAW-C-like: cues are verbs or modifiers, some not right before the target; one noun repeats a cue in two frames.
 RAWC = [

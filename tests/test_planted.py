@@ -11,14 +11,14 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from lexprobe.analysis.planted import construct_check, first_significant, validity
-from lexprobe.bpe import train_tokenizer
+from lexprobe.analysis.validity import construct_check, first_significant, validity
+from lexprobe.checkpoints.bpe import train_tokenizer
+from lexprobe.checkpoints.suites import load_checkpoint
 from lexprobe.organism.corpus import Corpus, CorpusConfig, load_lexicon
 from lexprobe.organism.planted import closed_heads, planted_forward
 from lexprobe.organism.profiles import PROFILES, Plant, Profile
 from lexprobe.organism.suite import ensure_trained, suite_dir
 from lexprobe.organism.train import batch, packed
-from lexprobe.suites import load_checkpoint
 
 OPEN = ((0, 1), (2, 3))  # designated heads of the tiny model (3 layers x 4 heads)
 MICRO = Profile("micro-planted", seeds=(0,), total_steps=4, onset=2, checkpoint_every=4, batch_size=4, seq_len=24,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from lexprobe.progress import LogBar, tqdm
+from lexprobe.base.progress import LogBar, tqdm
 
 
 def test_not_a_terminal_gives_a_log_bar():

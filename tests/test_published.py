@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from lexprobe.analysis.performance import best_layer, performance
-from lexprobe.published import from_published
+from lexprobe.stimuli.published import from_published
 
 DATA = Path(__file__).parent / "data"
 SEEDED = DATA / "published_seeded.csv"  # header of the per-seed files: ...,mpath,revision,seed,step

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 
+from lexprobe.checkpoints.suites import Checkpoint, Loaded
 from lexprobe.organism.suite import ensure_trained
-from lexprobe.scheduler import parse_scheduler, run_dask
-from lexprobe.store import ResultsStore
-from lexprobe.suites import Checkpoint, Loaded
-from lexprobe.sweep import SweepJob, extract
+from lexprobe.store.results import ResultsStore
+from lexprobe.sweep.run import SweepJob, extract
+from lexprobe.sweep.scheduler import parse_scheduler, run_dask
 
 STEPS = (0, 16, 48)
 HELD = (0, 16)  # (seed, step) of the unit whose worker the kill test shoots
@@ -61,7 +61,7 @@ def assert_same_tables(a: Path, b: Path) -> None:
 
 def test_parallel_map_keeps_the_order_on_the_pool(monkeypatch):
     """The pool's map (stage 1's bootstrap refits, stage 4's greedy searches) returns what ``map`` does, in order."""
-    from lexprobe.pool import parallel_map
+    from lexprobe.sweep.pool import parallel_map
 
     monkeypatch.setenv("LEXPROBE_WORKERS", "2")
     items = [np.arange(n, dtype=float) for n in range(1, 40)]
@@ -74,7 +74,7 @@ def test_parallel_map_keeps_the_order_on_the_pool(monkeypatch):
 
 def test_pool_sweep_matches_serial_and_shares_a_checkpoints_conditions(organism, few, serial, tmp_path,
                                                                           monkeypatch):
-    from lexprobe.interventions import HeadAblation
+    from lexprobe.engine.interventions import HeadAblation
 
     conds = [None, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]
     monkeypatch.setenv("LEXPROBE_WORKERS", "2")
@@ -159,9 +159,9 @@ def test_worker_killed_mid_unit_still_gives_identical_tables(organism, few, seri
 
 
 def test_plan_counts_units_downloads_and_stored_results(organism, few, serial, monkeypatch, tmp_path):
+    from lexprobe.checkpoints.shapes import checkpoint_bytes
+    from lexprobe.checkpoints.suites import resolve_suite
     from lexprobe.plan import plan
-    from lexprobe.shapes import checkpoint_bytes
-    from lexprobe.suites import resolve_suite
 
     monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path))  # a fresh calibration cache
     text = plan(organism, few, STEPS, root=serial)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lexprobe.analysis import seeds
+from lexprobe.analysis import agreement as seeds
 
 LAYERS, HEADS = 6, 8
 

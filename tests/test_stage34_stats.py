@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lexprobe.analysis.causal import agreement, causal_map, drops, first_significant, null_tests
+from lexprobe.analysis.nulls import agreement, causal_map, drops, first_significant, null_tests
 from lexprobe.analysis.robustness import head_robustness, paired_p, retained_performance
-from lexprobe.interventions import random_head_sets
-from lexprobe.stages.stage4_causal import design
+from lexprobe.engine.interventions import random_head_sets
+from lexprobe.stages.causal import design
 
 KEY = {"model": "m", "seed": 0}
 
@@ -122,7 +122,7 @@ def test_retained_performance_subtracts_each_sets_untrained_baseline():
 
 def test_a_perturbed_set_with_too_few_pairs_is_not_scored(stimuli):
     """On RAW-C, ``frame`` kept 3 of 504 pairs and reported an R^2 share of 521.9: such a set is not scored."""
-    from lexprobe.stages.stage3_perturbation import measurable
+    from lexprobe.stages.perturbation import measurable
 
     words = sorted(stimuli.pairs["word"].unique())
     sets = {"frame": stimuli.subset(words[:1], name="f"), "neutral": stimuli.subset(words[:20], name="n")}
@@ -133,7 +133,7 @@ def test_every_stage_4_test_can_reach_its_threshold():
     """The smallest attainable p of each reported test sits below what its correction demands: head-set nulls by
     rank only where 1/(n+1) <= alpha/5 (else a t prediction test), the causal map by a normal approximation of
     the bootstrap, which can flag a lone head under BH over all its cells (a rank over 200 draws could not)."""
-    from lexprobe.analysis.causal import RANK_RESOLVES, rank_floor
+    from lexprobe.analysis.nulls import RANK_RESOLVES, rank_floor
 
     rng = np.random.default_rng(1)
     for n, method in ((10, "t prediction"), (19, "t prediction"), (100, "rank"), (1000, "rank")):
@@ -193,7 +193,7 @@ def test_design_has_nulls_controls_and_the_single_head_map():
 def test_causal_map_bootstrap_picks_the_best_layer_by_the_study_rule(by):
     """At unit weights the map's best-layer R^2 is the R^2 of the layer the rule picks: a layer that separates the
     senses the wrong way (positive r) wins under r2 and loses under signed and auc."""
-    from lexprobe.analysis.causal import weighted_best_r2
+    from lexprobe.analysis.nulls import weighted_best_r2
     from lexprobe.analysis.performance import auc
 
     rng = np.random.default_rng(3)

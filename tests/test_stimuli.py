@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lexprobe.stimuli import PAIR_COLUMNS, StimulusError, load_rawc, load_stimuli, locate
+from lexprobe.stimuli.tables import PAIR_COLUMNS, StimulusError, load_rawc, load_stimuli, locate
 
 GOOD = [
     ["bank", "She saw the muddy bank.", "She saw the grassy bank.", "TRUE", "Homonymy",

@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 from conftest import tiny_model
 
-import lexprobe.stages.stage1_inflection as stage1_mod
-import lexprobe.stages.stage2_heads as stage2_mod
+import lexprobe.stages.discovery as stage2_mod
+import lexprobe.stages.inflection as stage1_mod
 from lexprobe import Study
+from lexprobe.checkpoints.hubcache import add_revision
+from lexprobe.checkpoints.suites import hub_cache
 from lexprobe.cli import build_parser, main, timing_line
-from lexprobe.hubcache import add_revision
-from lexprobe.stages.stage3_perturbation import perturbation_steps, perturbed_sets
-from lexprobe.stages.stage4_causal import causal_stage
-from lexprobe.stages.stage4_patching import counterfactual_of
-from lexprobe.stimuli import StimulusError
-from lexprobe.store import ResultsStore, Unit
-from lexprobe.suites import hub_cache
+from lexprobe.stages.causal import causal_stage
+from lexprobe.stages.patching import counterfactual_of
+from lexprobe.stages.perturbation import perturbation_steps, perturbed_sets
+from lexprobe.stimuli.tables import StimulusError
+from lexprobe.store.results import ResultsStore, Unit
 
 REPO = "lexprobe-test/study-neox{seed_suffix}"
 STEPS = (0, 1, 2, 4, 8)
@@ -118,7 +118,7 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
     with monkeypatch.context() as m:
         for mod, name in ((stage1_mod, "inflections"), (stage2_mod, "discover")):
             m.setattr(mod, name, fail)
-        m.setattr("lexprobe.stages.stage4_causal.causal.causal_map", fail)
+        m.setattr("lexprobe.stages.causal.causal.causal_map", fail)
         again = Study(suite, small, root=root, **SMALL)
         pd.testing.assert_frame_equal(again.inflection.inflection, computed["s1"].inflection)
         pd.testing.assert_frame_equal(again.heads.stats, computed["s2"].stats)
@@ -240,7 +240,7 @@ def test_out_is_the_results_folder_in_every_command_and_v_shows_tracebacks(capsy
 def test_stage_plan_counts_what_the_stages_measure_and_store(suite, small, tmp_path, monkeypatch):
     """``lexprobe plan``'s stage table, given the discovery the study really made, predicts the units stages 1, 3
     and 4 store and the files of the results store."""
-    import lexprobe.studyplan as studyplan
+    import lexprobe.plan as studyplan
 
     monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
     study = Study(suite, small, root=str(tmp_path / "res"), **SMALL)

@@ -15,10 +15,9 @@ import pytest
 import torch
 from conftest import tiny_model
 
-import lexprobe.sweep as sweep_mod
-from lexprobe.hubcache import add_revision, read_ref, refs_folder, repo_folder
-from lexprobe.store import ResultsStore, StoreConflict
-from lexprobe.suites import (
+import lexprobe.sweep.run as sweep_mod
+from lexprobe.checkpoints.hubcache import add_revision, read_ref, refs_folder, repo_folder
+from lexprobe.checkpoints.suites import (
     PYTHIA_STEPS,
     RIVTROTT_STEPS,
     CheckpointUnavailable,
@@ -33,7 +32,8 @@ from lexprobe.suites import (
     tokenizer_identity,
     validate_model,
 )
-from lexprobe.sweep import extract
+from lexprobe.store.results import ResultsStore, StoreConflict
+from lexprobe.sweep.run import extract
 
 REPO = "lexprobe-test/tiny-neox"
 
@@ -80,9 +80,10 @@ def test_step_selection():
 
 
 def test_pythia_sizes_come_from_the_shapes_table_and_suites_imports_light():
-    """One list of sizes (lexprobe.shapes.PYTHIA_SHAPES); importing lexprobe.suites loads neither transformers (the
+    """One list of sizes (lexprobe.checkpoints.shapes.PYTHIA_SHAPES); importing lexprobe.checkpoints.suites loads
+    neither transformers (the
     table's module imports it only where used) nor the organism."""
-    code = ("import sys, lexprobe.suites as s, lexprobe.shapes as sh\n"
+    code = ("import sys, lexprobe.checkpoints.suites as s, lexprobe.checkpoints.shapes as sh\n"
             "assert s.PYTHIA_SIZES == tuple(sh.PYTHIA_SHAPES) and len(s.PYTHIA_SIZES) == 10\n"
             "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('transformers', 'tokenizers'))}"
             " | {m for m in sys.modules if m.startswith('lexprobe.organism')}))")
@@ -91,7 +92,8 @@ def test_pythia_sizes_come_from_the_shapes_table_and_suites_imports_light():
 
 
 def test_hub_cache_paths_come_from_hubcache(cache):
-    """models--ORG--NAME and refs/ are spelled in lexprobe.hubcache only; no cache_dir means the hub's default."""
+    """models--ORG--NAME and refs/ are spelled in lexprobe.checkpoints.hubcache only; no cache_dir means the hub's
+    default."""
     from huggingface_hub import constants
 
     assert repo_folder(None, "EleutherAI/pythia-14m") == Path(constants.HF_HUB_CACHE) / "models--EleutherAI--pythia-14m"
@@ -186,7 +188,7 @@ def test_sweep_skips_missing_then_rerun_does_no_model_work(cache, small, tmp_pat
 
 def test_checkpoint_killed_half_measured_resumes_with_only_the_missing_conditions(cache, small, tmp_path,
                                                                                    monkeypatch):
-    from lexprobe.interventions import HeadAblation
+    from lexprobe.engine.interventions import HeadAblation
 
     suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1, 2))
     conds = [None, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]
@@ -225,7 +227,7 @@ def test_changed_stimuli_detected_not_mixed(cache, small, tmp_path):
     extract(suite, small, root=tmp_path / "res", progress=False)
     pairs = small.pairs.copy()
     pairs.loc[0, "same"] = not pairs.loc[0, "same"]
-    from lexprobe.stimuli import from_pairs
+    from lexprobe.stimuli.tables import from_pairs
 
     changed = from_pairs(pairs.drop(columns=["pair_id", "s1", "s2"]), name="small")
     assert changed.hash != small.hash
@@ -308,9 +310,10 @@ def _import_graph() -> dict[str, set[str]]:
 
 def test_import_graph_has_no_cycles():
     graph = _import_graph()
-    assert not [m for m in graph["lexprobe.suites"] | graph["lexprobe.store"] if m.startswith("lexprobe.organism")]
-    assert graph["lexprobe.files"] == set()  # a base module
-    with pytest.raises(ValueError, match="lexprobe.specs.resolve"):
+    assert not [m for m in graph["lexprobe.checkpoints.suites"] | graph["lexprobe.store.results"] if
+    m.startswith("lexprobe.organism")]
+    assert graph["lexprobe.base.files"] == set()  # a base module
+    with pytest.raises(ValueError, match="lexprobe.organism.suite.resolve"):
         resolve_suite("organism")  # suites does not know the organism; the layer above resolves it
     state: dict[str, str] = {}
 
@@ -344,7 +347,7 @@ def test_several_stimulus_sets_share_one_load_per_checkpoint(cache, small, stimu
 
 
 def test_save_heads_false_stores_distances_only_and_counts_as_done(cache, small, tmp_path):
-    from lexprobe.extract import ExtractConfig
+    from lexprobe.engine.extract import ExtractConfig
 
     suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1))
     cfg = ExtractConfig(save_heads=False, save_embeddings=False)

@@ -1,7 +1,7 @@
 """Disambiguation performance per checkpoint and layer: R^2 of cosine distance vs relatedness (or sense), AUC.
 
 Works on lexprobe's stored ``distances`` (joined to the pair table) and on the long tables published by the
-original study (read by :func:`lexprobe.published.from_published`, in the same columns).
+original study (read by :func:`lexprobe.stimuli.published.from_published`, in the same columns).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lexprobe.lazy import stats
-from lexprobe.stimuli import Stimuli
+from lexprobe.base.lazy import stats
+from lexprobe.stimuli.tables import Stimuli
 
 CHECKPOINT_KEYS = ["model", "seed", "step"]
 DEGENERATE = 1e-9  # distance ranges below this are numerical noise, not a measurement

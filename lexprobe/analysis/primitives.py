@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lexprobe.analysis.performance import DEGENERATE
-from lexprobe.lazy import multitest
+from lexprobe.base.lazy import multitest
 
 TIE = 1e-12  # a null draw this close below the observed value counts as reaching it (rounding noise)
 

@@ -2,7 +2,7 @@
 
 Inputs are tidy tables: the engine's per-sentence head table for the intact set and for each perturbed set (a
 ``perturbation`` column names the set; perturbed sentences carry ``source_id`` and a ``control_attn`` column,
-the attention to the position-matched control word; see :mod:`lexprobe.perturb`), and best-layer scores per set.
+the attention to the position-matched control word; see :mod:`lexprobe.stimuli.perturb`), and best-layer scores per set.
 
 Per (perturbation, model, seed, step, layer, head), :func:`head_robustness` gives the head's mean cue attention on
 the source sentences intact, on the perturbed sentences, and to the control word, and a paired one-sided test over
@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lexprobe.analysis.heads import ALPHA
 from lexprobe.analysis.primitives import bh_within
-from lexprobe.lazy import stats
+from lexprobe.analysis.selection import ALPHA
+from lexprobe.base.lazy import stats
 
 KEYS = ["model", "seed", "step", "layer", "head"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lexprobe.paths import data_dir
-from lexprobe.stimuli import fill
+from lexprobe.base.paths import data_dir
+from lexprobe.stimuli.tables import fill
 
 PLACEMENTS = ("adjacent", "separated", "clause", "bare")
 

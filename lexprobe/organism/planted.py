@@ -5,7 +5,7 @@ every later token of its sentence (``readers="sentence"``, the default: then no 
 cue, e.g. from the sense-dependent continuation) are open in the **designated heads** (``Plant.n_heads`` heads, each
 in a different layer, drawn from the training seed) and cut before the softmax in every other head: their scores
 are set to the dtype's minimum, as
-:class:`lexprobe.interventions.EdgeKnockout` (``mode="pre"``) cuts them at analysis time, so the head's remaining
+:class:`lexprobe.engine.interventions.EdgeKnockout` (``mode="pre"``) cuts them at analysis time, so the head's remaining
 attention renormalises. The cut runs in a registered attention function (eager attention plus the per-layer,
 per-head cut) that is switched on only for the training forward pass: saved checkpoints are ordinary GPT-NeoX
 checkpoints, measured without any mask.

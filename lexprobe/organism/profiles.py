@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lexprobe.files import fingerprint
+from lexprobe.base.files import fingerprint
 from lexprobe.organism.corpus import CorpusConfig, Lexicon
 
 Head = tuple[int, int]

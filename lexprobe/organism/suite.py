@@ -1,4 +1,5 @@
-"""The organism as a checkpoint suite: train what is missing, then load it through :mod:`lexprobe.suites`."""
+"""The organism as a checkpoint suite: train what is missing, then load it through
+:mod:`lexprobe.checkpoints.suites`."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lexprobe.files import atomic_write
-from lexprobe.hubcache import has_revision
+from lexprobe.base.files import atomic_write
+from lexprobe.base.paths import home, smoke
+from lexprobe.base.progress import tqdm
+from lexprobe.checkpoints.hubcache import has_revision
+from lexprobe.checkpoints.suites import Suite, hub_cache, resolve_suite
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.profiles import MODEL, ORG, PROFILES, Profile
-from lexprobe.paths import home, smoke
-from lexprobe.progress import tqdm
-from lexprobe.suites import Suite, hub_cache
 
 SEEDS_PER_CORE = 4  # training processes per core at most, by default (each one thread, a few hundred MB)
 
@@ -158,3 +159,13 @@ def organism_suite(profile: str | Profile | None = None) -> Suite:
     suite = hub_cache(root / "hub", f"{ORG}/{{model}}{{seed_suffix}}", models=(MODEL,), seeds=p.seeds,
                       name=suite_name(p), metadata=meta)
     return suite.with_(steps=p.checkpoints)
+
+
+def resolve(spec: str, cache_dir: str | None = None) -> Suite:
+    """The suite a spec names, as the command line and notebooks write it: ``organism`` (LEXPROBE_SMOKE=1: its smoke
+    profile) or ``organism-PROFILE`` trains what is missing first; anything else goes to
+    :func:`lexprobe.checkpoints.suites.resolve_suite` (Pythia, local folders, hub caches). It lives here, above both,
+    so that ``checkpoints`` never imports the organism."""
+    if spec == "organism" or spec.startswith("organism-"):
+        return ensure_trained(spec.partition("-")[2] or None)
+    return resolve_suite(spec, cache_dir)

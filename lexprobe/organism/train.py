@@ -2,7 +2,8 @@
 
 Deterministic per seed (weights from ``torch.manual_seed(seed)``, each step's batch from a generator seeded by
 ``(seed, step)``), resumable (optimizer state saved at each checkpoint), and written through
-:mod:`lexprobe.hubcache` so :mod:`lexprobe.suites` loads it exactly like Pythia's ``stepN`` branches.
+:mod:`lexprobe.checkpoints.hubcache` so :mod:`lexprobe.checkpoints.suites` loads it exactly like Pythia's ``stepN``
+branches.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ import numpy as np
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from lexprobe.bpe import train_tokenizer
-from lexprobe.hubcache import add_revision, has_revision
+from lexprobe.base.progress import tqdm
+from lexprobe.checkpoints.bpe import train_tokenizer
+from lexprobe.checkpoints.hubcache import add_revision, has_revision
+from lexprobe.checkpoints.shapes import neox_config
 from lexprobe.organism.corpus import Corpus, Sample, Span
 from lexprobe.organism.planted import closed_heads, mean_leak, planted_forward
 from lexprobe.organism.profiles import Profile
-from lexprobe.progress import tqdm
-from lexprobe.shapes import neox_config
 
 
 def model_config(p: Profile, vocab: int) -> GPTNeoXConfig:
-    """pythia-14m's layout (:func:`lexprobe.shapes.neox_config`), the profile's shape and the organism vocabulary;
+    """pythia-14m's layout (:func:`lexprobe.checkpoints.shapes.neox_config`), the profile's shape and the organism
+    vocabulary;
     trained with SDPA attention for speed (loading for measurement always forces eager)."""
     return neox_config(vocab, p.hidden_size, p.layers, p.heads, attention="sdpa")
 

@@ -2,9 +2,9 @@
 dataclass out, heavy work through the results store) and its plain-text report. Statistics live in
 :mod:`lexprobe.analysis`; :class:`lexprobe.Study` runs them with one set of settings and caches their results.
 
-* :mod:`~lexprobe.stages.stage1_inflection`: when does disambiguation take off?
-* :mod:`~lexprobe.stages.stage2_heads`: which heads track it?
-* :mod:`~lexprobe.stages.stage3_perturbation`: are they robust when the cue moves or changes?
-* :mod:`~lexprobe.stages.stage4_causal`: are they causally necessary?
-* :mod:`~lexprobe.stages.stage5_seeds`: do the findings replicate across training seeds?
+* :mod:`~lexprobe.stages.inflection`: when does disambiguation take off?
+* :mod:`~lexprobe.stages.discovery`: which heads track it?
+* :mod:`~lexprobe.stages.perturbation`: are they robust when the cue moves or changes?
+* :mod:`~lexprobe.stages.causal`: are they causally necessary?
+* :mod:`~lexprobe.stages.replication`: do the findings replicate across training seeds?
 """

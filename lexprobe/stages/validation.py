@@ -3,7 +3,7 @@ head set what carries the cue (the construct check), and how well do stages 2 an
 
 The planted heads come from the suite's metadata (``planted_heads``: {seed: [[layer, head], ...]}). The construct
 check cuts, at the last checkpoint, the target->cue edges of the planted heads and of all the other heads
-(:class:`lexprobe.interventions.EdgeKnockout`, scores masked before the softmax), measured through the results
+(:class:`lexprobe.engine.interventions.EdgeKnockout`, scores masked before the softmax), measured through the results
 store like every intervention. The head maps held against the planted set are listed in :func:`head_maps`; a map is
 any table with columns model, seed, step, layer, head, significant.
 """
@@ -14,14 +14,14 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from lexprobe.analysis import planted as validity
+from lexprobe.analysis import validity
 from lexprobe.analysis.performance import with_pairs
-from lexprobe.interventions import EdgeKnockout
-from lexprobe.stages.stage1_inflection import Stage1
-from lexprobe.stages.stage2_heads import Stage2
-from lexprobe.stages.stage4_causal import Stage4
-from lexprobe.suites import Suite
-from lexprobe.sweep import extract
+from lexprobe.checkpoints.suites import Suite
+from lexprobe.engine.interventions import EdgeKnockout
+from lexprobe.stages.causal import Causal
+from lexprobe.stages.discovery import Discovery
+from lexprobe.stages.inflection import Inflection
+from lexprobe.sweep.run import extract
 
 
 @dataclass
@@ -46,7 +46,7 @@ def planted_heads(suite: Suite) -> pd.DataFrame:
                          for layer, head in pairs])
 
 
-def head_maps(stage2: Stage2, stage4: Stage4, step: int) -> dict[str, pd.DataFrame]:
+def head_maps(stage2: Discovery, stage4: Causal, step: int) -> dict[str, pd.DataFrame]:
     """Every head map held against the planted set, by name (one line per map): stage 2's passing heads, the
     original study's selection rule alone (its ``selected`` column: slope > 0 and BH q < .05), stage 4's causal
     map (single-head zero ablation) and its patching maps (necessity by noising, sufficiency by denoising one head
@@ -75,7 +75,7 @@ def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
     return sets.assign(significant=named)[cols]
 
 
-def construct_best(stage1: Stage1, planted: pd.DataFrame, n_layers: int, n_heads: int,
+def construct_best(stage1: Inflection, planted: pd.DataFrame, n_layers: int, n_heads: int,
                    progress: bool = True) -> pd.DataFrame:
     """Best-layer scores at the last checkpoint per (model, seed), condition ``intact``, ``planted`` (the planted
     heads' target->cue edges cut) and ``others`` (the same edges cut in every other head)."""
@@ -96,7 +96,7 @@ def construct_best(stage1: Stage1, planted: pd.DataFrame, n_layers: int, n_heads
     return pd.concat(out, ignore_index=True)
 
 
-def validation_stage(stage1: Stage1, stage2: Stage2, stage4: Stage4, progress: bool = True) -> Validation:
+def validation_stage(stage1: Inflection, stage2: Discovery, stage4: Causal, progress: bool = True) -> Validation:
     """The construct check (measured through stage 1's results store) and the validity tables of a finished
     study on a planted suite."""
     planted = planted_heads(stage1.suite)

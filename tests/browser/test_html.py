@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lexprobe import viz
+from lexprobe.views import viz
 
 from .pages import assert_html_renders
 

@@ -1,0 +1,250 @@
+"""Stage 4 statistics: how much does an intervention hurt disambiguation, against which null?
+
+All functions take tidy tables (best-layer scores per condition and checkpoint, pair-level distances) and a
+*design* table describing each condition (``condition, family, role, draw, n_heads, heads``; ``role`` is
+``target``, ``random`` or ``single``). The effect of an intervention is the **drop** of the best-layer score
+(R^2, AUC) from the intact model at the same checkpoint, so a harmful intervention has a positive effect.
+
+* :func:`null_tests`: per family and checkpoint, the target set's drop against the drops of random same-size head
+  sets. With n random sets the rank p = (1 + #random drops >= target drop) / (1 + n) can be no smaller than
+  1/(n + 1); where that floor is not well below alpha (``RANK_RESOLVES``: at most alpha / 5) the test is a
+  one-sided t prediction test of the target against the random sets' mean and sd (t = (target - mean) /
+  (sd * sqrt(1 + 1/n)), n - 1 df), which has no floor. ``method`` says which one ``p`` is; both are kept.
+* :func:`causal_map`: each single head's drop per checkpoint, with a paired item bootstrap (words resampled, the
+  same draws for the intact and ablated model): one-sided p that the drop is > 0 from the normal approximation
+  z = drop / bootstrap sd (a rank over B draws cannot go below 1/(B + 1), and BH over heads x checkpoints
+  needs p <= 0.05 / m for a lone cell: 8.7e-5 for the organism's 576 cells), the rank p kept as ``p_rank``;
+  BH-FDR over the heads and checkpoints of each (model, seed), as ``fdr_family`` says.
+* :func:`agreement`: per (model, seed), the causal map's significant heads at the last checkpoint against the
+  heads that pass correlational discovery (stage 2): counts, Jaccard, Fisher's exact test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lexprobe.analysis.primitives import (
+    at_last_checkpoint,
+    bh_within,
+    empirical_p,
+    weighted_auc,
+    weighted_r,
+    word_weights,
+)
+from lexprobe.analysis.selection import ALPHA
+from lexprobe.base.lazy import stats
+
+KEYS = ["model", "seed", "step"]
+RANK_RESOLVES = ALPHA / 5  # a rank test is used only where its floor 1/(n + 1) is at most this
+MAP_FAMILY = "heads x checkpoints of one (model, seed)"
+
+
+def rank_floor(n: int) -> float:
+    """The smallest p a rank test against ``n`` draws can give."""
+    return 1.0 / (n + 1)
+
+
+def t_prediction_p(null: np.ndarray, obs: float) -> float:
+    """One-sided p that ``obs`` exceeds a new draw of the null (normal, mean and sd estimated from ``null``)."""
+    if len(null) < 3 or not np.isfinite(obs):
+        return np.nan
+    sd = null.std(ddof=1)
+    if sd == 0:
+        return 0.0 if obs > null.mean() else 1.0
+    return float(stats.t.sf((obs - null.mean()) / (sd * np.sqrt(1 + 1 / len(null))), len(null) - 1))
+
+
+def drops(best: pd.DataFrame, scores: tuple[str, ...] = ("r2", "auc")) -> pd.DataFrame:
+    """Per intervened (condition, model, seed, step): the intact score, the intervened score and their drop."""
+    base = best[best["condition"] == "intact"].set_index(KEYS)[list(scores)]
+    out = best[best["condition"] != "intact"].join(base, on=KEYS, rsuffix="_intact")
+    for s in scores:
+        out[f"drop_{s}"] = out[f"{s}_intact"] - out[s]
+    return out.reset_index(drop=True)
+
+
+def vs_null(null: np.ndarray, obs: float) -> dict[str, float | str]:
+    """One observed effect against ``len(null)`` random draws: ``p`` by rank where its floor 1/(n + 1) resolves
+    (at most ``RANK_RESOLVES``), else by the t prediction test; both kept, with the floor and the null's summary."""
+    n = len(null)
+    p_rank = empirical_p(null, obs) if n else np.nan
+    rank = rank_floor(n) <= RANK_RESOLVES
+    p_t = t_prediction_p(null, obs)
+    sd = null.std(ddof=1) if n > 1 else np.nan
+    return {"n_random": n, "null_mean": null.mean() if n else np.nan,
+            "null_q05": np.quantile(null, 0.05) if n else np.nan,
+            "null_q95": np.quantile(null, 0.95) if n else np.nan, "null_sd": sd,
+            "p": p_rank if rank else p_t, "method": "rank" if rank else "t prediction",
+            "p_rank": p_rank, "p_floor": rank_floor(n), "p_t": p_t,
+            "z": (obs - null.mean()) / sd if sd and np.isfinite(sd) and sd > 0 else np.nan}
+
+
+def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r2") -> pd.DataFrame:
+    """Target set vs random same-size sets, per (family, model, seed, step)."""
+    eff = effects.merge(design[["condition", "family", "role"]], on="condition", validate="many_to_one")
+    rows = []
+    for (family, model, seed, step), g in eff.groupby(["family", *KEYS]):
+        target = g.loc[g["role"] == "target", score]
+        if target.empty:
+            continue
+        obs = float(target.iloc[0])
+        null = g.loc[g["role"] == "random", score].to_numpy(float)
+        rows.append({"family": family, "model": model, "seed": seed, "step": step, score: obs, **vs_null(null, obs)})
+    return pd.DataFrame(rows)
+
+
+def weighted_best_r2(W: np.ndarray, D: np.ndarray, y: np.ndarray, by: str = "r2",
+                     different: np.ndarray | None = None) -> np.ndarray:
+    """R^2 of distance vs ``y`` at the best layer under pair weights ``W`` (B, pairs) for distances ``D`` (pairs,
+    layers), the layer chosen per draw as :func:`~lexprobe.analysis.performance.best_layer` chooses it ``by``
+    ("r2": largest R^2; "signed": most negative r; "auc": largest AUC of ``different``-sense vs same-sense pairs);
+    layers whose distances are rounding noise are ignored. Returns (B,)."""
+    r2 = weighted_r(W, D, y, squared=True)
+    if by == "r2":
+        return np.nanmax(np.where(np.isnan(r2), -np.inf, r2), axis=1)
+    if by == "signed":
+        metric = -np.sign(weighted_r(W, D, y)) * r2
+    elif by == "auc" and different is not None:
+        metric = weighted_auc(W, D, different)
+    else:
+        raise ValueError(f"by must be r2, signed or auc (auc needs the different-sense mask), not {by!r}")
+    metric = np.where(np.isnan(metric), -np.inf, metric)
+    best = r2[np.arange(len(W)), metric.argmax(1)]
+    return np.where(np.isfinite(metric).any(1), best, np.nan)
+
+
+def best_r2_draws(g: pd.DataFrame, base: str, conditions: list[str], target: str, n_boot: int,
+                  rng: np.random.Generator, by: str = "r2") -> dict[str, np.ndarray]:
+    """Best-layer R^2 of ``base`` and each of ``conditions`` at one checkpoint (``g``: its pair-level distances,
+    column ``condition``) under the observed sample (index 0) and ``n_boot`` paired item-bootstrap draws (the same
+    words drawn for every condition), on the pairs of ``base``; layers chosen per draw ``by`` the study's rule."""
+    ref = g[g["condition"] == base]
+    wide = g[g["condition"].isin([base, *conditions])].pivot_table(
+        index=["word", "pair_key"], columns=["condition", "layer"], values="distance")
+    index = wide[base].dropna(how="all").index
+    info = ref.drop_duplicates("pair_key").set_index(["word", "pair_key"])
+    ycol = "mean_relatedness" if target == "relatedness" else "same"
+    y = info[ycol].reindex(index).to_numpy(float)
+    different = ~info["same"].reindex(index).to_numpy(bool)
+    W = word_weights(index.get_level_values("word").to_numpy(), n_boot, rng, observed=True)  # row 0: observed
+    layers = wide[base].columns
+    return {c: weighted_best_r2(W, wide[c].reindex(index=index, columns=layers).to_numpy(), y, by, different)
+            for c in [base, *conditions] if c in wide.columns.get_level_values("condition")}
+
+
+def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", n_boot: int = 200,
+               seed: int = 0, by: str = "r2") -> pd.DataFrame:
+    """Single-head ablations: drop in best-layer R^2 per (model, seed, step, layer, head) with a paired item
+    bootstrap p (one-sided, drop > 0) and BH q over the heads and checkpoints of each (model, seed); the best
+    layer is re-chosen ``by`` the study's rule in every draw (see :func:`weighted_best_r2`).
+
+    ``pairs`` holds pair-level distances of the intact condition and of every ``single`` condition of ``design``
+    (columns condition, model, seed, step, layer, word, pair_key, distance, same, mean_relatedness).
+    """
+    single = design[design["role"] == "single"].set_index("condition")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (model, sd, step), g in pairs.groupby(KEYS):
+        conds = [c for c in g["condition"].unique() if c in single.index]
+        if not (g["condition"] == "intact").any() or not conds:
+            continue
+        r2 = best_r2_draws(g, "intact", conds, target, n_boot, rng, by)
+        for cond in conds:
+            layer, head = single.loc[cond, "heads"][0]
+            rows.append({"model": model, "seed": sd, "step": step, "layer": int(layer), "head": int(head),
+                         "condition": cond, **effect_interval(r2["intact"] - r2[cond], "drop_r2")})
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    return with_fdr(out, "drop_r2", ["model", "seed"], MAP_FAMILY)
+
+
+def effect_interval(effect: np.ndarray, name: str) -> dict[str, float]:
+    """An effect's observed value (``effect[0]``) with its bootstrap 95% interval, standard error, the one-sided
+    normal-approximation p that it is > 0, and the rank p (share of draws without an effect) kept as ``p_rank``."""
+    draws = effect[1:]
+    se = draws.std(ddof=1)
+    return {name: effect[0], "boot_low": np.quantile(draws, 0.025), "boot_high": np.quantile(draws, 0.975),
+            "boot_se": se, "p": _normal_p(effect[0], se), "p_rank": empirical_p(-draws, 0.0, tol=0.0)}
+
+
+def with_fdr(table: pd.DataFrame, effect: str, family: list[str], family_name: str) -> pd.DataFrame:
+    """BH q within each ``family`` group, the family named and sized, and ``significant`` (q < alpha, effect > 0)."""
+    out = table.copy()
+    out["q"] = bh_within(out, "p", family)
+    out["fdr_family"] = family_name
+    out["fdr_family_size"] = out.groupby(family)["p"].transform("size")
+    out["significant"] = (out["q"] < ALPHA) & (out[effect] > 0)
+    return out
+
+
+def _normal_p(drop: float, se: float) -> float:
+    """One-sided p that a drop is > 0 from its bootstrap standard error (normal approximation)."""
+    if not np.isfinite(drop):
+        return np.nan
+    if not se > 0:
+        return 0.0 if drop > 0 else 1.0
+    return float(stats.norm.sf(drop / se))
+
+
+def agreement(cmap: pd.DataFrame, discovery: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
+    """Per (model, seed): heads causally significant at ``step`` (default: the last) vs heads passing stage 2."""
+    rows = []
+    for (model, sd), g in cmap.groupby(["model", "seed"]):
+        at = at_last_checkpoint(g) if step is None else g[g["step"] == step]
+        causal = {(r.layer, r.head) for r in at.itertuples() if r.significant}
+        d = discovery[(discovery["model"] == model) & (discovery["seed"] == sd)]
+        passing = {(r.layer, r.head) for r in d.itertuples() if r.passes}
+        n = len(d)
+        both = len(causal & passing)
+        table = [[both, len(passing - causal)], [len(causal - passing), n - len(causal | passing)]]
+        union = causal | passing
+        rows.append({"model": model, "seed": sd, "step": int(at["step"].iloc[0]), "n_heads": n,
+                     "causal": len(causal), "discovered": len(passing), "both": both,
+                     "jaccard": both / len(union) if union else np.nan,
+                     "fisher_p": stats.fisher_exact(table, alternative="greater")[1],
+                     "causal_heads": " ".join(f"L{l}H{h}" for l, h in sorted(causal)),
+                     "discovered_heads": " ".join(f"L{l}H{h}" for l, h in sorted(passing))})
+    return pd.DataFrame(rows)
+
+
+def first_significant(tests: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per (family, model, seed): the first step from which the target set's drop beats its null at every later
+    checkpoint (NaN if it never does). Each checkpoint is tested at ``alpha``; asking all later ones to reject is
+    an intersection-union test, so the claim "from this step on" keeps its error at ``alpha`` uncorrected."""
+    rows = []
+    for (family, model, sd), g in tests.sort_values("step").groupby(["family", "model", "seed"]):
+        sig = (g["p"] < alpha).to_numpy()
+        steps = g["step"].to_numpy()
+        tail = np.flatnonzero(~sig)
+        first = (steps[tail[-1] + 1] if len(tail) and tail[-1] + 1 < len(steps)
+                 else (steps[0] if not len(tail) else np.nan))
+        rows.append({"family": family, "model": model, "seed": sd, "effect_from_step": first})
+    return pd.DataFrame(rows)
+
+
+def study_regression(effects: pd.DataFrame, design: pd.DataFrame, families: tuple[str, ...],
+                     score: str = "drop_r2") -> pd.DataFrame:
+    """The original study's test across development: per (family, model, seed), OLS of the effect on
+    log10(step + 1) and a target indicator (the discovered heads = 1, random same-size sets = 0) over every
+    checkpoint at which the family's target was measured; the target coefficient with its 95% interval and
+    two-sided p (conventional OLS standard errors)."""
+    import statsmodels.api as sm
+
+    eff = effects.merge(design[["condition", "family", "role", "scope"]], on="condition", validate="many_to_one")
+    eff = eff[eff["family"].isin(families) & eff["role"].isin(["target", "random"]) & (eff["scope"] == "all")]
+    rows = []
+    for (family, model, sd), g in eff.groupby(["family", "model", "seed"]):
+        g = g.dropna(subset=[score])
+        X = sm.add_constant(np.column_stack([np.log10(g["step"].to_numpy(float) + 1),
+                                             (g["role"] == "target").to_numpy(float)]))
+        if len(g) < 4 or np.linalg.matrix_rank(X) < 3:
+            continue
+        fit = sm.OLS(g[score].to_numpy(float), X).fit()
+        low, high = fit.conf_int()[2]
+        rows.append({"family": family, "model": model, "seed": sd, "n": len(g),
+                     "n_steps": g["step"].nunique(), "target_coef": fit.params[2], "target_low": low,
+                     "target_high": high, "target_p": fit.pvalues[2], "log_step_coef": fit.params[1],
+                     "log_step_p": fit.pvalues[1]})
+    return pd.DataFrame(rows)

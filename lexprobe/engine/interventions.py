@@ -1,0 +1,495 @@
+"""Interventions as frozen specs that the engine applies inside its own batched trace.
+
+Every intervention is a frozen dataclass. Its ``condition`` (the results store's path segment) and its fingerprint
+are derived from its fields, so two different interventions can never share cached results and no free-form name
+decides what is reused. Kinds:
+
+* :class:`HeadAblation`: replace heads' outputs at the input of the attention output projection (viewed as
+  (batch, seq, heads, head_dim)) by ``zero``, their ``mean`` over every real token of the stimulus set at that
+  checkpoint, or a ``resample``: the same head's output in another sentence (seeded; a donor of another word and at
+  least the same length when one exists, else the longest other sentence with its last token repeated).
+* :class:`EdgeKnockout`: remove attention edges from the target's tokens to the cue's tokens (``edges="cue"``), or
+  to as many randomly chosen earlier non-cue tokens per sentence (``edges="random"``, the positive control), in
+  chosen heads; ``mode="pre"`` masks the scores before the softmax (the head's remaining attention renormalises),
+  ``mode="post"`` zeroes the probabilities after it.
+* :class:`QKEdit`: a head's Q and K rows (weights and biases) of the packed QKV projection zeroed, or copied from
+  another checkpoint of the same model and seed (``method="copy", source_step=1``), as in the original study.
+  Applied by :meth:`Intervention.weights`, a context that always restores the weights.
+* :class:`Compose`: several at once; :class:`NoOp`: changes nothing (its results must equal the intact ones).
+
+Heads are ``(layer, head)`` pairs; ``heads=None`` means every head of every layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, SupportsInt, cast
+
+import numpy as np
+
+from lexprobe.base.lazy import torch
+from lexprobe.engine.sites import Sites
+
+if TYPE_CHECKING:
+    from lexprobe.stimuli import align
+
+Head = tuple[int, int]
+CONDITION = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")
+
+
+def heads_of(heads: Iterable[Iterable[SupportsInt]] | None) -> tuple[Head, ...] | None:
+    """Normalise a head collection to a sorted tuple of unique (layer, head) int pairs (None stays None)."""
+    if heads is None:
+        return None
+    out = set()
+    for h in heads:
+        layer, head = (int(v) for v in h)
+        if layer < 0 or head < 0:
+            raise ValueError(f"head {h!r}: layer and head must be >= 0")
+        out.add((layer, head))
+    return tuple(sorted(out))
+
+
+def heads_label(heads: tuple[Head, ...] | None) -> str:
+    """Short readable name of a head set (``all``, ``l2h0``, ``3h``)."""
+    if heads is None:
+        return "all"
+    if len(heads) == 1:
+        return f"l{heads[0][0]}h{heads[0][1]}"
+    return f"{len(heads)}h"
+
+
+class Encoded(Protocol):
+    """What interventions read of an encoded batch (:class:`lexprobe.stimuli.align.Encoded` provides it)."""
+
+    input_ids: torch.Tensor  # (b, T)
+    target_mask: torch.Tensor  # (b, T) bool
+    cue_mask: torch.Tensor  # (b, T) bool
+
+
+@dataclass
+class Batch:
+    """What an intervention sees of one traced batch: encodings, global sentence rows, prepared replacements."""
+
+    enc: align.Encoded  # the engine reads all of it; interventions only the :class:`Encoded` part
+    rows: torch.Tensor  # (b,) indices of the batch's sentences in the stimulus set's sentence table
+    head_values: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)  # (key, layer) -> (b, T, H*hd)
+    cut_keys: dict[str, torch.Tensor] = field(default_factory=dict)  # knockout key -> its (b, T) keys, once a batch
+    intact: IntactLayers | None = None  # the intact model's layers on this batch, for layers an edit leaves alone
+
+
+@dataclass
+class IntactLayers:
+    """The intact model's embedding output (b, T, d), every layer's output (b, T, d) and attention (b, H, T, T) on
+    one batch: the engine reuses them below an intervention's :meth:`Intervention.first_layer`."""
+
+    embed: torch.Tensor
+    outputs: list[torch.Tensor]
+    attention: list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Base class: a frozen spec with a derived condition name and fingerprint; subclasses override the hooks."""
+
+    kind: ClassVar[str] = "intervention"
+
+    def spec(self) -> dict[str, Any]:
+        """Every field that defines the intervention, JSON-able; enters the results fingerprint."""
+        return {"kind": self.kind, **json.loads(json.dumps(asdict(self)))}
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:10]
+
+    def label(self) -> str:
+        return ""
+
+    @property
+    def condition(self) -> str:
+        """Store path segment: kind, a readable label, and the spec's hash."""
+        name = "-".join(p for p in (self.kind, self.label(), self.key) if p)
+        if not CONDITION.fullmatch(name):
+            raise ValueError(f"derived condition {name!r} is not a safe path segment")
+        return name
+
+    def head_set(self) -> tuple[Head, ...] | None:
+        return None
+
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        """Raise ValueError naming any head outside the model."""
+        bad = [h for h in (self.head_set() or ()) if h[0] >= n_layers or h[1] >= n_heads]
+        if bad:
+            raise ValueError(f"{self.condition}: heads {bad} do not exist in a model with {n_layers} layers x "
+                             f"{n_heads} heads")
+
+    def leaves(self) -> tuple[Intervention, ...]:
+        """The elementary interventions this one applies."""
+        return (self,)
+
+    def first_layer(self, n_layers: int) -> int:
+        """The first layer this intervention changes (``n_layers``: none). Below it the intervened model computes
+        exactly what the intact one does, so the engine reuses the intact layers there; 0 unless a kind knows
+        better (the safe default for a new kind)."""
+        return 0
+
+    def value_layers(self, n_layers: int, n_heads: int) -> set[int]:
+        """Layers whose intact head outputs the engine must collect before tracing (mean / resample)."""
+        return set()
+
+    def replacement(self, layer: int, outputs: torch.Tensor, lengths: torch.Tensor,
+                    words: np.ndarray) -> torch.Tensor:
+        """Per-sentence replacement values (n, T, H*hd) for ``layer``, from intact outputs (n, T, H*hd)."""
+        raise NotImplementedError(f"{self.kind} needs no replacement values")
+
+    def edit(self, sites: Sites, layer: int, batch: Batch) -> None:
+        """Edit layer ``layer`` inside the trace (called before the layer's outputs are read)."""
+
+    @contextmanager
+    def weights(self, sites: Sites, donor: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None
+                ) -> Iterator[None]:
+        """Weight edits for the duration of the block (always restored)."""
+        yield
+
+    @property
+    def donor_step(self) -> int | None:
+        """A checkpoint step whose weights the edit copies (same model and seed), if any."""
+        return None
+
+    def donor_layers(self, n_layers: int) -> set[int]:
+        """Layers whose QKV weights are copied from the donor checkpoint."""
+        return set()
+
+
+def first_of(heads: tuple[Head, ...] | None, n_layers: int) -> int:
+    """The lowest layer of a head set (``None``: every head, layer 0; no head: ``n_layers``)."""
+    return 0 if heads is None else min((layer for layer, _ in heads), default=n_layers)
+
+
+def all_heads(heads: tuple[Head, ...] | None, n_layers: int, n_heads: int) -> dict[int, list[int]]:
+    """Heads grouped by layer (``None``: every head of every layer)."""
+    pairs = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    out: dict[int, list[int]] = {}
+    for layer, head in pairs:
+        out.setdefault(layer, []).append(head)
+    return out
+
+
+@dataclass(frozen=True)
+class NoOp(Intervention):
+    """Changes nothing; runs the intervention path of the engine (its tables must equal the intact ones)."""
+
+    kind: ClassVar[str] = "noop"  # first layer 0 (the default): the control runs every layer of the edit path
+
+
+@dataclass(frozen=True)
+class HeadAblation(Intervention):
+    """Replace heads' outputs (input of the attention output projection) by zero, their mean, or a resample."""
+
+    kind: ClassVar[str] = "ablate"
+    heads: tuple[Head, ...] | None = ()
+    method: Literal["zero", "mean", "resample"] = "zero"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", heads_of(self.heads))
+        if self.method not in ("zero", "mean", "resample"):
+            raise ValueError(f"ablation method {self.method!r}: choose zero, mean or resample")
+
+    def label(self) -> str:
+        return f"{self.method}-{heads_label(self.heads)}"
+
+    def head_set(self) -> tuple[Head, ...] | None:
+        return self.heads
+
+    def value_layers(self, n_layers: int, n_heads: int) -> set[int]:
+        return set() if self.method == "zero" else set(all_heads(self.heads, n_layers, n_heads))
+
+    def first_layer(self, n_layers: int) -> int:
+        return first_of(self.heads, n_layers)
+
+    def donors(self, lengths: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """Seeded donor sentence per sentence: another word's sentence at least as long, else the longest other."""
+        rng = np.random.default_rng(self.seed)
+        n = len(lengths)
+        out = np.empty(n, dtype=int)
+        for i in range(n):
+            ok = np.flatnonzero((lengths >= lengths[i]) & (words != words[i]))
+            if len(ok) == 0:
+                others = np.flatnonzero(np.arange(n) != i)
+                ok = others[lengths[others] == lengths[others].max()] if len(others) else np.array([i])
+            out[i] = rng.choice(ok)
+        return out
+
+    def replacement(self, layer: int, outputs: torch.Tensor, lengths: torch.Tensor,
+                    words: np.ndarray) -> torch.Tensor:
+        n, width, _ = outputs.shape
+        real = (torch.arange(width)[None, :] < lengths[:, None]).to(outputs.dtype)
+        if self.method == "mean":
+            mean = (outputs * real[..., None]).sum((0, 1)) / real.sum()
+            return mean.expand(n, width, -1)
+        donor = torch.as_tensor(self.donors(lengths.numpy(), words))
+        pos = torch.minimum(torch.arange(width)[None, :], (lengths[donor] - 1)[:, None])  # (n, T)
+        return outputs[donor[:, None], pos]
+
+    def edit(self, sites: Sites, layer: int, batch: Batch) -> None:
+        heads = all_heads(self.heads, sites.n_layers, sites.n_heads).get(layer)
+        if not heads:
+            return
+        x = sites.head_output(layer).input
+        hd = sites.head_dim
+        for h in heads:
+            cols = slice(h * hd, (h + 1) * hd)
+            if self.method == "zero":
+                x[:, :, cols] = 0
+            else:
+                x[:, :, cols] = batch.head_values[(self.key, layer)][:, : x.shape[1], cols]
+
+
+@dataclass(frozen=True)
+class EdgeKnockout(Intervention):
+    """Cut attention edges from the target's tokens to the cue's tokens (or to random earlier non-cue tokens)."""
+
+    kind: ClassVar[str] = "knockout"
+    heads: tuple[Head, ...] | None = None
+    edges: Literal["cue", "random"] = "cue"
+    mode: Literal["pre", "post"] = "pre"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", heads_of(self.heads))
+        if self.edges not in ("cue", "random"):
+            raise ValueError(f"knockout edges {self.edges!r}: choose cue or random")
+        if self.mode not in ("pre", "post"):
+            raise ValueError(f"knockout mode {self.mode!r}: choose pre (mask scores) or post (zero probabilities)")
+
+    def label(self) -> str:
+        return f"{self.edges}-{self.mode}-{heads_label(self.heads)}"
+
+    def head_set(self) -> tuple[Head, ...] | None:
+        return self.heads
+
+    def first_layer(self, n_layers: int) -> int:
+        return first_of(self.heads, n_layers)
+
+    def keys(self, enc: Encoded, rows: torch.Tensor) -> torch.Tensor:
+        """(b, T) bool: the key positions whose edges from the target are cut, per sentence."""
+        if self.edges == "cue":
+            return enc.cue_mask
+        out = torch.zeros_like(enc.cue_mask)
+        for b, row in enumerate(rows.tolist()):
+            first_target = int(enc.target_mask[b].nonzero()[0])
+            pool = [k for k in range(first_target) if not enc.cue_mask[b, k]]
+            take = min(int(enc.cue_mask[b].sum()), len(pool))
+            rng = np.random.default_rng([self.seed, row])
+            out[b, rng.choice(pool, size=take, replace=False) if take else []] = True
+        return out
+
+    def edge_mask(self, sites: Sites, layer: int, batch: Batch) -> torch.Tensor | None:
+        """(b, H, T, T) bool edges to cut in ``layer`` (None when the layer has no chosen head)."""
+        heads = all_heads(self.heads, sites.n_layers, sites.n_heads).get(layer)
+        if not heads:
+            return None
+        enc = batch.enc
+        if self.key not in batch.cut_keys:  # the same keys in every layer (random ones drawn per sentence once)
+            batch.cut_keys[self.key] = self.keys(enc, batch.rows)
+        pairs = enc.target_mask[:, :, None] & batch.cut_keys[self.key][:, None, :]  # (b, q, k)
+        chosen = torch.zeros(sites.n_heads, dtype=torch.bool)
+        chosen[heads] = True
+        return pairs[:, None] & chosen[None, :, None, None]
+
+    def edit(self, sites: Sites, layer: int, batch: Batch) -> None:
+        cut = self.edge_mask(sites, layer, batch)
+        if cut is None:
+            return
+        if self.mode == "post":
+            op = sites.probs(layer)
+            op.output = op.output.masked_fill(cut, 0.0)
+            return
+        call = sites.attention_call(layer)
+        args, kwargs = call.inputs
+        i = sites.map.mask_arg
+        mask = sites.mask_of(args)
+        new = torch.where(cut, torch.finfo(mask.dtype).min, mask.expand(-1, cut.shape[1], -1, -1))
+        call.inputs = ((*args[:i], new, *args[i + 1:]), kwargs)
+
+
+@dataclass(frozen=True)
+class QKEdit(Intervention):
+    """Zero a head's Q and K rows of the packed QKV projection, or copy them from another checkpoint."""
+
+    kind: ClassVar[str] = "qk"
+    heads: tuple[Head, ...] | None = ()
+    method: Literal["zero", "copy"] = "zero"
+    source_step: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", heads_of(self.heads))
+        if self.method not in ("zero", "copy"):
+            raise ValueError(f"QK edit method {self.method!r}: choose zero or copy")
+        if (self.method == "copy") != (self.source_step is not None):
+            raise ValueError("QK edit: give source_step exactly when method is 'copy'")
+
+    def label(self) -> str:
+        src = f"step{self.source_step}" if self.source_step is not None else ""
+        return "-".join(p for p in (self.method + src, heads_label(self.heads)))
+
+    def head_set(self) -> tuple[Head, ...] | None:
+        return self.heads
+
+    @property
+    def donor_step(self) -> int | None:
+        return self.source_step
+
+    def first_layer(self, n_layers: int) -> int:
+        return first_of(self.heads, n_layers)
+
+    def donor_layers(self, n_layers: int) -> set[int]:
+        return {l for l, _ in self.heads} if self.heads is not None else set(range(n_layers))
+
+    @contextmanager
+    def weights(self, sites: Sites, donor: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None
+                ) -> Iterator[None]:
+        if self.method == "copy" and donor is None:
+            raise ValueError(f"{self.condition}: copying Q/K needs the step-{self.source_step} weights (donor)")
+        saved = []
+        try:
+            with torch.no_grad():
+                for layer, heads in all_heads(self.heads, sites.n_layers, sites.n_heads).items():
+                    mod = sites.qkv_module(layer)
+                    params = [mod.weight] + ([mod.bias] if mod.bias is not None else [])
+                    for head in heads:
+                        rows = sites.qk_rows(head)
+                        for k, p in enumerate(params):
+                            saved.append((p, rows, p.data[rows].clone()))
+                            if donor is None:
+                                p.data[rows] = 0
+                            else:
+                                src = donor[layer][k]
+                                assert src is not None  # the donor has a bias where this model has one
+                                p.data[rows] = src[rows].to(p.dtype)
+            yield
+        finally:
+            with torch.no_grad():
+                for p, rows, old in reversed(saved):
+                    p.data[rows] = old
+
+
+@dataclass(frozen=True)
+class Compose(Intervention):
+    """Several interventions at once: weight edits stacked, trace edits applied in execution order per layer."""
+
+    kind: ClassVar[str] = "compose"
+    parts: tuple[Intervention, ...] = ()
+
+    def __post_init__(self) -> None:
+        steps = {p.donor_step for p in self.parts if p.donor_step is not None}
+        if len(steps) > 1:
+            raise ValueError(f"composed interventions copy weights from different steps {sorted(steps)}")
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "parts": [p.spec() for p in self.parts]}
+
+    def label(self) -> str:
+        return f"{len(self.parts)}parts"
+
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        for p in self.parts:
+            p.validate(n_layers, n_heads)
+
+    def leaves(self) -> tuple[Intervention, ...]:
+        return tuple(leaf for p in self.parts for leaf in p.leaves())
+
+    def first_layer(self, n_layers: int) -> int:
+        return min((p.first_layer(n_layers) for p in self.parts), default=n_layers)
+
+    def edit(self, sites: Sites, layer: int, batch: Batch) -> None:
+        # execution order inside a layer: attention scores/probabilities first, then the heads' outputs
+        for p in sorted(self.parts, key=lambda p: isinstance(p, HeadAblation)):
+            p.edit(sites, layer, batch)
+
+    @contextmanager
+    def weights(self, sites: Sites, donor: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None
+                ) -> Iterator[None]:
+        with ExitStack() as stack:
+            for p in self.parts:
+                stack.enter_context(p.weights(sites, donor if p.donor_step is not None else None))
+            yield
+
+    @property
+    def donor_step(self) -> int | None:
+        return next((p.donor_step for p in self.parts if p.donor_step is not None), None)
+
+    def donor_layers(self, n_layers: int) -> set[int]:
+        return set().union(*(p.donor_layers(n_layers) for p in self.parts)) if self.parts else set()
+
+
+def donor_weights(sites: Sites, layers: set[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Copies of the packed QKV weight and bias of ``layers`` of a loaded donor model."""
+    out: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for layer in sorted(layers):
+        mod = sites.qkv_module(layer)
+        out[layer] = (mod.weight.detach().clone(), None if mod.bias is None else mod.bias.detach().clone())
+    return out
+
+
+KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
+
+
+def intervention_of(kind: str, heads: tuple[Head, ...] | None, seed: int = 0,
+                    source_step: int | None = None) -> Intervention | None:
+    """The intervention a kind names on ``heads`` (stage 4's methods and the widgets' choices): one of
+    :data:`KINDS`; ``none`` or no heads: the intact model (None). ``seed`` seeds a resample's donors;
+    ``source_step`` is the checkpoint ``qk-copy`` copies Q and K from."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown intervention kind {kind!r}; choose from {KINDS}")
+    if kind == "none" or (heads is not None and not heads):
+        return None
+    if kind == "knockout":
+        return EdgeKnockout(heads)
+    if kind == "qk-zero":
+        return QKEdit(heads)
+    if kind == "qk-copy":
+        if source_step is None:
+            raise ValueError("qk-copy needs the step to copy Q and K from (source_step)")
+        return QKEdit(heads, "copy", source_step)
+    method = cast(Literal["zero", "mean", "resample"], kind)  # the kinds left are the ablation methods
+    return HeadAblation(heads, method, seed=seed if kind == "resample" else 0)
+
+
+def random_head_sets(n_layers: int, n_heads: int, exclude: tuple[Head, ...], size: int, n: int, seed: int = 0,
+                     layer_matched: bool = False) -> list[tuple[Head, ...]]:
+    """``n`` distinct seeded random sets of ``size`` heads drawn from the heads not in ``exclude`` (all possible
+    sets, in random order, when there are fewer); with ``layer_matched`` each set has as many heads in each layer
+    as ``exclude``."""
+    rng = np.random.default_rng(seed)
+    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in set(exclude)]
+    if size > len(pool):
+        raise ValueError(f"cannot draw {size} heads from the {len(pool)} non-target heads")
+    if layer_matched:
+        groups = []
+        for layer in sorted({l for l, _ in exclude}):
+            in_layer = [p for p in pool if p[0] == layer]
+            want = sum(1 for l, _ in exclude if l == layer)
+            if want > len(in_layer):
+                raise ValueError(f"layer {layer} has only {len(in_layer)} non-target heads, {want} needed")
+            groups.append((in_layer, want))
+    else:
+        groups = [(pool, size)]
+    possible = math.prod(math.comb(len(g), k) for g, k in groups)
+    if possible <= n:
+        every = [tuple(sorted(sum(parts, ()))) for parts in itertools.product(
+            *(itertools.combinations(g, k) for g, k in groups))]
+        return [every[i] for i in rng.permutation(len(every))]
+    out: dict[tuple[Head, ...], None] = {}
+    while len(out) < n:
+        picked = [g[i] for g, k in groups for i in rng.choice(len(g), k, replace=False)]
+        out[tuple(sorted(picked))] = None
+    return list(out)

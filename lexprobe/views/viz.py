@@ -1,0 +1,300 @@
+"""Altair charts (each function returns an ``alt.Chart``); :func:`save` exports SVG/PNG/PDF/HTML offline.
+
+Charts render in JupyterLab with no network:
+
+altair's own default renderer emits HTML whose script loads vega, vega-lite and vega-embed from a public CDN when
+the output is viewed, and JupyterLab 4 only ships renderers for vega-lite v3-v5, so on an offline machine every
+chart would be blank. :func:`enable_offline` switches altair to its ``jupyter`` renderer in offline mode: each chart
+becomes an anywidget (``alt.JupyterChart``) whose JavaScript is vega + vega-lite + vega-embed bundled from the
+``vl-convert-python`` wheel, sent to the browser over the kernel connection. Selections (clicks, hovers) run in the
+browser as usual and are also readable from Python (``JupyterChart(chart).selections``). Saved notebooks stay
+small: an output is only a widget reference, not a copy of the ~0.9 MB bundle. Charts are drawn as SVG so that
+text stays crisp and tests can read the marks.
+
+This module calls :func:`enable_offline` on import; ``alt.renderers.enable(...)`` afterwards overrides it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+from lexprobe.analysis.primitives import at_last_checkpoint
+
+EMBED_OPTIONS = {"renderer": "svg"}
+
+
+def enable_offline() -> None:
+    """Make altair charts render offline in Jupyter (JupyterChart widget with bundled JavaScript, SVG output)."""
+    alt.renderers.enable("jupyter", offline=True, embed_options=EMBED_OPTIONS)
+
+
+enable_offline()  # charts must show in JupyterLab with no network
+
+STEP_AXIS = alt.Axis(title="training step + 1 (log scale)", format="~s")
+
+
+def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None, onset: int | None = None,
+                      score: str = "r2", fitted: pd.DataFrame | None = None) -> alt.LayerChart | alt.FacetChart:
+    """Best-layer performance per checkpoint on a log step axis, one line per seed; with an inflection table, each
+    seed's onset of the rise (dotted rule) and its profile interval (shaded); with ``fitted`` (columns model, seed,
+    step, fitted), the chosen curve model as a thin line."""
+    d = best.assign(step1=best["step"] + 1, seed=best["seed"].astype(str))
+    title = {"r2": "best-layer R²", "r2_signed": "best-layer signed R²", "auc": "best-layer AUC"}.get(score, score)
+    base = alt.Chart(d).encode(
+        x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+        y=alt.Y(f"{score}:Q", title=title),
+        color=alt.Color("seed:N", title="seed"),
+    )
+    layers: list[alt.Chart] = [base.mark_line(point=True, opacity=0.6).encode(
+        tooltip=["model", "seed", "step", alt.Tooltip(f"{score}:Q", format=".3f"), "best_layer"])]
+    if fitted is not None and len(fitted):
+        f = fitted.assign(step1=fitted["step"] + 1, seed=fitted["seed"].astype(str))
+        layers.append(alt.Chart(f).mark_line(strokeWidth=2.5).encode(
+            x="step1:Q", y=alt.Y("fitted:Q"), color=alt.Color("seed:N"), detail="model:N",
+            tooltip=["model", "seed", "curve_model", alt.Tooltip("fitted:Q", format=".3f")]))
+    if inflection is not None and len(inflection):
+        inf = inflection.assign(seed=inflection["seed"].astype(str), lo=inflection["onset_low_step"] + 1,
+                                hi=inflection["onset_high_step"] + 1, on=inflection["onset_step"] + 1)
+        tips = ["seed", "curve_model", "shape", alt.Tooltip("onset_step:Q", format=",.0f"),
+                alt.Tooltip("onset_low_step:Q", format=",.0f"), alt.Tooltip("onset_high_step:Q", format=",.0f")]
+        shaded = inf.dropna(subset=["lo", "hi"])
+        if len(shaded):
+            layers.insert(0, alt.Chart(shaded).mark_rect(opacity=0.15).encode(
+                x="lo:Q", x2="hi:Q", color=alt.Color("seed:N"), tooltip=tips))
+        layers.append(alt.Chart(inf.dropna(subset=["on"])).mark_rule(strokeDash=[2, 2]).encode(
+            x="on:Q", color=alt.Color("seed:N"), tooltip=tips))
+    if onset is not None:
+        layers.append(alt.Chart(pd.DataFrame({"x": [onset + 1], "label": ["planted onset"]})).mark_rule(
+            color="black", strokeDash=[6, 3]).encode(x="x:Q", tooltip=["label"]))
+    return alt.layer(*layers).properties(width=520, height=280, title="Disambiguation across training")
+
+
+def layer_chart(perf: pd.DataFrame, score: str = "r2") -> alt.Chart:
+    """Performance per layer x checkpoint (mean over seeds): where in depth, and when, senses separate."""
+    d = perf.groupby(["step", "layer"], as_index=False)[score].mean()
+    return alt.Chart(d).mark_rect().encode(
+        x=alt.X("step:O", title="training step"), y=alt.Y("layer:O", sort="descending", title="layer (0 = embeddings)"),
+        color=alt.Color(f"{score}:Q", scale=alt.Scale(scheme="viridis"), title=score),
+        tooltip=["step", "layer", alt.Tooltip(f"{score}:Q", format=".3f")],
+    ).properties(width=520, height=180, title=f"{score} by layer (mean over seeds)")
+
+
+def head_explorer(stats: pd.DataFrame, traj: pd.DataFrame, value: str = "r") -> alt.VConcatChart:
+    """Layer x head heatmap of a head statistic (★ = passes); clicking a head shows its attention trajectory below,
+    starting with :func:`lead_head`."""
+    top = lead_head(stats)
+    sel = alt.selection_point(fields=["layer", "head"], on="click", empty=False,
+                              value=[{"layer": int(top["layer"]), "head": int(top["head"])}])
+    heat = alt.Chart(stats).mark_rect(stroke="white").encode(
+        x=alt.X("head:O"), y=alt.Y("layer:O", sort="descending"),
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True)),
+        opacity=alt.condition(sel, alt.value(1.0), alt.value(0.55)),
+        tooltip=["layer", "head", alt.Tooltip("r:Q", format=".2f"), alt.Tooltip("q:Q", format=".3g"),
+                 alt.Tooltip("q_diff:Q", format=".3g"), alt.Tooltip("q_prev:Q", format=".3g"), "passes"],
+    ).add_params(sel).properties(width=220, height=220, title=f"head statistic: {value} (click a head)")
+    marks = alt.Chart(stats[stats["passes"]]).mark_text(text="★", color="black").encode(
+        x="head:O", y=alt.Y("layer:O", sort="descending"))
+    # inline values: a big suite (154 steps x many heads) would exceed altair's 5000-row guard, and the chart
+    # needs every head's trajectory for the click-through
+    wide = traj[["step", "layer", "head", "cue_attn", "prev_attn"]].assign(step1=traj["step"] + 1)
+    line = alt.Chart(alt.InlineData(values=wide.to_dict("records"))).transform_fold(
+        ["cue_attn", "prev_attn"], as_=["attention", "value"]).mark_line(point=True).encode(
+        x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+        y=alt.Y("value:Q", title="mean attention"), color=alt.Color("attention:N"),
+        tooltip=["layer:O", "head:O", "step:Q", "attention:N", alt.Tooltip("value:Q", format=".3f")],
+    ).transform_filter(sel).properties(width=420, height=220, title="selected head across training")
+    return alt.vconcat(alt.layer(heat, marks), line)
+
+
+def lead_head(stats: pd.DataFrame) -> pd.Series:
+    """The head to show first: among heads that ``pass`` (original rule + first-difference trend control) the one
+    with the smallest ``q_diff``; when none passes, the smallest ``q_diff`` overall."""
+    pool = stats[stats["passes"]] if stats["passes"].any() else stats
+    return pool.sort_values("q_diff", na_position="last").iloc[0]
+
+
+def attention_tokens(tokens: list[str], weights: list[float], target: list[int], cue: list[int],
+                     title: str = "") -> alt.Chart:
+    """Attention from the target word to each token of one sentence; cue and target tokens highlighted."""
+    role = ["cue" if i in cue else "target" if i in target else "other" for i in range(len(tokens))]
+    shown = [t.replace("\u0120", "\u2423") for t in tokens]  # show the leading space as a visible mark
+    d = pd.DataFrame({"pos": range(len(tokens)), "token": [f"{i}:{t}" for i, t in enumerate(shown)],
+                      "attention": weights, "role": role})
+    return alt.Chart(d).mark_bar().encode(
+        x=alt.X("token:N", sort=alt.SortField("pos"), title="token (position:text)"),
+        y=alt.Y("attention:Q", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("role:N", scale=alt.Scale(domain=["cue", "target", "other"],
+                                                   range=["#d62728", "#1f77b4", "#999999"])),
+        tooltip=["token", "role", alt.Tooltip("attention:Q", format=".3f")],
+    ).properties(width=360, height=180, title=title)
+
+
+def save(chart: alt.TopLevelMixin, path: str | Path) -> Path:
+    """Save offline: .svg/.png/.pdf through vl-convert, .html with inlined scripts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".html":
+        chart.save(str(path), inline=True, embed_options=EMBED_OPTIONS)
+    else:
+        chart.save(str(path))
+    return path
+
+
+def robustness_heatmap(heads: pd.DataFrame, value: str = "retained") -> alt.Chart:
+    """Heads x perturbations at the last checkpoint: share of intact cue attention kept (or another column), with
+    the robustness test in the tooltip; discovered heads only when any are flagged."""
+    last = at_last_checkpoint(heads)
+    if "discovered" in last and last["discovered"].fillna(False).astype(bool).any():
+        last = last[last["discovered"].fillna(False).astype(bool)]
+    d = last.assign(head_id=lambda x: "s" + x["seed"].astype(str) + " L" + x["layer"].astype(str) + "H"
+                    + x["head"].astype(str), robust=lambda x: x["robust"].map({True: "robust", False: "not robust"}))
+    return alt.Chart(d).mark_rect(stroke="white").encode(
+        x=alt.X("perturbation:N", title="perturbation"), y=alt.Y("head_id:N", title="seed, head"),
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="viridis"), title=value),
+        tooltip=["head_id", "perturbation", "test", "robust", alt.Tooltip("cue_intact:Q", format=".3f"),
+                 alt.Tooltip("cue_perturbed:Q", format=".3f"), alt.Tooltip("control:Q", format=".3f"),
+                 alt.Tooltip("q:Q", format=".3g")],
+    ).properties(width=360, title="Cue attention under perturbation (last checkpoint)")
+
+
+def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart | alt.FacetChart:
+    """Drop in best-layer R^2 from ablating the discovered heads across training, with the random same-size head
+    sets' 5-95% band, one colour per seed."""
+    d = tests[tests["family"] == family].assign(step1=lambda x: x["step"] + 1, seed=lambda x: x["seed"].astype(str))
+    base = alt.Chart(d).encode(x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+                               color=alt.Color("seed:N"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("null_q05:Q", title="drop in best-layer R²"), y2="null_q95:Q")
+    line = base.mark_line(point=True).encode(
+        y="drop_r2:Q", tooltip=["seed", "step", alt.Tooltip("drop_r2:Q", format=".4f"),
+                                alt.Tooltip("null_mean:Q", format=".4f"), alt.Tooltip("p:Q", format=".3g"), "n_random"])
+    zero = alt.Chart(pd.DataFrame({"y": [0]})).mark_rule(color="black").encode(y="y:Q")
+    return alt.layer(band, line, zero).properties(
+        width=520, height=260, title=f"{family} ablation of discovered heads vs random head sets (band: 5-95%)")
+
+
+def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: int | None = None) -> alt.Chart:
+    """Heads (rows) x checkpoints (columns) coloured by ``value``, significant cells outlined, one panel per seed."""
+    d = d if seed is None else d[d["seed"] == seed]
+    d = d.assign(head_id=lambda x: "L" + x["layer"].astype(str) + "H" + x["head"].astype(str))
+    return alt.Chart(d).mark_rect().encode(
+        x=alt.X("step:O", title="training step"), y=alt.Y("head_id:N", sort=None, title="head"),
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True), title=legend),
+        stroke=alt.condition("datum.significant", alt.value("black"), alt.value(None)),
+        strokeWidth=alt.value(1.5),
+        facet=alt.Facet("seed:N", columns=3) if seed is None else alt.Undefined,
+        tooltip=["seed", "step", "head_id", alt.Tooltip(f"{value}:Q", format=".4f"), alt.Tooltip("q:Q", format=".3g"),
+                 "significant"],
+    ).properties(width=220 if seed is None else 480, height=260, title=title)
+
+
+def causal_map_chart(cmap: pd.DataFrame, seed: int | None = None) -> alt.Chart:
+    """Single-head ablation effect per (layer, head) and checkpoint; significant cells outlined."""
+    return head_step_map(cmap, "drop_r2", "drop in R²", "Causal head map (single-head ablation)", seed)
+
+
+def patch_map_chart(maps: pd.DataFrame, direction: str, seed: int | None = None) -> alt.Chart:
+    """Single-head activation patching across training: necessity (``noise``: drop in R²) or sufficiency
+    (``denoise``: share of the clean R² recovered); cells significant after BH-FDR outlined."""
+    d = maps[(maps["unit"] == "head") & (maps["direction"] == direction)]
+    if direction == "noise":
+        return head_step_map(d, "effect", "drop in R²", "Necessity (noising one head at the noun)", seed)
+    return head_step_map(d, "share", "share recovered", "Sufficiency (denoising one head at the noun)", seed)
+
+
+def recovery_chart(curve: pd.DataFrame) -> alt.FacetChart:
+    """Greedy sufficient sets: share of the clean R² recovered by jointly denoising the first k heads, per seed,
+    one panel per checkpoint; the dashed line is the 80% threshold."""
+    d = curve.assign(seed=lambda x: x["seed"].astype(str))
+    line = alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("size:Q", title="heads in the set"), y=alt.Y("recovered:Q", title="share of clean R² recovered"),
+        color=alt.Color("seed:N"), tooltip=["seed", "step", "size", "added", alt.Tooltip("recovered:Q", format=".2f")])
+    rule = alt.Chart(d).mark_rule(strokeDash=[4, 2], color="gray").encode(y=alt.datum(0.8))
+    return alt.layer(line, rule, data=d).properties(width=200, height=160).facet(
+        facet=alt.Facet("step:O", title="training step"), columns=4).properties(title="Greedy sufficient head sets")
+
+
+def perturbation_chart(best: pd.DataFrame, score: str = "r2") -> alt.Chart:
+    """Best-layer performance across training for the intact set and every perturbation (mean over seeds)."""
+    d = best.groupby(["perturbation", "step"], as_index=False)[score].mean().assign(step1=lambda x: x["step"] + 1)
+    return alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+        y=alt.Y(f"{score}:Q", title="best-layer R² (mean over seeds)" if score == "r2" else score),
+        color=alt.Color("perturbation:N"), strokeDash=alt.condition("datum.perturbation == 'intact'", alt.value([1, 0]),
+                                                                   alt.value([4, 2])),
+        tooltip=["perturbation", "step", alt.Tooltip(f"{score}:Q", format=".3f")],
+    ).properties(width=520, height=280, title="Disambiguation under perturbation")
+
+
+def seed_trajectories(best: pd.DataFrame, inflection: pd.DataFrame, onset: int | None = None, score: str = "r2",
+                      fitted: pd.DataFrame | None = None, columns: int = 3) -> alt.ConcatChart:
+    """One small :func:`performance_chart` per seed (its curve, fitted model, onset and profile interval)."""
+    panels = []
+    for sd in sorted(best["seed"].unique()):
+        f = None if fitted is None else fitted[fitted["seed"] == sd]
+        panels.append(performance_chart(best[best["seed"] == sd], inflection[inflection["seed"] == sd], onset,
+                                        score, f).properties(width=240, height=160, title=f"seed {sd}"))
+    return alt.concat(*panels, columns=columns).properties(title="Every seed's trajectory and its inflection")
+
+
+def seed_head_map(counts: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
+    """Layer x head map of how many seeds select each head (``n_seeds_selecting`` of
+    :func:`lexprobe.analysis.agreement.seed_counts`), the count written in each cell."""
+    n = int(counts["n_seeds"].max())
+    base = alt.Chart(counts).encode(x=alt.X("head:O"), y=alt.Y("layer:O", sort="descending"))
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color("n_seeds_selecting:Q", scale=alt.Scale(scheme="blues", domain=[0, n]),
+                        title=f"seeds (of {n})"),
+        tooltip=["layer", "head", "n_seeds_selecting", "n_seeds", "seeds"])
+    text = base.mark_text().encode(text="n_seeds_selecting:Q", color=alt.condition(
+        f"datum.n_seeds_selecting > {n / 2}", alt.value("white"), alt.value("black")))
+    return alt.layer(cells, text).properties(width=220, height=220, title="Seeds in which each head passes discovery")
+
+
+def seed_ablation_chart(per_seed: pd.DataFrame) -> alt.FacetChart:
+    """Per family and seed at the last checkpoint: the stage-4 drop (point) against its random sets' mean (tick)
+    and 95th percentile (bar end)."""
+    d = per_seed.assign(seed=per_seed["seed"].astype(str))
+    base = alt.Chart().encode(x=alt.X("seed:N"))
+    bar = base.mark_rule(color="#999999").encode(y=alt.Y("null_mean:Q", title="drop in best-layer R²"),
+                                                 y2="null_q95:Q")
+    tick = base.mark_tick(color="#999999", thickness=2).encode(y="null_mean:Q")
+    point = base.mark_point(filled=True, size=70).encode(
+        y="drop_r2:Q", color=alt.Color("seed:N"),
+        tooltip=["family", "seed", "step", alt.Tooltip("drop_r2:Q", format=".4f"),
+                 alt.Tooltip("null_mean:Q", format=".4f"), alt.Tooltip("null_q95:Q", format=".4f"),
+                 alt.Tooltip("p:Q", format=".3g"), "n_random"])
+    return alt.layer(bar, tick, point, data=d).properties(width=160, height=200).facet(
+        column=alt.Column("family:N", title="ablation")).properties(
+        title="Ablation effect per seed (grey: random head sets, mean to 95th percentile)")
+
+
+def head_stat_chart(stats: pd.DataFrame, value: str = "r") -> alt.FacetChart:
+    """Layer x head map of a head-discovery statistic, one panel per seed; ★ marks heads that pass."""
+    d = stats.assign(star=stats["passes"].map({True: "★", False: ""}))
+    base = alt.Chart().encode(x=alt.X("head:O"), y=alt.Y("layer:O", sort="descending"))
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True)),
+        tooltip=["seed", "layer", "head", alt.Tooltip("r:Q", format=".2f"), alt.Tooltip("q:Q", format=".3g"),
+                 alt.Tooltip("q_diff:Q", format=".3g"), "passes"])
+    return alt.layer(cells, base.mark_text().encode(text="star:N"), data=d).properties(width=150, height=150).facet(
+        facet=alt.Facet("seed:N", title="seed"), columns=5).properties(
+        title=f"Head discovery per seed: {value} (★ = passes FDR rule + first-difference control)")
+
+
+def construct_chart(construct: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
+    """The planted organism's construct check per seed: share of the best-layer score removed by cutting the planted
+    heads' noun->cue edges and by cutting the same edges in every other head, with the two thresholds."""
+    from lexprobe.analysis.validity import MAX_OTHERS, MIN_PLANTED
+
+    d = construct.melt(id_vars=["seed"], value_vars=["removed_planted", "removed_others"], var_name="cut",
+                       value_name="removed").assign(cut=lambda x: x["cut"].str.removeprefix("removed_"),
+                                                    seed=lambda x: x["seed"].astype(str))
+    bars = alt.Chart(d).mark_bar().encode(
+        x=alt.X("seed:N"), xOffset="cut:N", y=alt.Y("removed:Q", title="share of best-layer score removed"),
+        color=alt.Color("cut:N", title="edges cut in"), tooltip=["seed", "cut", alt.Tooltip("removed:Q", format=".1%")])
+    rules = alt.Chart(pd.DataFrame({"y": [MIN_PLANTED, MAX_OTHERS], "what": ["planted >=", "others <="]})
+                      ).mark_rule(strokeDash=[4, 2]).encode(y="y:Q", color=alt.value("gray"), tooltip=["what", "y"])
+    return alt.layer(bars, rules).properties(width=360, height=220, title="Construct check (last checkpoint)")
