@@ -27,8 +27,9 @@ from lexprobe import Study
 from lexprobe.checkpoints.hubcache import add_revision
 from lexprobe.checkpoints.shapes import pythia_config, random_model
 from lexprobe.checkpoints.suites import hub_cache
-from lexprobe.stages.causal import causal_report
+from lexprobe.stages.causal import describe
 from lexprobe.stimuli.tables import PAIR_COLUMNS, load_stimuli
+from lexprobe.views.text import render_text
 
 REPO = "lexprobe-bench/pythia-14m-random"
 FAR = [("bank", "The muddy water slowly reached the bank.", "The savings plan slowly reached the bank.",
@@ -72,7 +73,7 @@ def main() -> None:
         for msg in dict.fromkeys(f"{type(w.message).__name__}: {w.message}" for w in caught):
             if "neutral" in msg or "patching" in msg:
                 print(msg)
-        print(causal_report(s4))
+        print(render_text(describe(s4, study.inflection.inflection)))
 
 
 if __name__ == "__main__":

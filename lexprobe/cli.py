@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from lexprobe.base.paths import home, results_dir
 
 if TYPE_CHECKING:
+    from lexprobe.base.view import View
     from lexprobe.engine.extract import ExtractConfig
     from lexprobe.study import Study
 
@@ -72,10 +73,10 @@ def _store_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_flags(p: argparse.ArgumentParser, embeddings: bool = True) -> None:
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    """The engine's flags of ``extract`` and ``plan`` (the stage commands take the study's)."""
     p.add_argument("--batch-size", type=int, default=64)
-    if embeddings:
-        p.add_argument("--no-embeddings", action="store_true", help="do not store per-sentence embeddings")
+    p.add_argument("--no-embeddings", action="store_true", help="do not store per-sentence embeddings")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
                    help="where checkpoints run; auto picks a GPU when torch sees one (default %(default)s)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
@@ -92,53 +93,58 @@ def _organism_train(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace, suite: str | None = None) -> Study:
-    """The study the stage flags describe (sizes left out take the study's defaults)."""
+    """The study the flags describe: every setting given on the command line; the rest take the study's defaults."""
+    from dataclasses import fields
+
     from lexprobe.study import Study
 
-    sizes = {k: getattr(args, k) for k in ("n_boot", "n_perm") if getattr(args, k) is not None}
-    return Study(suite or args.suite, args.stimuli, args.steps, by=args.by, exclude_embedding=args.exclude_embedding,
-                 root=args.out, n_random=args.n_random, n_random_dev=args.n_random_dev, map_steps=args.map_steps,
-                 perturb_steps=args.perturb_steps, redundancy_steps=args.redundancy_steps,
-                 layer_matched=args.layer_matched, seed=args.seed,
-                 device=args.device, dtype=args.dtype, batch_size=args.batch_size, **sizes)
+    given = {f.name: getattr(args, f.name) for f in fields(Study) if getattr(args, f.name, None) is not None}
+    return Study(**{**given, **({"suite": suite} if suite else {})})
+
+
+def _show(view: View) -> None:
+    """Print a stage's view as text."""
+    from lexprobe.views.text import render_text
+
+    print(render_text(view), flush=True)
 
 
 def _inflection(args: argparse.Namespace) -> int:
-    from lexprobe.stages.inflection import inflection_report
+    from lexprobe.stages.inflection import describe
 
-    print(inflection_report(_study(args).inflection))
+    _show(describe(_study(args).inflection))
     return 0
 
 
-def _heads(args: argparse.Namespace) -> int:
-    from lexprobe.stages.discovery import heads_report
+def _discovery(args: argparse.Namespace) -> int:
+    from lexprobe.stages.discovery import describe
 
-    print(heads_report(_study(args).heads))
+    _show(describe(_study(args).discovery))
     return 0
 
 
 def _perturbation(args: argparse.Namespace) -> int:
-    from lexprobe.stages.perturbation import perturbation_report
+    from lexprobe.stages.perturbation import describe
 
-    print(perturbation_report(_study(args).perturbation))
+    _show(describe(_study(args).perturbation))
     return 0
 
 
 def _causal(args: argparse.Namespace) -> int:
-    from lexprobe.stages.causal import causal_report
+    from lexprobe.stages.causal import describe
 
     study = _study(args)
-    print(causal_report(study.causal, study.inflection.inflection))
+    _show(describe(study.causal, study.inflection.inflection))
     return 0
 
 
-def _seeds(args: argparse.Namespace) -> int:
-    from lexprobe.stages.replication import seed_stage, seeds_report
+def _replication(args: argparse.Namespace) -> int:
+    from lexprobe.stages.replication import describe, replicate
 
     study = _study(args)
-    s5 = (seed_stage(study.inflection, study.heads, None, n_perm=study.n_perm, seed=study.seed) if args.no_causal
-          else study.seeds)
-    print(seeds_report(s5))
+    s5 = (replicate(study.inflection, study.discovery, None, n_perm=study.n_perm, seed=study.seed) if args.no_causal
+          else study.replication)
+    _show(describe(s5, study.inflection))
     return 0
 
 
@@ -161,15 +167,18 @@ def _report(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 reports, then run (or
     reuse) stages 3-5 and write the HTML supplement."""
-    from lexprobe.stages.discovery import heads_report
-    from lexprobe.stages.inflection import inflection_report
+    from lexprobe.base.view import View
+    from lexprobe.stages import discovery, inflection
 
     study = _study(args, "organism" if args.profile is None else f"organism-{args.profile}")
-    print(inflection_report(study.inflection), flush=True)
+    _show(inflection.describe(study.inflection))
     try:
-        print("\n" + heads_report(study.heads), flush=True)
+        view = discovery.describe(study.discovery)
     except ValueError as err:  # e.g. fewer checkpoints than head discovery needs: stage 1 still stands
-        print(f"\nstage 2 (head discovery) skipped: {err}")
+        view = View.skipped_because("stage 2", str(err))
+    print()
+    _show(view)
+    if view.skipped:
         return 0
     if not args.no_report:
         print()
@@ -191,13 +200,13 @@ def timing_line(timings: dict[str, dict]) -> str:
     return f"time per part: {', '.join(parts)}; total {_seconds(timings):.1f} s"
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validation(args: argparse.Namespace) -> int:
     """Train (or reuse) the planted organism, run stages 1, 2 and 4 on it and print the construct check and the
     validity table; ``--html`` also writes its supplement (all five stages, with the validation section)."""
-    from lexprobe.stages.validation import validation_report, validation_stage
+    from lexprobe.stages.validation import describe
 
     study = _study(args, f"organism-{args.profile}")
-    print(validation_report(validation_stage(study.inflection, study.heads, study.causal, study.progress)))
+    _show(describe(study.validation, study.inflection))
     if args.html:
         _write_report(study, args)
     return 0
@@ -207,33 +216,31 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(["lexprobe", *args.argv])
 
 
-def _study_args(p: argparse.ArgumentParser, default_suite: str | None = "organism") -> None:
-    """The flags every stage command shares: the study's settings (see :class:`lexprobe.Study`)."""
-    if default_suite is not None:
-        p.add_argument("--suite", default=default_suite, help="suite spec, as for extract (default %(default)s; "
-                                                              "LEXPROBE_SMOKE=1: the smoke organism)")
-    p.add_argument("--stimuli", default="lexprobe_nouns", help="shipped set name or a CSV in RAW-C schema")
-    p.add_argument("--steps", default="all", help="as for extract; checkpoints not yet stored are measured first")
-    p.add_argument("--out", help="results folder (default: $LEXPROBE_HOME/results)")
-    p.add_argument("--by", default="r2", choices=("r2", "signed", "auc"), help="best-layer rule, in every stage")
-    p.add_argument("--exclude-embedding", action="store_true", help="never pick layer 0 as the best layer")
-    p.add_argument("--seed", type=int, default=0, help="seed of every resample and random set")
-    p.add_argument("--n-boot", type=int, default=None, help="item-bootstrap draws (default 200)")
-    p.add_argument("--n-perm", type=int, default=None, help="permutations of the permutation nulls (default 2000)")
-    p.add_argument("--n-random", type=int, default=None,
-                   help="stage 4: random head sets (and random edge sets) in each null (default 100; smoke 5)")
-    p.add_argument("--n-random-dev", type=int, default=None,
-                   help="stage 4: random head sets at every checkpoint (default 10; smoke 2)")
-    p.add_argument("--map-steps", type=int, default=None,
-                   help="stage 4: log-spaced checkpoints of the single-head and patch maps (default every one; "
-                        "smoke 2)")
-    p.add_argument("--redundancy-steps", type=int, default=None,
-                   help="stage 4: log-spaced checkpoints at which the greedy sufficient set is sought (default 4; "
-                        "smoke 1)")
-    p.add_argument("--perturb-steps", type=int, default=None,
-                   help="stage 3: log-spaced checkpoints of the perturbed sets (default every one; smoke 4)")
-    p.add_argument("--layer-matched", action="store_true", help="stage 4: random sets match the heads' layers")
-    _engine_flags(p, embeddings=False)
+def _study_args(p: argparse.ArgumentParser, suite: bool = True) -> None:
+    """The flags every stage command shares: one per :class:`lexprobe.Study` setting that has a help text, with its
+    default (and smoke default) from the study (``suite=False``: the command picks the suite itself)."""
+    from dataclasses import fields
+
+    from lexprobe.study import Study
+
+    for f in fields(Study):
+        text = f.metadata.get("help")
+        if text is None or (f.name == "suite" and not suite):
+            continue
+        if f.default is not None and not isinstance(f.default, bool):
+            shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+            smoke = f.metadata.get("smoke")
+            text += f" (default {shown}{'' if smoke is None else f'; smoke {smoke}'})"
+        kw: dict = {"dest": f.name, "default": None, "help": text}
+        if isinstance(f.default, bool):
+            kw["action"] = "store_true"
+        elif isinstance(f.default, tuple):
+            kw["type"] = lambda s: tuple(s.split(","))
+        elif isinstance(f.default, int):
+            kw["type"] = int
+        if f.metadata.get("choices"):
+            kw["choices"] = f.metadata["choices"]
+        p.add_argument(f.metadata.get("flag") or "--" + f.name.replace("_", "-"), **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,17 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
     t.set_defaults(func=_organism_train)
 
-    stages = (("inflection", "stage 1: when disambiguation takes off (measures missing checkpoints first)",
+    stages = (("inflection", (), "stage 1: when disambiguation takes off (measures missing checkpoints first)",
                _inflection),
-              ("heads", "stage 2: heads whose cue attention tracks it (FDR rule + trend control)", _heads),
-              ("perturbation", "stage 3: the heads under perturbed stimuli (cue separated, reframed, neutral)",
+              ("discovery", ("heads",), "stage 2: heads whose cue attention tracks it (FDR rule + trend control)",
+               _discovery),
+              ("perturbation", (), "stage 3: the heads under perturbed stimuli (cue separated, reframed, neutral)",
                _perturbation),
-              ("causal", "stage 4: discovered heads ablated vs random head sets; the causal head map", _causal),
-              ("seeds", "stage 5: seed agreement of inflections, mixed model, heads, causal effects", _seeds))
-    for name, text, func in stages:
-        c = sub.add_parser(name, help=text)
+              ("causal", (), "stage 4: ablations vs random head sets, patching maps, greedy sufficient sets", _causal),
+              ("replication", ("seeds",), "stage 5: seed agreement of inflections, mixed model, heads, causal effects",
+               _replication))
+    for name, aliases, text, func in stages:
+        c = sub.add_parser(name, aliases=list(aliases), help=text)
         _study_args(c)
-        if name == "seeds":
+        if name == "replication":
             c.add_argument("--no-causal", action="store_true", help="leave out the stage-4 effects per seed")
         c.set_defaults(func=func)
 
@@ -307,17 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="main job: train/reuse the organism, stages 1-2 reports, the HTML report")
     r.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
-    _study_args(r, default_suite=None)
+    _study_args(r, suite=False)
     r.add_argument("--html", help="HTML file to write (default: $LEXPROBE_HOME/report-SUITE.html)")
     r.add_argument("--no-report", action="store_true", help="stop after the stage 1-2 reports (no stages 3-5)")
     r.set_defaults(func=_run)
 
-    v = sub.add_parser("validate", help="planted-circuit organism: construct check, precision/recall of stages 2 and 4")
+    v = sub.add_parser("validation", aliases=["validate"],
+                       help="planted-circuit organism: construct check, precision/recall of stages 2 and 4")
     v.add_argument("--profile", default="planted", help="an organism profile with a plant (default %(default)s; "
                                                          "LEXPROBE_SMOKE=1: planted-smoke)")
-    _study_args(v, default_suite=None)
+    _study_args(v, suite=False)
     v.add_argument("--html", help="also write the supplement (all five stages) to this HTML file")
-    v.set_defaults(func=_validate)
+    v.set_defaults(func=_validation)
     return p
 
 

@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig
 
+from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, results_dir
 from lexprobe.checkpoints.shapes import checkpoint_bytes, pythia_config, random_model, word_tokenizer
 from lexprobe.checkpoints.suites import Suite, log_subset, validate_model
@@ -59,7 +60,7 @@ from lexprobe.stages.perturbation import Perturbation, measurable
 from lexprobe.stages.replication import Replication
 from lexprobe.stimuli.perturb import neutral, standard_set
 from lexprobe.stimuli.tables import Stimuli
-from lexprobe.store.results import ResultsStore, Unit, atomic_write
+from lexprobe.store.results import ResultsStore, Unit
 from lexprobe.study import Study
 from lexprobe.sweep.pool import workers
 

@@ -25,16 +25,16 @@ import altair as alt
 import pandas as pd
 
 import lexprobe
-from lexprobe.analysis.primitives import at_last_checkpoint
-from lexprobe.analysis.validity import MAX_OTHERS, MIN_PLANTED
+from lexprobe import stages
 from lexprobe.base.paths import REPO_ROOT
+from lexprobe.base.view import Figure, Heading, Table, Text, View
 from lexprobe.checkpoints.suites import Suite
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.perturbation import Perturbation
 from lexprobe.stages.replication import Replication
-from lexprobe.stages.validation import validation_stage
+from lexprobe.stages.validation import Validation, has_plant
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.study import Study
 from lexprobe.views import viz
@@ -89,6 +89,22 @@ class Page:
             self.figures[fid] = chart.to_dict()
         self.blocks.append(f'<div class="lexprobe-figure" id="{fid}" data-caption="{html.escape(caption)}"></div>'
                            f"<p class=note>Figure {len(self.figures)}: {html.escape(caption)}</p>")
+
+    def view(self, view: View) -> None:
+        """A stage's section: its heading, then its blocks (each figure drawn by the viz function it names)."""
+        self.heading(view.title, anchor=view.anchor)
+        if view.skipped:
+            self.text(view.skipped, note=True)
+        for block in view.blocks:
+            match block:
+                case Text():
+                    self.text(block.text, block.note)
+                case Table():
+                    self.table(block.frame, block.caption, block.collapsed)
+                case Figure():
+                    self.chart(block.name, getattr(viz, block.chart)(**block.args), block.caption)
+                case Heading():
+                    self.heading(block.text, anchor=block.anchor)
 
 
 def _script_json(obj: object) -> str:
@@ -157,163 +173,27 @@ def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFram
     page.table(commits, "Resolved commit and weights hash of every checkpoint (intact condition)", collapsed=True)
 
 
-def _stage1(page: Page, s1: Inflection) -> None:
-    page.heading("Stage 1 · When does disambiguation take off?", anchor="stage1")
-    page.text(f"Best-layer {s1.score} across training per seed; the inflection is the onset of the rise (curve model "
-              "chosen by AICc on log10(step+1)), with profile-likelihood and item-bootstrap intervals.")
-    page.chart("performance", viz.performance_chart(s1.best, s1.inflection, onset=s1.onset, score=s1.score,
-                                                    fitted=s1.fitted), "best-layer score across training, all seeds")
-    page.chart("layers", viz.layer_chart(s1.perf), "score per layer and checkpoint (mean over seeds)")
-    page.table(s1.inflection[["model", "seed", "curve_model", "shape", "onset_step", "onset_low_step",
-                              "onset_high_step", "onset_boot_low_step", "onset_boot_high_step", "midpoint_step",
-                              "saturation_step", "changepoint_step"]], "Inflection per seed")
-    if s1.onset is not None:
-        page.text(f"Planted onset of the organism: step {s1.onset}.")
-
-
-def _stage2(page: Page, s2: Discovery) -> None:
-    page.heading("Stage 2 · Which heads track it?", anchor="stage2")
-    st = s2.stats
-    page.chart("heads", viz.head_stat_chart(st), "head discovery statistic per seed")
-    counts = st.groupby(["model", "seed"])[["selected", "diff_ok", "logstep_ok", "perm_ok", "beats_prev",
-                                            "passes"]].sum().reset_index()
-    page.table(counts, "Heads meeting each criterion per seed (passes = FDR rule + first-difference trend control)")
-    page.table(st[st["passes"]][["model", "seed", "layer", "head", "r", "slope", "q", "q_diff", "q_prev",
-                                 "beats_prev"]], "Heads that pass, per seed")
-
-
-def _stage3(page: Page, s3: Perturbation) -> None:
-    page.heading("Stage 3 · Are the heads robust to perturbation?", anchor="stage3")
-    page.chart("perturbation", viz.perturbation_chart(s3.best), "best-layer R² under each perturbation")
-    page.chart("robustness", viz.robustness_heatmap(s3.heads), "cue attention kept under perturbation")
-    page.table(s3.distance, "Perturbed sets (cue-target distance in tokens)")
-    last = at_last_checkpoint(s3.retained)
-    page.table(last.pivot_table(index="seed", columns="perturbation", values="r2_retained").reset_index(),
-               "Share of the intact best-layer R² kept at the last checkpoint")
-    page.table(last.pivot_table(index="seed", columns="perturbation", values="r2_baseline").reset_index(),
-               "Baseline: each perturbed set's own R² at its first checkpoint (its words alone, before training)")
-    page.table(last.pivot_table(index="seed", columns="perturbation", values="r2_retained_net").reset_index(),
-               "Share of the intact gain over baseline kept: (R² − baseline) / (intact R² − intact baseline)")
-    page.table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")
-
-
-def _stage4(page: Page, s4: Causal) -> None:
-    page.heading("Stage 4 · Are the heads causally necessary?", anchor="stage4")
-    if (s4.tests["family"] == "zero").any():
-        page.chart("ablation", viz.ablation_chart(s4.tests), "zero ablation of the discovered heads across training")
-    else:
-        page.text("No seed has heads that pass discovery: there is no discovered set to ablate.", note=True)
-    page.chart("causal-map", viz.causal_map_chart(s4.causal_map), "causal head map (single-head ablation)")
-    if len(s4.causal_map):
-        page.text(f"Causal head map: paired item bootstrap of each head's R² drop, one-sided normal-approximation p "
-                  f"from the bootstrap standard error, BH-FDR over {s4.causal_map['fdr_family'].iloc[0]} (m = "
-                  f"{int(s4.causal_map['fdr_family_size'].max())}). Null tests of head sets: a rank against the "
-                  "random sets where its floor 1/(n+1) resolves alpha, else a t prediction test (column method).",
-                  note=True)
-    page.table(at_last_checkpoint(s4.tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)")
-    page.table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")
-    page.table(s4.exactness, "Exactness: every target→cue edge cut")
-    page.table(s4.agreement, "Causal map vs discovery at the last checkpoint")
-    if (s4.tests["family"].isin(["qk-zero", "qk-copy"])).any():
-        page.chart("qk-edit", viz.ablation_chart(s4.tests, "qk-copy"), "QK rows of the discovered heads copied from "
-                   "the earliest checkpoint after step 0, across training, against random sets")
-    if len(s4.regression):
-        page.table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + target-vs-random")
-    _patching(page, s4)
-
-
-def _patching(page: Page, s4: Causal) -> None:
-    page.heading("Activation patching: necessity and sufficiency at the noun", anchor="patching")
-    page.text(f"Counterfactual: {s4.counterfactual.name} ({len(s4.counterfactual.sentences)} sentences, each cue "
-              "replaced by a sense-neutral modifier in its place; the noun's tokens matched by role). Noising replaces "
-              "one head's output at the noun by its counterfactual output (necessity: drop in R²); denoising restores "
-              "it in the counterfactual run (sufficiency: share of the clean R² above the counterfactual recovered).",
-              note=True)
-    if s4.patch_maps.empty:
-        return
-    page.chart("necessity-map", viz.patch_map_chart(s4.patch_maps, "noise"), "necessity map (noising)")
-    page.chart("sufficiency-map", viz.patch_map_chart(s4.patch_maps, "denoise"), "sufficiency map (denoising)")
-    page.text(f"Both maps: paired item bootstrap, normal-approximation p, BH-FDR over "
-              f"{s4.patch_maps['fdr_family'].iloc[0]} (m = {int(s4.patch_maps['fdr_family_size'].max())}).", note=True)
-    page.table(s4.patch_exactness, "Exactness controls (max abs differences; must be at most 1e-6)")
-    page.table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
-               "discovery")
-    first = s4.patch_first.dropna(subset=["first_step"])
-    page.table(first, "First checkpoint at which each head is significant")
-    if len(s4.greedy_curve):
-        page.chart("recovery", viz.recovery_chart(s4.greedy_curve), "greedy sufficient sets: recovery curves")
-    page.table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)")
-
-
-def _stage5(page: Page, s1: Inflection, s5: Replication) -> None:
-    page.heading("Stage 5 · Do the findings replicate across seeds?", anchor="stage5")
-    page.chart("seed-trajectories", viz.seed_trajectories(s1.best, s1.inflection, s1.onset, s1.score, s1.fitted),
-               "every seed's trajectory with its onset and profile interval")
-    page.table(s5.inflection, "Inflection per seed (log10 of step+1; se from the bootstrap interval)")
-    page.table(s5.spread, "Spread of the onsets and Cochran's Q: do seeds differ more than their intervals allow?")
-    page.table(s5.mixed.fixed, "Mixed model fixed effects (score ~ pre + post around the inflection; Wald 95% CI)")
-    page.table(s5.mixed.variance, "Seed variance components")
-    page.table(s5.mixed.info, "Mixed model fit")
-    page.chart("seed-heads", viz.seed_head_map(s5.head_counts), "how many seeds select each head")
-    page.table(s5.heads, "Head agreement: Jaccard vs within-layer and anywhere permutation nulls")
-    page.table(s5.head_pairs, "Jaccard per pair of seeds", collapsed=True)
-    if s5.causal is not None:
-        page.chart("seed-ablation", viz.seed_ablation_chart(s5.causal), "ablation effect per seed")
-        page.table(s5.causal, "Stage-4 effect per seed at the last checkpoint")
-        page.table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)")
-
-
-def _validation(page: Page, s1: Inflection, s2: Discovery | None, s4: Causal | None) -> None:
-    """Validation against a planted circuit: computed from this report's own stages when its suite has a plant
-    (the construct check's two knockouts go through the results store), else a pointer to ``lexprobe validate``."""
-    page.heading("Validation against a planted circuit", anchor="validation")
-    if "planted_heads" not in s1.suite.metadata:
-        page.text("This suite has no planted circuit, so nothing here is held against known heads. `lexprobe validate "
-                  "--html FILE` trains (or reuses) the planted organism, whose noun->cue edges were open only in "
-                  "designated heads during training, and writes its supplement with this section filled in.",
-                  note=True)
-        return
-    if s2 is None or s4 is None:
-        page.text("Stages 2 and 4 did not run, so there are no head maps to validate.", note=True)
-        return
-    v = validation_stage(s1, s2, s4, progress=False)
-    page.text("Training cut the attention edges from each ambiguous noun's tokens to its cue's tokens in every head "
-              "but the planted ones. Construct check: cutting the planted heads' target->cue edges at the last "
-              f"checkpoint must remove at least {MIN_PLANTED:.0%} of best-layer {s1.score}, cutting them in every "
-              f"other head at most {MAX_OTHERS:.0%}; a seed that fails has no ground truth.", note=True)
-    page.table(v.construct, "Construct check per seed (last checkpoint)")
-    page.table(v.validity, "Precision and recall against the planted heads at the last checkpoint (seed 'all': "
-                           "counts pooled over seeds)")
-    page.table(v.first_significant, "First checkpoint at which each planted head is significant, beside the "
-                                    "planted onset and stage 1's onset estimate")
-
-
 def supplement(s1: Inflection, s2: Discovery | None, s3: Perturbation | None, s4: Causal | None, s5: Replication | None,
-               commits: pd.DataFrame, command: str, skipped: dict[str, str] | None = None) -> str:
-    """The HTML supplement of finished stages (``None`` for a stage that could not run; ``skipped`` says why)."""
+               commits: pd.DataFrame, command: str, skipped: dict[str, str] | None = None,
+               validation: Validation | None = None) -> str:
+    """The HTML supplement of finished stages (``None`` for a stage that could not run; ``skipped`` says why) and,
+    on a suite with a planted circuit, of its ``validation``."""
     page = Page()
     title = f"lexprobe supplement: {s1.suite.name}"
     page.heading(title, level=1)
     page.text(f"{s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
               f"{s1.best['step'].nunique()} checkpoints; stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs). "
               "Every chart is embedded in this file and renders without network access.")
-    _stage1(page, s1)
-    # each writer bound to its own stage (they take different stage types), None for a stage that did not run
-    writers = (("stage 2", None if s2 is None else partial(_stage2, page, s2)),
-               ("stage 3", None if s3 is None else partial(_stage3, page, s3)),
-               ("stage 4", None if s4 is None else partial(_stage4, page, s4)))
-    for name, write in writers:
-        if write is not None:
-            write()
-        else:
-            page.heading(name.capitalize(), anchor=name.replace(" ", ""))
-            page.text(f"{name} skipped: {(skipped or {}).get(name, 'not run')}", note=True)
-    if s5 is not None:
-        _stage5(page, s1, s5)
-    else:
-        page.heading("Stage 5", anchor="stage5")
-        page.text(f"stage 5 skipped: {(skipped or {}).get('stage 5', 'not run')}", note=True)
-    _validation(page, s1, s2, s4)
+    page.view(stages.inflection.describe(s1))
+    # each view bound to its own stage (they take different stage types), None for a stage that did not run
+    described = (("stage 2", None if s2 is None else partial(stages.discovery.describe, s2)),
+                 ("stage 3", None if s3 is None else partial(stages.perturbation.describe, s3)),
+                 ("stage 4", None if s4 is None else partial(stages.causal.describe, s4, s1.inflection)),
+                 ("stage 5", None if s5 is None else partial(stages.replication.describe, s5, s1)))
+    for name, describe in described:
+        page.view(describe() if describe is not None
+                  else View.skipped_because(name, (skipped or {}).get(name, "not run")))
+    page.view(stages.validation.describe(validation, s1))
     _provenance(page, s1.suite, s1.stimuli, commits, command)
     return document(title, page)
 
@@ -321,21 +201,22 @@ def supplement(s1: Inflection, s2: Discovery | None, s3: Perturbation | None, s4
 def write_report(study: Study, out: str | Path, command: str | None = None) -> Path:
     """Run (or reuse from the results store) all five stages of ``study`` and write the supplement to ``out``."""
     s1 = study.inflection
-    s2 = s3 = s4 = s5 = None
+    s2 = s3 = s4 = s5 = v = None
     skipped: dict[str, str] = {}
     try:
-        s2 = study.heads
+        s2 = study.discovery
     except ValueError as err:  # too few checkpoints for head discovery: stages 3-5 need its heads
         skipped = dict.fromkeys(("stage 2", "stage 3", "stage 4", "stage 5"), str(err))
     if s2 is not None:
         s3, s4 = study.perturbation, study.causal
         try:
-            s5 = study.seeds
+            s5 = study.replication
         except ValueError as err:  # a single seed
             skipped["stage 5"] = str(err)
+        v = study.validation if has_plant(s1.suite) else None
     commits = study.store.provenance(suite=s1.suite.name, stimuli=s1.stimuli.name, condition=s1.condition)
     text = supplement(s1, s2, s3, s4, s5, commits[["model", "seed", "step", "commit", "weights_hash"]],
-                      command or shlex.join(["lexprobe", *sys.argv[1:]]), skipped)
+                      command or shlex.join(["lexprobe", *sys.argv[1:]]), skipped, v)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

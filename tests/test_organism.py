@@ -203,7 +203,7 @@ def test_main_job_report_on_a_micro_organism(home, monkeypatch, capsys):
     assert main(["run", "--profile", "micro", "--no-report"]) == 0  # the report: tests/test_supplement.py
     out = capsys.readouterr().out
     study = Study("organism-micro", progress=False)  # reads the stages the run stored
-    s1, s2 = study.inflection, study.heads
+    s1, s2 = study.inflection, study.discovery
     assert s1.onset == 4 and sorted(s1.best["step"].unique()) == list(MICRO.checkpoints)
     for seed, numbers in _first_last(s1.best).items():
         assert re.search(rf"^ *{seed} +{re.escape(numbers.strip())} ", out, re.M), (seed, numbers)

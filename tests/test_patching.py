@@ -3,6 +3,7 @@ sentences, the exactness controls, batching, prefix caching, the counterfactual 
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -130,6 +131,39 @@ def test_sentences_without_counterfactual_are_dropped_with_a_count(model3, token
     none = type(cf)(cf.name, cf.pairs, cf.sentences.assign(source_id=-1), cf.hash + "y")
     with pytest.raises(ValueError, match="no sentence has a counterfactual"):
         PatchRunner(model3, tokenizer, few, none)
+
+
+def test_a_patch_listed_twice_is_refused(model3, tokenizer, few, cf):
+    """Embeddings are kept by patch name: a patch listed twice would append each batch twice (scrambled rows)."""
+    runner = PatchRunner(model3, tokenizer, few, cf, batch_size=5)
+    assert len(runner.batches) > 1  # with several batches the repeat scrambled sentences silently
+    twice = [Patch(((1, 2),), "noise"), Patch((), "denoise"), Patch(((1, 2),), "noise"), Patch((), "denoise"),
+             Patch(((2, 1), (0, 3)), "denoise"), Patch(((0, 3), (2, 1)), "denoise")]  # equal values, any order
+    for call in (runner.embeddings, runner.distances):
+        with pytest.raises(ValueError, match="list each patch once") as err:
+            call(twice)
+        assert all(n in str(err.value) for n in ("noise-l1h2", "denoise-none", "denoise-l0h3+l2h1"))
+    once = runner.embeddings(twice[:2])
+    assert set(once) == {"noise-l1h2", "denoise-none"}
+
+
+def test_a_counterfactual_set_with_a_repeated_source_id_is_refused(model3, tokenizer, few, cf, monkeypatch):
+    """Two counterfactual sentences claiming one real sentence are refused by name, value and rows, before any
+    encoding (the pairing kept the last one silently)."""
+    sentences = cf.sentences.copy()
+    sid = int(sentences["source_id"].iloc[0])
+    sentences.iloc[3, sentences.columns.get_loc("source_id")] = sid
+    twice = type(cf)(cf.name, cf.pairs, sentences, cf.hash + "d")
+    with pytest.raises(ValueError, match=re.escape(repr(cf.name)) + rf".*source_id {sid} at rows \[0, 3\]"):
+        counterfactual_pairs(few, twice)
+    import lexprobe.engine.patches as patches
+
+    def no_encoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("encoded before the refusal")
+
+    monkeypatch.setattr(patches, "encode", no_encoding)
+    with pytest.raises(ValueError, match="source_id repeats"):
+        PatchRunner(model3, tokenizer, few, twice)
 
 
 def test_patch_names_conditions_and_fingerprints(few, cf, tokenizer):

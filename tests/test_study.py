@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from conftest import tiny_model
 
+import lexprobe.analysis.performance as performance_mod
 import lexprobe.stages.discovery as stage2_mod
 import lexprobe.stages.inflection as stage1_mod
 from lexprobe import Study
 from lexprobe.checkpoints.hubcache import add_revision
 from lexprobe.checkpoints.suites import hub_cache
 from lexprobe.cli import build_parser, main, timing_line
-from lexprobe.stages.causal import causal_stage
 from lexprobe.stages.patching import counterfactual_of
 from lexprobe.stages.perturbation import perturbation_steps, perturbed_sets
 from lexprobe.stimuli.tables import StimulusError
@@ -56,22 +56,23 @@ def home(tmp_path, monkeypatch):
 def test_a_study_in_another_root_never_touches_the_default_store(suite, small, home, tmp_path):
     """Defect 1: every stage (and the runners given a finished stage 1) reads and writes the study's root."""
     study = Study(suite, small, root=str(tmp_path / "elsewhere"), **SMALL)
-    s1, s2 = study.inflection, study.heads
-    study.perturbation, study.causal, study.seeds  # noqa: B018 - run them all
+    s1 = study.inflection
+    study.discovery, study.perturbation, study.replication  # noqa: B018 - run them all
     assert not (home / "results").exists()
-    assert s1.root == str(tmp_path / "elsewhere")
-    # the runners called by hand follow stage 1's store too
-    s4 = causal_stage(s1, s2, n_random=2, n_random_dev=1, methods=("zero",), map_steps=2, n_boot=10, progress=False)
+    assert str(s1.store.root) == str(tmp_path / "elsewhere") and s1.store is study.store
+    # a study with other settings on the same root follows it too
+    s4 = study.with_(methods=("zero",)).causal
     assert not (home / "results").exists() and set(s4.best["condition"]) > {"intact"}
     stored = {p.name for p in (tmp_path / "elsewhere" / "_stages" / "study-tiny" / "small6").iterdir()}
-    assert stored == {"stage1", "stage2", "stage3", "stage3-sets", "stage4", "stage4-counterfactual", "stage5"}
+    assert stored == {"inflection", "discovery", "perturbation", "perturbation-sets", "causal",
+                      "causal-counterfactual", "replication"}
 
 
 def test_best_layer_rule_and_embedding_exclusion_reach_every_stage(suite, small, tmp_path, monkeypatch):
     """Defect 2: with by="signed" and exclude_embedding, every best layer of stages 1-4 is chosen by that rule and
     stage 2 follows the signed score."""
     calls: list[tuple[str, bool]] = []
-    real_best, real_discover = stage1_mod.best_layer, stage2_mod.discover
+    real_best, real_discover = performance_mod.best_layer, stage2_mod.discover
 
     def spy_best(perf, exclude_embedding=False, by="r2"):
         calls.append((by, exclude_embedding))
@@ -83,7 +84,7 @@ def test_best_layer_rule_and_embedding_exclusion_reach_every_stage(suite, small,
         scores.append(score)
         return real_discover(heads, best, score=score, **kw)
 
-    monkeypatch.setattr(stage1_mod, "best_layer", spy_best)
+    monkeypatch.setattr(performance_mod, "best_layer", spy_best)
     monkeypatch.setattr(stage2_mod, "discover", spy_discover)
     study = Study(suite, small, root=str(tmp_path / "res"), by="signed", exclude_embedding=True, cache=False, **SMALL)
     s1, s3, s4 = study.inflection, study.perturbation, study.causal
@@ -110,7 +111,7 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
     setting recomputes stages 2 onwards and reuses stage 1; a re-measured unit recomputes stage 1."""
     root = str(tmp_path / "res")
     first = Study(suite, small, root=root, **SMALL)
-    computed = {"s1": first.inflection, "s2": first.heads, "s4": first.causal}
+    computed = {"s1": first.inflection, "s2": first.discovery, "s4": first.causal}
 
     def fail(*a, **k):
         raise AssertionError("a cached stage was recomputed")
@@ -118,25 +119,26 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
     with monkeypatch.context() as m:
         for mod, name in ((stage1_mod, "inflections"), (stage2_mod, "discover")):
             m.setattr(mod, name, fail)
-        m.setattr("lexprobe.stages.causal.causal.causal_map", fail)
+        m.setattr("lexprobe.stages.causal.nulls.causal_map", fail)
         again = Study(suite, small, root=root, **SMALL)
         pd.testing.assert_frame_equal(again.inflection.inflection, computed["s1"].inflection)
-        pd.testing.assert_frame_equal(again.heads.stats, computed["s2"].stats)
+        pd.testing.assert_frame_equal(again.discovery.stats, computed["s2"].stats)
         pd.testing.assert_frame_equal(again.causal.causal_map, computed["s4"].causal_map)
         pd.testing.assert_frame_equal(again.causal.design, computed["s4"].design)
-        assert again.inflection.suite is suite and again.inflection.root == root
+        assert again.inflection.suite is suite and again.inflection.store is again.store
     # each part's wall time is recorded once, as computed the first time and read from the cache the second
     assert [(k, t["cached"]) for k, t in first.timings.items()] == [
-        ("suite", None), ("stage1", False), ("stage2", False), ("stage4-counterfactual", False), ("stage4", False)]
+        ("suite", None), ("inflection", False), ("discovery", False), ("causal-counterfactual", False),
+        ("causal", False)]
     assert [t["cached"] for k, t in again.timings.items() if k != "suite"] == [True, True, True, True]
     assert all(t["seconds"] >= 0 for t in first.timings.values())
-    assert timing_line({"stage1": {"seconds": 2.04, "cached": True}, "report": {"seconds": 1.0, "cached": None}}) \
-        == "time per part: stage1 2.0 s (cached), report 1.0 s; total 3.0 s"
+    assert timing_line({"inflection": {"seconds": 2.04, "cached": True}, "report": {"seconds": 1.0, "cached": None}}) \
+        == "time per part: inflection 2.0 s (cached), report 1.0 s; total 3.0 s"
     with monkeypatch.context() as m:
         m.setattr(stage1_mod, "inflections", fail)
         changed = Study(suite, small, root=root, **{**SMALL, "n_perm": 60})
         changed.inflection  # noqa: B018 - stage 1 is reused...
-        assert changed.heads.stats["p_perm_diff"].notna().all()  # ...stage 2 recomputed with the new setting
+        assert changed.discovery.stats["p_perm_diff"].notna().all()  # ...stage 2 recomputed with the new setting
     # a unit re-measured with other numbers (new content, new sha256 in its sidecar) invalidates stage 1 and what
     # builds on it
     store = ResultsStore(root)
@@ -150,7 +152,7 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
     redone = Study(suite, small, root=root, **SMALL)
     assert not redone.inflection.pairs["distance"].equals(computed["s1"].pairs["distance"])
     assert calls == [1]
-    assert redone._heads[1] != first._heads[1]  # stage 2's key follows stage 1's
+    assert redone._keyed("discovery")[1] != first._keyed("discovery")[1]  # stage 2's key follows stage 1's
 
 
 OPEN_FINISHED = """
@@ -158,7 +160,7 @@ import json, pickle, sys
 from lexprobe import Study
 suite, stimuli, root, kw = pickle.load(open(sys.argv[1], "rb"))
 study = Study(suite, stimuli, root=root, **kw)
-for stage in ("inflection", "heads", "perturbation", "causal", "seeds"):
+for stage in ("inflection", "discovery", "perturbation", "causal", "replication"):
     getattr(study, stage)
 print(json.dumps({"cached": {k: t["cached"] for k, t in study.timings.items() if k != "suite"},
                   "imported": [m for m in ("torch", "nnsight", "transformers", "scipy.stats") if m in sys.modules]}))
@@ -171,30 +173,45 @@ def test_a_finished_study_opens_in_a_new_process_without_the_engine(suite, small
     made ones, table for table."""
     root = str(tmp_path / "res")
     study = Study(suite, small, root=root, **SMALL)
-    for stage in ("inflection", "heads", "perturbation", "causal", "seeds"):
+    for stage in ("inflection", "discovery", "perturbation", "causal", "replication"):
         getattr(study, stage)
     args = tmp_path / "args.pkl"
     args.write_bytes(pickle.dumps((suite, small, root, SMALL)))
     out = subprocess.run([sys.executable, "-c", OPEN_FINISHED, str(args)], capture_output=True, text=True,
                          check=True).stdout
     got = json.loads(out.splitlines()[-1])
-    assert got["imported"] == []
-    assert got["cached"] == dict.fromkeys(["stage1", "stage2", "stage3-sets", "stage3", "stage4-counterfactual",
-                                           "stage4", "stage5"], True)
+    assert got["imported"] == [], got
+    assert got["cached"] == dict.fromkeys(["inflection", "discovery", "perturbation-sets", "perturbation",
+                                           "causal-counterfactual", "causal", "replication"], True)
 
     def fail() -> dict:
         raise AssertionError("derived sets were made again instead of read from the stage cache")
 
     s1 = study.inflection
     again = Study(suite, small, root=root, **SMALL)
-    read = {**again._derived("stage3-sets", perturbation_steps(s1, 2)[-1], fail),
-            **again._derived("stage4-counterfactual", s1.steps[-1], fail)}
+    read = {**again.derived("perturbation-sets", perturbation_steps(s1, 2)[-1], fail),
+            **again.derived("causal-counterfactual", s1.steps[-1], fail)}
     made = {**perturbed_sets(s1, 2), "neutral": counterfactual_of(s1)}
     assert sorted(read) == sorted(made) and len(made) >= 3
     for k, ps in made.items():
         assert (read[k].name, read[k].hash) == (ps.name, ps.hash)
         pd.testing.assert_frame_equal(read[k].pairs, ps.pairs)
         pd.testing.assert_frame_equal(read[k].sentences, ps.sentences)
+
+
+def test_a_stage_cannot_read_a_setting_its_cache_key_leaves_out(suite, small, tmp_path, monkeypatch):
+    """Adding a setting touches two places, the Study field and the stage that reads it: a stage whose ``reads``
+    omit a setting it reads fails, naming the stage and the setting, instead of caching under a key without it."""
+    from lexprobe.stages import STAGES
+
+    study = Study(suite, small, root=str(tmp_path / "res"), **SMALL)
+    study.inflection  # noqa: B018 - stage 1 as declared
+    monkeypatch.setattr(STAGES["discovery"], "reads", ("seed",))  # n_perm left out
+    with pytest.raises(AttributeError, match="stage 'discovery' reads the study setting 'n_perm'"):
+        study.with_(n_perm=51).discovery  # noqa: B018
+    # every setting a stage lists is part of its key: changing one changes the key, and only that stage's
+    a, b = study._keyed("inflection")[1], study.with_(n_boot=11)._keyed("inflection")[1]
+    assert a is not None and b is not None and a != b
 
 
 def test_smoke_defaults_are_resolved_when_the_study_is_made(monkeypatch):
@@ -246,7 +263,7 @@ def test_stage_plan_counts_what_the_stages_measure_and_store(suite, small, tmp_p
     study = Study(suite, small, root=str(tmp_path / "res"), **SMALL)
     study.causal  # noqa: B018 - stages 1, 2 and 4
     study.perturbation  # noqa: B018
-    monkeypatch.setattr(studyplan, "stand_in_discovery", lambda *a: study.heads.stats)
+    monkeypatch.setattr(studyplan, "stand_in_discovery", lambda *a: study.discovery.stats)
     costs = {c.stage.split()[1]: c for c in studyplan.stage_costs(study)}
     store = ResultsStore(tmp_path / "res")
     stored = store.units("distances")

@@ -3,6 +3,7 @@ every figure must be present with its Vega-Lite spec (rendering it in a browser 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -11,8 +12,10 @@ import altair as alt
 import pandas as pd
 import pytest
 
+from lexprobe.base.view import Figure, Heading, Table, Text, View
 from lexprobe.cli import main
 from lexprobe.supplement import Page, document
+from lexprobe.views.text import render_text
 
 FIGURES = {"performance", "layers", "heads", "perturbation", "robustness", "causal-map", "necessity-map",
            "sufficiency-map", "seed-trajectories", "seed-heads", "seed-ablation"}
@@ -78,6 +81,48 @@ def test_document_is_self_contained_and_script_safe():
     assert any("vegaEmbed" in text and len(text) > 100_000 for text in bundle)  # the libraries, inline
 
 
+VIEW = View("Stage 9 · A made-up stage", "stage9", (
+    Text("A finding: 3 < 4."),
+    Text("How to read it.", note=True),
+    Figure("layer_chart", {"perf": pd.DataFrame({"step": [0, 1], "layer": [0, 0], "r2": [0.1, 0.2]})},
+           "score per layer", "layers"),
+    Table(pd.DataFrame({"seed": [0, 1], "r2": [0.123456, None]}), "Scores per seed (R²)"),
+    Heading("A sub-section", anchor="sub"),
+    Table(pd.DataFrame({"seed": [], "p": []}), "Heads that pass"),
+    Table(pd.DataFrame({"a": [1]}), "Every row", collapsed=True)))
+
+
+def html_captions(body: str) -> list[str]:
+    """The captions of an HTML body's tables, in order (bold ones and folded ones, without the row count)."""
+    found = re.findall(r"<p><b>([^<]*)</b></p>|<summary>([^<]*) \(\d+ rows\)</summary>", body)
+    return [html.unescape(bold or folded) for bold, folded in found]
+
+
+def test_one_view_renders_as_text_and_as_html_with_every_table():
+    page = Page()
+    page.view(VIEW)
+    body, text = "\n".join(page.blocks), render_text(VIEW)
+    captions = [b.caption for b in VIEW.blocks if isinstance(b, Table)]
+    assert html_captions(body) == captions
+    at = [text.index(f"{c}:") for c in captions]
+    assert at == sorted(at)  # every table in the text too, in the view's order
+    assert "0.1235" in text and "Heads that pass: (no rows)" in text
+    for line in ("A finding: 3 < 4.", "How to read it.", "A sub-section", "[figure: score per layer]"):
+        assert line in text
+    assert "<p>A finding: 3 &lt; 4.</p>" in body and "<p class=note>How to read it.</p>" in body
+    assert '<h2 id="stage9">Stage 9 · A made-up stage</h2>' in body and '<h2 id="sub">A sub-section</h2>' in body
+    assert list(page.figures) == ["fig-1-layers"] and "Figure 1: score per layer" in body
+
+
+def test_a_skipped_stage_says_why_in_text_and_html():
+    view = View.skipped_because("stage 2", "head discovery needs at least 4 checkpoints")
+    page = Page()
+    page.view(view)
+    why = "stage 2 skipped: head discovery needs at least 4 checkpoints"
+    assert page.blocks == ['<h2 id="stage2">Stage 2</h2>', f"<p class=note>{why}</p>"]
+    assert render_text(view).splitlines()[-1] == why and not page.figures
+
+
 def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     """``lexprobe run`` on the smoke organism (in $LEXPROBE_HOME: trained and measured once, shared with the
     notebooks, which then reuse stages 3-4 from the store) prints where it wrote the report."""
@@ -94,7 +139,7 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     specs = parsed.figures()
     names = {re.sub(r"^fig-\d+-", "", fid) for fid in specs}
     study = Study(progress=False)
-    s1, s2 = study.inflection, study.heads
+    s1, s2 = study.inflection, study.discovery
     assert FIGURES <= names and names - FIGURES <= OPTIONAL
     assert ("ablation" in names) == bool(s2.stats["passes"].any())  # only with a discovered set to ablate
     for spec in specs.values():

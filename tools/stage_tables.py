@@ -40,8 +40,8 @@ def dump(path: str) -> None:
     from lexprobe.supplement import supplement
 
     study = Study(progress=False)
-    stages = {"s1": study.inflection, "s2": study.heads, "s3": study.perturbation, "s4": study.causal,
-              "s5": study.seeds}
+    stages = {"s1": study.inflection, "s2": study.discovery, "s3": study.perturbation, "s4": study.causal,
+              "s5": study.replication}
     out: dict[str, pd.DataFrame] = {}
     for name, stage in stages.items():
         tables_of(name, stage, out)

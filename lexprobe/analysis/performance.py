@@ -6,6 +6,8 @@ original study (read by :func:`lexprobe.stimuli.published.from_published`, in th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -122,3 +124,37 @@ def best_layer(perf: pd.DataFrame, exclude_embedding: bool = False, by: str = "r
     keys = [k for k in ["suite", "stimuli", "condition", *CHECKPOINT_KEYS] if k in p.columns]
     idx = p.groupby(keys)[metric].idxmax()
     return p.loc[idx].rename(columns={"layer": "best_layer"}).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """The one rule every stage scores a checkpoint by: the best layer chosen ``by`` a score (see
+    :func:`best_layer`), the embedding layer left out when ``exclude_embedding``, distances held against ``target``
+    (``relatedness`` or ``same``, :func:`target_of`)."""
+
+    by: str = "r2"
+    exclude_embedding: bool = False
+    target: str = "relatedness"
+
+    def __post_init__(self) -> None:
+        if self.by not in SCORE_OF:
+            raise ValueError(f"by={self.by!r}: choose one of {tuple(SCORE_OF)}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target={self.target!r}: choose one of {TARGETS}")
+
+    @property
+    def score(self) -> str:
+        """The best-layer score followed across training (r2, r2_signed or auc)."""
+        return SCORE_OF[self.by]
+
+    def layers(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The rows of a per-layer table this rule may pick from (layer 0 dropped when the embedding is left out)."""
+        return table[table["layer"] > 0] if self.exclude_embedding else table
+
+    def pick(self, perf: pd.DataFrame) -> pd.DataFrame:
+        """Each checkpoint's best layer of a :func:`performance` table by this rule."""
+        return best_layer(perf, exclude_embedding=self.exclude_embedding, by=self.by)
+
+    def best(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        """Best-layer scores of a pair table (distances joined to pairs) by this rule."""
+        return self.pick(performance(pairs, target=self.target))

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lexprobe.base.files import atomic_write
 from lexprobe.checkpoints.hubcache import cache_root, repo_folder, snapshots_folder
 from lexprobe.checkpoints.suites import Checkpoint, cached_commit
-from lexprobe.store.results import atomic_write
 
 
 def _ledger_dir(ck: Checkpoint) -> Path:

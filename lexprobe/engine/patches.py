@@ -27,6 +27,7 @@ prefix once (the model's key/value cache) and every patch on the target's tokens
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -119,9 +120,21 @@ class PatchMap(Intervention):
 
 def counterfactual_pairs(stimuli: Stimuli, counterfactual: Stimuli) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Sentence rows of ``stimuli`` that have a counterfactual, the matching rows of ``counterfactual``, and why
-    each other real sentence (by id) has none."""
+    each other real sentence (by id) has none. A real sentence claimed by several counterfactual sentences (a
+    ``source_id`` repeated) is refused: which one to patch from is not defined."""
     cf = counterfactual.sentences
-    row_of = {int(s): i for i, s in enumerate(cf["source_id"])}
+    rows_of: dict[int, list[int]] = {}
+    for i, s in enumerate(cf["source_id"]):
+        rows_of.setdefault(int(s), []).append(i)
+    real_ids = {int(s) for s in stimuli.sentences["sentence_id"]}
+    repeats = [(s, rows) for s, rows in rows_of.items() if len(rows) > 1 and s in real_ids]
+    if repeats:
+        listing = "; ".join(f"source_id {s} at rows {rows}" for s, rows in repeats[:5])
+        more = f" (and {len(repeats) - 5} more)" if len(repeats) > 5 else ""
+        raise ValueError(f"counterfactual set {counterfactual.name!r}: source_id repeats, {len(repeats)} real "
+                         f"sentences of {stimuli.name!r} claimed by more than one counterfactual sentence (rows of "
+                         f"its sentence table): {listing}{more}; give each real sentence one counterfactual")
+    row_of = {s: rows[0] for s, rows in rows_of.items()}
     real_rows, cf_rows, missing = [], [], {}
     for i, sid in enumerate(stimuli.sentences["sentence_id"]):
         if int(sid) in row_of:
@@ -286,7 +299,12 @@ class PatchRunner:
         return k
 
     def embeddings(self, patches: list[Patch]) -> dict[str, torch.Tensor]:
-        """Target embeddings (n, L+1, d) of the measured sentences (this runner's order) under each patch."""
+        """Target embeddings (n, L+1, d) of the measured sentences (this runner's order) under each patch, by
+        :attr:`Patch.name`: a patch listed twice is refused (its batches would be kept twice, in scrambled rows)."""
+        repeated = [name for name, n in Counter(p.name for p in patches).items() if n > 1]
+        if repeated:
+            raise ValueError(f"patches listed more than once in one call: {', '.join(repeated)}; list each patch once "
+                             "(results are kept by patch name)")
         out: dict[str, list[torch.Tensor]] = {p.name: [] for p in patches}
         for direction, run, source in (("noise", "real", "cf"), ("denoise", "cf", "real")):
             todo = [p for p in patches if p.direction == direction]

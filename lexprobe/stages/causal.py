@@ -1,4 +1,4 @@
-"""Stage 4 runner and report: are the heads found by discovery causally necessary for disambiguation?
+"""Stage 4 runner and view: are the heads found by discovery causally necessary for disambiguation?
 
 Per (model, seed) it designs the conditions, measures them through the results store (cached like extraction,
 one load per checkpoint), and tests them with :mod:`lexprobe.analysis.nulls`:
@@ -23,15 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
 from lexprobe.analysis import nulls, patchmaps
-from lexprobe.analysis.nulls import MAP_FAMILY, RANK_RESOLVES
+from lexprobe.analysis.nulls import RANK_RESOLVES
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.selection import ALPHA
 from lexprobe.base.progress import tqdm
+from lexprobe.base.view import Block, Figure, Heading, Table, Text, View
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.engine.interventions import (
     EdgeKnockout,
@@ -45,6 +47,7 @@ from lexprobe.engine.patches import PatchMap
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.patching import RECOVER, counterfactual_of, patch_design, patch_table, redundancy
+from lexprobe.stages.registry import Context, Prepared, Reads
 from lexprobe.stimuli.align import encode
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.sweep.run import extract
@@ -172,53 +175,79 @@ def measured_conditions(plan: pd.DataFrame, steps: tuple[int, ...],
             yield str(model), int(sd), chosen, g[g["scope"] == scope]
 
 
-def causal_stage(stage1: Inflection, stage2: Discovery, n_random: int = 100, n_random_dev: int = 10,
-                 methods: tuple[str, ...] = METHODS, layer_matched: bool = False, map_steps: int = 0,
-                 n_boot: int = 200, seed: int = 0, progress: bool = True,
-                 counterfactual: Stimuli | None = None, redundancy_steps: int = 4) -> Causal:
-    """Design, measure (cached in stage 1's results store) and test stage 4 on the checkpoints of a finished
-    inflection stage, best layers chosen by stage 1's rule: ``n_random`` random sets per null at the last
-    checkpoint, ``n_random_dev`` at every checkpoint, the single-head and patch maps at about ``map_steps``
-    log-spaced checkpoints (0: every one); patching against ``counterfactual`` (default: :func:`counterfactual_of`),
-    the greedy sufficient sets at about ``redundancy_steps`` log-spaced checkpoints."""
-    suite, stim, steps = stage1.suite, stage1.stimuli, stage1.steps
-    cf = counterfactual if counterfactual is not None else counterfactual_of(stage1)
-    plan = design_for(stage2, n_random, n_random_dev, methods, layer_matched, seed, copy_source(suite.steps), cf)
-    cfg = replace(stage1.config, save_embeddings=False, save_heads=False)
-    for model, sd, chosen, rows in tqdm(list(measured_conditions(plan, steps, map_steps)),
-                                        desc="stage 4: seeds x scopes", disable=not progress):
-        if len(rows):
-            extract(suite, stim, chosen, models=(model,), seeds=(sd,), root=stage1.root, config=cfg,
-                    interventions=list(rows["intervention"]), progress=progress)
-    conds = ["intact", *plan["condition"].unique()]
-    dist = stage1.store.load("distances", suite=suite.name, stimuli=stim.name, condition=conds, step=list(steps),
-                             model=list(plan["model"].unique()), seed=[int(s) for s in plan["seed"].unique()])
-    patch_cond = set(plan.loc[plan["family"] == "patch", "condition"])
-    patched = dist[dist["condition"].isin(patch_cond)]
-    dist = dist[~dist["condition"].isin(patch_cond)]
-    if "patch" in dist.columns:
-        dist = dist.drop(columns="patch")
-    pairs = with_pairs(dist, stim)
-    best = stage1.best_of(pairs)
-    dr = nulls.drops(best)
-    key = plan.drop(columns=["intervention", "model", "seed"]).drop_duplicates("condition")
-    tests = nulls.null_tests(dr, key)
-    singles = key.loc[key["role"] == "single", "condition"]
-    map_pairs = pairs[pairs["condition"].isin(["intact", *singles])]
-    if stage1.exclude_embedding:
-        map_pairs = map_pairs[map_pairs["layer"] > 0]
-    cmap = nulls.causal_map(map_pairs, key, target=stage1.target, n_boot=n_boot, seed=seed, by=stage1.by)
-    controls = dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition")
-    n_layers, n_heads = int(stage2.stats["layer"].max()) + 1, int(stage2.stats["head"].max()) + 1
-    ptab = patch_table(patch_design(n_layers, n_heads), n_heads)
-    maps, pexact, pfirst, pagree = patching_results(stage1, stage2, patched, pairs, ptab, n_boot, seed)
-    curve, greedy = redundancy(stage1, cf, n_random, redundancy_steps, seed, progress)
-    return Causal(plan.drop(columns=["intervention"]), best, dr, tests,
-                  nulls.first_significant(tests[tests["family"] == "zero"]), cmap,
-                  nulls.agreement(cmap, stage2.stats, step=steps[-1]), controls,
-                  exactness(stage1, pairs, EdgeKnockout(None).condition),
-                  nulls.study_regression(dr, key, DEVELOPMENT), cf, ptab, maps, pexact, pfirst, pagree, curve,
-                  greedy)
+class CausalStage:
+    """Stage 4: design, measure (cached in the study's results store) and test the interventions of
+    :func:`design` on the checkpoints of a finished inflection stage, best layers chosen by the study's scoring
+    rule: ``n_random`` random sets per null at the last checkpoint, ``n_random_dev`` at every checkpoint, the
+    single-head and patch maps at about ``map_steps`` log-spaced checkpoints (0: every one); patching against the
+    study's ``counterfactual`` (default: :func:`counterfactual_of`, kept in the stage cache), the greedy sufficient
+    sets at about ``redundancy_steps`` log-spaced checkpoints."""
+
+    name, title, result = "causal", "Are the heads causally necessary?", Causal
+    needs = ("inflection", "discovery")
+    reads = ("n_random", "n_random_dev", "map_steps", "layer_matched", "n_boot", "seed", "methods",
+             "redundancy_steps", "counterfactual")
+    given: tuple[str, ...] = ()
+
+    def given_values(self, study: Context) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
+        s1: Inflection = earlier["inflection"]
+        s2: Discovery = earlier["discovery"]
+        cf = study.counterfactual if study.counterfactual is not None else study.derived(
+            "causal-counterfactual", s1.steps[-1], lambda: {"neutral": counterfactual_of(s1)})["neutral"]
+        plan = design_for(s2, study.n_random, study.n_random_dev, study.methods, study.layer_matched, study.seed,
+                          copy_source(s1.suite.steps), cf)
+        reads = [Reads("distances", s1.stimuli.name, tuple(rows["condition"]), steps, (model,), (sd,))
+                 for model, sd, steps, rows in measured_conditions(plan, s1.steps, study.map_steps)]
+        return Prepared(reads, inputs={"counterfactual": cf.hash,  # the greedy search stores no units
+                                       "redundancy_at": list(log_subset(s1.steps, study.redundancy_steps))},
+                        data={"design": plan, "counterfactual": cf})
+
+    def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Causal:
+        s1: Inflection = earlier["inflection"]
+        s2: Discovery = earlier["discovery"]
+        suite, stim, steps, scoring = study.checkpoint_suite, s1.stimuli, s1.steps, study.scoring
+        plan, cf = prepared.data["design"], prepared.data["counterfactual"]
+        n_boot, seed = study.n_boot, study.seed
+        cfg = replace(study.config, save_embeddings=False, save_heads=False)
+        for model, sd, chosen, rows in tqdm(list(measured_conditions(plan, steps, study.map_steps)),
+                                            desc="stage 4: seeds x scopes", disable=not study.progress):
+            if len(rows):
+                extract(suite, stim, chosen, models=(model,), seeds=(sd,), root=study.store.root, config=cfg,
+                        interventions=list(rows["intervention"]), progress=study.progress)
+        conds = ["intact", *plan["condition"].unique()]
+        dist = study.store.load("distances", suite=suite.name, stimuli=stim.name, condition=conds, step=list(steps),
+                                model=list(plan["model"].unique()), seed=[int(s) for s in plan["seed"].unique()])
+        patch_cond = set(plan.loc[plan["family"] == "patch", "condition"])
+        patched = dist[dist["condition"].isin(patch_cond)]
+        dist = dist[~dist["condition"].isin(patch_cond)]
+        if "patch" in dist.columns:
+            dist = dist.drop(columns="patch")
+        pairs = with_pairs(dist, stim)
+        best = scoring.best(pairs)
+        dr = nulls.drops(best)
+        key = plan.drop(columns=["intervention", "model", "seed"]).drop_duplicates("condition")
+        tests = nulls.null_tests(dr, key)
+        singles = key.loc[key["role"] == "single", "condition"]
+        map_pairs = scoring.layers(pairs[pairs["condition"].isin(["intact", *singles])])
+        cmap = nulls.causal_map(map_pairs, key, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
+        controls = dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition")
+        n_layers, n_heads = int(s2.stats["layer"].max()) + 1, int(s2.stats["head"].max()) + 1
+        ptab = patch_table(patch_design(n_layers, n_heads), n_heads)
+        maps, pexact, pfirst, pagree = patching_results(s1, s2, patched, pairs, ptab, n_boot, seed)
+        curve, greedy = redundancy(s1, cf, study.n_random, study.redundancy_steps, seed=seed, config=study.config,
+                                   progress=study.progress)
+        return Causal(plan.drop(columns=["intervention"]), best, dr, tests,
+                      nulls.first_significant(tests[tests["family"] == "zero"]), cmap,
+                      nulls.agreement(cmap, s2.stats, step=steps[-1]), controls,
+                      exactness(s1, pairs, EdgeKnockout(None).condition),
+                      nulls.study_regression(dr, key, DEVELOPMENT), cf, ptab, maps, pexact, pfirst, pagree, curve,
+                      greedy)
+
+
+STAGE = CausalStage()
 
 
 def patching_results(stage1: Inflection, stage2: Discovery, patched: pd.DataFrame, pairs: pd.DataFrame,
@@ -229,9 +258,9 @@ def patching_results(stage1: Inflection, stage2: Discovery, patched: pd.DataFram
     ppairs = with_pairs(patched.assign(condition=patched["patch"]).drop(columns="patch"), stage1.stimuli)
     intact = pairs[(pairs["condition"] == "intact") & pairs["step"].isin(ppairs["step"].unique())
                    & pairs["pair_id"].isin(ppairs["pair_id"].unique())]
-    if stage1.exclude_embedding:
-        ppairs, intact = ppairs[ppairs["layer"] > 0], intact[intact["layer"] > 0]
-    maps = patchmaps.patch_maps(ppairs, ptab, target=stage1.target, n_boot=n_boot, seed=seed, by=stage1.by)
+    scoring = stage1.scoring
+    ppairs, intact = scoring.layers(ppairs), scoring.layers(intact)
+    maps = patchmaps.patch_maps(ppairs, ptab, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
     best = stage1.best_of(pd.concat([ppairs, intact]))
     exact = patchmaps.patch_exactness(ppairs, intact, best)
     agree = pd.concat([nulls.agreement(maps[(maps["unit"] == "head") & (maps["direction"] == d)], stage2.stats)
@@ -239,82 +268,80 @@ def patching_results(stage1: Inflection, stage2: Discovery, patched: pd.DataFram
     return maps, exact, patchmaps.first_patched(maps), agree
 
 
-def causal_report(s4: Causal, onset: pd.DataFrame | None = None) -> str:
-    """Plain-text stage 4 (what ``lexprobe causal`` prints); ``onset``: columns model, seed, onset_step
-    (the inflection onset of stage 1) to set the effect's first step beside."""
-    lines = ["stage 4: causal interventions (drop = intact best-layer R^2 - intervened; > 0 hurts)", ""]
-    ex = s4.exactness
-    lines.append("exactness: every target->cue edge cut in every head; nouns whose sentences differ only in an "
-                 "equal-length cue")
-    for r in ex.itertuples():
-        lines.append(f"  seed {r.seed} step {r.step}: {r.nouns_checked} nouns checked ({r.nouns_left_out} left out), "
-                     f"max pair distance {r.max_distance:.2e} (<= {EXACT:g}: {'yes' if r.exact else 'NO'})")
-    lines.append("")
-    lines.append("controls at the last checkpoint:")
-    for r in s4.controls.itertuples():
-        lines.append(f"  seed {r.seed}: no-op drop in R^2 = {r.drop_r2:.3g} (must be exactly 0)")
-    last = at_last_checkpoint(s4.tests)
-    for r in last[last["family"] == "edges"].itertuples():
-        lines.append(f"  seed {r.seed}: target->cue edges cut in every head: drop {r.drop_r2:.4f}; random earlier "
-                     f"non-cue edges ({r.n_random} draws): mean {r.null_mean:.4f}, 95% {r.null_q95:.4f}; p = {r.p:.3g} "
-                     f"({r.method})")
-    lines.append("")
-    lines.append("discovered heads vs random same-size head sets at the last checkpoint:")
-    tab = last[~last["family"].isin(["edges"])]
-    if tab.empty:
-        lines.append("  (no seed has heads that pass discovery)")
-    for r in tab.sort_values(["seed", "family"]).itertuples():
-        lines.append(f"  seed {r.seed} {r.family:>9}: drop {r.drop_r2:7.4f}  random ({r.n_random}): mean "
-                     f"{r.null_mean:7.4f}, 95% {r.null_q95:7.4f}  p = {r.p:.3g} ({r.method})  z = {r.z:.2f}")
-    lines.append("")
+def _onset(inflection: pd.DataFrame | None, model: str, seed: int) -> str:
+    """Stage 1's inflection onset of (model, seed) as words ('' without stage 1's table or its row)."""
+    if inflection is None:
+        return ""
+    o = inflection.loc[(inflection["model"] == model) & (inflection["seed"] == seed), "onset_step"]
+    if o.empty:
+        return ""
+    return f"inflection onset {float(o.iloc[0]):.0f}" if pd.notna(o.iloc[0]) else "no inflection onset"
+
+
+def describe(s4: Causal, inflection: pd.DataFrame | None = None) -> View:
+    """Stage 4's view: ablation of the discovered heads against random sets (when its effect appears), the causal
+    head map, controls, exactness, the original study's QK edits and activation patching; ``inflection``: stage 1's
+    table (columns model, seed, onset_step) to set the effects' first steps beside."""
+    tests, cm = s4.tests, s4.causal_map
+    blocks: list[Block] = [Text("drop = intact best-layer R^2 - intervened; > 0 hurts", note=True)]
+    if (tests["family"] == "zero").any():
+        blocks.append(Figure("ablation_chart", {"tests": tests},
+                             "zero ablation of the discovered heads across training", "ablation"))
+    else:
+        blocks.append(Text("No seed has heads that pass discovery: there is no discovered set to ablate.", note=True))
     for r in s4.onset_of_effect.itertuples():
-        on = ""
-        if onset is not None and not onset.empty:
-            o = onset[(onset["model"] == r.model) & (onset["seed"] == r.seed)]
-            on = f"; inflection onset {float(o['onset_step'].iloc[0]):.0f}" if len(o) else ""
         when = (f"from step {r.effect_from_step:.0f} on" if pd.notna(r.effect_from_step)
                 else "at no step (not even at the last checkpoint)")
-        lines.append(f"seed {r.seed}: zero-ablating the discovered heads beats its null {when}{on}")
-    dev = s4.tests[(s4.tests["family"] == "zero")]
+        on = _onset(inflection, r.model, r.seed)
+        blocks.append(Text(f"seed {r.seed}: zero-ablating the discovered heads beats its null {when}"
+                           f"{'; ' + on if on else ''}"))
+    dev = tests[tests["family"] == "zero"]
     if not dev.empty:
-        lines.append(f"  (each checkpoint at alpha {ALPHA}; p by {', '.join(sorted(dev['method'].unique()))}: a rank "
-                     f"against n random sets cannot go below 1/(n+1) = {dev['p_floor'].max():.3g} with the fewest "
-                     f"sets, so where that floor is above {RANK_RESOLVES:.3g} the t prediction test is used)")
-    lines += qk_lines(s4)
-    lines.append("")
-    cm = s4.causal_map
-    size = int(cm["fdr_family_size"].max()) if len(cm) else 0
-    lines.append(f"causal head map (single-head zero ablation, paired item bootstrap, normal-approximation p; BH-FDR "
-                 f"over {MAP_FAMILY}: m = {size}, so a lone cell needs p <= {ALPHA / max(size, 1):.2g}):")
-    for r in s4.agreement.itertuples():
-        lines.append(f"  seed {r.seed} step {r.step}: causal {r.causal_heads or '-'} | discovered "
-                     f"{r.discovered_heads or '-'} | both {r.both}, Jaccard {r.jaccard:.2f}, Fisher p {r.fisher_p:.3g}")
-    lines += patching_lines(s4, onset)
-    return "\n".join(lines)
+        blocks.append(Text(f"Each checkpoint at alpha {ALPHA}; p by {', '.join(sorted(dev['method'].unique()))}: a "
+                           f"rank against n random sets cannot go below 1/(n+1) = {dev['p_floor'].max():.3g} with the "
+                           f"fewest sets, so where that floor is above {RANK_RESOLVES:.3g} the t prediction test is "
+                           "used.", note=True))
+    blocks.append(Figure("causal_map_chart", {"cmap": cm}, "causal head map (single-head ablation)", "causal-map"))
+    if len(cm):
+        size = int(cm["fdr_family_size"].max())
+        blocks += [Text(f"Causal head map: paired item bootstrap of each head's R² drop, one-sided "
+                        f"normal-approximation p from the bootstrap standard error, BH-FDR over "
+                        f"{cm['fdr_family'].iloc[0]} (m = {size}). "
+                        "Null tests of head sets: a rank against the random sets where its floor 1/(n+1) resolves "
+                        "alpha, else a t prediction test (column method).", note=True),
+                   Text(f"A lone cell of the causal head map needs p <= {ALPHA / size:.2g}.", note=True)]
+    blocks += [
+        Table(at_last_checkpoint(tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)"),
+        Table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)"),
+        Text(f"Exactness: every target->cue edge cut in every head, on the nouns whose sentences differ only in an "
+             f"equal-length cue; the largest pair distance must be at most {EXACT:g}.", note=True),
+        Table(s4.exactness, "Exactness: every target→cue edge cut"),
+        Table(s4.agreement, "Causal map vs discovery at the last checkpoint"),
+        *_qk(s4), *_patching(s4, inflection)]
+    return View(f"Stage 4 · {STAGE.title}", "stage4", tuple(blocks))
 
 
-def qk_lines(s4: Causal) -> list[str]:
-    """The original study's QK edits: the last checkpoint's tests and the regression across development."""
-    lines = ["", "QK edits of the discovered heads (the original study's test) vs random same-size sets:"]
+def _qk(s4: Causal) -> list[Block]:
+    """The original study's QK edits: where qk-copy copies from, per seed how often the edit beats its null, the
+    chart and the study's regression across development."""
     src = s4.design.loc[s4.design["family"] == "qk-copy", "source_step"]
-    if len(src):
-        lines.append(f"  qk-copy copies Q and K from step {int(src.iloc[0])} (step 1 when it is stored, else the "
-                     "earliest stored checkpoint after step 0)")
+    blocks: list[Block] = [Text(f"QK edits of the discovered heads (the original study's test) vs random same-size "
+                                f"sets: qk-copy copies Q and K from step {int(src.iloc[0])} (step 1 when it is stored, "
+                                "else the earliest stored checkpoint after step 0).", note=True)] if len(src) else []
     t = s4.tests[s4.tests["family"].isin(["qk-zero", "qk-copy"])]
-    if t.empty:
-        lines.append("  (no seed has heads that pass discovery)")
-        return lines
     for (family, sd), g in t.groupby(["family", "seed"]):
-        beat = g[g["p"] < ALPHA]["step"]
         last = g.sort_values("step").iloc[-1]
-        lines.append(f"  seed {sd} {family}: at the last checkpoint drop {last.drop_r2:.4f} vs random "
-                     f"({last.n_random}) mean {last.null_mean:.4f}, p = {last.p:.3g} ({last.method}); beats its "
-                     f"null at {len(beat)} of {len(g)} checkpoints")
-    for r in s4.regression.itertuples():
-        lines.append(f"  seed {r.seed} {r.family}: drop ~ log10(step+1) + target over {r.n_steps} checkpoints "
-                     f"(n = {r.n}): target {r.target_coef:+.4f} [{r.target_low:+.4f}, {r.target_high:+.4f}], "
-                     f"p = {r.target_p:.3g}")
-    return lines
+        blocks.append(Text(f"seed {sd} {family}: at the last checkpoint drop {last.drop_r2:.4f} vs random "
+                           f"({last.n_random}) mean {last.null_mean:.4f}, p = {last.p:.3g} ({last.method}); beats its "
+                           f"null at {int((g['p'] < ALPHA).sum())} of {len(g)} checkpoints"))
+    if len(t):
+        blocks.append(Figure("ablation_chart", {"tests": s4.tests, "family": "qk-copy"}, "QK rows of the discovered "
+                             "heads copied from the earliest checkpoint after step 0, across training, against random "
+                             "sets", "qk-edit"))
+    if len(s4.regression):
+        blocks.append(Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
+                                           "target-vs-random"))
+    return blocks
 
 
 def _heads(g: pd.DataFrame) -> str:
@@ -326,63 +353,54 @@ def _firsts(first: pd.DataFrame) -> str:
     return ", ".join(f"L{r.layer}H{r.head}@{r.first_step:.0f}" for r in got.itertuples()) or "-"
 
 
-def patching_lines(s4: Causal, onset: pd.DataFrame | None = None) -> list[str]:
-    """Activation patching: exactness controls, the last checkpoint's necessary and sufficient heads, agreement with
-    discovery, when each head first becomes necessary / sufficient beside the inflection onset, the greedy sets."""
-    cf = s4.counterfactual
-    lines = ["", f"activation patching at the target's tokens against the counterfactual {cf.name!r} "
-             f"({len(cf.sentences)} sentences; necessity: drop of R^2 when a head's output there is noised from the "
-             "counterfactual; sufficiency: share of the clean R^2 above the counterfactual run that restoring it "
-             "recovers)"]
-    ex = s4.patch_exactness
-    if len(ex):
-        worst = ex.filter(like="_distance").max().max()
-        worst_r2 = ex.filter(like="_r2").max().max()
-        lines.append(f"  exactness controls at {len(ex)} (seed, checkpoint)s: denoising every head = clean run, "
-                     f"noising every head = counterfactual run, no patch = the engine's intact run: max |pair "
-                     f"distance| diff {worst:.2e}, max |R^2| diff {worst_r2:.2e} (<= {patchmaps.EXACT_PATCH:g}: "
-                     f"{'yes' if bool(ex['exact'].all()) else 'NO'})")
-    maps = s4.patch_maps
+def _patching(s4: Causal, inflection: pd.DataFrame | None) -> list[Block]:
+    """Activation patching: the necessity and sufficiency maps, the last checkpoint's necessary and sufficient heads,
+    the exactness controls, agreement with discovery, when each head first becomes necessary / sufficient (beside the
+    inflection onset), the greedy sufficient sets."""
+    cf, maps = s4.counterfactual, s4.patch_maps
+    blocks: list[Block] = [
+        Heading("Activation patching: necessity and sufficiency at the noun", "patching"),
+        Text(f"Counterfactual: {cf.name} ({len(cf.sentences)} sentences, each cue replaced by a sense-neutral modifier "
+             "in its place; the noun's tokens matched by role). Noising replaces one head's output at the noun by its "
+             "counterfactual output (necessity: drop in R²); denoising restores it in the counterfactual run "
+             "(sufficiency: share of the clean R² above the counterfactual recovered).", note=True)]
     if maps.empty:
-        return lines
-    size = int(maps.loc[maps["unit"] == "head", "fdr_family_size"].max())
-    lines.append(f"  BH-FDR over {patchmaps.PATCH_FAMILY}: m = {size}; p from the bootstrap's normal approximation")
-    last = at_last_checkpoint(maps[maps["unit"] == "head"])
-    for sd, g in last.groupby("seed"):
+        return blocks
+    blocks += [Figure("patch_map_chart", {"maps": maps, "direction": "noise"}, "necessity map (noising)",
+                      "necessity-map"),
+               Figure("patch_map_chart", {"maps": maps, "direction": "denoise"}, "sufficiency map (denoising)",
+                      "sufficiency-map"),
+               Text(f"Both maps: paired item bootstrap, normal-approximation p, BH-FDR over "
+                    f"{maps['fdr_family'].iloc[0]} (m = {int(maps['fdr_family_size'].max())}).", note=True)]
+    for sd, g in at_last_checkpoint(maps[maps["unit"] == "head"]).groupby("seed"):
         nec, suf = g[g["direction"] == "noise"], g[g["direction"] == "denoise"]
         r = g.iloc[0]
         base = " (counterfactual distances constant: baseline R^2 0)" if r.baseline_constant else ""
-        lines.append(f"  seed {sd} step {r.step}: clean R^2 {r.r2_clean:.3f}, counterfactual {r.r2_counterfactual:.3f}"
-                     f"{base}; necessary: {_heads(nec)}; sufficient: {_heads(suf)}")
-        extra = {(x.layer, x.head) for x in suf.itertuples() if x.significant} - \
-            {(x.layer, x.head) for x in nec.itertuples() if x.significant}
-        if extra:
-            lines.append(f"    sufficiency finds heads necessity missed: "
-                         f"{' '.join(f'L{l}H{h}' for l, h in sorted(extra))}")
-    for r in s4.patch_agreement.itertuples():
-        what = "necessary" if r.direction == "noise" else "sufficient"
-        lines.append(f"  seed {r.seed}: discovered heads ({r.discovered_heads or '-'}) among the {what} ones: "
-                     f"{r.both} of {r.discovered} ({r.causal} {what}), Fisher p {r.fisher_p:.3g}")
-    for sd, g in s4.patch_first.groupby("seed"):
-        on = ""
-        if onset is not None and not onset.empty and (onset["seed"] == sd).any():
-            on = f"inflection onset {float(onset.loc[onset['seed'] == sd, 'onset_step'].iloc[0]):.0f}; "
-        lines.append(f"  seed {sd}: {on}first significant step, necessity: {_firsts(g[g['direction'] == 'noise'])}; "
-                     f"sufficiency: {_firsts(g[g['direction'] == 'denoise'])}")
-    lines.append(f"  greedy sufficient sets (joint denoising until {RECOVER:.0%} of the clean R^2 above the "
-                 "counterfactual is recovered; the set is chosen on these pairs, so its recovery against random "
-                 "same-size sets is descriptive, not a test):")
-    for r in s4.greedy_tests.itertuples():
-        if not r.size:
-            lines.append(f"    seed {r.seed} step {r.step}: clean R^2 {r.r2_clean:.3f} <= counterfactual "
-                         f"{r.r2_counterfactual:.3f}: nothing to recover")
-            continue
+        extra = sorted({(x.layer, x.head) for x in suf.itertuples() if x.significant}
+                       - {(x.layer, x.head) for x in nec.itertuples() if x.significant})
+        found = f"; sufficiency finds heads necessity missed: {' '.join(f'L{l}H{h}' for l, h in extra)}"
+        blocks.append(Text(f"seed {sd} step {r.step}: clean R^2 {r.r2_clean:.3f}, counterfactual "
+                           f"{r.r2_counterfactual:.3f}{base}; necessary: {_heads(nec)}; sufficient: {_heads(suf)}"
+                           f"{found if extra else ''}"))
+    blocks += [Table(s4.patch_exactness, "Exactness controls (max abs differences; must be at most 1e-6)"),
+               Table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
+                     "discovery"),
+               Table(s4.patch_first.dropna(subset=["first_step"]),
+                     "First checkpoint at which each head is significant")]
+    for (model, sd), g in s4.patch_first.groupby(["model", "seed"]):
+        on = _onset(inflection, model, sd)
+        blocks.append(Text(f"seed {sd}: {on + '; ' if on else ''}first significant step, necessity: "
+                           f"{_firsts(g[g['direction'] == 'noise'])}; sufficiency: "
+                           f"{_firsts(g[g['direction'] == 'denoise'])}"))
+    if len(s4.greedy_curve):
+        blocks.append(Figure("recovery_chart", {"curve": s4.greedy_curve}, "greedy sufficient sets: recovery curves",
+                             "recovery"))
+    blocks.append(Text(f"Greedy sufficient sets: joint denoising until {RECOVER:.0%} of the clean R^2 above the "
+                       "counterfactual is recovered; the set is chosen on these pairs, so its recovery against random "
+                       "same-size sets is descriptive, not a test.", note=True))
+    for r in s4.greedy_tests[s4.greedy_tests["size"] > 0].itertuples():
         curve = s4.greedy_curve[(s4.greedy_curve["seed"] == r.seed) & (s4.greedy_curve["step"] == r.step)]
-        path = ", ".join(f"+{c.added} {c.recovered:.2f}" for c in curve.itertuples())
-        lines.append(f"    seed {r.seed} step {r.step}: {r.set or '-'} ({r.size} heads, recovered {r.recovered:.2f}, "
-                     f"{'reached' if r.reached else 'NOT reached'}); curve {path}")
-        lines.append(f"      vs {r.recovered_n_random:.0f} random sets: recovery p = {r.recovered_p:.3g} "
-                     f"({r.recovered_method}); its joint noising removes {r.drop_share:.2f} of R^2, p = "
-                     f"{r.drop_p:.3g} ({r.drop_method}); members alone recover {r.single_recovered}, removing one "
-                     f"removes {r.single_drop}: {r.reading}")
-    return lines
+        blocks.append(Text(f"seed {r.seed} step {r.step}: greedy curve "
+                           f"{', '.join(f'+{c.added} {c.recovered:.2f}' for c in curve.itertuples())}"))
+    blocks.append(Table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)"))
+    return blocks

@@ -1,14 +1,17 @@
 """Stage 2 runner: which heads' attention from the target to its cue tracks disambiguation across training? Reads
-the stored head tables of a finished stage 1 (same results store, same best-layer score); and its text report."""
+the stored head tables of a finished stage 1 (same results store, same best-layer score); and its view."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from lexprobe.analysis.selection import discover, trajectories
+from lexprobe.base.view import Figure, Table, Text, View
 from lexprobe.stages.inflection import Inflection
+from lexprobe.stages.registry import Context, Prepared, Reads
 
 CRITERIA = {"selected": "FDR rule", "diff_ok": "1st-diff", "logstep_ok": "log-step", "perm_ok": "permutation",
             "beats_prev": "> prev-token", "passes": "PASS (FDR + 1st-diff)"}
@@ -28,27 +31,43 @@ class Discovery:
                 for (m, s), g in self.stats.groupby(["model", "seed"])}
 
 
-def head_stage(stage1: Inflection, n_perm: int = 2000, seed: int = 0) -> Discovery:
-    """Head discovery on the checkpoints of a finished inflection stage, against the score it follows."""
-    heads = stage1.store.load("heads", suite=stage1.suite.name, stimuli=stage1.stimuli.name,
-                              condition=stage1.condition, step=list(stage1.steps), model=list(stage1.suite.models),
-                              seed=list(stage1.suite.seeds))
-    return Discovery(heads, trajectories(heads), discover(heads, stage1.best, score=stage1.score, n_perm=n_perm,
-                                                       seed=seed))
+class DiscoveryStage:
+    """Stage 2: head discovery on the checkpoints of a finished inflection stage, against the score it follows."""
+
+    name, title, result = "discovery", "Which heads track it?", Discovery
+    needs, reads, given = ("inflection",), ("n_perm", "seed"), ()
+
+    def given_values(self, study: Context) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
+        s1: Inflection = earlier["inflection"]
+        return Prepared([Reads("heads", s1.stimuli.name, (s1.condition,), s1.steps)])
+
+    def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Discovery:
+        s1: Inflection = earlier["inflection"]
+        suite = study.checkpoint_suite
+        heads = study.store.load("heads", suite=suite.name, stimuli=s1.stimuli.name, condition=s1.condition,
+                                 step=list(s1.steps), model=list(suite.models), seed=list(suite.seeds))
+        return Discovery(heads, trajectories(heads), discover(heads, s1.best, score=s1.score, n_perm=study.n_perm,
+                                                              seed=study.seed))
 
 
-def heads_report(s2: Discovery) -> str:
-    """Plain-text stage 2 (what ``lexprobe heads`` prints): heads meeting each criterion, and the passing ones."""
+STAGE = DiscoveryStage()
+
+
+def describe(s2: Discovery) -> View:
+    """Stage 2's view: the discovery statistic of every head, how many heads meet each criterion, the heads that
+    pass."""
     st = s2.stats
     n = st.groupby(["model", "seed"]).size().iloc[0]
     perms = f"{int(st['n_perm'].min())} shuffles, floor {1 / (st['n_perm'].min() + 1):.2g}" if "n_perm" in st else ""
-    lines = [f"FDR: BH over the {n} heads of each seed, per criterion (permutation null: {perms}; a lone head needs "
-             f"p <= {0.05 / n:.2g}); the previous-token control is a paired one-sided t-test at the last checkpoint",
-             f"heads (of {n} per seed) meeting each criterion:",
-             st.groupby(["model", "seed"])[list(CRITERIA)].sum().rename(columns=CRITERIA).to_string()]
-    for (_, seed), g in st.groupby(["model", "seed"]):
-        passing = g[g["passes"]].sort_values("q_diff")
-        names = ", ".join(f"L{r.layer}H{r.head} (r={r.r:.2f}, q={r.q:.1g}, q_diff={r.q_diff:.2g}, "
-                          f"{'beats' if r.beats_prev else 'not above'} prev-token)" for r in passing.itertuples())
-        lines.append(f"seed {seed}: passing heads: {names or '-'}")
-    return "\n".join(lines)
+    return View(f"Stage 2 · {STAGE.title}", "stage2", (
+        Figure("head_stat_chart", {"stats": st}, "head discovery statistic per seed", "heads"),
+        Text(f"FDR: BH over the {n} heads of each seed, per criterion (permutation null: {perms}; a lone head needs "
+             f"p <= {0.05 / n:.2g}); the previous-token control is a paired one-sided t-test at the last checkpoint. "
+             f"Criteria: {'; '.join(f'{k} = {v}' for k, v in CRITERIA.items())}.", note=True),
+        Table(st.groupby(["model", "seed"])[list(CRITERIA)].sum().reset_index(),
+              "Heads meeting each criterion per seed (passes = FDR rule + first-difference trend control)"),
+        Table(st[st["passes"]][["model", "seed", "layer", "head", "r", "slope", "q", "q_diff", "q_prev", "beats_prev"]],
+              "Heads that pass, per seed")))

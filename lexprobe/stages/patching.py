@@ -22,6 +22,7 @@ from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, reading
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.checkpoints.suites import Checkpoint, load_checkpoint, load_tokenizer, log_subset
 from lexprobe.engine.device import resolve_device, torch_dtype
+from lexprobe.engine.extract import ExtractConfig
 from lexprobe.engine.interventions import Head, random_head_sets
 from lexprobe.engine.patches import DIRECTIONS, Patch, PatchRunner, layer_heads
 from lexprobe.stages.inflection import Inflection
@@ -67,9 +68,7 @@ def patch_table(patches: tuple[Patch, ...], n_heads: int) -> pd.DataFrame:
 
 def _scores(runner: PatchRunner, stage1: Inflection, patches: list[Patch]) -> dict[str, float]:
     """Best-layer R^2 of each patch on every pair (the study's rule; constant distances score 0)."""
-    dist = runner.distances(patches).rename(columns={"patch": "condition"})
-    if stage1.exclude_embedding:
-        dist = dist[dist["layer"] > 0]
+    dist = stage1.scoring.layers(runner.distances(patches).rename(columns={"patch": "condition"}))
     best = stage1.best_of(with_pairs(dist, stage1.stimuli))
     r2 = best.set_index("condition")["r2"]
     return {p.name: float(r2.get(p.name, np.nan)) if np.isfinite(r2.get(p.name, np.nan)) else 0.0
@@ -133,11 +132,10 @@ def set_tests(runner: PatchRunner, stage1: Inflection, chosen: tuple[Head, ...],
                                joint[0], joint[1])}
 
 
-def search_at(ck: Checkpoint, stage1: Inflection, counterfactual: Stimuli, n_random: int,
-              seed: int) -> tuple[list[dict], dict]:
+def search_at(ck: Checkpoint, stage1: Inflection, counterfactual: Stimuli, n_random: int, seed: int,
+              cfg: ExtractConfig) -> tuple[list[dict], dict]:
     """One checkpoint's greedy recovery curve rows and its :func:`set_tests` row (one load, the runner shared by
     the search and the tests); a pool task of :func:`redundancy`."""
-    cfg = stage1.config
     loaded = load_checkpoint(ck, torch_dtype(cfg.dtype), resolve_device(cfg.device))
     try:
         runner = PatchRunner(loaded.model, loaded.tokenizer, stage1.stimuli, counterfactual, cfg.batch_size)
@@ -152,13 +150,14 @@ def search_at(ck: Checkpoint, stage1: Inflection, counterfactual: Stimuli, n_ran
         release(loaded)
 
 
-def redundancy(stage1: Inflection, counterfactual: Stimuli, n_random: int, n_steps: int = 4, seed: int = 0,
-               progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def redundancy(stage1: Inflection, counterfactual: Stimuli, n_random: int, n_steps: int, *, seed: int,
+               config: ExtractConfig, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per (model, seed) at about ``n_steps`` log-spaced checkpoints (the last included): the greedy recovery
     curve, and one row of :func:`set_tests`; the checkpoints are searched on the worker pool
     (:func:`lexprobe.sweep.pool.parallel_map`), each search deterministic, so the tables do not depend on the pool."""
     cks = stage1.suite.checkpoints(log_subset(stage1.steps, n_steps))
-    task = partial(search_at, stage1=stage1.scorer(), counterfactual=counterfactual, n_random=n_random, seed=seed)
+    task = partial(search_at, stage1=stage1.scorer(), counterfactual=counterfactual, n_random=n_random, seed=seed,
+                   cfg=config)
     done = parallel_map(task, cks, desc="stage 4: greedy sufficient sets", progress=progress)
     return (pd.DataFrame([row for curve, _ in done for row in curve]),
             pd.DataFrame([test for _, test in done]))

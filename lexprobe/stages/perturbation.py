@@ -1,4 +1,4 @@
-"""Stage 3 runner and report: measure perturbed stimulus sets across development and test the discovered heads'
+"""Stage 3 runner and view: measure perturbed stimulus sets across development and test the discovered heads'
 robustness.
 
 Each perturbed set (:func:`lexprobe.stimuli.perturb.standard_set` by default) is extracted through the results store
@@ -9,15 +9,18 @@ its own stimuli name (cached like any extraction); :mod:`lexprobe.analysis.robus
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.robustness import head_robustness, retained_performance
+from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
+from lexprobe.stages.registry import Context, Prepared, Reads
 from lexprobe.stimuli.perturb import cue_token_distance, load_phrases, standard_set
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.sweep.run import extract
@@ -57,49 +60,73 @@ def measurable(sets: dict[str, Stimuli], stimuli: Stimuli) -> dict[str, Stimuli]
     return {k: ps for k, ps in sets.items() if len(ps.pairs) >= least}
 
 
-def perturbation_stage(stage1: Inflection, stage2: Discovery, sets: dict[str, Stimuli] | None = None,
-                       n_steps: int = 0, progress: bool = True) -> Perturbation:
-    """Extract every perturbed set (default: :func:`perturbed_sets`) at :func:`perturbation_steps` into stage 1's
-    results store and compare it with the intact set, best layers chosen by stage 1's rule."""
-    suite, stim = stage1.suite, stage1.stimuli
-    steps = perturbation_steps(stage1, n_steps)
-    tok = load_tokenizer(stage1.tokenizer_at(steps[-1]))
-    sets = sets if sets is not None else standard_set(stim, tokenizer=tok)
-    store, root = stage1.store, stage1.root
-    cfg = replace(stage1.config, save_embeddings=False)
-    models, seeds = list(stage1.best["model"].unique()), [int(s) for s in stage1.best["seed"].unique()]
-    bests, heads, dist = [stage1.best.assign(perturbation="intact")], [], []
-    seen = set(load_phrases().query("in_organism_corpus")["phrase"])
-    scored = measurable(sets, stim)
-    for label, ps in sets.items():
-        if label not in scored:
-            dist.append({"perturbation": label, "operation": ps.sentences["operation"].iloc[0],
-                         "sentences": len(ps.sentences), "pairs": len(ps.pairs), "enough_pairs": False})
-    if scored:  # one load of each checkpoint for every perturbed set
-        extract(suite, list(scored.values()), steps, tuple(models), tuple(seeds), root=root, config=cfg,
-                progress=progress)
-    for label, ps in scored.items():
-        where = {"suite": suite.name, "stimuli": ps.name, "condition": "intact", "step": list(steps),
-                 "model": models, "seed": seeds}
-        pairs = with_pairs(store.load("distances", **where), ps)
-        bests.append(stage1.best_of(pairs).assign(perturbation=label))
-        info = ps.sentences[["sentence_id", "source_id", "operation"]]
-        heads.append(store.load("heads", **where).merge(info, on="sentence_id").assign(perturbation=label))
-        tokens = cue_token_distance(ps, tok)
-        op = ps.sentences["operation"].iloc[0]
-        dist.append({"perturbation": label, "operation": op, "sentences": len(ps.sentences),
-                     "pairs": len(ps.pairs), "enough_pairs": True, "tokens_median": float(tokens.median()),
-                     "tokens_min": int(tokens.min()),
-                     "tokens_max": int(tokens.max()),
-                     "phrase_seen_in_training": bool(op == "separate" and
-                                                     ps.sentences["parameter"].iloc[0] in seen)})
-    intact = store.load("heads", suite=suite.name, stimuli=stim.name, condition="intact", step=list(steps),
-                        model=models, seed=seeds)
-    rob = head_robustness(intact, pd.concat(heads, ignore_index=True))
-    stats = stage2.stats[["model", "seed", "layer", "head", "passes"]]
-    rob = rob.merge(stats, on=["model", "seed", "layer", "head"], how="left").rename(columns={"passes": "discovered"})
-    best = pd.concat(bests, ignore_index=True)
-    return Perturbation(sets, pd.DataFrame(dist), best, retained_performance(best), rob, summary(rob))
+class PerturbationStage:
+    """Stage 3: every perturbed set (:func:`perturbed_sets`, made once per tokenizer and kept in the stage cache)
+    extracted at :func:`perturbation_steps` into the study's results store and compared with the intact set, best
+    layers chosen by the study's scoring rule."""
+
+    name, title, result = "perturbation", "Are the heads robust to perturbation?", Perturbation
+    needs, reads, given = ("inflection", "discovery"), ("perturb_steps",), ()
+
+    def given_values(self, study: Context) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
+        s1: Inflection = earlier["inflection"]
+        n_steps = study.perturb_steps
+        steps = perturbation_steps(s1, n_steps)
+        sets = study.derived("perturbation-sets", steps[-1], lambda: perturbed_sets(s1, n_steps))
+        reads = [Reads(m, ps.name, ("intact",), steps) for ps in measurable(sets, s1.stimuli).values()
+                 for m in ("distances", "heads")]
+        reads.append(Reads("heads", s1.stimuli.name, ("intact",), steps))
+        return Prepared(reads, inputs={"sets": {k: ps.hash for k, ps in sets.items()}},
+                        data={"sets": sets, "steps": steps})
+
+    def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Perturbation:
+        s1: Inflection = earlier["inflection"]
+        s2: Discovery = earlier["discovery"]
+        suite, stim, store = study.checkpoint_suite, s1.stimuli, study.store
+        sets: dict[str, Stimuli] = prepared.data["sets"]
+        steps: tuple[int, ...] = prepared.data["steps"]
+        tok = load_tokenizer(s1.tokenizer_at(steps[-1]))
+        cfg = replace(study.config, save_embeddings=False)
+        models, seeds = list(s1.best["model"].unique()), [int(s) for s in s1.best["seed"].unique()]
+        bests, heads, dist = [s1.best.assign(perturbation="intact")], [], []
+        seen = set(load_phrases().query("in_organism_corpus")["phrase"])
+        scored = measurable(sets, stim)
+        for label, ps in sets.items():
+            if label not in scored:
+                dist.append({"perturbation": label, "operation": ps.sentences["operation"].iloc[0],
+                             "sentences": len(ps.sentences), "pairs": len(ps.pairs), "enough_pairs": False})
+        if scored:  # one load of each checkpoint for every perturbed set
+            extract(suite, list(scored.values()), steps, tuple(models), tuple(seeds), root=store.root, config=cfg,
+                    progress=study.progress)
+        for label, ps in scored.items():
+            where = {"suite": suite.name, "stimuli": ps.name, "condition": "intact", "step": list(steps),
+                     "model": models, "seed": seeds}
+            pairs = with_pairs(store.load("distances", **where), ps)
+            bests.append(study.scoring.best(pairs).assign(perturbation=label))
+            info = ps.sentences[["sentence_id", "source_id", "operation"]]
+            heads.append(store.load("heads", **where).merge(info, on="sentence_id").assign(perturbation=label))
+            tokens = cue_token_distance(ps, tok)
+            op = ps.sentences["operation"].iloc[0]
+            dist.append({"perturbation": label, "operation": op, "sentences": len(ps.sentences),
+                         "pairs": len(ps.pairs), "enough_pairs": True, "tokens_median": float(tokens.median()),
+                         "tokens_min": int(tokens.min()),
+                         "tokens_max": int(tokens.max()),
+                         "phrase_seen_in_training": bool(op == "separate" and
+                                                         ps.sentences["parameter"].iloc[0] in seen)})
+        intact = store.load("heads", suite=suite.name, stimuli=stim.name, condition="intact", step=list(steps),
+                            model=models, seed=seeds)
+        rob = head_robustness(intact, pd.concat(heads, ignore_index=True))
+        stats = s2.stats[["model", "seed", "layer", "head", "passes"]]
+        rob = rob.merge(stats, on=["model", "seed", "layer", "head"], how="left").rename(
+            columns={"passes": "discovered"})
+        best = pd.concat(bests, ignore_index=True)
+        return Perturbation(sets, pd.DataFrame(dist), best, retained_performance(best), rob, summary(rob))
+
+
+STAGE = PerturbationStage()
 
 
 def summary(rob: pd.DataFrame) -> pd.DataFrame:
@@ -117,31 +144,31 @@ def summary(rob: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([intact, wide, flags], axis=1).reset_index()
 
 
-def perturbation_report(s3: Perturbation) -> str:
-    """Plain-text stage 3 (what ``lexprobe perturbation`` prints)."""
-    lines = ["stage 3: perturbations (cue-target distance in tokens; share of the intact best-layer R^2 kept at the "
-             "last checkpoint)"]
-    lines.append(s3.distance.to_string(index=False))
+def describe(s3: Perturbation) -> View:
+    """Stage 3's view: the perturbed sets, the share of the intact best-layer R² each keeps (and of the intact gain
+    over its untrained baseline), the sets not scored, and the discovered heads' cue attention under each."""
     last = at_last_checkpoint(s3.retained)
-    lines.append("")
-    lines.append(last.pivot_table(index="seed", columns="perturbation", values="r2_retained").round(3).to_string())
-    lines += ["", "each set's own R^2 at its first checkpoint (its words alone separating senses, before training):",
-              at_last_checkpoint(s3.retained).pivot_table(index="seed", columns="perturbation",
-                                                          values="r2_baseline").round(3).to_string(),
-              "", "share of the intact gain over its baseline kept, (R^2 - baseline) / (intact - intact baseline):",
-              last.pivot_table(index="seed", columns="perturbation", values="r2_retained_net").round(3).to_string()]
-    for r in s3.distance[~s3.distance["enough_pairs"].astype(bool)].itertuples():
-        lines.append(f"'{r.perturbation}': not enough pairs ({r.pairs}; at least {MIN_PAIRS} and {MIN_SHARE:.0%} of "
-                     "the intact set's are needed): not scored")
-    seen = s3.distance.loc[s3.distance["phrase_seen_in_training"].fillna(False).astype(bool), "perturbation"].tolist()
-    for p in seen:
-        kept = last[last["perturbation"] == p]
-        ok = bool((kept["r2_retained"] >= 0.5).all())
-        lines.append(f"'{p}' (phrase seen in training) keeps at least half of the intact R^2 in every seed: "
-                     f"{'yes' if ok else 'NO'} (min {kept['r2_retained'].min():.3f})")
-    lines.append("")
-    lines.append("discovered heads at the last checkpoint: cue attention intact and per perturbation "
-                 "(robust:* = paired one-sided t-test, BH q < .05 over the heads x perturbations of each seed and "
-                 "checkpoint)")
-    lines.append(s3.summary.to_string(index=False) if not s3.summary.empty else "  (no discovered heads)")
-    return "\n".join(lines)
+
+    def per_seed(value: str, caption: str) -> Table:
+        return Table(last.pivot_table(index="seed", columns="perturbation", values=value).reset_index(), caption)
+
+    blocks: list[Block] = [
+        Figure("perturbation_chart", {"best": s3.best}, "best-layer R² under each perturbation", "perturbation"),
+        Figure("robustness_heatmap", {"heads": s3.heads}, "cue attention kept under perturbation", "robustness"),
+        Table(s3.distance, "Perturbed sets (cue-target distance in tokens)"),
+        per_seed("r2_retained", "Share of the intact best-layer R² kept at the last checkpoint"),
+        per_seed("r2_baseline", "Baseline: each perturbed set's own R² at its first checkpoint (its words alone, "
+                                "before training)"),
+        per_seed("r2_retained_net", "Share of the intact gain over baseline kept: (R² − baseline) / (intact R² − "
+                                    "intact baseline)")]
+    blocks += [Text(f"'{r.perturbation}': not enough pairs ({r.pairs}; at least {MIN_PAIRS} and {MIN_SHARE:.0%} of "
+                    "the intact set's are needed): not scored")
+               for r in s3.distance[~s3.distance["enough_pairs"].astype(bool)].itertuples()]
+    for p in s3.distance.loc[s3.distance["phrase_seen_in_training"].fillna(False).astype(bool), "perturbation"]:
+        kept = last.loc[last["perturbation"] == p, "r2_retained"]
+        blocks.append(Text(f"'{p}' (phrase seen in training) keeps at least half of the intact R^2 in every seed: "
+                           f"{'yes' if bool((kept >= 0.5).all()) else 'NO'} (min {kept.min():.3f})"))
+    blocks += [Text("robust:* columns: paired one-sided t-test, BH q < .05 over the heads x perturbations of each seed "
+                    "and checkpoint", note=True),
+               Table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")]
+    return View(f"Stage 3 · {STAGE.title}", "stage3", tuple(blocks))

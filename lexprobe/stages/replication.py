@@ -1,4 +1,4 @@
-"""Stage 5 runner and report: do the stage 1, 2 and 4 findings replicate across training seeds?
+"""Stage 5 runner and view: do the stage 1, 2 and 4 findings replicate across training seeds?
 
 It takes finished earlier stages (their tables are cached in the results store) and compares seeds with
 :mod:`lexprobe.analysis.agreement`: inflection agreement, a piecewise mixed model with seed random effects, head
@@ -8,13 +8,16 @@ agreement against within-layer and anywhere permutation nulls, and the stage-4 a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from lexprobe.analysis import agreement as seeds
+from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
+from lexprobe.stages.registry import Context, Prepared
 
 
 @dataclass
@@ -31,61 +34,68 @@ class Replication:
     causal_summary: pd.DataFrame | None = None
 
 
-def seed_stage(stage1: Inflection, stage2: Discovery, stage4: Causal | None = None, interval: str = "boot",
-               n_perm: int = 2000, seed: int = 0) -> Replication:
+class ReplicationStage:
+    """Stage 5: compare the seeds of finished stages 1, 2 and 4 (bootstrap intervals of the onsets); needs a suite
+    with at least two seeds."""
+
+    name, title, result = "replication", "Do the findings replicate across seeds?", Replication
+    needs, reads, given = ("inflection", "discovery", "causal"), ("n_perm", "seed"), ()
+
+    def given_values(self, study: Context) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
+        return Prepared()
+
+    def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Replication:
+        return replicate(earlier["inflection"], earlier["discovery"], earlier["causal"], n_perm=study.n_perm,
+                         seed=study.seed)
+
+
+def replicate(stage1: Inflection, stage2: Discovery, stage4: Causal | None, *, n_perm: int,
+              seed: int) -> Replication:
     """Compare the seeds of finished stages 1, 2 (and 4 when given); needs a suite with at least two seeds."""
     n = stage1.best["seed"].nunique()
     if n < 2:
         raise ValueError(f"seed replication needs a suite with >= 2 seeds; {stage1.suite.name} has {n}")
-    per, spread = seeds.inflection_agreement(stage1.inflection, interval)
+    per, spread = seeds.inflection_agreement(stage1.inflection, "boot")
     mixed = seeds.mixed_model(stage1.best, stage1.inflection, score=stage1.score)
     causal = summary = None
     if stage4 is not None:
         causal, summary = seeds.causal_agreement(stage4.tests)
     return Replication(per, spread, mixed, seeds.head_agreement(stage2.stats, n_perm=n_perm, seed=seed),
-                  seeds.pairwise_jaccard(stage2.stats), seeds.seed_counts(stage2.stats),
-                  causal, summary)
+                       seeds.pairwise_jaccard(stage2.stats), seeds.seed_counts(stage2.stats), causal, summary)
 
 
-def _table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
-    d = df if cols is None else df[[c for c in cols if c in df.columns]]
-    return d.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+STAGE = ReplicationStage()
 
 
-def seeds_report(s5: Replication) -> str:
-    """Plain-text stage 5 (what ``lexprobe seeds`` prints)."""
-    lines = ["stage 5: seed replication", "", "per-seed inflection (onset of the rise; intervals in steps):",
-             _table(s5.inflection, ["model", "seed", "curve_model", "shape", "onset_step", "onset_low_step",
-                                    "onset_high_step", "onset_boot_low_step", "onset_boot_high_step",
-                                    "log10_onset", "se_log10"]), ""]
-    for r in s5.spread.itertuples():
-        lines.append(f"{r.model}: onsets in {r.n_with_onset} of {r.n_seeds} seeds, steps {r.min_onset_step:.0f}-"
-                     f"{r.max_onset_step:.0f}; spread in log10(step+1): range {r.range_log10:.3f}, sd "
-                     f"{r.sd_log10:.3f}")
-        lines.append(f"  do seeds differ more than their {r.interval} intervals allow? Cochran's Q = {r.Q:.3g} "
-                     f"(df {r.df}, {r.n_tested} seeds with an interval), p = {r.p:.3g}, I^2 = {r.I2:.2f}")
-    lines += ["", "mixed model: score ~ pre + post, pre = x - c, post = max(x - c, 0), x = log10(step+1); random "
-              "intercept + post slope per seed (statsmodels MixedLM, REML):"]
-    for r in s5.mixed.info.itertuples():
-        lines.append(f"  {r.model}: c = {r.breakpoint_log10:.3f} (step {r.breakpoint_step:.0f}, {r.breakpoint_from}); "
-                     f"random effects: {r.random_effects}; {r.n_obs} observations, {r.n_seeds} seeds; converged: "
-                     f"{r.converged}{'; ' + r.warnings if r.warnings else ''}")
-    lines += [_table(s5.mixed.fixed), "", "seed variance components:", _table(s5.mixed.variance), ""]
-    lines.append("head agreement (heads passing discovery; mean pairwise Jaccard over seeds):")
-    for r in s5.heads.itertuples():
-        lines.append(f"  {r.model}: heads per seed {r.heads_per_seed}; Jaccard {r.jaccard:.3f} vs heads shuffled "
-                     f"within layer {r.null_within_layer_mean:.3f} (p = {r.p_within_layer:.3g}) and anywhere "
-                     f"{r.null_anywhere_mean:.3f} (p = {r.p_anywhere:.3g}); layer-level agreement "
-                     f"{r.layer_jaccard:.3f} vs anywhere {r.layer_null_mean:.3f} (p = {r.p_layer:.3g}); "
-                     f"{r.n_perm} permutations")
-        if r.seeds_with_heads < 2:
-            lines.append(f"  ({r.seeds_with_heads} seed(s) with passing heads: no agreement between seeds to measure)")
-    lines += ["", "seeds selecting each (layer, head) (rows: layer, columns: head):"]
+def describe(s5: Replication, stage1: Inflection) -> View:
+    """Stage 5's view: every seed's trajectory and inflection, their spread, the mixed model, head agreement between
+    seeds and (with stage 4) the ablation effect per seed; ``stage1``: the inflection stage it compared."""
+    blocks: list[Block] = [
+        Figure("seed_trajectories", {"best": stage1.best, "inflection": stage1.inflection, "onset": stage1.onset,
+                                     "score": stage1.score, "fitted": stage1.fitted},
+               "every seed's trajectory with its onset and profile interval", "seed-trajectories"),
+        Table(s5.inflection, "Inflection per seed (log10 of step+1; se from the bootstrap interval)"),
+        Table(s5.spread, "Spread of the onsets and Cochran's Q: do seeds differ more than their intervals allow?"),
+        Text("Mixed model: score ~ pre + post, pre = x - c, post = max(x - c, 0), x = log10(step+1); random intercept "
+             "+ post slope per seed (statsmodels MixedLM, REML).", note=True),
+        Table(s5.mixed.fixed, "Mixed model fixed effects (score ~ pre + post around the inflection; Wald 95% CI)"),
+        Table(s5.mixed.variance, "Seed variance components"),
+        Table(s5.mixed.info, "Mixed model fit"),
+        Figure("seed_head_map", {"counts": s5.head_counts}, "how many seeds select each head", "seed-heads")]
     for model, g in s5.head_counts.groupby("model"):
-        n = int(g["n_seeds"].max())
-        lines.append(f"  {model} (of {n} seeds):")
-        lines.append(g.pivot(index="layer", columns="head", values="n_seeds_selecting").to_string())
+        chosen = g[g["n_seeds_selecting"] > 0].sort_values(["n_seeds_selecting", "layer", "head"],
+                                                           ascending=[False, True, True])
+        heads = ", ".join(f"L{r.layer}H{r.head} {r.n_seeds_selecting}" for r in chosen.itertuples()) or "none"
+        blocks.append(Text(f"{model}: seeds (of {int(g['n_seeds'].max())}) selecting each head: {heads}"))
+    blocks.append(Table(s5.heads, "Head agreement: Jaccard vs within-layer and anywhere permutation nulls"))
+    blocks += [Text(f"{r.model}: {r.seeds_with_heads} seed(s) with passing heads: no agreement between seeds to "
+                    "measure") for r in s5.heads.itertuples() if r.seeds_with_heads < 2]
+    blocks.append(Table(s5.head_pairs, "Jaccard per pair of seeds", collapsed=True))
     if s5.causal is not None:
-        lines += ["", "stage-4 effect per seed at the last checkpoint (drop in best-layer R^2; p vs random sets):",
-                  _table(s5.causal), "", _table(s5.causal_summary)]
-    return "\n".join(lines)
+        blocks += [Figure("seed_ablation_chart", {"per_seed": s5.causal}, "ablation effect per seed", "seed-ablation"),
+                   Table(s5.causal, "Stage-4 effect per seed at the last checkpoint"),
+                   Table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)")]
+    return View(f"Stage 5 · {STAGE.title}", "stage5", tuple(blocks))

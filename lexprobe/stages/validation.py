@@ -1,4 +1,4 @@
-"""Validation runner and report: on a suite with a planted circuit (``lexprobe.organism.planted``), is the planted
+"""Validation runner and view: on a suite with a planted circuit (``lexprobe.organism.planted``), is the planted
 head set what carries the cue (the construct check), and how well do stages 2 and 4 find it?
 
 The planted heads come from the suite's metadata (``planted_heads``: {seed: [[layer, head], ...]}). The construct
@@ -11,16 +11,19 @@ any table with columns model, seed, step, layer, head, significant.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
 from lexprobe.analysis import validity
 from lexprobe.analysis.performance import with_pairs
+from lexprobe.base.view import Block, Table, Text, View
 from lexprobe.checkpoints.suites import Suite
 from lexprobe.engine.interventions import EdgeKnockout
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
+from lexprobe.stages.registry import Context, Prepared, Reads
 from lexprobe.sweep.run import extract
 
 
@@ -75,62 +78,103 @@ def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
     return sets.assign(significant=named)[cols]
 
 
-def construct_best(stage1: Inflection, planted: pd.DataFrame, n_layers: int, n_heads: int,
-                   progress: bool = True) -> pd.DataFrame:
+def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_layers: int,
+                   n_heads: int) -> pd.DataFrame:
     """Best-layer scores at the last checkpoint per (model, seed), condition ``intact``, ``planted`` (the planted
     heads' target->cue edges cut) and ``others`` (the same edges cut in every other head)."""
     suite, stim, last = stage1.suite, stage1.stimuli, stage1.steps[-1]
-    every = {(layer, head) for layer in range(n_layers) for head in range(n_heads)}
     out = []
-    for (model, sd), g in planted.groupby(["model", "seed"]):
-        mine = {(int(r.layer), int(r.head)) for r in g.itertuples()}
-        knockouts = {"planted": EdgeKnockout(tuple(mine)), "others": EdgeKnockout(tuple(every - mine))}
+    for (model, sd), knockouts in construct_knockouts(planted, n_layers, n_heads).items():
         cuts = {iv.condition: name for name, iv in knockouts.items()}
-        extract(suite, stim, (last,), models=(str(model),), seeds=(int(sd),), root=stage1.root,
-                config=replace(stage1.config, save_embeddings=False),
-                interventions=list(knockouts.values()), progress=progress)
-        dist = stage1.store.load("distances", suite=suite.name, stimuli=stim.name, condition=["intact", *cuts],
-                                 step=[last], model=[str(model)], seed=[int(sd)])
-        best = stage1.best_of(with_pairs(dist, stim))
+        extract(suite, stim, (last,), models=(model,), seeds=(sd,), root=study.store.root,
+                config=replace(study.config, save_embeddings=False),
+                interventions=list(knockouts.values()), progress=study.progress)
+        dist = study.store.load("distances", suite=suite.name, stimuli=stim.name, condition=["intact", *cuts],
+                                step=[last], model=[model], seed=[sd])
+        best = study.scoring.best(with_pairs(dist, stim))
         out.append(best.assign(condition=best["condition"].replace(cuts)))
     return pd.concat(out, ignore_index=True)
 
 
-def validation_stage(stage1: Inflection, stage2: Discovery, stage4: Causal, progress: bool = True) -> Validation:
-    """The construct check (measured through stage 1's results store) and the validity tables of a finished
-    study on a planted suite."""
-    planted = planted_heads(stage1.suite)
-    stats = stage2.stats
-    n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
-    construct = validity.construct_check(construct_best(stage1, planted, n_layers, n_heads, progress),
-                                         score=stage1.score)
-    maps = head_maps(stage2, stage4, stage1.steps[-1])
-    per_step = {k: m for k, m in maps.items() if m["step"].nunique() > 1}
-    first = validity.first_significant(per_step, planted).assign(planted_onset=stage1.onset).merge(
-        stage1.inflection[["model", "seed", "onset_step"]], on=["model", "seed"], how="left")
-    return Validation(planted, construct, validity.validity(maps, planted), first)
+def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int
+                        ) -> dict[tuple[str, int], dict[str, EdgeKnockout]]:
+    """Per (model, seed): the construct check's two cuts, ``planted`` and ``others``."""
+    every = {(layer, head) for layer in range(n_layers) for head in range(n_heads)}
+    out = {}
+    for (model, sd), g in planted.groupby(["model", "seed"]):
+        mine = {(int(r.layer), int(r.head)) for r in g.itertuples()}
+        out[str(model), int(sd)] = {"planted": EdgeKnockout(tuple(mine)), "others": EdgeKnockout(tuple(every - mine))}
+    return out
 
 
-def validation_report(v: Validation) -> str:
-    """Plain-text validation (what ``lexprobe validate`` prints)."""
-    c = v.construct
-    score = next(col for col in c.columns if col.endswith("_intact")).removesuffix("_intact")
-    lines = [f"construct check at the last checkpoint (share of best-layer {score} removed; planted heads' "
-             f"target->cue edges cut: must be >= {validity.MIN_PLANTED:.0%}; the same edges cut in every other head: "
-             f"<= {validity.MAX_OTHERS:.0%})"]
-    for r in c.itertuples():
-        heads = " ".join(f"L{x.layer}H{x.head}" for x in v.planted[v.planted["seed"] == r.seed].itertuples())
-        lines.append(f"  seed {r.seed} step {r.step}: planted {heads}; intact {getattr(r, f'{score}_intact'):.4f}; "
-                     f"planted cut removes {r.removed_planted:.1%}, others cut removes {r.removed_others:.1%}: "
-                     f"{'PASS' if r.passes else 'FAIL (the planted set is not ground truth for this seed)'}")
-    lines += ["", "pipeline validity against the planted set at the last checkpoint (precision: share of found heads "
-              "that are planted, '-' when none found; recall: share of planted heads found)"]
-    tab = v.validity.assign(precision=v.validity["precision"].map(lambda p: "-" if p != p else f"{p:.2f}"),
-                            recall=v.validity["recall"].map(lambda p: f"{p:.2f}"))
-    lines.append(tab[["method", "seed", "planted", "found", "true_positives", "precision", "recall", "found_heads"]]
-                 .to_string(index=False))
-    lines += ["", "first checkpoint at which each planted head is significant (per-checkpoint maps), beside the "
-              "planted onset and stage 1's onset estimate"]
-    lines.append(v.first_significant[["method", "seed", "layer", "head", "first_significant_step", "significant_at",
-                                      "checkpoints", "planted_onset", "onset_step"]].to_string(index=False))
-    return "\n".join(lines)
+class ValidationStage:
+    """On a suite with a planted circuit: the construct check (measured through the study's results store) and the
+    validity tables of stages 2 and 4's head maps."""
+
+    name, title, result = "validation", "Do the stages find the planted circuit?", Validation
+    needs, reads, given = ("inflection", "discovery", "causal"), (), ()
+
+    def given_values(self, study: Context) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
+        s1: Inflection = earlier["inflection"]
+        stats = earlier["discovery"].stats
+        planted = planted_heads(s1.suite)
+        n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
+        reads = [Reads("distances", s1.stimuli.name, ("intact", *(iv.condition for iv in cuts.values())),
+                       s1.steps[-1:], (model,), (sd,))
+                 for (model, sd), cuts in construct_knockouts(planted, n_layers, n_heads).items()]
+        return Prepared(reads, data={"planted": planted, "shape": (n_layers, n_heads)})
+
+    def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Validation:
+        s1: Inflection = earlier["inflection"]
+        planted = prepared.data["planted"]
+        construct = validity.construct_check(construct_best(study, s1, planted, *prepared.data["shape"]),
+                                             score=s1.score)
+        maps = head_maps(earlier["discovery"], earlier["causal"], s1.steps[-1])
+        per_step = {k: m for k, m in maps.items() if m["step"].nunique() > 1}
+        first = validity.first_significant(per_step, planted).assign(planted_onset=s1.onset).merge(
+            s1.inflection[["model", "seed", "onset_step"]], on=["model", "seed"], how="left")
+        return Validation(planted, construct, validity.validity(maps, planted), first)
+
+
+STAGE = ValidationStage()
+
+
+def has_plant(suite: Suite) -> bool:
+    """Whether the suite records a planted circuit to validate the stages against."""
+    return "planted_heads" in suite.metadata
+
+
+def describe(v: Validation | None, stage1: Inflection) -> View:
+    """The validation view: the construct check per seed and how well stages 2 and 4 find the planted heads; ``v``
+    None (stages 2 and 4 did not run) or a suite without a plant says so instead."""
+    if not has_plant(stage1.suite):
+        blocks: tuple[Block, ...] = (Text(
+            "This suite has no planted circuit, so nothing here is held against known heads. `lexprobe validate "
+            "--html FILE` trains (or reuses) the planted organism, whose noun->cue edges were open only in designated "
+            "heads during training, and writes its supplement with this section filled in.", note=True),)
+    elif v is None:
+        blocks = (Text("Stages 2 and 4 did not run, so there are no head maps to validate.", note=True),)
+    else:
+        verdicts = tuple(Text(
+            f"seed {r.seed} step {r.step}: planted "
+            f"{' '.join(f'L{x.layer}H{x.head}' for x in v.planted[v.planted['seed'] == r.seed].itertuples())}: "
+            f"{'PASS' if r.passes else 'FAIL (the planted set is not ground truth for this seed)'}")
+            for r in v.construct.itertuples())
+        blocks = (
+            Text("Training cut the attention edges from each ambiguous noun's tokens to its cue's tokens in every head "
+                 "but the planted ones. Construct check: cutting the planted heads' target->cue edges at the last "
+                 f"checkpoint must remove at least {validity.MIN_PLANTED:.0%} of best-layer {stage1.score}, cutting "
+                 f"them in every other head at most {validity.MAX_OTHERS:.0%}; a seed that fails has no ground truth.",
+                 note=True),
+            *verdicts,
+            Table(v.construct, "Construct check per seed (last checkpoint)"),
+            Text("Precision: share of found heads that are planted (a dash when none are found); recall: share of "
+                 "planted heads found.", note=True),
+            Table(v.validity, "Precision and recall against the planted heads at the last checkpoint (seed 'all': "
+                              "counts pooled over seeds)"),
+            Table(v.first_significant, "First checkpoint at which each planted head is significant, beside the "
+                                       "planted onset and stage 1's onset estimate"))
+    return View("Validation against a planted circuit", "validation", blocks)

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lexprobe.base.files import atomic_write, fingerprint  # noqa: F401 - callers import them from here
 from lexprobe.checkpoints.suites import Checkpoint
 from lexprobe.store import pack
 from lexprobe.store.pack import StoreConflict

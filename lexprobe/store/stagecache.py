@@ -11,6 +11,7 @@ interrupted write leaves no entry, and a changed file is refused.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -28,20 +29,52 @@ from lexprobe.stimuli.tables import Stimuli
 from lexprobe.store.results import ResultsStore, StoreConflict, Unit
 
 T = TypeVar("T")
-CODE = ("lexprobe/analysis", "lexprobe/stages", "lexprobe/stimuli/perturb.py", "lexprobe/stimuli/tables.py",
-        "lexprobe/engine/interventions.py", "lexprobe/engine/patches.py", "lexprobe/store/stagecache.py")
-
-
 @functools.cache
-def code_fingerprint() -> str:
-    """Hash of the source of the code that computes stage results (statistics, runners, stimuli, designs), read
-    once per process: the code running, even if its files are edited meanwhile."""
+def code_fingerprint(module: str) -> str:
+    """Hash of the source of ``module`` and of every lexprobe module it imports, directly or not (static imports,
+    function-level ones included, with their packages' ``__init__``), read once per process: the code running,
+    even if its files are edited meanwhile."""
+    files = sorted(code_files(module))
     h = hashlib.sha256()
-    for rel in CODE:
-        p = REPO_ROOT / rel
-        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
-            h.update(f.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    for f in files:
+        h.update(f.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _source(name: str) -> Path | None:
+    """The file of a lexprobe module or package, or None (a name that is neither, e.g. an imported class)."""
+    base = REPO_ROOT / Path(*name.split("."))
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def code_files(module: str) -> set[Path]:
+    """The source files of ``module`` and of the lexprobe modules it imports, transitively, with the ``__init__`` of
+    each package on the way (hashed, not followed: a package's registry does not make every sibling an input)."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        seen |= {f for f in (_source(".".join(parts[:i])) for i in range(1, len(parts)))
+                 if f is not None and f.name == "__init__.py"}
+        f = _source(name)
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(f.read_bytes())):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("lexprobe")]
+            elif isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                if node.level:
+                    mod = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], mod]).strip(".")
+                if mod.startswith("lexprobe"):
+                    todo += [mod, *(f"{mod}.{a.name}" for a in node.names)]
+    return seen
 
 
 def _tuples(v: Any) -> Any:
@@ -155,9 +188,10 @@ def _restore(cls: type[T], fields: dict[str, Any], files: dict[str, bytes], nest
     return cls(**kw)
 
 
-def key_of(**fields: Any) -> str:
-    """A stage's cache key: fingerprint of its settings, inputs and the code fingerprint."""
-    return fingerprint({**fields, "code": code_fingerprint()})
+def key_of(module: str, **fields: Any) -> str:
+    """A stage's cache key: fingerprint of its settings and inputs and of the code of ``module`` (the stage's own,
+    with everything it imports)."""
+    return fingerprint({**fields, "code": code_fingerprint(module)})
 
 
 def units_fingerprint(store: ResultsStore, measurement: str, suite: str, stimuli: str, conditions: list[str],
