@@ -27,6 +27,7 @@ import time
 def child(profile: str, n_steps: int, n_seeds: int, n_conditions: int, scheduler: str) -> dict:
     """One sweep in this process: its wall time and how many (checkpoint, condition) units it measured."""
     from lexprobe.checkpoints.suites import log_subset
+    from lexprobe.engine.conditions import INTACT
     from lexprobe.engine.interventions import HeadAblation
     from lexprobe.organism.suite import ensure_trained
     from lexprobe.plan import model_shape
@@ -39,10 +40,10 @@ def child(profile: str, n_steps: int, n_seeds: int, n_conditions: int, scheduler
     cfg, _ = model_shape(suite, suite.models[0])
     heads = [(layer, head) for layer in range(cfg.num_hidden_layers)
              for head in range(cfg.num_attention_heads)][:n_conditions]
-    conds = [None, *(HeadAblation((h,), "zero") for h in heads)]
+    conds = [INTACT, *(HeadAblation((h,), "zero") for h in heads)]
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        status = extract(suite, stimuli, log_subset(suite.steps, n_steps), root=out, interventions=conds,
+        status = extract(suite, stimuli, log_subset(suite.steps, n_steps), root=out, conditions=conds,
                          progress=False, scheduler=scheduler)
         wall = time.perf_counter() - t0
     assert set(status["status"]) == {"measured"}, status

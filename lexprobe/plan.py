@@ -21,12 +21,11 @@ measurement and column set), and time on this machine's sweep workers. Per-unit 
 the calibration above on the main stimulus set, scaled by sentence count for stage 3's perturbed sets
 (table bytes by their rows). Stage 4's conditions come from its own design (:func:`design` on stand-in discovery
 results with ``assumed_heads`` passing heads per seed, since the real ones are known only after stage 2) and its own
-checkpoint choice per scope (:func:`measured_conditions`); an intervened forward is costed as the share of an
-intact one that its layers from :meth:`~lexprobe.engine.interventions.Intervention.first_layer` on make up (the engine
-reuses the intact layers below it), and a patch map as ``PATCH_PREP`` intact passes plus ``PATCH_RUN`` of one per
-patch (``benchmarks/patch_cost.py`` on the pythia-14m shape). The greedy sufficient sets are costed as
-``GREEDY_ROUNDS`` rounds over every head plus the random-set tests, at ``redundancy_steps`` checkpoints per seed (an
-estimate: the search stops when 80% is recovered), on the worker pool.
+checkpoint choice per scope (:func:`measured_conditions`); each condition says what it costs in intact forward
+passes (:meth:`~lexprobe.engine.conditions.Condition.cost`: an intervention the share of layers it runs, the engine
+reusing the intact layers below it; a patch map its preparation and one patched run per patch; a greedy search
+``GREEDY_ROUNDS`` rounds over every head plus its random-set tests, an estimate: it stops when 80% is recovered),
+at ``redundancy_steps`` checkpoints per seed for the greedy searches, on the worker pool.
 Stages 2 and 5 measure nothing: they read stored tables (their stage cache entries are counted).
 """
 
@@ -53,9 +52,12 @@ from lexprobe.checkpoints.shapes import checkpoint_bytes, pythia_config, random_
 from lexprobe.checkpoints.suites import Suite, log_subset, validate_model
 from lexprobe.engine.device import resolve_device, torch_dtype
 from lexprobe.engine.extract import ENGINE_VERSION, MEASUREMENTS, ExtractConfig, measure
-from lexprobe.stages.causal import Causal, copy_source, design, measured_conditions
+from lexprobe.engine.patches import PatchMap
+from lexprobe.stages.ablation import copy_source, design, measured_conditions
+from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
+from lexprobe.stages.patching import GREEDY, GreedySearch, patch_design
 from lexprobe.stages.perturbation import Perturbation, measurable
 from lexprobe.stages.replication import Replication
 from lexprobe.stimuli.perturb import neutral, standard_set
@@ -256,8 +258,6 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 OWN_COLUMNS: set[str] = {"patch"}  # stage-4 scopes whose tables carry extra columns: one more part per checkpoint
-PATCH_PREP, PATCH_RUN = 2.3, 0.11  # a patch map's preparation and one patched run, in intact passes
-GREEDY_ROUNDS = 4
 
 
 @dataclass
@@ -329,26 +329,24 @@ def stage_costs(study: Study, assumed_heads: int = 2) -> list[StageCost]:
             s3.disk += p_ck * (tables["distances"] + tables["heads"])
             s3.seconds += p_ck * seconds / n_workers
         stats = stand_in_discovery(cfg.num_hidden_layers, cfg.num_attention_heads, model, suite.seeds, assumed_heads)
-        plan = design(stats, cfg.num_hidden_layers, cfg.num_attention_heads, study.n_random or 0,
-                      study.n_random_dev or 0, study.methods, study.layer_matched, study.seed,
-                      copy_source(suite.steps), neutral(stim))
-        for _, _, chosen, rows in measured_conditions(plan, steps, study.map_steps or 0):
+        n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+        plan = design(stats, n_layers, n_heads, study.n_random, study.n_random_dev, study.methods,
+                      study.layer_matched, study.seed, copy_source(suite.steps),
+                      PatchMap(neutral(stim), patch_design(n_layers, n_heads)))
+        for _, _, chosen, rows in measured_conditions(plan, steps, study.map_steps):
             if rows.empty:
                 continue
-            n = len(chosen) * len(rows)
-            n_layers = cfg.num_hidden_layers
-            passes = sum(PATCH_PREP + PATCH_RUN * len(iv.patches) if hasattr(iv, "patches")
-                         else max(n_layers - iv.first_layer(n_layers), 1) / n_layers
-                         for iv in rows["intervention"])  # intact-pass equivalents per checkpoint
-            patch_rows = sum(len(iv.patches) for iv in rows["intervention"] if hasattr(iv, "patches"))
-            s4.units += n
+            conds = plan.at(rows)
+            passes = sum(c.cost(n_layers, n_heads) for c in conds)  # intact-pass equivalents per checkpoint
+            patch_rows = sum(len(c.patches) for c in conds if isinstance(c, PatchMap))
+            s4.units += len(chosen) * len(rows)
             s4.forward += int(len(chosen) * passes * len(stim.sentences))
             s4.files += len(chosen) * len(set(rows["scope"]) & OWN_COLUMNS)
             s4.disk += len(chosen) * (len(rows) + patch_rows) * cost.table_bytes["distances"]
             s4.seconds += len(chosen) * (cost.load_seconds + passes * cost.measure_seconds) / n_workers
-        n_heads = cfg.num_hidden_layers * cfg.num_attention_heads
-        greedy = PATCH_PREP + PATCH_RUN * (GREEDY_ROUNDS * n_heads + 2 * (study.n_random or 0) + 4 * GREEDY_ROUNDS)
-        g_ck = len(suite.seeds) * len(log_subset(steps, study.redundancy_steps or 0))
+        greedy = GreedySearch(neutral(stim), study.scoring, study.n_random).cost(n_layers, n_heads)
+        g_ck = len(suite.seeds) * len(log_subset(steps, study.redundancy_steps))
+        s4.files += g_ck * len(GREEDY)  # a part per table in each searched checkpoint's folder
         s4.forward += int(g_ck * greedy * len(stim.sentences))
         s4.seconds += g_ck * (cost.load_seconds + greedy * cost.measure_seconds) / n_workers
     s2, s5 = StageCost("2 heads"), StageCost("5 seeds")

@@ -28,9 +28,9 @@ from lexprobe.analysis.performance import SCORE_OF, Scoring, target_of
 from lexprobe.base.files import fingerprint
 from lexprobe.base.paths import results_dir, smoke
 from lexprobe.checkpoints.suites import Suite, parse_steps, tokenizer_identity
+from lexprobe.engine.conditions import INTACT, Condition
 from lexprobe.engine.device import DEVICES, DTYPES
 from lexprobe.engine.extract import ExtractConfig
-from lexprobe.engine.interventions import Intervention
 from lexprobe.live import Live
 from lexprobe.organism.suite import resolve
 from lexprobe.stages import STAGES
@@ -80,9 +80,9 @@ class Study:
     """The settings of one study; the stages are its cached members (see the module docstring).
 
     ``suite`` and ``stimuli`` are specs (``"organism"``, ``"pythia-14m:seeds=0-9"``, a shipped set name or a CSV
-    path) or objects; ``intervention`` measures the whole study on an intervened model (stored under its own
-    condition); ``counterfactual`` is stage 4's patching counterfactual set (sentences with ``source_id``; default:
-    the ``neutral`` perturbation of the stimuli)."""
+    path) or objects; ``intervention`` measures the whole study under a condition other than the intact model
+    (stored under its own condition name); ``counterfactual`` is stage 4's patching counterfactual set (sentences
+    with ``source_id``; default: the ``neutral`` perturbation of the stimuli)."""
 
     suite: str | Suite = setting("organism", "suite spec: organism | organism-PROFILE | pythia-14m | "
                                  "pythia-14m:seeds=0-9 | local:PATH | hubcache:PATH:ORG/NAME (LEXPROBE_SMOKE=1: "
@@ -109,7 +109,7 @@ class Study:
                           choices=DEVICES)
     dtype: str = setting("float32", "weight dtype; part of the results' fingerprint", choices=tuple(DTYPES))
     batch_size: int = setting(64, "sentences per forward pass")
-    intervention: Intervention | None = field(default=None, metadata={"help": None})
+    intervention: Condition = field(default=INTACT, metadata={"help": None})
     counterfactual: Stimuli | None = field(default=None, metadata={"help": None})
     progress: bool = field(default=True, compare=False, metadata={"help": None})
     cache: bool = field(default=True, compare=False, metadata={"help": None})
@@ -182,7 +182,7 @@ class Study:
         out["suite"] = self.checkpoint_suite.identity()
         out["stimuli"] = self.stimulus_set.hash
         out["steps"] = list(self.checkpoints)
-        out["intervention"] = None if self.intervention is None else self.intervention.spec()
+        out["intervention"] = self.intervention.spec()
         out["counterfactual"] = None if self.counterfactual is None else self.counterfactual.hash
         out["config"] = self.config.fingerprint_fields()
         del out["dtype"]  # in config

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
+from lexprobe.engine.conditions import INTACT
 from lexprobe.engine.extract import ExtractConfig, measure
 from lexprobe.engine.interventions import (
     Batch,
@@ -19,7 +20,6 @@ from lexprobe.engine.interventions import (
     HeadAblation,
     NoOp,
     QKEdit,
-    donor_weights,
     heads_of,
 )
 from lexprobe.engine.sites import SITE_MAPS, SiteError, SiteMap, Sites, check_sites
@@ -174,10 +174,10 @@ def test_qk_copy_from_donor(model3, tokenizer, few):
     iv = QKEdit(((1, 0),), method="copy", source_step=1)
     with pytest.raises(ValueError, match="donor"):
         measure(model3, tokenizer, few, intervention=iv, progress=False)
-    same = donor_weights(Sites(None, model3), iv.donor_layers(3))
+    same = Sites(None, model3).qkv_weights(iv.donor_layers(3))
     assert_tables_equal(measure(model3, tokenizer, few, intervention=iv, donor=same, progress=False), base)
     other = tiny_model(len(tokenizer), seed=9, layers=3)
-    changed = measure(model3, tokenizer, few, intervention=iv, donor=donor_weights(Sites(None, other), {1}),
+    changed = measure(model3, tokenizer, few, intervention=iv, donor=Sites(None, other).qkv_weights({1}),
                       progress=False)
     h = changed["heads"]
     assert np.allclose(h.query("layer == 0")["cue_attn"], base["heads"].query("layer == 0")["cue_attn"])
@@ -280,11 +280,11 @@ def test_sweep_stores_each_intervention_under_its_own_condition(tmp_path, tokeni
     for step in (0, 1, 2):
         add_revision(d, "lexprobe-test/neox", f"step{step}", tiny_model(len(tokenizer), seed=step), tokenizer)
     suite = hub_cache(d, "lexprobe-test/neox", name="t")
-    ivs = [None, NoOp(), HeadAblation(((1, 0),)), QKEdit(((0, 1),), "copy", source_step=0)]
+    ivs = [INTACT, NoOp(), HeadAblation(((1, 0),)), QKEdit(((0, 1),), "copy", source_step=0)]
     cfg = ExtractConfig(save_embeddings=False)
-    status = extract(suite, few, steps=(1, 2), root=tmp_path / "r", config=cfg, interventions=ivs, progress=False)
+    status = extract(suite, few, steps=(1, 2), root=tmp_path / "r", config=cfg, conditions=ivs, progress=False)
     assert (status["status"] == "measured").sum() == 8
-    again = extract(suite, few, steps=(1, 2), root=tmp_path / "r", config=cfg, interventions=ivs, progress=False)
+    again = extract(suite, few, steps=(1, 2), root=tmp_path / "r", config=cfg, conditions=ivs, progress=False)
     assert (again["status"] == "cached").all()
     store = ResultsStore(tmp_path / "r")
     intact = store.load("distances", condition="intact")
@@ -296,7 +296,7 @@ def test_sweep_stores_each_intervention_under_its_own_condition(tmp_path, tokeni
         assert same == isinstance(iv, NoOp), iv.condition
     # copying step 0's Q/K into step 1 equals nothing when the donor is the checkpoint itself
     self_copy = QKEdit(((0, 1),), "copy", source_step=1)
-    extract(suite, few, steps=(1,), root=tmp_path / "r", config=cfg, interventions=[self_copy], progress=False)
+    extract(suite, few, steps=(1,), root=tmp_path / "r", config=cfg, conditions=[self_copy], progress=False)
     np.testing.assert_array_equal(store.load("distances", condition=self_copy.condition)["distance"],
                                   store.load("distances", condition="intact", step=1)["distance"])
 

@@ -55,6 +55,18 @@ def test_conditions_with_their_own_columns_share_a_checkpoint_folder(tmp_path):
     assert store.sidecar(_unit("zero-x"), "distances")["sha256"] == own  # a table's hash survives packing
 
 
+def test_an_empty_table_is_stored_and_loads_beside_others(tmp_path):
+    """A condition may store a table with no rows (a greedy search with nothing to recover has an empty curve):
+    it loads as no rows, alone or beside other conditions' rows of the same part."""
+    store = ResultsStore(tmp_path)
+    empty = {"distances": _tables(0)["distances"].iloc[:0]}
+    store.write_many([(_unit("intact"), _tables(0), _meta("a")), (_unit("none-y"), empty, _meta("b"))])
+    assert store.is_done(_unit("none-y"), ("distances",), "b")
+    assert store.load("distances", condition="none-y").empty
+    both = store.load("distances", condition=["intact", "none-y"])
+    assert len(both) == 6 and set(both["condition"]) == {"intact"}
+
+
 def test_other_fingerprint_refused_and_orphan_parts_removed(tmp_path):
     store = ResultsStore(tmp_path)
     store.write(_unit("intact"), _tables(0), _meta("a"))

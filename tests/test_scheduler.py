@@ -74,16 +74,17 @@ def test_parallel_map_keeps_the_order_on_the_pool(monkeypatch):
 
 def test_pool_sweep_matches_serial_and_shares_a_checkpoints_conditions(organism, few, serial, tmp_path,
                                                                           monkeypatch):
+    from lexprobe.engine.conditions import INTACT
     from lexprobe.engine.interventions import HeadAblation
 
-    conds = [None, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]
+    conds = [INTACT, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]
     monkeypatch.setenv("LEXPROBE_WORKERS", "2")
     status = extract(organism, few, STEPS, root=tmp_path / "pool", progress=False)
     assert list(status["status"]) == ["measured"] * len(organism.seeds) * len(STEPS)
     assert_same_tables(serial, tmp_path / "pool")
     one = organism.with_(seeds=organism.seeds[:1])
-    shared = extract(one, few, STEPS[-1:], root=tmp_path / "shared", interventions=conds, progress=False)
-    alone = extract(one, few, STEPS[-1:], root=tmp_path / "alone", interventions=conds, progress=False,
+    shared = extract(one, few, STEPS[-1:], root=tmp_path / "shared", conditions=conds, progress=False)
+    alone = extract(one, few, STEPS[-1:], root=tmp_path / "alone", conditions=conds, progress=False,
                     scheduler="serial")
     assert list(shared["condition"]) == list(alone["condition"])  # 3 conditions, measured in 2 shares
     assert_same_tables(tmp_path / "alone", tmp_path / "shared")

@@ -10,7 +10,7 @@ from scipy import stats
 from lexprobe.analysis.nulls import agreement, causal_map, drops, first_significant, null_tests
 from lexprobe.analysis.robustness import head_robustness, paired_p, retained_performance
 from lexprobe.engine.interventions import random_head_sets
-from lexprobe.stages.causal import design
+from lexprobe.stages.ablation import design
 
 KEY = {"model": "m", "seed": 0}
 
@@ -177,7 +177,9 @@ def test_random_head_sets():
 def test_design_has_nulls_controls_and_the_single_head_map():
     stats = pd.DataFrame([{**KEY, "layer": l, "head": h, "passes": (l, h) in {(1, 0), (2, 3)}}
                           for l in range(3) for h in range(4)])
-    d = design(stats, 3, 4, n_random=7, n_random_dev=3)
+    plan = design(stats, 3, 4, n_random=7, n_random_dev=3)
+    d = plan.table
+    assert set(plan.conditions) == set(d["condition"]) and "intervention" not in d  # specs by name, no objects
     assert (d.query("family == 'single'").shape[0], d.query("role == 'control'").shape[0]) == (12, 1)
     assert d.query("family == 'edges' and role == 'random'").shape[0] == 7
     for m in ("zero", "mean", "resample", "knockout"):  # noqa: B007 (used by the queries' @m)
@@ -185,7 +187,7 @@ def test_design_has_nulls_controls_and_the_single_head_map():
         assert d.query("family == @m and role == 'random'").shape[0] == 7
     assert d.query("family == 'zero' and scope == 'all'").shape[0] == 1 + 3
     assert d["condition"].is_unique
-    none = design(stats.assign(passes=False), 3, 4, n_random=7, n_random_dev=3)
+    none = design(stats.assign(passes=False), 3, 4, n_random=7, n_random_dev=3).table
     assert set(none["family"]) == {"noop", "edges", "single"}
 
 

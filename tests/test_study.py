@@ -119,7 +119,7 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
     with monkeypatch.context() as m:
         for mod, name in ((stage1_mod, "inflections"), (stage2_mod, "discover")):
             m.setattr(mod, name, fail)
-        m.setattr("lexprobe.stages.causal.nulls.causal_map", fail)
+        m.setattr("lexprobe.stages.ablation.nulls.causal_map", fail)
         again = Study(suite, small, root=root, **SMALL)
         pd.testing.assert_frame_equal(again.inflection.inflection, computed["s1"].inflection)
         pd.testing.assert_frame_equal(again.discovery.stats, computed["s2"].stats)

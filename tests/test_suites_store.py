@@ -188,11 +188,12 @@ def test_sweep_skips_missing_then_rerun_does_no_model_work(cache, small, tmp_pat
 
 def test_checkpoint_killed_half_measured_resumes_with_only_the_missing_conditions(cache, small, tmp_path,
                                                                                    monkeypatch):
+    from lexprobe.engine.conditions import INTACT
     from lexprobe.engine.interventions import HeadAblation
 
     suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1, 2))
-    conds = [None, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]
-    extract(suite, small, root=tmp_path / "clean", interventions=conds, progress=False)
+    conds = [INTACT, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]
+    extract(suite, small, root=tmp_path / "clean", conditions=conds, progress=False)
 
     real_write = ResultsStore.write_many
     calls = {"n": 0}
@@ -206,9 +207,9 @@ def test_checkpoint_killed_half_measured_resumes_with_only_the_missing_condition
     monkeypatch.setattr(sweep_mod, "FLUSH_SECONDS", 0.0)  # every condition is written as soon as it is measured
     monkeypatch.setattr(ResultsStore, "write_many", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
-        extract(suite, small, root=tmp_path / "resumed", interventions=conds, progress=False)
+        extract(suite, small, root=tmp_path / "resumed", conditions=conds, progress=False)
     monkeypatch.setattr(ResultsStore, "write_many", real_write)
-    status = extract(suite, small, root=tmp_path / "resumed", interventions=conds, progress=False)
+    status = extract(suite, small, root=tmp_path / "resumed", conditions=conds, progress=False)
     assert list(status["status"]) == ["cached"] * 5 + ["measured"] * 4
     for m in ("distances", "heads", "embeddings"):
         a = ResultsStore(tmp_path / "clean").load(m)

@@ -13,6 +13,7 @@ provenance section.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import pickle
 import re
 import sys
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 TOLERANCE = 1e-12
+TIMINGS = ("load_seconds", "measure_seconds")  # wall-clock times of the run that measured a unit: not results
 
 
 def tables_of(name: str, obj: Any, out: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -66,21 +68,29 @@ def compare(a_path: str, b_path: str) -> bool:
             print(f"{k}: shape {x.shape} vs {y.shape}, columns differing: {sorted(set(x.columns) ^ set(y.columns))}")
             ok &= k.endswith(".status")  # extraction status rows carry timings only when measured in that run
             continue
-        num = x.select_dtypes("number").columns
+        num = [c for c in x.select_dtypes("number").columns if c not in TIMINGS]
         if len(num) and len(x):
             d = np.abs(x[num].to_numpy(float) - y[num].to_numpy(float))
             worst = max(worst, float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
-        other = [c for c in x.columns if c not in num]
+        other = [c for c in x.columns if c not in num and c not in TIMINGS]
         if not x[other].astype(str).equals(y[other].astype(str)):
             print(f"{k}: non-numeric columns differ")
             ok = False
-    print(f"largest absolute numeric difference over {len(set(ta) & set(tb))} tables: {worst:.3g}")
+    print(f"largest absolute numeric difference over {len(set(ta) & set(tb))} tables: {worst:.3g} (columns "
+          f"{', '.join(TIMINGS)} left out: wall-clock times)")
 
     def strip(h: str) -> str:
         return re.sub(r'<h2 id="provenance">.*', "", h, flags=re.S)
 
     same_html = strip(a["html"]) == strip(b["html"])
     print("HTML identical apart from provenance:", same_html)
+    if not same_html:
+        old, new = strip(a["html"]).splitlines(), strip(b["html"]).splitlines()
+        gone = [line for line in difflib.ndiff(old, new) if line.startswith("- ")]
+        added = [line for line in difflib.ndiff(old, new) if line.startswith("+ ")]
+        print(f"HTML lines only in the first: {len(gone)}; only in the second: {len(added)}")
+        for line in (gone + added)[:40]:
+            print("  " + line[:160])
     return ok and worst <= TOLERANCE and same_html
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from lexprobe.base.lazy import nnsight, torch
 from lexprobe.base.progress import tqdm
+from lexprobe.engine.conditions import Donor
 from lexprobe.engine.interventions import Batch, IntactLayers, Intervention
 from lexprobe.engine.sites import Sites, sites_of
 from lexprobe.stimuli.align import Encoded, encode
@@ -40,7 +41,6 @@ if TYPE_CHECKING:  # the engine takes a loaded model and knows no suite: the typ
 
 MEASUREMENTS = ("distances", "heads", "embeddings")
 ENGINE_VERSION = 1
-Donor: TypeAlias = "dict[int, tuple[torch.Tensor, torch.Tensor | None]]"
 REUSE_BYTES = 1 << 30  # at most this much memory for the intact layers an intervention reuses (else recompute)
 R = TypeVar("R")
 
@@ -270,7 +270,7 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli:
     """Measure one loaded checkpoint on a stimulus set, optionally under an intervention; returns tidy tables.
 
     ``donor`` holds another checkpoint's QKV weights for interventions that copy them
-    (:func:`lexprobe.engine.interventions.donor_weights`). Every site is checked live once per model
+    (:meth:`lexprobe.engine.sites.Sites.qkv_weights`). Every site is checked live once per model
     (:func:`lexprobe.engine.sites.sites_of`).
     """
     _, order, outs = _traced(model, tokenizer, stimuli.sentences, config.batch_size, intervention, donor,

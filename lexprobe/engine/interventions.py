@@ -22,26 +22,28 @@ Heads are ``(layer, head)`` pairs; ``heads=None`` means every head of every laye
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, SupportsInt, cast
 
 import numpy as np
 
 from lexprobe.base.lazy import torch
+from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.sites import Sites
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from lexprobe.engine.extract import ExtractConfig
     from lexprobe.stimuli import align
+    from lexprobe.stimuli.tables import Stimuli
 
 Head = tuple[int, int]
-CONDITION = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")
 
 
 def heads_of(heads: Iterable[Iterable[SupportsInt]] | None) -> tuple[Head, ...] | None:
@@ -96,29 +98,23 @@ class IntactLayers:
 
 
 @dataclass(frozen=True)
-class Intervention:
-    """Base class: a frozen spec with a derived condition name and fingerprint; subclasses override the hooks."""
+class Intervention(Named):
+    """Base class of the edits the engine applies inside one trace: a condition (:class:`~lexprobe.engine.conditions.
+    Named`) whose subclasses override the hooks below; measured by :func:`lexprobe.engine.extract.measure`."""
 
     kind: ClassVar[str] = "intervention"
 
-    def spec(self) -> dict[str, Any]:
-        """Every field that defines the intervention, JSON-able; enters the results fingerprint."""
-        return {"kind": self.kind, **json.loads(json.dumps(asdict(self)))}
+    def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
+                config: ExtractConfig, donor: Donor | None, progress: bool) -> dict[str, pd.DataFrame]:
+        """The store's tables of one loaded checkpoint under this intervention."""
+        from lexprobe.engine.extract import measure
 
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:10]
+        return measure(model, tokenizer, stimuli, config, self, donor, progress)
 
-    def label(self) -> str:
-        return ""
-
-    @property
-    def condition(self) -> str:
-        """Store path segment: kind, a readable label, and the spec's hash."""
-        name = "-".join(p for p in (self.kind, self.label(), self.key) if p)
-        if not CONDITION.fullmatch(name):
-            raise ValueError(f"derived condition {name!r} is not a safe path segment")
-        return name
+    def cost(self, n_layers: int, n_heads: int) -> float:
+        """Intact forward passes per sentence: the share of layers from :meth:`first_layer` on (the engine reuses
+        the intact layers below it)."""
+        return max(n_layers - self.first_layer(n_layers), 1) / n_layers
 
     def head_set(self) -> tuple[Head, ...] | None:
         return None
@@ -153,19 +149,10 @@ class Intervention:
         """Edit layer ``layer`` inside the trace (called before the layer's outputs are read)."""
 
     @contextmanager
-    def weights(self, sites: Sites, donor: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None
+    def weights(self, sites: Sites, donor: Donor | None
                 ) -> Iterator[None]:
         """Weight edits for the duration of the block (always restored)."""
         yield
-
-    @property
-    def donor_step(self) -> int | None:
-        """A checkpoint step whose weights the edit copies (same model and seed), if any."""
-        return None
-
-    def donor_layers(self, n_layers: int) -> set[int]:
-        """Layers whose QKV weights are copied from the donor checkpoint."""
-        return set()
 
 
 def first_of(heads: tuple[Head, ...] | None, n_layers: int) -> int:
@@ -355,7 +342,7 @@ class QKEdit(Intervention):
         return {l for l, _ in self.heads} if self.heads is not None else set(range(n_layers))
 
     @contextmanager
-    def weights(self, sites: Sites, donor: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None
+    def weights(self, sites: Sites, donor: Donor | None
                 ) -> Iterator[None]:
         if self.method == "copy" and donor is None:
             raise ValueError(f"{self.condition}: copying Q/K needs the step-{self.source_step} weights (donor)")
@@ -416,7 +403,7 @@ class Compose(Intervention):
             p.edit(sites, layer, batch)
 
     @contextmanager
-    def weights(self, sites: Sites, donor: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None
+    def weights(self, sites: Sites, donor: Donor | None
                 ) -> Iterator[None]:
         with ExitStack() as stack:
             for p in self.parts:
@@ -429,15 +416,6 @@ class Compose(Intervention):
 
     def donor_layers(self, n_layers: int) -> set[int]:
         return set().union(*(p.donor_layers(n_layers) for p in self.parts)) if self.parts else set()
-
-
-def donor_weights(sites: Sites, layers: set[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
-    """Copies of the packed QKV weight and bias of ``layers`` of a loaded donor model."""
-    out: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    for layer in sorted(layers):
-        mod = sites.qkv_module(layer)
-        out[layer] = (mod.weight.detach().clone(), None if mod.bias is None else mod.bias.detach().clone())
-    return out
 
 
 KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")

@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from lexprobe.base.lazy import nnsight, torch
-from lexprobe.engine.interventions import Head, Intervention, all_heads, heads_of
+from lexprobe.engine.conditions import Donor, Named
+from lexprobe.engine.interventions import Head, all_heads, heads_of
 from lexprobe.engine.sites import Sites, sites_of
 from lexprobe.stimuli.align import Encoded, encode
 from lexprobe.stimuli.tables import Stimuli
@@ -43,8 +44,11 @@ from lexprobe.stimuli.tables import Stimuli
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from lexprobe.engine.extract import ExtractConfig
+
 Direction = Literal["noise", "denoise"]
 DIRECTIONS: tuple[Direction, ...] = ("noise", "denoise")
+PATCH_PREP, PATCH_RUN = 2.3, 0.11  # intact passes: a map's preparation, one patched run (benchmarks/patch_cost.py)
 ROW_BUDGET = 2**26  # most attention scores (batch x heads x queries x keys) one patched forward may hold
 
 
@@ -85,8 +89,9 @@ def layer_heads(layer: int, n_heads: int) -> tuple[Head, ...]:
 
 
 @dataclass(frozen=True)
-class PatchMap(Intervention):
-    """Every patch of one checkpoint against one counterfactual set, measured and stored as one condition."""
+class PatchMap(Named):
+    """Every patch of one checkpoint against one counterfactual set, measured and stored as one condition (a sibling
+    of the interventions: it runs its own prefix-cached forwards, not an edit of the engine's trace)."""
 
     kind: ClassVar[str] = "patchmap"
     counterfactual: Stimuli = field(compare=False, repr=False)
@@ -116,6 +121,15 @@ class PatchMap(Intervention):
         if bad:
             raise ValueError(f"{self.condition}: heads {bad} do not exist in a model with {n_layers} layers x "
                              f"{n_heads} heads")
+
+    def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
+                config: ExtractConfig, donor: Donor | None, progress: bool) -> dict[str, pd.DataFrame]:
+        """The store's tables of the map on one loaded checkpoint (:func:`measure_patch_map`)."""
+        return measure_patch_map(model, tokenizer, stimuli, self, config.batch_size, config.save_heads)
+
+    def cost(self, n_layers: int, n_heads: int) -> float:
+        """Intact forward passes per sentence: the preparation and one patched run per patch."""
+        return PATCH_PREP + PATCH_RUN * len(self.patches)
 
 
 def counterfactual_pairs(stimuli: Stimuli, counterfactual: Stimuli) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:

@@ -135,6 +135,14 @@ class Sites:
         start = head * 3 * self.head_dim
         return slice(start, start + 2 * self.head_dim)
 
+    def qkv_weights(self, layers: set[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Copies of the packed QKV weight and bias of ``layers``: what a QK edit copies from a donor checkpoint."""
+        out: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for layer in sorted(layers):
+            mod = self.qkv_module(layer)
+            out[layer] = (mod.weight.detach().clone(), None if mod.bias is None else mod.bias.detach().clone())
+        return out
+
 
 def sites_of(model: PreTrainedModel) -> Sites:
     """The model's sites, bound to one nnsight wrapper and checked live (:func:`check_sites`) once per model.

@@ -16,7 +16,7 @@ from lexprobe.stages.registry import Context, Prepared, Reads
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.store.results import ResultsStore
 from lexprobe.sweep.pool import parallel_map
-from lexprobe.sweep.run import condition_of, extract
+from lexprobe.sweep.run import extract
 
 
 @dataclass
@@ -86,14 +86,14 @@ class InflectionStage:
         return {"suite": study.checkpoint_suite, "stimuli": study.stimulus_set, "store": study.store}
 
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
-        condition = condition_of(study.intervention)
+        condition = study.intervention.condition
         return Prepared([Reads("distances", study.stimulus_set.name, (condition,), study.checkpoints)],
                         data={"condition": condition})
 
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Inflection:
         suite, stimuli, steps, scoring = study.checkpoint_suite, study.stimulus_set, study.checkpoints, study.scoring
         status = extract(suite, stimuli, steps, root=study.store.root, config=study.config,
-                         interventions=[study.intervention], progress=study.progress)
+                         conditions=[study.intervention], progress=study.progress)
         condition = prepared.data["condition"]
         if not status["status"].isin(["measured", "cached"]).any():
             raise RuntimeError(f"none of the {len(status)} checkpoints of {suite.name} could be measured; first "
@@ -117,6 +117,16 @@ def _interval(lo: float, hi: float) -> str:
     return f"[{lo:.0f}, {hi:.0f}]" if lo == lo else "none"
 
 
+def onset_words(inflection: pd.DataFrame | None, model: str, seed: int) -> str:
+    """Stage 1's inflection onset of (model, seed) as words ('' without stage 1's table or its row)."""
+    if inflection is None:
+        return ""
+    o = inflection.loc[(inflection["model"] == model) & (inflection["seed"] == seed), "onset_step"]
+    if o.empty:
+        return ""
+    return f"inflection onset {float(o.iloc[0]):.0f}" if pd.notna(o.iloc[0]) else "no inflection onset"
+
+
 def describe(s1: Inflection) -> View:
     """Stage 1's view (``lexprobe inflection``): the suite, warnings about duplicate or skipped checkpoints, the
     trajectories, and per seed the curve model AICc chose, onset (= "the inflection") with its intervals, midpoint,
@@ -127,7 +137,7 @@ def describe(s1: Inflection) -> View:
         f"suite {s1.suite.name}: {s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
         f"{s1.best['step'].nunique()} checkpoints, stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs, target: "
         f"{s1.target}); best layer by {s1.scoring.by}"
-        f"{' (embedding layer excluded)' if s1.scoring.exclude_embedding else ''}; results in {s1.store.root}")]
+        f"{' (embedding layer excluded)' if s1.scoring.exclude_embedding else ''}")]
     blocks += [Text(f"WARNING: {r.model} seed {r.seed} step {r.step} has the same weights as the previous step")
                for r in prov[prov["same_as_previous"]].itertuples()]
     blocks += [Text(f"WARNING: skipped {r.model} seed {r.seed} step {r.step}: {r.reason}")

@@ -1,4 +1,5 @@
-"""Stage 4's activation patching: the counterfactual set, the patch map's design, and redundancy (greedy sets).
+"""Stage 4's patching half: the counterfactual set, the patch map's design, the maps' statistics, redundancy (greedy
+sets) and this half's view; :mod:`lexprobe.stages.causal` composes it with the ablation half.
 
 The patch map (:class:`lexprobe.engine.patches.PatchMap`) of a checkpoint holds, in both directions, no patch (the clean
 and counterfactual runs), every head of every layer (the exactness controls), every layer's heads together, and
@@ -12,26 +13,51 @@ sufficient heads or an AND of necessary ones (:func:`lexprobe.analysis.patchmaps
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from lexprobe.analysis import nulls, patchmaps
 from lexprobe.analysis.nulls import vs_null
 from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, reading
-from lexprobe.analysis.performance import with_pairs
-from lexprobe.checkpoints.suites import Checkpoint, load_checkpoint, load_tokenizer, log_subset
-from lexprobe.engine.device import resolve_device, torch_dtype
+from lexprobe.analysis.performance import Scoring, with_pairs
+from lexprobe.analysis.primitives import at_last_checkpoint
+from lexprobe.base.view import Block, Figure, Heading, Table, Text
+from lexprobe.checkpoints.suites import load_tokenizer
+from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import ExtractConfig
 from lexprobe.engine.interventions import Head, random_head_sets
-from lexprobe.engine.patches import DIRECTIONS, Patch, PatchRunner, layer_heads
-from lexprobe.stages.inflection import Inflection
+from lexprobe.engine.patches import DIRECTIONS, PATCH_PREP, PATCH_RUN, Patch, PatchMap, PatchRunner, layer_heads
+from lexprobe.stages.discovery import Discovery
+from lexprobe.stages.inflection import Inflection, onset_words
 from lexprobe.stimuli.perturb import neutral
 from lexprobe.stimuli.tables import Stimuli
-from lexprobe.sweep.pool import parallel_map
-from lexprobe.sweep.run import release
+from lexprobe.store.results import ResultsStore
+from lexprobe.sweep.run import extract
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 RECOVER = 0.8  # the share of the clean R^2 a greedy set must recover
+
+
+@dataclass
+class Patching:
+    """Stage 4's patching tables: the counterfactual set, the patches of a map, the necessity and sufficiency maps,
+    their exactness controls, each head's first significant checkpoint, agreement with discovery, and the greedy
+    sufficient sets (recovery curves and their tests)."""
+
+    counterfactual: Stimuli
+    patches: pd.DataFrame
+    patch_maps: pd.DataFrame
+    patch_exactness: pd.DataFrame
+    patch_first: pd.DataFrame
+    patch_agreement: pd.DataFrame
+    greedy_curve: pd.DataFrame
+    greedy_tests: pd.DataFrame
 
 
 def counterfactual_of(stage1: Inflection) -> Stimuli:
@@ -66,28 +92,51 @@ def patch_table(patches: tuple[Patch, ...], n_heads: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _scores(runner: PatchRunner, stage1: Inflection, patches: list[Patch]) -> dict[str, float]:
+def patch_map_of(counterfactual: Stimuli) -> Callable[[int, int], PatchMap]:
+    """The patch map of a model's shape (layers, heads) against ``counterfactual`` (:func:`patch_design`)."""
+    return lambda n_layers, n_heads: PatchMap(counterfactual, patch_design(n_layers, n_heads))
+
+
+def patching_results(stage1: Inflection, stage2: Discovery, patched: pd.DataFrame, pairs: pd.DataFrame,
+                     ptab: pd.DataFrame, n_boot: int, seed: int
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The patch maps, their exactness controls, each head's first significant checkpoint and the agreement of the
+    last checkpoint's necessary and sufficient heads with discovery."""
+    ppairs = with_pairs(patched.assign(condition=patched["patch"]).drop(columns="patch"), stage1.stimuli)
+    intact = pairs[(pairs["condition"] == "intact") & pairs["step"].isin(ppairs["step"].unique())
+                   & pairs["pair_id"].isin(ppairs["pair_id"].unique())]
+    scoring = stage1.scoring
+    ppairs, intact = scoring.layers(ppairs), scoring.layers(intact)
+    maps = patchmaps.patch_maps(ppairs, ptab, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
+    best = stage1.best_of(pd.concat([ppairs, intact]))
+    exact = patchmaps.patch_exactness(ppairs, intact, best)
+    agree = pd.concat([nulls.agreement(maps[(maps["unit"] == "head") & (maps["direction"] == d)], stage2.stats)
+                       .assign(direction=d) for d in ("noise", "denoise")], ignore_index=True) if len(maps) else maps
+    return maps, exact, patchmaps.first_patched(maps), agree
+
+
+def _scores(runner: PatchRunner, scoring: Scoring, patches: list[Patch]) -> dict[str, float]:
     """Best-layer R^2 of each patch on every pair (the study's rule; constant distances score 0)."""
-    dist = stage1.scoring.layers(runner.distances(patches).rename(columns={"patch": "condition"}))
-    best = stage1.best_of(with_pairs(dist, stage1.stimuli))
+    dist = scoring.layers(runner.distances(patches).rename(columns={"patch": "condition"}))
+    best = scoring.best(with_pairs(dist, runner.stimuli))
     r2 = best.set_index("condition")["r2"]
     return {p.name: float(r2.get(p.name, np.nan)) if np.isfinite(r2.get(p.name, np.nan)) else 0.0
             for p in patches}
 
 
-def greedy_set(runner: PatchRunner, stage1: Inflection, heads: list[Head]
+def greedy_set(runner: PatchRunner, scoring: Scoring, heads: list[Head]
                ) -> tuple[list[dict], tuple[Head, ...], float, float]:
     """The greedy recovery curve (rows: size, added head, recovered share, R^2) until RECOVER is reached or every
     head is in the set, the set, and the clean and counterfactual R^2 (no set when the clean run does not beat
     the counterfactual: there is nothing to recover)."""
-    base = _scores(runner, stage1, [Patch((), "noise"), Patch((), "denoise")])
+    base = _scores(runner, scoring, [Patch((), "noise"), Patch((), "denoise")])
     clean, cf = base[CLEAN], base[CORRUPT]
     room = clean - cf
     chosen: list[Head] = []
     curve: list[dict] = []
     while room > 0 and len(chosen) < len(heads):
         cands = [h for h in heads if h not in chosen]
-        got = _scores(runner, stage1, [Patch(tuple(chosen + [h]), "denoise") for h in cands])
+        got = _scores(runner, scoring, [Patch(tuple(chosen + [h]), "denoise") for h in cands])
         r2 = [got[Patch(tuple(chosen + [h]), "denoise").name] for h in cands]
         best = int(np.argmax(r2))
         chosen.append(cands[best])
@@ -107,7 +156,7 @@ def _shares(r2: dict[str, float], clean: float, cf: float, heads: tuple[Head, ..
     return recovered, removed
 
 
-def set_tests(runner: PatchRunner, stage1: Inflection, chosen: tuple[Head, ...], clean: float, cf: float,
+def set_tests(runner: PatchRunner, scoring: Scoring, chosen: tuple[Head, ...], clean: float, cf: float,
               n_random: int, seed: int) -> dict:
     """A greedy set against ``n_random`` random same-size sets drawn from every head (the set itself excluded):
     joint recovery and removal with their p (:func:`lexprobe.analysis.nulls.vs_null`), its members' single
@@ -117,7 +166,7 @@ def set_tests(runner: PatchRunner, stage1: Inflection, chosen: tuple[Head, ...],
             if s != chosen][:n_random]
     patches = {p.name: p for s in [chosen, *sets, *((h,) for h in chosen)] for p in
                (Patch(s, "noise"), Patch(s, "denoise"))}
-    r2 = _scores(runner, stage1, list(patches.values()))
+    r2 = _scores(runner, scoring, list(patches.values()))
     joint = _shares(r2, clean, cf, chosen)
     null = np.array([_shares(r2, clean, cf, s) for s in sets]).reshape(-1, 2)
     single = {h: _shares(r2, clean, cf, (h,)) for h in chosen}
@@ -132,32 +181,129 @@ def set_tests(runner: PatchRunner, stage1: Inflection, chosen: tuple[Head, ...],
                                joint[0], joint[1])}
 
 
-def search_at(ck: Checkpoint, stage1: Inflection, counterfactual: Stimuli, n_random: int, seed: int,
-              cfg: ExtractConfig) -> tuple[list[dict], dict]:
-    """One checkpoint's greedy recovery curve rows and its :func:`set_tests` row (one load, the runner shared by
-    the search and the tests); a pool task of :func:`redundancy`."""
-    loaded = load_checkpoint(ck, torch_dtype(cfg.dtype), resolve_device(cfg.device))
-    try:
-        runner = PatchRunner(loaded.model, loaded.tokenizer, stage1.stimuli, counterfactual, cfg.batch_size)
+GREEDY = ("greedy_curve", "greedy_tests")  # the store's tables of a greedy search
+CURVE = ("size", "added", "recovered", "r2")
+GREEDY_ROUNDS = 4  # rounds over every head a greedy search is costed at (it stops once RECOVER is reached)
+
+
+@dataclass(frozen=True)
+class GreedySearch(Named):
+    """The greedy sufficient set of one checkpoint against ``counterfactual`` (:func:`greedy_set`) with its
+    random-set tests (:func:`set_tests`, seeded by ``seed``), scored by ``scoring``: a condition the sweep measures
+    and the results store keeps, as the tables ``greedy_curve`` and ``greedy_tests``."""
+
+    kind: ClassVar[str] = "greedy"
+    counterfactual: Stimuli = field(compare=False, repr=False)
+    scoring: Scoring = Scoring()
+    n_random: int = 0
+    seed: int = 0
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "counterfactual": {"name": self.counterfactual.name,
+                                                      "hash": self.counterfactual.hash},
+                "scoring": asdict(self.scoring), "n_random": self.n_random, "seed": self.seed, "recover": RECOVER}
+
+    def label(self) -> str:
+        return f"r{self.n_random}s{self.seed}"
+
+    def measurements(self, config: ExtractConfig) -> tuple[str, ...]:
+        return GREEDY
+
+    def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
+                config: ExtractConfig, donor: Donor | None, progress: bool) -> dict[str, pd.DataFrame]:
+        """One checkpoint's greedy recovery curve and its test row (one runner for the search and the tests)."""
+        runner = PatchRunner(model, tokenizer, stimuli, self.counterfactual, config.batch_size)
         heads = [(l, h) for l in range(runner.sites.n_layers) for h in range(runner.sites.n_heads)]
-        curve, chosen, clean, cf = greedy_set(runner, stage1, heads)
-        where = {"model": ck.model, "seed": ck.seed, "step": ck.step}
-        test = set_tests(runner, stage1, chosen, clean, cf, n_random, seed + ck.seed) if chosen else {
+        curve, chosen, clean, cf = greedy_set(runner, self.scoring, heads)
+        test = set_tests(runner, self.scoring, chosen, clean, cf, self.n_random, self.seed) if chosen else {
             "set": "", "size": 0, "r2_clean": clean, "r2_counterfactual": cf, "reached": False,
             "reading": "nothing to recover"}
-        return [{**where, **row} for row in curve], {**where, **test}
-    finally:
-        release(loaded)
+        return {"greedy_curve": pd.DataFrame(curve, columns=list(CURVE)), "greedy_tests": pd.DataFrame([test])}
+
+    def cost(self, n_layers: int, n_heads: int) -> float:
+        return PATCH_PREP + PATCH_RUN * (GREEDY_ROUNDS * n_layers * n_heads + 2 * self.n_random + 4 * GREEDY_ROUNDS)
 
 
-def redundancy(stage1: Inflection, counterfactual: Stimuli, n_random: int, n_steps: int, *, seed: int,
-               config: ExtractConfig, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (model, seed) at about ``n_steps`` log-spaced checkpoints (the last included): the greedy recovery
-    curve, and one row of :func:`set_tests`; the checkpoints are searched on the worker pool
-    (:func:`lexprobe.sweep.pool.parallel_map`), each search deterministic, so the tables do not depend on the pool."""
-    cks = stage1.suite.checkpoints(log_subset(stage1.steps, n_steps))
-    task = partial(search_at, stage1=stage1.scorer(), counterfactual=counterfactual, n_random=n_random, seed=seed,
-                   cfg=config)
-    done = parallel_map(task, cks, desc="stage 4: greedy sufficient sets", progress=progress)
-    return (pd.DataFrame([row for curve, _ in done for row in curve]),
-            pd.DataFrame([test for _, test in done]))
+def greedy_searches(stage1: Inflection, counterfactual: Stimuli, n_random: int,
+                    seed: int) -> dict[tuple[str, int], GreedySearch]:
+    """The greedy search of each (model, seed) of the suite (its random sets seeded by ``seed`` + the seed)."""
+    return {(m, int(sd)): GreedySearch(counterfactual, stage1.scoring, n_random, seed + int(sd))
+            for m in stage1.suite.models for sd in stage1.suite.seeds}
+
+
+def redundancy(stage1: Inflection, searches: dict[tuple[str, int], GreedySearch], steps: tuple[int, ...], *,
+               store: ResultsStore, config: ExtractConfig, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (model, seed) at ``steps``: the greedy recovery curve and one row of :func:`set_tests`, measured through
+    the sweep into ``store`` like every condition (each search deterministic, so the tables do not depend on the
+    workers) and read back."""
+    suite, stim = stage1.suite, stage1.stimuli
+    for (model, sd), search in searches.items():
+        extract(suite, stim, steps, models=(model,), seeds=(sd,), root=store.root, config=config,
+                conditions=[search], progress=progress)
+    where = {"suite": suite.name, "stimuli": stim.name, "condition": [s.condition for s in searches.values()],
+             "step": list(steps)}
+    curve, tests = (store.load(m, **where).drop(columns=["suite", "stimuli", "condition"])
+                    .sort_values(["model", "seed", "step"], kind="stable", ignore_index=True) for m in GREEDY)
+    return curve, tests
+
+
+def _heads(g: pd.DataFrame) -> str:
+    return " ".join(f"L{r.layer}H{r.head}" for r in g.itertuples() if r.significant) or "-"
+
+
+def _firsts(first: pd.DataFrame) -> str:
+    got = first.dropna(subset=["first_step"]).sort_values(["first_step", "layer", "head"])
+    return ", ".join(f"L{r.layer}H{r.head}@{r.first_step:.0f}" for r in got.itertuples()) or "-"
+
+
+def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block]:
+    """The patching half of stage 4's view: the necessity and sufficiency maps, the last checkpoint's necessary and
+    sufficient heads, the exactness controls, agreement with discovery, when each head first becomes necessary /
+    sufficient (beside the inflection onset), the greedy sufficient sets."""
+    cf, maps = s4.counterfactual, s4.patch_maps
+    blocks: list[Block] = [
+        Heading("Activation patching: necessity and sufficiency at the noun", "patching"),
+        Text(f"Counterfactual: {cf.name} ({len(cf.sentences)} sentences, each cue replaced by a sense-neutral modifier "
+             "in its place; the noun's tokens matched by role). Noising replaces one head's output at the noun by its "
+             "counterfactual output (necessity: drop in R²); denoising restores it in the counterfactual run "
+             "(sufficiency: share of the clean R² above the counterfactual recovered).", note=True)]
+    if maps.empty:
+        return blocks
+    blocks += [Figure("patch_map_chart", {"maps": maps, "direction": "noise"}, "necessity map (noising)",
+                      "necessity-map"),
+               Figure("patch_map_chart", {"maps": maps, "direction": "denoise"}, "sufficiency map (denoising)",
+                      "sufficiency-map"),
+               Text(f"Both maps: paired item bootstrap, normal-approximation p, BH-FDR over "
+                    f"{maps['fdr_family'].iloc[0]} (m = {int(maps['fdr_family_size'].max())}).", note=True)]
+    for sd, g in at_last_checkpoint(maps[maps["unit"] == "head"]).groupby("seed"):
+        nec, suf = g[g["direction"] == "noise"], g[g["direction"] == "denoise"]
+        r = g.iloc[0]
+        base = " (counterfactual distances constant: baseline R^2 0)" if r.baseline_constant else ""
+        extra = sorted({(x.layer, x.head) for x in suf.itertuples() if x.significant}
+                       - {(x.layer, x.head) for x in nec.itertuples() if x.significant})
+        found = f"; sufficiency finds heads necessity missed: {' '.join(f'L{l}H{h}' for l, h in extra)}"
+        blocks.append(Text(f"seed {sd} step {r.step}: clean R^2 {r.r2_clean:.3f}, counterfactual "
+                           f"{r.r2_counterfactual:.3f}{base}; necessary: {_heads(nec)}; sufficient: {_heads(suf)}"
+                           f"{found if extra else ''}"))
+    blocks += [Table(s4.patch_exactness, "Exactness controls (max abs differences; must be at most 1e-6)"),
+               Table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
+                     "discovery"),
+               Table(s4.patch_first.dropna(subset=["first_step"]),
+                     "First checkpoint at which each head is significant")]
+    for (model, sd), g in s4.patch_first.groupby(["model", "seed"]):
+        on = onset_words(inflection, model, sd)
+        blocks.append(Text(f"seed {sd}: {on + '; ' if on else ''}first significant step, necessity: "
+                           f"{_firsts(g[g['direction'] == 'noise'])}; sufficiency: "
+                           f"{_firsts(g[g['direction'] == 'denoise'])}"))
+    if len(s4.greedy_curve):
+        blocks.append(Figure("recovery_chart", {"curve": s4.greedy_curve}, "greedy sufficient sets: recovery curves",
+                             "recovery"))
+    blocks.append(Text(f"Greedy sufficient sets: joint denoising until {RECOVER:.0%} of the clean R^2 above the "
+                       "counterfactual is recovered; the set is chosen on these pairs, so its recovery against random "
+                       "same-size sets is descriptive, not a test.", note=True))
+    for r in s4.greedy_tests[s4.greedy_tests["size"] > 0].itertuples():
+        curve = s4.greedy_curve[(s4.greedy_curve["seed"] == r.seed) & (s4.greedy_curve["step"] == r.step)]
+        blocks.append(Text(f"seed {r.seed} step {r.step}: greedy curve "
+                           f"{', '.join(f'+{c.added} {c.recovered:.2f}' for c in curve.itertuples())}"))
+    blocks.append(Table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)"))
+    return blocks

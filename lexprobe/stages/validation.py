@@ -88,7 +88,7 @@ def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_
         cuts = {iv.condition: name for name, iv in knockouts.items()}
         extract(suite, stim, (last,), models=(model,), seeds=(sd,), root=study.store.root,
                 config=replace(study.config, save_embeddings=False),
-                interventions=list(knockouts.values()), progress=study.progress)
+                conditions=list(knockouts.values()), progress=study.progress)
         dist = study.store.load("distances", suite=suite.name, stimuli=stim.name, condition=["intact", *cuts],
                                 step=[last], model=[model], seed=[sd])
         best = study.scoring.best(with_pairs(dist, stim))

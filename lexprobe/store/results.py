@@ -221,7 +221,7 @@ class ResultsStore:
         spans = []  # per unit: its part, where its rows start in that part's piece, how many
         for (unit, _), table in zip(found, tables):
             key = (self.dir(unit), table["part"])
-            rows = parts[key][1][unit.condition]
+            rows = parts[key][1].get(unit.condition, NO_ROWS)  # an empty table has no rows in its part
             pieces.setdefault(key, []).append(rows)
             spans.append((key, taken.get(key, 0), len(rows)))
             taken[key] = taken.get(key, 0) + len(rows)
@@ -240,6 +240,9 @@ class ResultsStore:
             values = pa.array([getattr(u, k) for u, _ in found], type=pa.int64() if k in ("seed", "step") else None)
             df.insert(0, k, values.take(at).to_pandas())  # a key per row, without a Python string per row
         return df
+
+
+NO_ROWS = np.array([], dtype=np.intp)
 
 
 def _match(value: object, wanted: object) -> bool:

@@ -34,10 +34,9 @@ from lexprobe.checkpoints.suites import (
     load_checkpoint,
     suite_metadata,
 )
+from lexprobe.engine.conditions import INTACT, Condition, Donor, Intact
 from lexprobe.engine.device import resolve_device, torch_dtype
-from lexprobe.engine.extract import Donor, ExtractConfig, measure
-from lexprobe.engine.interventions import Intervention, donor_weights
-from lexprobe.engine.patches import PatchMap, measure_patch_map
+from lexprobe.engine.extract import ExtractConfig
 from lexprobe.engine.sites import Sites
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.store.results import ResultsStore, StoreConflict, Unit
@@ -45,22 +44,16 @@ from lexprobe.sweep.prefetch import prefetched
 
 log = logging.getLogger(__name__)
 
-Todo = tuple[Stimuli, Intervention | None, str, Unit]  # still to measure: stimuli, intervention, fingerprint, unit
+Todo = tuple[Stimuli, Condition, str, Unit]  # still to measure: stimuli, condition, fingerprint, unit
 FLUSH_SECONDS = 30.0  # measured conditions are written at least this often
 
 
-def condition_of(intervention: Intervention | None) -> str:
-    """The store's condition segment: ``intact``, or the name derived from the intervention's spec."""
-    return "intact" if intervention is None else intervention.condition
-
-
-def run_fingerprint(suite: Suite, stimuli: Stimuli, config: ExtractConfig,
-                    intervention: Intervention | None = None) -> str:
+def run_fingerprint(suite: Suite, stimuli: Stimuli, config: ExtractConfig, condition: Condition = INTACT) -> str:
     """Fingerprint of everything that determines a unit's numbers (a retrained organism changes it too)."""
-    fields = {"stimuli": stimuli.hash, "config": config.fingerprint_fields(), "condition": condition_of(intervention),
+    fields = {"stimuli": stimuli.hash, "config": config.fingerprint_fields(), "condition": condition.condition,
               "suite": suite.identity()}
-    if intervention is not None:
-        fields["intervention"] = intervention.spec()
+    if not isinstance(condition, Intact):
+        fields["intervention"] = condition.spec()
     return fingerprint(fields)
 
 
@@ -68,13 +61,13 @@ def run_fingerprint(suite: Suite, stimuli: Stimuli, config: ExtractConfig,
 class SweepJob:
     """What measuring one checkpoint's conditions into the store needs; picklable, so a Dask worker can run it.
     ``stimuli`` is one stimulus set or several (e.g. stage 3's perturbed sets): every set is measured under every
-    intervention, all from one load of the checkpoint."""
+    condition, all from one load of the checkpoint."""
 
     suite: Suite
     stimuli: Stimuli | tuple[Stimuli, ...]
     root: str
     config: ExtractConfig = ExtractConfig()
-    interventions: tuple[Intervention | None, ...] = (None,)
+    conditions: tuple[Condition, ...] = (INTACT,)
     evict: bool = False
 
     @cached_property
@@ -82,28 +75,23 @@ class SweepJob:
         return ResultsStore(self.root)
 
     @cached_property
-    def measurements(self) -> tuple[str, ...]:
-        return self.config.measurements
-
-    @cached_property
     def sets(self) -> tuple[Stimuli, ...]:
         return self.stimuli if isinstance(self.stimuli, tuple) else (self.stimuli,)
 
     @cached_property
-    def plans(self) -> list[tuple[Stimuli, Intervention | None, str]]:
-        return [(st, iv, run_fingerprint(self.suite, st, self.config, iv)) for st in self.sets
-                for iv in self.interventions]
+    def plans(self) -> list[tuple[Stimuli, Condition, str]]:
+        return [(st, c, run_fingerprint(self.suite, st, self.config, c)) for st in self.sets for c in self.conditions]
 
     def split(self, ck: Checkpoint) -> tuple[list[dict], list[Todo]]:
         """Status rows of the checkpoint's conditions already in the store, and the conditions still to measure
         (a checkpoint with nothing left to measure has its downloaded files evicted, if asked)."""
         done, todo = [], []
-        for st, iv, fp in self.plans:
-            unit = Unit.of(ck, st.name, condition_of(iv))
-            if not self.store.is_done(unit, self.measurements, fp):
-                todo.append((st, iv, fp, unit))
+        for st, cond, fp in self.plans:
+            unit = Unit.of(ck, st.name, cond.condition)
+            if not self.store.is_done(unit, cond.measurements(self.config), fp):
+                todo.append((st, cond, fp, unit))
                 continue
-            side = self.store.sidecar(unit, self.measurements[0])
+            side = self.store.sidecar(unit, cond.measurements(self.config)[0])
             assert side is not None  # is_done found it
             stored, now = side["commit"], cached_commit(ck)
             if now is not None and stored != now:
@@ -121,17 +109,16 @@ class SweepJob:
         with recording(ck) if self.evict and ck.repo else nullcontext():
             return load_checkpoint(ck, torch_dtype(self.config.dtype), self.config.device)
 
-    def donor(self, ck: Checkpoint, intervention: Intervention | None, n_layers: int,
-              known: dict[int, Donor]) -> Donor | None:
-        """QKV weights (every layer) of the checkpoint an intervention copies from (same model and seed), if it
-        copies any; ``known`` keeps those already loaded for this checkpoint, by step."""
-        if intervention is None or intervention.donor_step is None:
+    def donor(self, ck: Checkpoint, condition: Condition, n_layers: int, known: dict[int, Donor]) -> Donor | None:
+        """QKV weights (every layer, from the site table) of the checkpoint a condition copies from (same model and
+        seed), if it copies any; ``known`` keeps those already loaded for this checkpoint, by step."""
+        step = condition.donor_step
+        if step is None:
             return None
-        step = intervention.donor_step
         if step not in known:
             loaded = self.load(self.suite.checkpoint(ck.model, ck.seed, step))
             try:
-                known[step] = donor_weights(Sites(None, loaded.model), set(range(n_layers)))
+                known[step] = Sites(None, loaded.model).qkv_weights(set(range(n_layers)))
             finally:
                 release(loaded)
         return known[step]
@@ -145,18 +132,14 @@ class SweepJob:
         donors: dict[int, Donor] = {}
         pending: dict[Path, list[tuple[Unit, dict[str, pd.DataFrame], dict]]] = {}
         flushed = time.perf_counter()
-        for st, iv, fp, unit in todo:
+        for st, cond, fp, unit in todo:
             t0 = time.perf_counter()
-            if isinstance(iv, PatchMap):
-                tables = measure_patch_map(loaded.model, loaded.tokenizer, st, iv, self.config.batch_size,
-                                           self.config.save_heads)
-            else:
-                tables = measure(loaded.model, loaded.tokenizer, st, self.config, iv,
-                                 self.donor(ck, iv, loaded.n_layers, donors), progress)
+            tables = cond.measure(loaded.model, loaded.tokenizer, st, self.config,
+                                self.donor(ck, cond, loaded.n_layers, donors), progress)
             seconds = {"load_seconds": round(load_seconds, 3), "measure_seconds": round(time.perf_counter() - t0, 3)}
             meta = {"fingerprint": fp, "config": self.config.as_dict(),
                     "stimuli": {"name": st.name, "hash": st.hash},
-                    "intervention": None if iv is None else iv.spec(),
+                    "intervention": None if isinstance(cond, Intact) else cond.spec(),
                     "checkpoint": ck.__dict__, "commit": loaded.commit, "weights_hash": loaded.weights_hash,
                     "n_layers": loaded.n_layers, "n_heads": loaded.n_heads, "suite": suite_metadata(self.suite),
                     **seconds}
@@ -218,11 +201,12 @@ def release(loaded: Loaded) -> None:
 def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int, ...] | None = None,
             models: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
             root: str | Path | None = None, config: ExtractConfig = ExtractConfig(),
-            interventions: Sequence[Intervention | None] = (None,), progress: bool = True,
+            conditions: Sequence[Condition] = (INTACT,), progress: bool = True,
             scheduler: str = "auto", evict: bool = False) -> pd.DataFrame:
     """Measure every requested (checkpoint, condition) not already in the store; one status row per pair.
 
-    ``interventions`` lists the conditions to measure (``None`` is the intact model), on one stimulus set or on each
+    ``conditions`` lists the conditions to measure (:data:`~lexprobe.engine.conditions.INTACT`, interventions, patch
+    maps), on one stimulus set or on each
     of several; each checkpoint is loaded once for all of them. Checkpoints that cannot be loaded are logged,
     recorded as skipped, and retried on the next run. ``scheduler`` is ``auto`` (``pool`` on a machine with
     several cores, else ``serial``), ``pool`` (single-threaded worker processes, see :mod:`lexprobe.sweep.pool`),
@@ -240,7 +224,7 @@ def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int
         parse_scheduler(scheduler)  # a bad spec fails before any work, even when everything is cached
     config = replace(config, device=resolve_device(config.device))
     sets = stimuli if isinstance(stimuli, Stimuli) else tuple(stimuli)
-    job = SweepJob(suite, sets, str(root or results_dir()), config, tuple(interventions), evict)
+    job = SweepJob(suite, sets, str(root or results_dir()), config, tuple(conditions), evict)
     cks = suite.checkpoints(steps, models, seeds)
     if scheduler == "serial":
         return pd.DataFrame(run_serial(job, cks, progress))

@@ -1,0 +1,261 @@
+"""Stage 4's ablation half: are the heads found by discovery causally necessary for disambiguation?
+
+Per (model, seed) it designs the conditions (:func:`design`) and tests them with :mod:`lexprobe.analysis.nulls`:
+
+* at the last checkpoint: the discovered heads ablated by each method (``zero``, ``mean``, ``resample``, and
+  ``knockout`` of only their target->cue edges) against ``n_random`` random same-size sets of non-target heads
+  (optionally layer-matched) treated the same way; positive controls: the no-op (drop exactly 0) and knocking out
+  the target->cue edges in every head against ``n_random`` knockouts of as many random earlier non-cue edges;
+* at every checkpoint: the discovered set's zero ablation against ``n_random_dev`` random sets (when does the
+  effect appear, relative to the inflection?) and every single head's zero ablation (the causal head map);
+* the original study's QK edit (``qk-zero``, and ``qk-copy`` from the earliest stored checkpoint after step 0, step
+  1 when it is stored) of the discovered heads against random sets at every checkpoint, with the study's regression
+  (effect ~ log10(step + 1) + target-vs-random) beside the per-checkpoint tests;
+* exactness: with every target->cue edge cut, the target's embeddings of a noun's sentences must be identical
+  whenever the sentences differ only in a cue of equal token length (pair distances at most ``EXACT``).
+
+:mod:`lexprobe.stages.causal` composes it with the patching half (:mod:`lexprobe.stages.patching`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+
+from lexprobe.analysis import nulls
+from lexprobe.analysis.nulls import RANK_RESOLVES
+from lexprobe.analysis.primitives import at_last_checkpoint
+from lexprobe.analysis.selection import ALPHA
+from lexprobe.base.view import Block, Figure, Table, Text
+from lexprobe.checkpoints.suites import load_tokenizer, log_subset
+from lexprobe.engine.conditions import Condition
+from lexprobe.engine.interventions import (
+    EdgeKnockout,
+    HeadAblation,
+    Intervention,
+    NoOp,
+    intervention_of,
+    random_head_sets,
+)
+from lexprobe.engine.patches import PatchMap
+from lexprobe.stages.discovery import Discovery
+from lexprobe.stages.inflection import Inflection, onset_words
+from lexprobe.stimuli.align import encode
+
+METHODS = ("zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
+DEVELOPMENT = ("zero", "qk-zero", "qk-copy")  # methods measured at every checkpoint (the rest at the last)
+EXACT = 1e-5
+
+
+@dataclass(frozen=True)
+class Design:
+    """Stage 4's conditions: one row per (model, seed, condition) in ``table`` (family, role, draw, scope, heads,
+    n_heads, source_step) and the condition values by name in ``conditions`` (a table holds names, not objects)."""
+
+    table: pd.DataFrame
+    conditions: dict[str, Condition]
+
+    def at(self, rows: pd.DataFrame) -> list[Condition]:
+        """The conditions of some of the table's rows."""
+        return [self.conditions[c] for c in rows["condition"]]
+
+
+@dataclass
+class Ablation:
+    """Stage 4's ablation tables: the design, best-layer scores per condition, drops, null tests, when the zero
+    ablation's effect appears, the causal head map and its agreement with discovery, the no-op control, exactness
+    and the original study's regression."""
+
+    design: pd.DataFrame
+    best: pd.DataFrame
+    drops: pd.DataFrame
+    tests: pd.DataFrame
+    onset_of_effect: pd.DataFrame
+    causal_map: pd.DataFrame
+    agreement: pd.DataFrame
+    controls: pd.DataFrame
+    exactness: pd.DataFrame
+    regression: pd.DataFrame
+
+
+def copy_source(steps: tuple[int, ...]) -> int | None:
+    """The checkpoint ``qk-copy`` copies Q and K from: step 1, else the earliest stored step after 0 (None if none)."""
+    later = [s for s in steps if s > 0]
+    return 1 if 1 in steps else (min(later) if later else None)
+
+
+def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_random_dev: int,
+           methods: tuple[str, ...] = METHODS, layer_matched: bool = False, seed: int = 0,
+           source_step: int | None = None, patch_map: PatchMap | None = None) -> Design:
+    """One row per (model, seed, condition): its family and role, and where it is measured (``scope`` last | all |
+    map | patch), and the conditions by name. ``qk-copy`` copies from ``source_step`` (left out when None); a
+    ``patch_map`` is measured once per (model, seed) (family ``patch``, scope ``patch``)."""
+    rows = []
+    conditions: dict[str, Condition] = {}
+
+    def add(model: str, sd: int, iv: Intervention | PatchMap, family: str, role: str, draw: int, scope: str) -> None:
+        heads = () if isinstance(iv, NoOp) else None if isinstance(iv, PatchMap) else iv.head_set()
+        conditions[iv.condition] = iv
+        rows.append({"model": model, "seed": sd, "condition": iv.condition, "family": family,
+                     "role": role, "draw": draw, "scope": scope, "heads": heads,
+                     "n_heads": n_layers * n_heads if heads is None else len(heads), "source_step": iv.donor_step})
+
+    methods = tuple(m for m in methods if m != "qk-copy" or source_step is not None)
+    for (model, sd), st in stats.groupby(["model", "seed"]):
+        target = tuple(sorted((int(r.layer), int(r.head)) for r in st.itertuples() if r.passes))
+        add(model, sd, NoOp(), "noop", "control", 0, "last")
+        add(model, sd, EdgeKnockout(None), "edges", "target", 0, "last")
+        for k in range(n_random):
+            add(model, sd, EdgeKnockout(None, edges="random", seed=k), "edges", "random", k, "last")
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                add(model, sd, HeadAblation(((layer, head),)), "single", "single", 0, "map")
+        if patch_map is not None:
+            add(model, sd, patch_map, "patch", "map", 0, "patch")
+        if not target:
+            continue
+        sets = random_head_sets(n_layers, n_heads, target, len(target), max(n_random, n_random_dev),
+                                seed=seed + int(sd), layer_matched=layer_matched)
+        for method in methods:
+            dev = method in DEVELOPMENT
+            iv = intervention_of(method, target, seed, source_step)
+            assert iv is not None  # a method on a non-empty head set ("none" is no method)
+            add(model, sd, iv, method, "target", 0, "all" if dev else "last")
+            n_sets = max(n_random, n_random_dev) if dev else n_random
+            for k, heads in enumerate(sets[:n_sets]):
+                iv = intervention_of(method, heads, seed + k, source_step)
+                assert iv is not None  # as above: random sets are as large as the target
+                add(model, sd, iv, method, "random", k, "all" if dev and k < n_random_dev else "last")
+    return Design(pd.DataFrame(rows), conditions)
+
+
+def exactness(stage1: Inflection, pairs: pd.DataFrame, condition: str) -> pd.DataFrame:
+    """Per (model, seed): the largest pair distance (any layer) under the all-edge knockout, over nouns whose
+    sentences differ only in cues of equal token length; and the nouns left out."""
+    suite, stim = stage1.suite, stage1.stimuli
+    rows = []
+    for (model, sd), g in pairs[pairs["condition"] == condition].groupby(["model", "seed"]):
+        step = int(g["step"].max())
+        tok = load_tokenizer(suite.checkpoint(model, sd, step))
+        enc = encode(tok, stim.sentences)
+        sents = stim.sentences.assign(
+            frame=[tuple(int(t) for t, c in zip(ids[: int(n)], cm[: int(n)]) if not c)
+                   for ids, cm, n in zip(enc.input_ids, enc.cue_mask, enc.lengths)],
+            n_cue=enc.cue_mask.sum(1).numpy())
+        same = sents.groupby("word").apply(lambda w: w["frame"].nunique() == 1 and w["n_cue"].nunique() == 1,
+                                           include_groups=False)
+        ok = set(same[same].index)
+        at = g[(g["step"] == step) & g["word"].isin(ok)]
+        rows.append({"model": model, "seed": sd, "step": step, "nouns_checked": len(ok),
+                     "nouns_left_out": len(same) - len(ok), "left_out": " ".join(sorted(set(same.index) - ok)),
+                     "max_distance": float(at["distance"].abs().max()),
+                     "exact": bool(at["distance"].abs().max() <= EXACT)})
+    return pd.DataFrame(rows)
+
+
+def design_for(stage2: Discovery, n_random: int, n_random_dev: int, methods: tuple[str, ...],
+               layer_matched: bool, seed: int, source_step: int | None,
+               patch_map: Callable[[int, int], PatchMap] | None = None) -> Design:
+    """Stage 4's :func:`design` for the heads that pass a finished stage 2 (``patch_map``: makes the patch map of a
+    model's shape, (layers, heads))."""
+    stats = stage2.stats
+    n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
+    return design(stats, n_layers, n_heads, n_random, n_random_dev, methods, layer_matched, seed, source_step,
+                  None if patch_map is None else patch_map(n_layers, n_heads))
+
+
+def measured_conditions(plan: Design, steps: tuple[int, ...],
+                        map_steps: int = 0) -> Iterator[tuple[str, int, tuple[int, ...], pd.DataFrame]]:
+    """Per (model, seed) and scope: the checkpoints and the design rows measured there (``last``: the last
+    checkpoint; ``all``: every one; ``map`` and ``patch``: about ``map_steps`` log-spaced ones, 0: every one)."""
+    map_at = log_subset(steps, map_steps) if map_steps else steps
+    for (model, sd), g in plan.table.groupby(["model", "seed"]):
+        for scope, chosen in (("last", steps[-1:]), ("all", steps), ("map", map_at), ("patch", map_at)):
+            yield str(model), int(sd), chosen, g[g["scope"] == scope]
+
+
+def ablation_results(stage1: Inflection, stage2: Discovery, design: pd.DataFrame, pairs: pd.DataFrame,
+                     key: pd.DataFrame, n_boot: int, seed: int) -> Ablation:
+    """Stage 4's ablation tables from the pair distances of every condition (``key``: the design's rows, one per
+    condition): best layers, drops, null tests, when the zero ablation's effect appears, the causal head map and its
+    agreement with discovery, the no-op control, exactness and the original study's regression."""
+    scoring = stage1.scoring
+    best = scoring.best(pairs)
+    dr = nulls.drops(best)
+    tests = nulls.null_tests(dr, key)
+    singles = key.loc[key["role"] == "single", "condition"]
+    map_pairs = scoring.layers(pairs[pairs["condition"].isin(["intact", *singles])])
+    cmap = nulls.causal_map(map_pairs, key, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
+    return Ablation(design, best, dr, tests, nulls.first_significant(tests[tests["family"] == "zero"]), cmap,
+                    nulls.agreement(cmap, stage2.stats, step=stage1.steps[-1]),
+                    dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition"),
+                    exactness(stage1, pairs, EdgeKnockout(None).condition),
+                    nulls.study_regression(dr, key, DEVELOPMENT))
+
+
+def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block]:
+    """The ablation half of stage 4's view: the discovered heads against random sets (when their effect appears),
+    the causal head map, controls, exactness and the original study's QK edits; ``inflection``: stage 1's table
+    (columns model, seed, onset_step) to set the effects' first steps beside."""
+    tests, cm = s4.tests, s4.causal_map
+    blocks: list[Block] = [Text("drop = intact best-layer R^2 - intervened; > 0 hurts", note=True)]
+    if (tests["family"] == "zero").any():
+        blocks.append(Figure("ablation_chart", {"tests": tests},
+                             "zero ablation of the discovered heads across training", "ablation"))
+    else:
+        blocks.append(Text("No seed has heads that pass discovery: there is no discovered set to ablate.", note=True))
+    for r in s4.onset_of_effect.itertuples():
+        when = (f"from step {r.effect_from_step:.0f} on" if pd.notna(r.effect_from_step)
+                else "at no step (not even at the last checkpoint)")
+        on = onset_words(inflection, r.model, r.seed)
+        blocks.append(Text(f"seed {r.seed}: zero-ablating the discovered heads beats its null {when}"
+                           f"{'; ' + on if on else ''}"))
+    dev = tests[tests["family"] == "zero"]
+    if not dev.empty:
+        blocks.append(Text(f"Each checkpoint at alpha {ALPHA}; p by {', '.join(sorted(dev['method'].unique()))}: a "
+                           f"rank against n random sets cannot go below 1/(n+1) = {dev['p_floor'].max():.3g} with the "
+                           f"fewest sets, so where that floor is above {RANK_RESOLVES:.3g} the t prediction test is "
+                           "used.", note=True))
+    blocks.append(Figure("causal_map_chart", {"cmap": cm}, "causal head map (single-head ablation)", "causal-map"))
+    if len(cm):
+        size = int(cm["fdr_family_size"].max())
+        blocks += [Text(f"Causal head map: paired item bootstrap of each head's R² drop, one-sided "
+                        f"normal-approximation p from the bootstrap standard error, BH-FDR over "
+                        f"{cm['fdr_family'].iloc[0]} (m = {size}). "
+                        "Null tests of head sets: a rank against the random sets where its floor 1/(n+1) resolves "
+                        "alpha, else a t prediction test (column method).", note=True),
+                   Text(f"A lone cell of the causal head map needs p <= {ALPHA / size:.2g}.", note=True)]
+    blocks += [
+        Table(at_last_checkpoint(tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)"),
+        Table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)"),
+        Text(f"Exactness: every target->cue edge cut in every head, on the nouns whose sentences differ only in an "
+             f"equal-length cue; the largest pair distance must be at most {EXACT:g}.", note=True),
+        Table(s4.exactness, "Exactness: every target→cue edge cut"),
+        Table(s4.agreement, "Causal map vs discovery at the last checkpoint"),
+        *_qk(s4)]
+    return blocks
+
+
+def _qk(s4: Ablation) -> list[Block]:
+    """The original study's QK edits: where qk-copy copies from, per seed how often the edit beats its null, the
+    chart and the study's regression across development."""
+    src = s4.design.loc[s4.design["family"] == "qk-copy", "source_step"]
+    blocks: list[Block] = [Text(f"QK edits of the discovered heads (the original study's test) vs random same-size "
+                                f"sets: qk-copy copies Q and K from step {int(src.iloc[0])} (step 1 when it is stored, "
+                                "else the earliest stored checkpoint after step 0).", note=True)] if len(src) else []
+    t = s4.tests[s4.tests["family"].isin(["qk-zero", "qk-copy"])]
+    for (family, sd), g in t.groupby(["family", "seed"]):
+        last = g.sort_values("step").iloc[-1]
+        blocks.append(Text(f"seed {sd} {family}: at the last checkpoint drop {last.drop_r2:.4f} vs random "
+                           f"({last.n_random}) mean {last.null_mean:.4f}, p = {last.p:.3g} ({last.method}); beats its "
+                           f"null at {int((g['p'] < ALPHA).sum())} of {len(g)} checkpoints"))
+    if len(t):
+        blocks.append(Figure("ablation_chart", {"tests": s4.tests, "family": "qk-copy"}, "QK rows of the discovered "
+                             "heads copied from the earliest checkpoint after step 0, across training, against random "
+                             "sets", "qk-edit"))
+    if len(s4.regression):
+        blocks.append(Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
+                                           "target-vs-random"))
+    return blocks
