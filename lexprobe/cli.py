@@ -169,13 +169,12 @@ def _run(args: argparse.Namespace) -> int:
     reuse) stages 3-5 and write the HTML supplement."""
     from lexprobe.base.view import View
     from lexprobe.stages import discovery, inflection
+    from lexprobe.stages.registry import Skipped
 
     study = _study(args, "organism" if args.profile is None else f"organism-{args.profile}")
     _show(inflection.describe(study.inflection))
-    try:
-        view = discovery.describe(study.discovery)
-    except ValueError as err:  # e.g. fewer checkpoints than head discovery needs: stage 1 still stands
-        view = View.skipped_because("stage 2", str(err))
+    s2 = study.outcome("discovery")  # e.g. fewer checkpoints than head discovery needs: stage 1 still stands
+    view = View.skipped_because("stage 2", s2.reason) if isinstance(s2, Skipped) else discovery.describe(s2)
     print()
     _show(view)
     if view.skipped:

@@ -38,7 +38,7 @@ from lexprobe.stages.causal import METHODS, Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.perturbation import Perturbation
-from lexprobe.stages.registry import Reads, Stage, StageSettings
+from lexprobe.stages.registry import Reads, Skipped, Stage, StageSettings, StageSkipped
 from lexprobe.stages.replication import Replication
 from lexprobe.stages.validation import Validation
 from lexprobe.stimuli.perturb import data_fingerprint
@@ -194,7 +194,17 @@ class Study:
         return {}
 
     def result(self, name: str) -> Any:
-        """The result of the stage called ``name`` (run, or read from the stage cache, with the stages it needs)."""
+        """The result of the stage called ``name`` (run, or read from the stage cache, with the stages it needs);
+        :class:`~lexprobe.stages.registry.StageSkipped` (a ValueError) says why when it has nothing to show."""
+        out = self.outcome(name)
+        if isinstance(out, Skipped):
+            raise StageSkipped(f"{name} skipped: {out.reason}")
+        return out
+
+    def outcome(self, name: str) -> Any:
+        """The result of the stage called ``name``, or :class:`~lexprobe.stages.registry.Skipped` with the reason it
+        has nothing to show on this study (it, or a stage it needs, cannot run: too few checkpoints, one seed, no
+        planted circuit)."""
         return self._keyed(name)[0]
 
     def _keyed(self, name: str) -> tuple[Any, str | None]:
@@ -208,6 +218,12 @@ class Study:
         earlier = {n: self._keyed(n) for n in stage.needs}
         view = StageSettings(self, stage, frozenset(f.name for f in fields(self)))
         results = {n: r for n, (r, _) in earlier.items()}
+        missing = next((r for r in results.values() if isinstance(r, Skipped)), None)
+        if missing is not None:
+            return Skipped(stage.name, f"needs {missing.stage}, skipped: {missing.reason}"), None
+        reason = stage.skip(view, results)
+        if reason is not None:
+            return Skipped(stage.name, reason), None
         prepared = stage.prepare(view, results)
 
         def key() -> dict[str, Any] | None:

@@ -33,8 +33,9 @@ from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.perturbation import Perturbation
+from lexprobe.stages.registry import Skipped
 from lexprobe.stages.replication import Replication
-from lexprobe.stages.validation import Validation, has_plant
+from lexprobe.stages.validation import Validation
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.study import Study
 from lexprobe.views import viz
@@ -173,6 +174,9 @@ def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFram
     page.table(commits, "Resolved commit and weights hash of every checkpoint (intact condition)", collapsed=True)
 
 
+LABELS = {"discovery": "stage 2", "perturbation": "stage 3", "causal": "stage 4", "replication": "stage 5"}
+
+
 def supplement(s1: Inflection, s2: Discovery | None, s3: Perturbation | None, s4: Causal | None, s5: Replication | None,
                commits: pd.DataFrame, command: str, skipped: dict[str, str] | None = None,
                validation: Validation | None = None) -> str:
@@ -201,19 +205,9 @@ def supplement(s1: Inflection, s2: Discovery | None, s3: Perturbation | None, s4
 def write_report(study: Study, out: str | Path, command: str | None = None) -> Path:
     """Run (or reuse from the results store) all five stages of ``study`` and write the supplement to ``out``."""
     s1 = study.inflection
-    s2 = s3 = s4 = s5 = v = None
-    skipped: dict[str, str] = {}
-    try:
-        s2 = study.discovery
-    except ValueError as err:  # too few checkpoints for head discovery: stages 3-5 need its heads
-        skipped = dict.fromkeys(("stage 2", "stage 3", "stage 4", "stage 5"), str(err))
-    if s2 is not None:
-        s3, s4 = study.perturbation, study.causal
-        try:
-            s5 = study.replication
-        except ValueError as err:  # a single seed
-            skipped["stage 5"] = str(err)
-        v = study.validation if has_plant(s1.suite) else None
+    got = {name: study.outcome(name) for name in ("discovery", "perturbation", "causal", "replication", "validation")}
+    skipped = {label: got[name].reason for name, label in LABELS.items() if isinstance(got[name], Skipped)}
+    s2, s3, s4, s5, v = (None if isinstance(r, Skipped) else r for r in got.values())
     commits = study.store.provenance(suite=s1.suite.name, stimuli=s1.stimuli.name, condition=s1.condition)
     text = supplement(s1, s2, s3, s4, s5, commits[["model", "seed", "step", "commit", "weights_hash"]],
                       command or shlex.join(["lexprobe", *sys.argv[1:]]), skipped, v)

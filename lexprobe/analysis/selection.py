@@ -28,6 +28,8 @@ from lexprobe.base.lazy import stats
 ALPHA = 0.05
 
 
+MIN_STEPS = 4  # checkpoints a trajectory needs before a head can be tested
+
 def ols(y: np.ndarray, *xs: np.ndarray) -> tuple[float, float]:
     """Slope and two-sided p of the first regressor in y ~ 1 + xs (NaN when degenerate)."""
     X = np.column_stack([np.ones_like(y), *xs])
@@ -77,8 +79,8 @@ def discover(heads: pd.DataFrame, best: pd.DataFrame, score: str = "r2", control
     for (model, sd), tr in traj.groupby(["model", "seed"]):
         perf = best[(best["model"] == model) & (best["seed"] == sd)].set_index("step")[score]
         steps = np.array(sorted(set(tr["step"]) & set(perf.index)))
-        if len(steps) < 4:
-            raise ValueError(f"{model} seed {sd}: head discovery needs >= 4 checkpoints, got {len(steps)}")
+        if len(steps) < MIN_STEPS:
+            raise ValueError(f"{model} seed {sd}: head discovery needs >= {MIN_STEPS} checkpoints, got {len(steps)}")
         y = perf.loc[steps].to_numpy(float)
         logstep = np.log10(steps + 1)
         last = control_step if control_step is not None else int(steps.max())

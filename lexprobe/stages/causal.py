@@ -42,7 +42,7 @@ from lexprobe.stages.patching import (
     patching_results,
     redundancy,
 )
-from lexprobe.stages.registry import Context, Prepared, Reads
+from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.sweep.run import extract
 
 __all__ = ["METHODS", "Causal", "CausalStage", "describe"]
@@ -54,7 +54,7 @@ class Causal(Patching, Ablation):
     half's (:class:`~lexprobe.stages.patching.Patching`)."""
 
 
-class CausalStage:
+class CausalStage(Plugin):
     """Stage 4: design both halves, measure every condition (cached in the study's results store) and test them on
     the checkpoints of a finished inflection stage, best layers chosen by the study's scoring rule: ``n_random``
     random sets per null at the last checkpoint, ``n_random_dev`` at every checkpoint, the single-head and patch
@@ -66,10 +66,7 @@ class CausalStage:
     needs = ("inflection", "discovery")
     reads = ("n_random", "n_random_dev", "map_steps", "layer_matched", "n_boot", "seed", "methods",
              "redundancy_steps", "counterfactual")
-    given: tuple[str, ...] = ()
 
-    def given_values(self, study: Context) -> dict[str, Any]:
-        return {}
 
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
         s1: Inflection = earlier["inflection"]

@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from lexprobe.analysis.selection import discover, trajectories
+from lexprobe.analysis.selection import MIN_STEPS, discover, trajectories
 from lexprobe.base.view import Figure, Table, Text, View
 from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.registry import Context, Prepared, Reads
+from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 
 CRITERIA = {"selected": "FDR rule", "diff_ok": "1st-diff", "logstep_ok": "log-step", "perm_ok": "permutation",
             "beats_prev": "> prev-token", "passes": "PASS (FDR + 1st-diff)"}
@@ -31,14 +31,16 @@ class Discovery:
                 for (m, s), g in self.stats.groupby(["model", "seed"])}
 
 
-class DiscoveryStage:
+class DiscoveryStage(Plugin):
     """Stage 2: head discovery on the checkpoints of a finished inflection stage, against the score it follows."""
 
     name, title, result = "discovery", "Which heads track it?", Discovery
-    needs, reads, given = ("inflection",), ("n_perm", "seed"), ()
+    needs, reads = ("inflection",), ("n_perm", "seed")
 
-    def given_values(self, study: Context) -> dict[str, Any]:
-        return {}
+    def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
+        n = len(earlier["inflection"].steps)
+        return None if n >= MIN_STEPS else f"head discovery needs >= {MIN_STEPS} checkpoints, got {n}"
+
 
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
         s1: Inflection = earlier["inflection"]

@@ -12,7 +12,7 @@ from lexprobe.analysis.curves import fitted_curves, inflections
 from lexprobe.analysis.performance import Scoring, performance, with_pairs
 from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import Checkpoint, Suite
-from lexprobe.stages.registry import Context, Prepared, Reads
+from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.store.results import ResultsStore
 from lexprobe.sweep.pool import parallel_map
@@ -73,12 +73,11 @@ class Inflection:
         return self.scoring.best(pairs)
 
 
-class InflectionStage:
+class InflectionStage(Plugin):
     """Stage 1: extract (or reuse) every checkpoint on the intact model, or under the study's ``intervention``
     (stored under its derived condition), then performance and inflection per (model, seed)."""
 
     name, title, result = "inflection", "When does disambiguation take off?", Inflection
-    needs: tuple[str, ...] = ()
     reads = ("n_boot", "seed", "intervention")
     given = ("suite", "stimuli", "store")
 

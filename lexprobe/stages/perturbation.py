@@ -20,7 +20,7 @@ from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.registry import Context, Prepared, Reads
+from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.stimuli.perturb import cue_token_distance, load_phrases, standard_set
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.sweep.run import extract
@@ -60,16 +60,14 @@ def measurable(sets: dict[str, Stimuli], stimuli: Stimuli) -> dict[str, Stimuli]
     return {k: ps for k, ps in sets.items() if len(ps.pairs) >= least}
 
 
-class PerturbationStage:
+class PerturbationStage(Plugin):
     """Stage 3: every perturbed set (:func:`perturbed_sets`, made once per tokenizer and kept in the stage cache)
     extracted at :func:`perturbation_steps` into the study's results store and compared with the intact set, best
     layers chosen by the study's scoring rule."""
 
     name, title, result = "perturbation", "Are the heads robust to perturbation?", Perturbation
-    needs, reads, given = ("inflection", "discovery"), ("perturb_steps",), ()
+    needs, reads = ("inflection", "discovery"), ("perturb_steps",)
 
-    def given_values(self, study: Context) -> dict[str, Any]:
-        return {}
 
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
         s1: Inflection = earlier["inflection"]

@@ -3,7 +3,8 @@
 A stage is a plug-in: a ``name`` (its one word on every surface), the earlier stages it ``needs``, the study
 settings it ``reads`` (its cache inputs besides the suite, stimuli, checkpoints, engine config and scoring rule that
 every stage shares), :meth:`Stage.prepare` (what it will measure and read: computed once per study, used for the
-cache key, the run and ``lexprobe plan``) and :meth:`Stage.run`. A stage sees the study through
+cache key and the run), :meth:`Stage.run`, and :meth:`Stage.skip` (why it has nothing to show on a study, if so:
+too few checkpoints, one seed, no planted circuit). A stage sees the study through
 :class:`StageSettings`, which refuses a setting the stage did not list in ``reads``: a stage cannot depend on a
 setting its cache key leaves out.
 """
@@ -78,11 +79,45 @@ class Stage(Protocol, Generic[R]):
     reads: tuple[str, ...]
     given: tuple[str, ...]  # result fields supplied by the study on load, not stored
 
+    def skip(self, study: Context, earlier: dict[str, Any]) -> str | None: ...
+
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared: ...
 
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> R: ...
 
     def given_values(self, study: Context) -> dict[str, Any]: ...
+
+
+class Plugin:
+    """Defaults of a stage plug-in: it needs and reads nothing, stores every field, always has something to show
+    and measures nothing before it runs."""
+
+    needs: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    given: tuple[str, ...] = ()
+
+    def given_values(self, study: Context) -> dict[str, Any]:
+        """The values of the ``given`` fields, from the study."""
+        return {}
+
+    def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
+        """Why this stage has nothing to show on this study (e.g. one seed for replication), or None."""
+        return None
+
+    def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
+        return Prepared()
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A stage with nothing to show on a study, and why (``Study.outcome``)."""
+
+    stage: str
+    reason: str
+
+
+class StageSkipped(ValueError):
+    """Raised when a skipped stage's result is asked for (``Study.result``); the message says why."""
 
 
 class StageSettings:

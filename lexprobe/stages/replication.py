@@ -17,7 +17,7 @@ from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.registry import Context, Prepared
+from lexprobe.stages.registry import Context, Plugin, Prepared
 
 
 @dataclass
@@ -34,18 +34,19 @@ class Replication:
     causal_summary: pd.DataFrame | None = None
 
 
-class ReplicationStage:
+class ReplicationStage(Plugin):
     """Stage 5: compare the seeds of finished stages 1, 2 and 4 (bootstrap intervals of the onsets); needs a suite
     with at least two seeds."""
 
     name, title, result = "replication", "Do the findings replicate across seeds?", Replication
-    needs, reads, given = ("inflection", "discovery", "causal"), ("n_perm", "seed"), ()
+    needs, reads = ("inflection", "discovery", "causal"), ("n_perm", "seed")
 
-    def given_values(self, study: Context) -> dict[str, Any]:
-        return {}
+    def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
+        suite = study.checkpoint_suite
+        return None if len(suite.seeds) >= 2 else (f"seed replication needs a suite with >= 2 seeds; {suite.name} "
+                                                   f"has {len(suite.seeds)}")
 
-    def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
-        return Prepared()
+
 
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Replication:
         return replicate(earlier["inflection"], earlier["discovery"], earlier["causal"], n_perm=study.n_perm,

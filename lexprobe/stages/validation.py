@@ -23,7 +23,7 @@ from lexprobe.engine.interventions import EdgeKnockout
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.registry import Context, Prepared, Reads
+from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.sweep.run import extract
 
 
@@ -107,15 +107,17 @@ def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int
     return out
 
 
-class ValidationStage:
+class ValidationStage(Plugin):
     """On a suite with a planted circuit: the construct check (measured through the study's results store) and the
     validity tables of stages 2 and 4's head maps."""
 
     name, title, result = "validation", "Do the stages find the planted circuit?", Validation
-    needs, reads, given = ("inflection", "discovery", "causal"), (), ()
+    needs = ("inflection", "discovery", "causal")
 
-    def given_values(self, study: Context) -> dict[str, Any]:
-        return {}
+    def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
+        suite = study.checkpoint_suite
+        return None if has_plant(suite) else f"suite {suite.name} has no planted circuit"
+
 
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
         s1: Inflection = earlier["inflection"]
