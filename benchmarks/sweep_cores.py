@@ -27,7 +27,7 @@ import time
 def child(profile: str, n_steps: int, n_seeds: int, n_conditions: int, scheduler: str) -> dict:
     """One sweep in this process: its wall time and how many (checkpoint, condition) units it measured."""
     from lexprobe.checkpoints.suites import log_subset
-    from lexprobe.engine.conditions import INTACT
+    from lexprobe.engine.extract import INTACT
     from lexprobe.engine.interventions import HeadAblation
     from lexprobe.organism.suite import ensure_trained
     from lexprobe.plan import model_shape

@@ -28,9 +28,9 @@ from lexprobe.analysis.performance import SCORE_OF, Scoring, target_of
 from lexprobe.base.files import fingerprint
 from lexprobe.base.paths import results_dir, smoke
 from lexprobe.checkpoints.suites import Suite, parse_steps, tokenizer_identity
-from lexprobe.engine.conditions import INTACT, Condition
+from lexprobe.engine.conditions import Condition
 from lexprobe.engine.device import DEVICES, DTYPES
-from lexprobe.engine.extract import ExtractConfig
+from lexprobe.engine.extract import INTACT, ExtractConfig
 from lexprobe.live import Live
 from lexprobe.organism.suite import resolve
 from lexprobe.stages import STAGES

@@ -11,8 +11,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from lexprobe.engine.conditions import INTACT
-from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine.extract import INTACT, ExtractConfig, measure
 from lexprobe.engine.interventions import (
     Batch,
     Compose,

@@ -74,7 +74,7 @@ def test_parallel_map_keeps_the_order_on_the_pool(monkeypatch):
 
 def test_pool_sweep_matches_serial_and_shares_a_checkpoints_conditions(organism, few, serial, tmp_path,
                                                                           monkeypatch):
-    from lexprobe.engine.conditions import INTACT
+    from lexprobe.engine.extract import INTACT
     from lexprobe.engine.interventions import HeadAblation
 
     conds = [INTACT, HeadAblation(((0, 0),), "zero"), HeadAblation(((1, 1),), "zero")]

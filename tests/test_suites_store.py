@@ -188,7 +188,7 @@ def test_sweep_skips_missing_then_rerun_does_no_model_work(cache, small, tmp_pat
 
 def test_checkpoint_killed_half_measured_resumes_with_only_the_missing_conditions(cache, small, tmp_path,
                                                                                    monkeypatch):
-    from lexprobe.engine.conditions import INTACT
+    from lexprobe.engine.extract import INTACT
     from lexprobe.engine.interventions import HeadAblation
 
     suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1, 2))

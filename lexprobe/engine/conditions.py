@@ -4,8 +4,9 @@ A condition is a frozen value with a ``spec`` (every field that defines it, JSON
 derived from the spec (kind, a readable label, the spec's hash), the checkpoint it copies weights from
 (``donor_step``, if any), the tables it stores (``measurements``), :meth:`~Condition.measure` (those tables of
 one loaded checkpoint) and :meth:`~Condition.cost` (intact forward passes per sentence, for ``lexprobe plan``).
-The intact model is the condition :data:`INTACT`; interventions (:mod:`lexprobe.engine.interventions`), patch maps
-(:mod:`lexprobe.engine.patches`) and stage 4's greedy searches (:mod:`lexprobe.stages.patching`) are its siblings.
+The intact model is the condition :data:`lexprobe.engine.extract.INTACT`; interventions
+(:mod:`lexprobe.engine.interventions`), patch maps (:mod:`lexprobe.engine.patches`) and stage 4's greedy searches
+(:mod:`lexprobe.stages.patching`) are its siblings.
 """
 
 from __future__ import annotations
@@ -88,33 +89,3 @@ class Named:
     def measurements(self, config: ExtractConfig) -> tuple[str, ...]:
         """The tables :meth:`measure` stores: the engine's (distances, heads, embeddings as configured)."""
         return config.measurements
-
-
-@dataclass(frozen=True)
-class Intact:
-    """The intact model: stored as condition ``intact``."""
-
-    kind: ClassVar[str] = "intact"
-    condition: ClassVar[str] = "intact"
-    donor_step: ClassVar[int | None] = None
-
-    def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind}
-
-    def donor_layers(self, n_layers: int) -> set[int]:
-        return set()
-
-    def measurements(self, config: ExtractConfig) -> tuple[str, ...]:
-        return config.measurements
-
-    def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
-                config: ExtractConfig, donor: Donor | None, progress: bool) -> dict[str, pd.DataFrame]:
-        from lexprobe.engine.extract import measure
-
-        return measure(model, tokenizer, stimuli, config, None, None, progress)
-
-    def cost(self, n_layers: int, n_heads: int) -> float:
-        return 1.0
-
-
-INTACT = Intact()

@@ -12,9 +12,9 @@ every layer x head's attention weights, from which it derives per head:
   position-matched control word, the word that now stands where the cue stood.
 
 Per pair it gives the cosine distance between the two sentences' target embeddings at every layer. The forward
-stops before the LM head (not needed here). An :class:`lexprobe.engine.interventions.Intervention` edits the model
-inside
-the same trace (or its weights around it); module paths come from :mod:`lexprobe.engine.sites`.
+stops before the LM head (not needed here). An edit (:class:`lexprobe.engine.hooks.Edit`, e.g. an intervention)
+changes the model inside the same trace (or its weights around it); module paths come from
+:mod:`lexprobe.engine.sites`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypedDict, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ import pandas as pd
 from lexprobe.base.lazy import nnsight, torch
 from lexprobe.base.progress import tqdm
 from lexprobe.engine.conditions import Donor
-from lexprobe.engine.interventions import Batch, IntactLayers, Intervention
+from lexprobe.engine.hooks import Batch, Edit, IntactLayers
 from lexprobe.engine.sites import Sites, sites_of
 from lexprobe.stimuli.align import Encoded, encode
 from lexprobe.stimuli.tables import Stimuli
@@ -86,7 +86,7 @@ class BatchOutput:
                                 if (v := getattr(self, f)) is not None})
 
 
-def trace_batch(sites: Sites, batch: Batch, intervention: Intervention | None = None) -> BatchOutput:
+def trace_batch(sites: Sites, batch: Batch, intervention: Edit | None = None) -> BatchOutput:
     """Run one traced forward on a right-padded batch (editing it with ``intervention``) and reduce it. With the
     batch's intact layers at hand, layers below the intervention's first edited layer are skipped and their intact
     outputs and attention used (the same numbers: those layers compute exactly what the intact model does)."""
@@ -223,7 +223,7 @@ def cosine_distances(emb: torch.Tensor, s1: np.ndarray, s2: np.ndarray) -> torch
     return 1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
-def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], intervention: Intervention,
+def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], intervention: Edit,
                   words: np.ndarray) -> dict[tuple[str, int], torch.Tensor]:
     """Replacement values of the intervention's mean/resample ablations, from intact passes over the set."""
     intervention.validate(sites.n_layers, sites.n_heads)
@@ -237,7 +237,7 @@ def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], inter
 
 
 def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame, batch_size: int,
-            intervention: Intervention | None, donor: Donor | None, read: Callable[[Sites, Batch], R],
+            intervention: Edit | None, donor: Donor | None, read: Callable[[Sites, Batch], R],
             progress: bool, reuse: bool = False) -> tuple[Encoded, torch.Tensor, list[R]]:
     """Encode, prepare and trace every batch (sorted by length), calling ``read(sites, batch)`` inside each
     trace; returns the encoding, the batch order and the per-batch results. ``reuse``: give each batch its intact
@@ -265,7 +265,7 @@ def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentence
 
 def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
             config: ExtractConfig = ExtractConfig(),
-            intervention: Intervention | None = None, donor: Donor | None = None,
+            intervention: Edit | None = None, donor: Donor | None = None,
             progress: bool = True) -> dict[str, pd.DataFrame]:
     """Measure one loaded checkpoint on a stimulus set, optionally under an intervention; returns tidy tables.
 
@@ -292,7 +292,7 @@ class AttentionMap(TypedDict):
 
 
 def attention_maps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame,
-                   intervention: Intervention | None = None, donor: Donor | None = None) -> list[AttentionMap]:
+                   intervention: Edit | None = None, donor: Donor | None = None) -> list[AttentionMap]:
     """Per sentence (in table order): its tokens, target and cue token indices, and the attention (L, H, T, T)
     the model used, under ``intervention`` (mean/resample values come from these sentences)."""
 
@@ -349,3 +349,31 @@ def tables(out: BatchOutput, stimuli: Stimuli, config: ExtractConfig) -> dict[st
             "embedding": list(emb),
         })
     return result
+
+
+@dataclass(frozen=True)
+class Intact:
+    """The intact model: stored as condition ``intact``."""
+
+    kind: ClassVar[str] = "intact"
+    condition: ClassVar[str] = "intact"
+    donor_step: ClassVar[int | None] = None
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def donor_layers(self, n_layers: int) -> set[int]:
+        return set()
+
+    def measurements(self, config: ExtractConfig) -> tuple[str, ...]:
+        return config.measurements
+
+    def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
+                config: ExtractConfig, donor: Donor | None, progress: bool) -> dict[str, pd.DataFrame]:
+        return measure(model, tokenizer, stimuli, config, None, None, progress)
+
+    def cost(self, n_layers: int, n_heads: int) -> float:
+        return 1.0
+
+
+INTACT = Intact()

@@ -26,24 +26,22 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, SupportsInt, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, SupportsInt, cast
 
 import numpy as np
 
 from lexprobe.base.lazy import torch
-from lexprobe.engine.conditions import Donor, Named
+from lexprobe.engine.conditions import Donor
+from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine.hooks import Batch, Edit, Encoded, Head
 from lexprobe.engine.sites import Sites
 
 if TYPE_CHECKING:
     import pandas as pd
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from lexprobe.engine.extract import ExtractConfig
-    from lexprobe.stimuli import align
     from lexprobe.stimuli.tables import Stimuli
-
-Head = tuple[int, int]
 
 
 def heads_of(heads: Iterable[Iterable[SupportsInt]] | None) -> tuple[Head, ...] | None:
@@ -68,91 +66,22 @@ def heads_label(heads: tuple[Head, ...] | None) -> str:
     return f"{len(heads)}h"
 
 
-class Encoded(Protocol):
-    """What interventions read of an encoded batch (:class:`lexprobe.stimuli.align.Encoded` provides it)."""
-
-    input_ids: torch.Tensor  # (b, T)
-    target_mask: torch.Tensor  # (b, T) bool
-    cue_mask: torch.Tensor  # (b, T) bool
-
-
-@dataclass
-class Batch:
-    """What an intervention sees of one traced batch: encodings, global sentence rows, prepared replacements."""
-
-    enc: align.Encoded  # the engine reads all of it; interventions only the :class:`Encoded` part
-    rows: torch.Tensor  # (b,) indices of the batch's sentences in the stimulus set's sentence table
-    head_values: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)  # (key, layer) -> (b, T, H*hd)
-    cut_keys: dict[str, torch.Tensor] = field(default_factory=dict)  # knockout key -> its (b, T) keys, once a batch
-    intact: IntactLayers | None = None  # the intact model's layers on this batch, for layers an edit leaves alone
-
-
-@dataclass
-class IntactLayers:
-    """The intact model's embedding output (b, T, d), every layer's output (b, T, d) and attention (b, H, T, T) on
-    one batch: the engine reuses them below an intervention's :meth:`Intervention.first_layer`."""
-
-    embed: torch.Tensor
-    outputs: list[torch.Tensor]
-    attention: list[torch.Tensor]
-
-
 @dataclass(frozen=True)
-class Intervention(Named):
-    """Base class of the edits the engine applies inside one trace: a condition (:class:`~lexprobe.engine.conditions.
-    Named`) whose subclasses override the hooks below; measured by :func:`lexprobe.engine.extract.measure`."""
+class Intervention(Edit):
+    """Base class of the interventions: edits (:class:`~lexprobe.engine.hooks.Edit`) that the sweep measures as
+    conditions, by :func:`lexprobe.engine.extract.measure`."""
 
     kind: ClassVar[str] = "intervention"
 
     def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
                 config: ExtractConfig, donor: Donor | None, progress: bool) -> dict[str, pd.DataFrame]:
         """The store's tables of one loaded checkpoint under this intervention."""
-        from lexprobe.engine.extract import measure
-
         return measure(model, tokenizer, stimuli, config, self, donor, progress)
 
     def cost(self, n_layers: int, n_heads: int) -> float:
         """Intact forward passes per sentence: the share of layers from :meth:`first_layer` on (the engine reuses
         the intact layers below it)."""
         return max(n_layers - self.first_layer(n_layers), 1) / n_layers
-
-    def head_set(self) -> tuple[Head, ...] | None:
-        return None
-
-    def validate(self, n_layers: int, n_heads: int) -> None:
-        """Raise ValueError naming any head outside the model."""
-        bad = [h for h in (self.head_set() or ()) if h[0] >= n_layers or h[1] >= n_heads]
-        if bad:
-            raise ValueError(f"{self.condition}: heads {bad} do not exist in a model with {n_layers} layers x "
-                             f"{n_heads} heads")
-
-    def leaves(self) -> tuple[Intervention, ...]:
-        """The elementary interventions this one applies."""
-        return (self,)
-
-    def first_layer(self, n_layers: int) -> int:
-        """The first layer this intervention changes (``n_layers``: none). Below it the intervened model computes
-        exactly what the intact one does, so the engine reuses the intact layers there; 0 unless a kind knows
-        better (the safe default for a new kind)."""
-        return 0
-
-    def value_layers(self, n_layers: int, n_heads: int) -> set[int]:
-        """Layers whose intact head outputs the engine must collect before tracing (mean / resample)."""
-        return set()
-
-    def replacement(self, layer: int, outputs: torch.Tensor, lengths: torch.Tensor,
-                    words: np.ndarray) -> torch.Tensor:
-        """Per-sentence replacement values (n, T, H*hd) for ``layer``, from intact outputs (n, T, H*hd)."""
-        raise NotImplementedError(f"{self.kind} needs no replacement values")
-
-    def edit(self, sites: Sites, layer: int, batch: Batch) -> None:
-        """Edit layer ``layer`` inside the trace (called before the layer's outputs are read)."""
-
-    @contextmanager
-    def weights(self, sites: Sites, donor: Donor | None
-                ) -> Iterator[None]:
-        """Weight edits for the duration of the block (always restored)."""
-        yield
 
 
 def first_of(heads: tuple[Head, ...] | None, n_layers: int) -> int:
@@ -391,7 +320,7 @@ class Compose(Intervention):
         for p in self.parts:
             p.validate(n_layers, n_heads)
 
-    def leaves(self) -> tuple[Intervention, ...]:
+    def leaves(self) -> tuple[Edit, ...]:
         return tuple(leaf for p in self.parts for leaf in p.leaves())
 
     def first_layer(self, n_layers: int) -> int:

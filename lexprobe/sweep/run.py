@@ -34,9 +34,9 @@ from lexprobe.checkpoints.suites import (
     load_checkpoint,
     suite_metadata,
 )
-from lexprobe.engine.conditions import INTACT, Condition, Donor, Intact
+from lexprobe.engine.conditions import Condition, Donor
 from lexprobe.engine.device import resolve_device, torch_dtype
-from lexprobe.engine.extract import ExtractConfig
+from lexprobe.engine.extract import INTACT, ExtractConfig, Intact
 from lexprobe.engine.sites import Sites
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.store.results import ResultsStore, StoreConflict, Unit
