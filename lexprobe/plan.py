@@ -50,8 +50,9 @@ from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, results_dir
 from lexprobe.checkpoints.shapes import checkpoint_bytes, pythia_config, random_model, word_tokenizer
 from lexprobe.checkpoints.suites import Suite, log_subset, validate_model
+from lexprobe.engine.config import ENGINE_VERSION, MEASUREMENTS, ExtractConfig
 from lexprobe.engine.device import resolve_device, torch_dtype
-from lexprobe.engine.extract import ENGINE_VERSION, MEASUREMENTS, ExtractConfig, measure
+from lexprobe.engine.extract import measure
 from lexprobe.engine.patches import PatchMap
 from lexprobe.stages.ablation import copy_source, design, measured_conditions
 from lexprobe.stages.causal import Causal

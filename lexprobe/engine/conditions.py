@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from lexprobe.engine.extract import ExtractConfig
+    from lexprobe.engine.config import ExtractConfig
     from lexprobe.stimuli.tables import Stimuli
 
 CONDITION = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypedDict, TypeVar
 
 import numpy as np
@@ -31,6 +31,7 @@ import pandas as pd
 from lexprobe.base.lazy import nnsight, torch
 from lexprobe.base.progress import tqdm
 from lexprobe.engine.conditions import Donor
+from lexprobe.engine.config import ExtractConfig
 from lexprobe.engine.hooks import Batch, Edit, IntactLayers
 from lexprobe.engine.sites import Sites, sites_of
 from lexprobe.stimuli.align import Encoded, encode
@@ -39,36 +40,8 @@ from lexprobe.stimuli.tables import Stimuli
 if TYPE_CHECKING:  # the engine takes a loaded model and knows no suite: the types straight from transformers
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-MEASUREMENTS = ("distances", "heads", "embeddings")
-ENGINE_VERSION = 1
 REUSE_BYTES = 1 << 30  # at most this much memory for the intact layers an intervention reuses (else recompute)
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """What the engine computes and how it batches; part of every result's fingerprint."""
-
-    batch_size: int = 64
-    save_embeddings: bool = True
-    dtype: str = "float32"
-    device: str = "cpu"
-    save_heads: bool = True
-
-    @property
-    def measurements(self) -> tuple[str, ...]:
-        """The tables a measurement stores: distances always, heads and embeddings when asked."""
-        keep = {"distances": True, "heads": self.save_heads, "embeddings": self.save_embeddings}
-        return tuple(m for m in MEASUREMENTS if keep[m])
-
-    def fingerprint_fields(self) -> dict[str, int | str]:
-        """Fields that change the numbers: the engine version and a dtype other than float32 (float32 results keep
-        the fingerprint they had before dtype was an option). Batch size, which tables are kept and the device
-        do not: float32 on a GPU agrees with the CPU to rounding, and a sweep may move between them."""
-        return {"engine_version": ENGINE_VERSION, **({"dtype": self.dtype} if self.dtype != "float32" else {})}
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
