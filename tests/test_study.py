@@ -214,6 +214,40 @@ def test_a_stage_cannot_read_a_setting_its_cache_key_leaves_out(suite, small, tm
     assert a is not None and b is not None and a != b
 
 
+def test_every_setting_with_a_help_text_is_a_flag_of_every_stage_command():
+    """The command line's study flags are made from the Study's fields: a new field with a help text is a flag of
+    every stage command, with that text, and reaches the study unchanged."""
+    from dataclasses import fields
+
+    settings = {f.name: f.metadata["help"] for f in fields(Study) if f.metadata.get("help")}
+    commands = _subcommands(build_parser())
+    for name in ("inflection", "discovery", "perturbation", "causal", "replication", "report"):
+        flags = {a.dest: a.help for a in commands[name]._actions if a.dest in settings}
+        assert set(flags) == set(settings), name
+        assert all(flags[k].startswith(settings[k]) for k in settings), name
+    from lexprobe.cli import _study
+
+    args = build_parser().parse_args(["causal", "--n-random", "7", "--methods", "zero,knockout", "--by", "auc"])
+    s = _study(args)
+    assert (s.n_random, s.methods, s.by, s.n_boot) == (7, ("zero", "knockout"), "auc", 200)
+
+
+def test_a_stage_with_nothing_to_show_is_skipped_with_its_reason(suite, small, tmp_path):
+    """One seed: replication is skipped (its outcome says why, its result raises a ValueError naming it); too few
+    checkpoints: discovery and everything after it are skipped, stage 1 still stands."""
+    from lexprobe.stages.registry import Skipped, StageSkipped
+
+    one = Study(suite.with_(seeds=(0,)), small, root=str(tmp_path / "res"), **SMALL)
+    out = one.outcome("replication")
+    assert isinstance(out, Skipped) and ">= 2 seeds" in out.reason
+    with pytest.raises(StageSkipped, match="replication skipped"):
+        one.replication  # noqa: B018
+    few = Study(suite, small, steps="0,1,2", root=str(tmp_path / "res"), **SMALL)
+    assert len(few.inflection.steps) == 3
+    assert ">= 4 checkpoints" in few.outcome("discovery").reason
+    assert "needs discovery" in few.outcome("causal").reason
+
+
 def test_smoke_defaults_are_resolved_when_the_study_is_made(monkeypatch):
     monkeypatch.setenv("LEXPROBE_SMOKE", "1")
     s = Study()

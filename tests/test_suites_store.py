@@ -362,3 +362,34 @@ def test_save_heads_false_stores_distances_only_and_counts_as_done(cache, small,
     assert list(again["status"]) == ["cached"] * 2
     full = extract(suite, small, root=tmp_path / "res", progress=False)  # asking for heads now measures them
     assert list(full["status"]) == ["measured"] * 2 and len(store.load("heads")) > 0
+
+
+def test_the_sweep_measures_any_condition_through_one_seam(cache, small, tmp_path):
+    """A condition of a kind the engine has never seen (here: counting each checkpoint's sentences) is measured,
+    stored, resumed and loaded like the intact model, through its own ``measurements``, ``measure`` and ``cost``."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from lexprobe.engine.conditions import Named
+
+    @dataclass(frozen=True)
+    class Count(Named):
+        kind: ClassVar[str] = "count"
+        scale: int = 1
+
+        def measurements(self, config):
+            return ("counts",)
+
+        def measure(self, model, tokenizer, stimuli, config, donor, progress):
+            return {"counts": pd.DataFrame({"sentences": [len(stimuli.sentences) * self.scale]})}
+
+        def cost(self, n_layers, n_heads):
+            return 0.0
+
+    suite = hub_cache(cache, REPO, name="tiny").with_(steps=(0, 1))
+    cond = Count(scale=2)
+    first = extract(suite, small, root=tmp_path / "res", conditions=[cond], progress=False, scheduler="serial")
+    again = extract(suite, small, root=tmp_path / "res", conditions=[cond], progress=False, scheduler="serial")
+    assert list(first["status"]) == ["measured"] * 2 and list(again["status"]) == ["cached"] * 2
+    got = ResultsStore(tmp_path / "res").load("counts", condition=cond.condition)
+    assert list(got["sentences"]) == [2 * len(small.sentences)] * 2 and list(got["step"]) == [0, 1]
