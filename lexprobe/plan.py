@@ -92,8 +92,11 @@ class UnitCost:
     result_bytes: int
 
 
-def model_shape(suite: Suite, model: str) -> tuple[GPTNeoXConfig, int]:
-    """A model's config and its download bytes per checkpoint (0 when the checkpoints are already local)."""
+def model_shape(suite: Suite, model: str, shape: GPTNeoXConfig | None = None) -> tuple[GPTNeoXConfig, int]:
+    """A model's config and its download bytes per checkpoint (0 when the checkpoints are already local);
+    ``shape``: the config of a suite that is not there yet (an organism before training)."""
+    if shape is not None:
+        return shape, 0
     if suite.name.startswith("pythia"):
         return pythia_config(model), checkpoint_bytes(model)
     ck = suite.checkpoint(model, suite.seeds[0], suite.steps[0])
@@ -188,9 +191,10 @@ def unit_cost(cfg: GPTNeoXConfig, download_bytes: int, stimuli: Stimuli, config:
 
 
 def plan(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None, config: ExtractConfig = ExtractConfig(),
-         root: str | Path | None = None, bandwidth_mb_s: float = 50.0) -> str:
+         root: str | Path | None = None, bandwidth_mb_s: float = 50.0, shape: GPTNeoXConfig | None = None) -> str:
     """A plain-text cost estimate of ``lexprobe extract`` (intact condition) over ``suite``: nothing is downloaded,
-    only random weights of each width are measured once to calibrate (cached)."""
+    trained or loaded, only random weights of each width are measured once to calibrate (cached); ``shape``: the
+    model config of a suite that is not there yet."""
     from lexprobe.sweep.run import run_fingerprint
 
     config = replace(config, device=resolve_device(config.device))
@@ -207,7 +211,7 @@ def plan(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None, c
         done = sum((store.sidecar(Unit.of(ck, stimuli.name, condition), "distances") or {}).get("fingerprint") == fp
                    for ck in cks)
         todo = len(cks) - done
-        cfg, dl = model_shape(suite, model)
+        cfg, dl = model_shape(suite, model, shape)
         cost = unit_cost(cfg, dl, stimuli, config)
         fetch = dl / (bandwidth_mb_s * 1e6)
         # one worker loads, then measures; several share the checkpoints (and one download link)
@@ -303,7 +307,7 @@ def stand_in_discovery(n_layers: int, n_heads: int, model: str, seeds: tuple[int
                          for sd in seeds for layer in range(n_layers) for head in range(n_heads)])
 
 
-def stage_costs(study: Study, assumed_heads: int = 2) -> list[StageCost]:
+def stage_costs(study: Study, assumed_heads: int = 2, shape: GPTNeoXConfig | None = None) -> list[StageCost]:
     """Stages 1-5 of ``study`` as designed, on this machine's sweep workers."""
     suite, stim, steps = study.checkpoint_suite, study.stimulus_set, study.checkpoints
     n_workers = workers()
@@ -311,7 +315,7 @@ def stage_costs(study: Study, assumed_heads: int = 2) -> list[StageCost]:
     p_steps = log_subset(steps, study.perturb_steps) if study.perturb_steps else steps
     s1, s3, s4 = StageCost("1 inflection"), StageCost("3 perturbation"), StageCost("4 causal")
     for model in suite.models:
-        cfg, download = model_shape(suite, model)
+        cfg, download = model_shape(suite, model, shape)
         cost = unit_cost(cfg, download, stim, study.config)
         n_ck = len(suite.seeds) * len(steps)
         kept = study.config.measurements
@@ -356,9 +360,9 @@ def stage_costs(study: Study, assumed_heads: int = 2) -> list[StageCost]:
     return [s1, s2, s3, s4, s5]
 
 
-def study_plan(study: Study, assumed_heads: int = 2) -> str:
+def study_plan(study: Study, assumed_heads: int = 2, shape: GPTNeoXConfig | None = None) -> str:
     """A plain-text table of :func:`stage_costs`, with totals."""
-    costs = stage_costs(study, assumed_heads)
+    costs = stage_costs(study, assumed_heads, shape)
     suite = study.checkpoint_suite
     lines = [f"stages of a study of {suite.name} ({', '.join(suite.models)}; {len(suite.seeds)} seeds x "
              f"{len(study.checkpoints)} steps), stimuli {study.stimulus_set.name}, from an empty store, on "

@@ -261,11 +261,18 @@ def test_smoke_defaults_are_resolved_when_the_study_is_made(monkeypatch):
         Study(methods=("zero", "none"))
 
 
-def test_plan_runs_with_its_defaults(monkeypatch, capsys):
-    """Defect 4: ``lexprobe plan`` with no arguments plans the default (here: smoke) organism."""
+def test_plan_runs_with_its_defaults_and_trains_nothing(monkeypatch, capsys, tmp_path):
+    """Defect 4: ``lexprobe plan`` with no arguments plans the default (here: smoke) organism; on a machine with no
+    organism yet it plans from the profile's shape and trains nothing."""
+    import lexprobe.organism.suite as organism
+
     monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "fresh"))
+    monkeypatch.setattr(organism, "ensure_trained", lambda *a, **k: pytest.fail("plan trained the organism"))
     assert main(["plan"]) == 0
-    assert "plan: suite organism-smoke" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "plan: suite organism-smoke" in out and "not trained yet: planned from its profile's shape" in out
+    assert "4 causal" in out and not (tmp_path / "fresh" / "organism").exists()
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

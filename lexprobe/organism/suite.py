@@ -11,15 +11,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, smoke
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.hubcache import has_revision
-from lexprobe.checkpoints.suites import Suite, hub_cache, resolve_suite
+from lexprobe.checkpoints.shapes import neox_config
+from lexprobe.checkpoints.suites import Suite, resolve_suite
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.profiles import MODEL, ORG, PROFILES, Profile
+
+if TYPE_CHECKING:
+    from transformers import GPTNeoXConfig
 
 SEEDS_PER_CORE = 4  # training processes per core at most, by default (each one thread, a few hundred MB)
 
@@ -146,19 +150,30 @@ def ensure_trained(profile: str | Profile | None = None, progress: bool = True, 
     return organism_suite(p)
 
 
-def organism_suite(profile: str | Profile | None = None) -> Suite:
-    """The (already trained) organism suite, read offline from its hub cache."""
+def organism_suite(profile: str | Profile | None = None, trained: bool = True) -> Suite:
+    """The (already trained) organism suite, read offline from its hub cache; ``trained=False``: the suite as it
+    will be once trained (names, seeds, steps; for ``lexprobe plan``), trained or not."""
     p = profile if isinstance(profile, Profile) else get_profile(profile)
     root = suite_dir(p)
     missing = [s for s in p.seeds if not _seed_done(root, p, s)]
-    if missing:
+    if missing and trained:
         raise FileNotFoundError(f"organism profile {p.name!r} is not trained for seeds {missing} (in {root}); "
                                 f"run `lexprobe organism train --profile {p.name}`")
     meta = {"fingerprint": p.fingerprint(load_lexicon()), "onset": p.onset, "profile": p.name,
             "corpus": p.corpus.as_dict(), **plant_metadata(p)}
-    suite = hub_cache(root / "hub", f"{ORG}/{{model}}{{seed_suffix}}", models=(MODEL,), seeds=p.seeds,
-                      name=suite_name(p), metadata=meta)
-    return suite.with_(steps=p.checkpoints)
+    return Suite(suite_name(p), "hub", (MODEL,), p.seeds, p.checkpoints, f"{ORG}/{{model}}{{seed_suffix}}",
+                 cache_dir=str(root / "hub"), offline=True, metadata=meta)
+
+
+def is_trained(profile: Profile) -> bool:
+    """Whether every seed of the profile's suite is in the cache."""
+    return all(_seed_done(suite_dir(profile), profile, s) for s in profile.seeds)
+
+
+def organism_shape(profile: Profile) -> GPTNeoXConfig:
+    """The model config a profile trains (its tokenizer's vocabulary taken at the profile's size, an upper bound):
+    what ``lexprobe plan`` costs before the organism exists."""
+    return neox_config(profile.vocab_size, profile.hidden_size, profile.layers, profile.heads)
 
 
 def resolve(spec: str, cache_dir: str | None = None) -> Suite:
