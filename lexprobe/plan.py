@@ -354,7 +354,7 @@ def stage_costs(study: Study, assumed_heads: int = 2, shape: GPTNeoXConfig | Non
         s4.files += g_ck * len(GREEDY)  # a part per table in each searched checkpoint's folder
         s4.forward += int(g_ck * greedy * len(stim.sentences))
         s4.seconds += g_ck * (cost.load_seconds + greedy * cost.measure_seconds) / n_workers
-    s2, s5 = StageCost("2 heads"), StageCost("5 seeds")
+    s2, s5 = StageCost("2 discovery"), StageCost("5 replication")
     for cost_, cls in ((s1, Inflection), (s2, Discovery), (s3, Perturbation), (s4, Causal), (s5, Replication)):
         cost_.cache = cache_files(cls)
     return [s1, s2, s3, s4, s5]
