@@ -34,7 +34,7 @@ from lexprobe.engine.extract import INTACT, ExtractConfig
 from lexprobe.live import Live
 from lexprobe.organism.suite import resolve
 from lexprobe.stages import STAGES
-from lexprobe.stages.causal import METHODS, Causal
+from lexprobe.stages.causal import LEAN, METHODS, Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.perturbation import Perturbation
@@ -102,7 +102,10 @@ class Study:
     perturb_steps: int = setting(0, "stage 3: log-spaced checkpoints of the perturbed sets (0: every one)", smoke=4)
     redundancy_steps: int = setting(4, "stage 4: log-spaced checkpoints at which the greedy sufficient set is "
                                     "sought", smoke=1)
-    methods: tuple[str, ...] = setting(METHODS, "stage 4: ablation methods, comma-separated")
+    methods: tuple[str, ...] = setting(LEAN, f"stage 4: the discovered heads' ablations against random sets, "
+                                       f"comma-separated, of {','.join(METHODS)} (knockout adds its edge controls)")
+    head_map: bool = setting(False, "stage 4: also ablate every single head at every map checkpoint (the causal head "
+                             "map by zero ablation; necessity is answered by the patching maps)")
     layer_matched: bool = setting(False, "stage 4: random sets match the heads' layers")
     seed: int = setting(0, "seed of every resample and random set")
     device: str = setting("cpu", "where checkpoints run; auto picks a GPU when torch sees one",

@@ -10,7 +10,7 @@ from scipy import stats
 from lexprobe.analysis.nulls import agreement, causal_map, drops, first_significant, null_tests
 from lexprobe.analysis.robustness import head_robustness, paired_p, retained_performance
 from lexprobe.engine.interventions import random_head_sets
-from lexprobe.stages.ablation import design
+from lexprobe.stages.ablation import LEAN, design
 
 KEY = {"model": "m", "seed": 0}
 
@@ -189,6 +189,19 @@ def test_design_has_nulls_controls_and_the_single_head_map():
     assert d["condition"].is_unique
     none = design(stats.assign(passes=False), 3, 4, n_random=7, n_random_dev=3).table
     assert set(none["family"]) == {"noop", "edges", "single"}
+
+
+def test_the_lean_default_design_measures_the_qk_edits_and_opt_ins_only_when_asked():
+    """The default stage 4 (LEAN, no head map) ablates the discovered heads by the original study's QK edits against
+    random sets at every checkpoint, with the no-op control; the edge controls come with ``knockout``, the
+    single-head map with ``head_map``."""
+    stats = pd.DataFrame([{**KEY, "layer": l, "head": h, "passes": (l, h) in {(1, 0), (2, 3)}}
+                          for l in range(3) for h in range(4)])
+    lean = design(stats, 3, 4, n_random=7, n_random_dev=3, methods=LEAN, source_step=1, head_map=False).table
+    assert set(lean["family"]) == {"noop", "qk-zero", "qk-copy"}
+    assert (lean.query("family != 'noop'")["scope"] == "all").sum() == 2 * (1 + 3)
+    full = design(stats, 3, 4, n_random=7, n_random_dev=3, methods=("knockout",), head_map=True).table
+    assert set(full["family"]) == {"noop", "edges", "single", "knockout"}
 
 
 @pytest.mark.parametrize("by", ["r2", "signed", "auc"])

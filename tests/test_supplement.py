@@ -17,9 +17,11 @@ from lexprobe.cli import main
 from lexprobe.supplement import Page, document
 from lexprobe.views.text import render_text
 
-FIGURES = {"performance", "layers", "heads", "perturbation", "robustness", "causal-map", "necessity-map",
-           "sufficiency-map", "seed-trajectories", "seed-heads", "seed-ablation"}
-OPTIONAL = {"ablation", "qk-edit", "recovery"}  # drawn only when discovery passes heads / there is R^2 to recover
+FIGURES = {"performance", "layers", "heads", "perturbation", "robustness", "necessity-map", "sufficiency-map",
+           "seed-trajectories", "seed-heads"}
+# drawn only when discovery passes heads (ablation, qk-edit, seed-ablation), with the opt-in single-head map
+# (causal-map) or when there is R^2 to recover (recovery)
+OPTIONAL = {"ablation", "qk-edit", "seed-ablation", "causal-map", "recovery"}
 
 
 class Parsed(HTMLParser):
@@ -141,7 +143,10 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     study = Study(progress=False)
     s1, s2 = study.inflection, study.discovery
     assert FIGURES <= names and names - FIGURES <= OPTIONAL
-    assert ("ablation" in names) == bool(s2.stats["passes"].any())  # only with a discovered set to ablate
+    passing = bool(s2.stats["passes"].any())
+    assert ("ablation" in names) == (passing and "zero" in study.methods)  # a discovered set, zero-ablated
+    assert ("qk-edit" in names) == ("seed-ablation" in names) == passing  # the default's own test of that set
+    assert ("causal-map" in names) == study.head_map
     for spec in specs.values():
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/v6")
     seed_panels = next(s for f, s in specs.items() if f.endswith("seed-trajectories"))["concat"]

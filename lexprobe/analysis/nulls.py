@@ -91,7 +91,8 @@ def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r
         obs = float(target.iloc[0])
         null = g.loc[g["role"] == "random", score].to_numpy(float)
         rows.append({"family": family, "model": model, "seed": seed, "step": step, score: obs, **vs_null(null, obs)})
-    return pd.DataFrame(rows)
+    columns = ["family", *KEYS, score, *vs_null(np.zeros(0), 0.0)]  # also when no set was tested
+    return pd.DataFrame(rows, columns=columns)
 
 
 def weighted_best_r2(W: np.ndarray, D: np.ndarray, y: np.ndarray, by: str = "r2",

@@ -45,6 +45,7 @@ from lexprobe.stages.inflection import Inflection, onset_words
 from lexprobe.stimuli.align import encode
 
 METHODS = ("zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
+LEAN = ("qk-zero", "qk-copy")  # the default: the original study's own test (the rest answered by patching)
 DEVELOPMENT = ("zero", "qk-zero", "qk-copy")  # methods measured at every checkpoint (the rest at the last)
 EXACT = 1e-5
 
@@ -88,10 +89,12 @@ def copy_source(steps: tuple[int, ...]) -> int | None:
 
 def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_random_dev: int,
            methods: tuple[str, ...] = METHODS, layer_matched: bool = False, seed: int = 0,
-           source_step: int | None = None, patch_map: PatchMap | None = None) -> Design:
+           source_step: int | None = None, patch_map: PatchMap | None = None, head_map: bool = True) -> Design:
     """One row per (model, seed, condition): its family and role, and where it is measured (``scope`` last | all |
-    map | patch), and the conditions by name. ``qk-copy`` copies from ``source_step`` (left out when None); a
-    ``patch_map`` is measured once per (model, seed) (family ``patch``, scope ``patch``)."""
+    map | patch), and the conditions by name: the no-op control; with ``knockout`` among the ``methods`` its edge
+    controls (every target->cue edge, and random earlier edges); with ``head_map`` every single head's zero
+    ablation; each method on the discovered heads and on random sets. ``qk-copy`` copies from ``source_step`` (left
+    out when None); a ``patch_map`` is measured once per (model, seed) (family ``patch``, scope ``patch``)."""
     rows = []
     conditions: dict[str, Condition] = {}
 
@@ -106,10 +109,11 @@ def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_ra
     for (model, sd), st in stats.groupby(["model", "seed"]):
         target = tuple(sorted((int(r.layer), int(r.head)) for r in st.itertuples() if r.passes))
         add(model, sd, NoOp(), "noop", "control", 0, "last")
-        add(model, sd, EdgeKnockout(None), "edges", "target", 0, "last")
-        for k in range(n_random):
-            add(model, sd, EdgeKnockout(None, edges="random", seed=k), "edges", "random", k, "last")
-        for layer in range(n_layers):
+        if "knockout" in methods:
+            add(model, sd, EdgeKnockout(None), "edges", "target", 0, "last")
+            for k in range(n_random):
+                add(model, sd, EdgeKnockout(None, edges="random", seed=k), "edges", "random", k, "last")
+        for layer in range(n_layers if head_map else 0):
             for head in range(n_heads):
                 add(model, sd, HeadAblation(((layer, head),)), "single", "single", 0, "map")
         if patch_map is not None:
@@ -157,13 +161,13 @@ def exactness(stage1: Inflection, pairs: pd.DataFrame, condition: str) -> pd.Dat
 
 def design_for(stage2: Discovery, n_random: int, n_random_dev: int, methods: tuple[str, ...],
                layer_matched: bool, seed: int, source_step: int | None,
-               patch_map: Callable[[int, int], PatchMap] | None = None) -> Design:
+               patch_map: Callable[[int, int], PatchMap] | None = None, head_map: bool = True) -> Design:
     """Stage 4's :func:`design` for the heads that pass a finished stage 2 (``patch_map``: makes the patch map of a
     model's shape, (layers, heads))."""
     stats = stage2.stats
     n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
     return design(stats, n_layers, n_heads, n_random, n_random_dev, methods, layer_matched, seed, source_step,
-                  None if patch_map is None else patch_map(n_layers, n_heads))
+                  None if patch_map is None else patch_map(n_layers, n_heads), head_map)
 
 
 def measured_conditions(plan: Design, steps: tuple[int, ...],
@@ -188,8 +192,9 @@ def ablation_results(stage1: Inflection, stage2: Discovery, design: pd.DataFrame
     singles = key.loc[key["role"] == "single", "condition"]
     map_pairs = scoring.layers(pairs[pairs["condition"].isin(["intact", *singles])])
     cmap = nulls.causal_map(map_pairs, key, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
+    agree = nulls.agreement(cmap, stage2.stats, step=stage1.steps[-1]) if len(cmap) else pd.DataFrame()
     return Ablation(design, best, dr, tests, nulls.first_significant(tests[tests["family"] == "zero"]), cmap,
-                    nulls.agreement(cmap, stage2.stats, step=stage1.steps[-1]),
+                    agree,
                     dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition"),
                     exactness(stage1, pairs, EdgeKnockout(None).condition),
                     nulls.study_regression(dr, key, DEVELOPMENT))
@@ -218,10 +223,10 @@ def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block
                            f"rank against n random sets cannot go below 1/(n+1) = {dev['p_floor'].max():.3g} with the "
                            f"fewest sets, so where that floor is above {RANK_RESOLVES:.3g} the t prediction test is "
                            "used.", note=True))
-    blocks.append(Figure("causal_map_chart", {"cmap": cm}, "causal head map (single-head ablation)", "causal-map"))
     if len(cm):
         size = int(cm["fdr_family_size"].max())
-        blocks += [Text(f"Causal head map: paired item bootstrap of each head's R² drop, one-sided "
+        blocks += [Figure("causal_map_chart", {"cmap": cm}, "causal head map (single-head ablation)", "causal-map"),
+                   Text(f"Causal head map: paired item bootstrap of each head's R² drop, one-sided "
                         f"normal-approximation p from the bootstrap standard error, BH-FDR over "
                         f"{cm['fdr_family'].iloc[0]} (m = {size}). "
                         "Null tests of head sets: a rank against the random sets where its floor 1/(n+1) resolves "
@@ -229,12 +234,19 @@ def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block
                    Text(f"A lone cell of the causal head map needs p <= {ALPHA / size:.2g}.", note=True)]
     blocks += [
         Table(at_last_checkpoint(tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)"),
-        Table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)"),
-        Text(f"Exactness: every target->cue edge cut in every head, on the nouns whose sentences differ only in an "
-             f"equal-length cue; the largest pair distance must be at most {EXACT:g}.", note=True),
-        Table(s4.exactness, "Exactness: every target→cue edge cut"),
-        Table(s4.agreement, "Causal map vs discovery at the last checkpoint"),
-        *_qk(s4)]
+        Table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")]
+    if len(s4.exactness):
+        blocks += [Text(f"Exactness: every target->cue edge cut in every head, on the nouns whose sentences differ "
+                        f"only in an equal-length cue; the largest pair distance must be at most {EXACT:g}.",
+                        note=True),
+                   Table(s4.exactness, "Exactness: every target→cue edge cut")]
+    if len(s4.agreement):
+        blocks.append(Table(s4.agreement, "Causal map vs discovery at the last checkpoint"))
+    blocks += _qk(s4)
+    if not len(cm):
+        blocks.append(Text("The single-head ablation map, the zero / mean / resample ablations and the edge knockouts "
+                           "are opt-in (Study(head_map=True, methods=...)); necessity per head is answered by the "
+                           "patching maps below.", note=True))
     return blocks
 
 

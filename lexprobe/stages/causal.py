@@ -18,8 +18,8 @@ import pandas as pd
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.base.progress import tqdm
 from lexprobe.base.view import View
-from lexprobe.checkpoints.suites import log_subset
 from lexprobe.stages.ablation import (
+    LEAN,
     METHODS,
     Ablation,
     ablation_blocks,
@@ -35,6 +35,7 @@ from lexprobe.stages.patching import (
     Patching,
     counterfactual_of,
     greedy_searches,
+    greedy_steps,
     patch_design,
     patch_map_of,
     patch_table,
@@ -45,7 +46,7 @@ from lexprobe.stages.patching import (
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.sweep.run import extract
 
-__all__ = ["METHODS", "Causal", "CausalStage", "describe"]
+__all__ = ["LEAN", "METHODS", "Causal", "CausalStage", "describe"]
 
 
 @dataclass
@@ -64,7 +65,7 @@ class CausalStage(Plugin):
 
     name, title, result = "causal", "Are the heads causally necessary?", Causal
     needs = ("inflection", "discovery")
-    reads = ("n_random", "n_random_dev", "map_steps", "layer_matched", "n_boot", "seed", "methods",
+    reads = ("n_random", "n_random_dev", "map_steps", "layer_matched", "n_boot", "seed", "methods", "head_map",
              "redundancy_steps", "counterfactual")
 
 
@@ -74,12 +75,12 @@ class CausalStage(Plugin):
         cf = study.counterfactual if study.counterfactual is not None else study.derived(
             "causal-counterfactual", s1.steps[-1], lambda: {"neutral": counterfactual_of(s1)})["neutral"]
         plan = design_for(s2, study.n_random, study.n_random_dev, study.methods, study.layer_matched, study.seed,
-                          copy_source(s1.suite.steps), patch_map_of(cf))
+                          copy_source(s1.suite.steps), patch_map_of(cf), study.head_map)
         reads = [Reads("distances", s1.stimuli.name, tuple(rows["condition"]), steps, (model,), (sd,))
                  for model, sd, steps, rows in measured_conditions(plan, s1.steps, study.map_steps)]
         searches = greedy_searches(s1, cf, study.n_random, study.seed)
-        greedy_at = log_subset(s1.steps, study.redundancy_steps)
-        reads += [Reads(m, s1.stimuli.name, (search.condition,), greedy_at, (model,), (sd,))
+        greedy_at = greedy_steps(s1, study.redundancy_steps)
+        reads += [Reads(m, s1.stimuli.name, (search.condition,), greedy_at[model, sd], (model,), (sd,))
                   for (model, sd), search in searches.items() for m in GREEDY]
         return Prepared(reads, inputs={"counterfactual": cf.hash},
                         data={"design": plan, "counterfactual": cf, "searches": searches, "greedy_at": greedy_at})

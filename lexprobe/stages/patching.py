@@ -26,7 +26,7 @@ from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, reading
 from lexprobe.analysis.performance import Scoring, with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.base.view import Block, Figure, Heading, Table, Text
-from lexprobe.checkpoints.suites import load_tokenizer
+from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import ExtractConfig
 from lexprobe.engine.interventions import Head, random_head_sets
@@ -231,19 +231,34 @@ def greedy_searches(stage1: Inflection, counterfactual: Stimuli, n_random: int,
             for m in stage1.suite.models for sd in stage1.suite.seeds}
 
 
-def redundancy(stage1: Inflection, searches: dict[tuple[str, int], GreedySearch], steps: tuple[int, ...], *,
-               store: ResultsStore, config: ExtractConfig, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (model, seed) at ``steps``: the greedy recovery curve and one row of :func:`set_tests`, measured through
-    the sweep into ``store`` like every condition (each search deterministic, so the tables do not depend on the
-    workers) and read back."""
+def greedy_steps(stage1: Inflection, n_steps: int) -> dict[tuple[str, int], tuple[int, ...]]:
+    """Per (model, seed): about ``n_steps`` log-spaced checkpoints from the seed's estimated onset on (stage 1's
+    ``onset_step``), the last included; the last checkpoint alone where stage 1 found no onset. Before the onset the
+    clean run beats the counterfactual by noise, so there is nothing to recover."""
+    onsets = stage1.inflection.set_index(["model", "seed"])["onset_step"]
+    out = {}
+    for model in stage1.suite.models:
+        for sd in stage1.suite.seeds:
+            onset = onsets.get((model, int(sd)), np.nan)
+            after = [s for s in stage1.steps if s >= onset] if np.isfinite(onset) else []
+            out[model, int(sd)] = log_subset(after, n_steps) if after else stage1.steps[-1:]
+    return out
+
+
+def redundancy(stage1: Inflection, searches: dict[tuple[str, int], GreedySearch],
+               steps: dict[tuple[str, int], tuple[int, ...]], *, store: ResultsStore, config: ExtractConfig,
+               progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (model, seed) at its ``steps``: the greedy recovery curve and one row of :func:`set_tests`, measured
+    through the sweep into ``store`` like every condition (each search deterministic, so the tables do not depend
+    on the workers) and read back."""
     suite, stim = stage1.suite, stage1.stimuli
     for (model, sd), search in searches.items():
-        extract(suite, stim, steps, models=(model,), seeds=(sd,), root=store.root, config=config,
+        extract(suite, stim, steps[model, sd], models=(model,), seeds=(sd,), root=store.root, config=config,
                 conditions=[search], progress=progress)
-    where = {"suite": suite.name, "stimuli": stim.name, "condition": [s.condition for s in searches.values()],
-             "step": list(steps)}
-    curve, tests = (store.load(m, **where).drop(columns=["suite", "stimuli", "condition"])
-                    .sort_values(["model", "seed", "step"], kind="stable", ignore_index=True) for m in GREEDY)
+    tables = [[store.load(m, suite=suite.name, stimuli=stim.name, condition=search.condition, model=model, seed=sd,
+                          step=list(steps[model, sd])) for (model, sd), search in searches.items()] for m in GREEDY]
+    curve, tests = (pd.concat(t, ignore_index=True).drop(columns=["suite", "stimuli", "condition"])
+                    .sort_values(["model", "seed", "step"], kind="stable", ignore_index=True) for t in tables)
     return curve, tests
 
 

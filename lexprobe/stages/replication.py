@@ -95,7 +95,7 @@ def describe(s5: Replication, stage1: Inflection) -> View:
     blocks += [Text(f"{r.model}: {r.seeds_with_heads} seed(s) with passing heads: no agreement between seeds to "
                     "measure") for r in s5.heads.itertuples() if r.seeds_with_heads < 2]
     blocks.append(Table(s5.head_pairs, "Jaccard per pair of seeds", collapsed=True))
-    if s5.causal is not None:
+    if s5.causal is not None and len(s5.causal):  # the stage-4 null tests of the discovered heads, when it ran any
         blocks += [Figure("seed_ablation_chart", {"per_seed": s5.causal}, "ablation effect per seed", "seed-ablation"),
                    Table(s5.causal, "Stage-4 effect per seed at the last checkpoint"),
                    Table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)")]

@@ -57,12 +57,15 @@ def head_maps(stage2: Discovery, stage4: Causal, step: int) -> dict[str, pd.Data
     sit at ``step`` (the last)."""
     stats = stage2.stats
     heads = stage4.patch_maps[stage4.patch_maps["unit"] == "head"] if len(stage4.patch_maps) else stage4.patch_maps
-    return {"stage 2 passes": stats.assign(step=step, significant=stats["passes"]),
+    maps = {"stage 2 passes": stats.assign(step=step, significant=stats["passes"]),
             "original rule": stats.assign(step=step, significant=stats["selected"]),
             "stage 4 causal map": stage4.causal_map,
             "stage 4 necessity (noising)": heads[heads["direction"] == "noise"] if len(heads) else heads,
             "stage 4 sufficiency (denoising)": heads[heads["direction"] == "denoise"] if len(heads) else heads,
             "stage 4 greedy sufficient set": greedy_map(stats, stage4.greedy_tests)}
+    if stage4.causal_map.empty:  # the single-head ablation map is opt-in (Study(head_map=True))
+        del maps["stage 4 causal map"]
+    return maps
 
 
 def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
