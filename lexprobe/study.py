@@ -119,8 +119,10 @@ class Study:
             allowed = f.metadata.get("choices")
             if allowed is not None and getattr(self, f.name) not in allowed:
                 raise ValueError(f"Study({f.name}={getattr(self, f.name)!r}): choose one of {tuple(allowed)}")
-            if smoke() and f.metadata.get("smoke") is not None and getattr(self, f.name) == f.default:
-                object.__setattr__(self, f.name, f.metadata["smoke"])
+            value = f.default if getattr(self, f.name) is None and f.default is not None else getattr(self, f.name)
+            if smoke() and f.metadata.get("smoke") is not None and value == f.default:
+                value = f.metadata["smoke"]  # None or the default: the smoke default under LEXPROBE_SMOKE=1
+            object.__setattr__(self, f.name, value)
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"Study(methods={tuple(self.methods)!r}): {bad} not among stage 4's {METHODS}")

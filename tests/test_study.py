@@ -255,6 +255,7 @@ def test_smoke_defaults_are_resolved_when_the_study_is_made(monkeypatch):
     monkeypatch.setenv("LEXPROBE_SMOKE", "0")
     s = Study(n_random=7)
     assert (s.n_random, s.n_random_dev, s.map_steps, s.perturb_steps) == (7, 10, 0, 0)
+    assert Study(n_random=None, map_steps=None).n_random == 100  # None: the default (as the notebooks write it)
     with pytest.raises(ValueError, match="by='best'"):
         Study(by="best")
     with pytest.raises(ValueError, match=r"\['none'\] not among stage 4's"):  # fails before any stage runs
