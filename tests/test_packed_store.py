@@ -115,3 +115,25 @@ def test_old_layout_refused_then_migrated_with_stage_keys_kept(tmp_path, capsys)
     assert list(store.skipped()["reason"]) == ["gone"]
     assert units_fingerprint(store, "distances", "s", "stim", ["intact", "zero-x"], ["m"], [0], [0, 1]) is not None
     assert sorted(p.name for p in (root / "s" / "stim").iterdir()) == ["m"]  # old folders gone
+
+
+def test_the_stage_cache_reads_back_columns_parquet_cannot_type(tmp_path):
+    """A finished stage's tables read back value for value: head sets (tuples), a seed column whose pooled row says
+    'all', and a table with no columns at all."""
+    from dataclasses import dataclass
+
+    from lexprobe.store.stagecache import StageCache
+
+    @dataclass
+    class Result:
+        validity: pd.DataFrame
+        nothing: pd.DataFrame
+
+    made = Result(pd.DataFrame({"seed": [0, 1, "all"], "heads": [((1, 2),), (), ((0, 0), (2, 1))],
+                                "recall": [0.5, float("nan"), 1.0]}), pd.DataFrame())
+    cache = StageCache(tmp_path)
+    cache.put(made, ("s", "stim", "validation", "k"), (), {})
+    got = cache.get(Result, ("s", "stim", "validation", "k"), {})
+    assert got is not None and got.validity["seed"].tolist() == [0, 1, "all"]
+    pd.testing.assert_frame_equal(got.validity, made.validity)
+    pd.testing.assert_frame_equal(got.nothing, made.nothing)

@@ -81,10 +81,17 @@ def _tuples(v: Any) -> Any:
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
+def _mixed(values: pd.Series) -> bool:
+    """An object column that Parquet cannot hold as one type: tuples (head sets), or values of several types (a
+    seed column whose pooled row says 'all')."""
+    kinds = {type(v) for v in values if not (v is None or (isinstance(v, float) and v != v))}
+    return len(kinds) > 1 or any(issubclass(k, (tuple, list)) for k in kinds)
+
+
 def _frame_bytes(df: pd.DataFrame) -> tuple[bytes, list[str]]:
-    """Parquet bytes of a table; object columns holding tuples (head sets) go as JSON text and are named."""
-    nested = [c for c in df.columns if df[c].dtype == object
-              and df[c].map(lambda v: isinstance(v, (tuple, list))).any()]
+    """Parquet bytes of a table; object columns Parquet cannot hold as one type (:func:`_mixed`) go as JSON text
+    and are named, to be read back value for value."""
+    nested = [c for c in df.columns if df[c].dtype == object and _mixed(df[c])]
     out = df.assign(**{c: df[c].map(json.dumps) for c in nested}) if nested else df
     buf = io.BytesIO()
     out.to_parquet(buf, index=False)
@@ -93,6 +100,8 @@ def _frame_bytes(df: pd.DataFrame) -> tuple[bytes, list[str]]:
 
 def _frame(data: bytes, nested: list[str]) -> pd.DataFrame:
     df = pd.read_parquet(io.BytesIO(data))
+    if df.shape[1] == 0:  # a table with no columns (a stage that made none) reads back as it was made
+        return pd.DataFrame(index=range(len(df)))
     for c in nested:
         df[c] = df[c].map(lambda v: _tuples(json.loads(v)))
     return df
