@@ -54,6 +54,7 @@ from lexprobe.engine.config import ENGINE_VERSION, MEASUREMENTS, ExtractConfig
 from lexprobe.engine.device import resolve_device, torch_dtype
 from lexprobe.engine.extract import measure
 from lexprobe.engine.patches import PatchMap
+from lexprobe.stages import STAGES
 from lexprobe.stages.ablation import copy_source, design, measured_conditions
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
@@ -314,10 +315,12 @@ def stage_costs(study: Study, assumed_heads: int = 2, shape: GPTNeoXConfig | Non
     sets = measurable(standard_set(stim), stim)
     p_steps = log_subset(steps, study.perturb_steps) if study.perturb_steps else steps
     s1, s3, s4 = StageCost("1 inflection"), StageCost("3 perturbation"), StageCost("4 causal")
+    inflection = STAGES["inflection"]
+    reads = inflection.prepare(study.seen_by(inflection), {}).reads  # what stage 1 will measure, asked of it
     for model in suite.models:
         cfg, download = model_shape(suite, model, shape)
         cost = unit_cost(cfg, download, stim, study.config)
-        n_ck = len(suite.seeds) * len(steps)
+        n_ck = sum(len(r.steps) * len(r.seeds or suite.seeds) for r in reads if model in (r.models or suite.models))
         kept = study.config.measurements
         s1.units += n_ck
         s1.forward += n_ck * len(stim.sentences)
@@ -337,7 +340,7 @@ def stage_costs(study: Study, assumed_heads: int = 2, shape: GPTNeoXConfig | Non
         n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
         plan = design(stats, n_layers, n_heads, study.n_random, study.n_random_dev, study.methods,
                       study.layer_matched, study.seed, copy_source(suite.steps),
-                      PatchMap(neutral(stim), patch_design(n_layers, n_heads)))
+                      PatchMap(neutral(stim), patch_design(n_layers, n_heads)), study.head_map)
         for _, _, chosen, rows in measured_conditions(plan, steps, study.map_steps):
             if rows.empty:
                 continue

@@ -219,9 +219,13 @@ class Study:
             self._results[name] = self._compute(STAGES[name])
         return self._results[name]
 
+    def seen_by(self, stage: Stage[Any]) -> StageSettings:
+        """This study as ``stage`` sees it: the shared inputs and the settings it reads (others refused)."""
+        return StageSettings(self, stage, frozenset(f.name for f in fields(self)))
+
     def _compute(self, stage: Stage[Any]) -> tuple[Any, str | None]:
         earlier = {n: self._keyed(n) for n in stage.needs}
-        view = StageSettings(self, stage, frozenset(f.name for f in fields(self)))
+        view = self.seen_by(stage)
         results = {n: r for n, (r, _) in earlier.items()}
         missing = next((r for r in results.values() if isinstance(r, Skipped)), None)
         if missing is not None:
