@@ -72,3 +72,16 @@ def test_charts_build_and_export_offline(tmp_path):
     assert "vega" in (tmp_path / "heads.html").read_text()
     bars = viz.attention_tokens(["The", "\u0120muddy", "\u0120bank"], [0.2, 0.7, 0.1], [2], [1]).to_dict()
     assert [r["role"] for r in bars["datasets"][next(iter(bars["datasets"]))]] == ["other", "cue", "target"]
+
+
+def test_head_maps_carry_only_the_columns_they_draw():
+    """A patch or causal map chart embeds what it draws (seed, step, head, value, q, significant), not every column
+    of the table it is given: the supplement stays small, the table stays whole in the store."""
+    maps = pd.DataFrame([{"model": "m", "seed": s, "step": t, "unit": "head", "direction": d, "layer": l, "head": h,
+                          "effect": 0.1, "share": 0.2, "q": 0.04, "significant": True, "boot_low": 0.0,
+                          "boot_high": 0.3, "fdr_family": "x", "r2_clean": 0.5}
+                         for s in (0, 1) for t in (0, 8) for d in ("noise", "denoise") for l in (0, 1) for h in (0, 1)])
+    for direction, value in (("noise", "effect"), ("denoise", "share")):
+        spec = viz.patch_map_chart(maps, direction).to_dict()
+        rows = next(iter(spec["datasets"].values()))
+        assert len(rows) == 16 and set(rows[0]) == {"seed", "step", "head_id", value, "q", "significant"}

@@ -179,6 +179,7 @@ def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: in
     """Heads (rows) x checkpoints (columns) coloured by ``value``, significant cells outlined, one panel per seed."""
     d = d if seed is None else d[d["seed"] == seed]
     d = d.assign(head_id=lambda x: "L" + x["layer"].astype(str) + "H" + x["head"].astype(str))
+    d = d[["seed", "step", "head_id", value, "q", "significant"]]  # only what the chart draws: the table stays whole
     return alt.Chart(d).mark_rect().encode(
         x=alt.X("step:O", title="training step"), y=alt.Y("head_id:N", sort=None, title="head"),
         color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True), title=legend),
