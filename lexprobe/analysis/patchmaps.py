@@ -35,11 +35,13 @@ def _defined(r2: np.ndarray) -> np.ndarray:
 
 
 def patch_maps(pairs: pd.DataFrame, patches: pd.DataFrame, target: str = "same", n_boot: int = 200, seed: int = 0,
-               by: str = "r2") -> pd.DataFrame:
+               by: str = "r2", rng: np.random.Generator | None = None) -> pd.DataFrame:
     """One row per (model, seed, step, patch) of unit head or layer: the effect with its bootstrap interval and p,
-    the clean and counterfactual R^2, and BH q (see the module docstring)."""
+    the clean and counterfactual R^2, and BH q (see the module docstring). The draws come from ``rng`` when given
+    (a generator shared by calls on consecutive (model, seed) parts draws what one call on them all would), else
+    from ``seed``."""
     info = patches.set_index("name")
-    rng = np.random.default_rng(seed)
+    rng = rng if rng is not None else np.random.default_rng(seed)
     rows = []
     for (model, sd, step), g in pairs.groupby(KEYS):
         names = [n for n in g["condition"].unique() if n in info.index and info.loc[n, "unit"] in ("head", "layer")]

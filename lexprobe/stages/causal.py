@@ -98,20 +98,16 @@ class CausalStage(Plugin):
                 extract(suite, stim, chosen, models=(model,), seeds=(sd,), root=study.store.root, config=cfg,
                         conditions=plan.at(rows), progress=study.progress)
         table = plan.table
-        conds = ["intact", *table["condition"].unique()]
+        patch_cond = sorted(set(table.loc[table["family"] == "patch", "condition"]))
+        conds = ["intact", *(c for c in table["condition"].unique() if c not in patch_cond)]
         dist = study.store.load("distances", suite=suite.name, stimuli=stim.name, condition=conds, step=list(steps),
                                 model=list(table["model"].unique()), seed=[int(s) for s in table["seed"].unique()])
-        patch_cond = set(table.loc[table["family"] == "patch", "condition"])
-        patched = dist[dist["condition"].isin(patch_cond)]
-        dist = dist[~dist["condition"].isin(patch_cond)]
-        if "patch" in dist.columns:
-            dist = dist.drop(columns="patch")
-        pairs = with_pairs(dist, stim)
+        pairs = with_pairs(dist.drop(columns="patch") if "patch" in dist.columns else dist, stim)
         key = table.drop(columns=["model", "seed"]).drop_duplicates("condition")
         ablation = ablation_results(s1, s2, table, pairs, key, n_boot, seed)
         n_layers, n_heads = int(s2.stats["layer"].max()) + 1, int(s2.stats["head"].max()) + 1
         ptab = patch_table(patch_design(n_layers, n_heads), n_heads)
-        maps, pexact, pfirst, pagree = patching_results(s1, s2, patched, pairs, ptab, n_boot, seed)
+        maps, pexact, pfirst, pagree = patching_results(s1, s2, study.store, patch_cond, pairs, ptab, n_boot, seed)
         curve, greedy = redundancy(s1, prepared.data["searches"], prepared.data["greedy_at"], store=study.store,
                                    config=cfg, progress=study.progress)
         patching = Patching(counterfactual=cf, patches=ptab, patch_maps=maps, patch_exactness=pexact,

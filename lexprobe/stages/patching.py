@@ -97,22 +97,39 @@ def patch_map_of(counterfactual: Stimuli) -> Callable[[int, int], PatchMap]:
     return lambda n_layers, n_heads: PatchMap(counterfactual, patch_design(n_layers, n_heads))
 
 
-def patching_results(stage1: Inflection, stage2: Discovery, patched: pd.DataFrame, pairs: pd.DataFrame,
-                     ptab: pd.DataFrame, n_boot: int, seed: int
+def patching_results(stage1: Inflection, stage2: Discovery, store: ResultsStore, conditions: list[str],
+                     pairs: pd.DataFrame, ptab: pd.DataFrame, n_boot: int, seed: int
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The patch maps, their exactness controls, each head's first significant checkpoint and the agreement of the
-    last checkpoint's necessary and sufficient heads with discovery."""
-    ppairs = with_pairs(patched.assign(condition=patched["patch"]).drop(columns="patch"), stage1.stimuli)
-    intact = pairs[(pairs["condition"] == "intact") & pairs["step"].isin(ppairs["step"].unique())
-                   & pairs["pair_id"].isin(ppairs["pair_id"].unique())]
-    scoring = stage1.scoring
-    ppairs, intact = scoring.layers(ppairs), scoring.layers(intact)
-    maps = patchmaps.patch_maps(ppairs, ptab, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
-    best = stage1.best_of(pd.concat([ppairs, intact]))
-    exact = patchmaps.patch_exactness(ppairs, intact, best)
-    agree = pd.concat([nulls.agreement(maps[(maps["unit"] == "head") & (maps["direction"] == d)], stage2.stats)
-                       .assign(direction=d) for d in ("noise", "denoise")], ignore_index=True) if len(maps) else maps
-    return maps, exact, patchmaps.first_patched(maps), agree
+    """The patch maps (the stored patch-map ``conditions``), their exactness controls, each head's first significant
+    checkpoint and the agreement of the last checkpoint's necessary and sufficient heads with discovery. The maps
+    are read and scored one (model, seed) at a time, in order, with one generator for the bootstrap draws: the
+    tables are those of one pass over every seed, without every seed's patched distances in memory at once."""
+    scoring, stim = stage1.scoring, stage1.stimuli
+    rng = np.random.default_rng(seed)
+    maps, exact = [], []
+    for model, sd in sorted({(m, int(s)) for m, s in stage1.best[["model", "seed"]].itertuples(index=False)}):
+        try:
+            patched = store.load("distances", suite=stage1.suite.name, stimuli=stim.name, condition=conditions,
+                                 step=list(stage1.steps), model=model, seed=sd)
+        except FileNotFoundError:  # this seed's maps were not measured (a skipped checkpoint)
+            continue
+        ppairs = with_pairs(patched.assign(condition=patched["patch"]).drop(columns="patch"), stim)
+        del patched
+        mine = pairs[(pairs["model"] == model) & (pairs["seed"] == sd)]
+        intact = mine[(mine["condition"] == "intact") & mine["step"].isin(ppairs["step"].unique())
+                      & mine["pair_id"].isin(ppairs["pair_id"].unique())]
+        ppairs, intact = scoring.layers(ppairs), scoring.layers(intact)
+        part = patchmaps.patch_maps(ppairs, ptab, target=scoring.target, n_boot=n_boot, by=scoring.by, rng=rng)
+        if part.empty:
+            continue
+        maps.append(part)
+        exact.append(patchmaps.patch_exactness(ppairs, intact, stage1.best_of(pd.concat([ppairs, intact]))))
+    if not maps:
+        return pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+    out = pd.concat(maps, ignore_index=True)
+    agree = pd.concat([nulls.agreement(out[(out["unit"] == "head") & (out["direction"] == d)], stage2.stats)
+                       .assign(direction=d) for d in ("noise", "denoise")], ignore_index=True)
+    return out, pd.concat(exact, ignore_index=True), patchmaps.first_patched(out), agree
 
 
 def _scores(runner: PatchRunner, scoring: Scoring, patches: list[Patch]) -> dict[str, float]:
