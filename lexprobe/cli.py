@@ -50,22 +50,16 @@ def _plan(args: argparse.Namespace) -> int:
     """Plan a sweep and a study offline; an organism that is not trained yet is planned from its profile's shape,
     never trained for it."""
     from lexprobe.checkpoints.suites import parse_steps
-    from lexprobe.organism.suite import get_profile, is_trained, organism_shape, organism_suite, resolve
+    from lexprobe.organism.suite import planned
     from lexprobe.plan import plan, study_plan
     from lexprobe.stimuli.tables import load_stimuli
     from lexprobe.study import Study
 
     stimuli = load_stimuli(args.stimuli)
-    shape = None
-    if args.suite == "organism" or args.suite.startswith("organism-"):
-        profile = get_profile(args.suite.partition("-")[2] or None)
-        suite = organism_suite(profile, trained=False)
-        if not is_trained(profile):
-            shape = organism_shape(profile)
-            print(f"organism profile {profile.name} is not trained yet: planned from its profile's shape (nothing "
-                  "is trained for a plan)")
-    else:
-        suite = resolve(args.suite)
+    suite, shape = planned(args.suite)
+    if shape is not None:
+        print(f"suite {suite.name} is not trained yet: planned from its profile's shape (nothing is trained for a "
+              "plan)")
     print(plan(suite, stimuli, parse_steps(args.steps, suite.steps), _engine_config(args), root=args.out,
                bandwidth_mb_s=args.bandwidth, shape=shape))
     study = Study(suite, stimuli, args.steps, root=args.out, device=args.device, dtype=args.dtype,

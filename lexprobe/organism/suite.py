@@ -176,11 +176,27 @@ def organism_shape(profile: Profile) -> GPTNeoXConfig:
     return neox_config(profile.vocab_size, profile.hidden_size, profile.layers, profile.heads)
 
 
+def organism_profile(spec: str) -> Profile | None:
+    """The profile an ``organism`` / ``organism-PROFILE`` spec names (LEXPROBE_SMOKE=1: its smoke variant), or None
+    for a spec that names no organism."""
+    if spec == "organism" or spec.startswith("organism-"):
+        return get_profile(spec.partition("-")[2] or None)
+    return None
+
+
 def resolve(spec: str, cache_dir: str | None = None) -> Suite:
-    """The suite a spec names, as the command line and notebooks write it: ``organism`` (LEXPROBE_SMOKE=1: its smoke
-    profile) or ``organism-PROFILE`` trains what is missing first; anything else goes to
+    """The suite a spec names, as the command line and notebooks write it: an organism spec
+    (:func:`organism_profile`) trains what is missing first; anything else goes to
     :func:`lexprobe.checkpoints.suites.resolve_suite` (Pythia, local folders, hub caches). It lives here, above both,
     so that ``checkpoints`` never imports the organism."""
-    if spec == "organism" or spec.startswith("organism-"):
-        return ensure_trained(spec.partition("-")[2] or None)
-    return resolve_suite(spec, cache_dir)
+    profile = organism_profile(spec)
+    return resolve_suite(spec, cache_dir) if profile is None else ensure_trained(profile)
+
+
+def planned(spec: str, cache_dir: str | None = None) -> tuple[Suite, GPTNeoXConfig | None]:
+    """The suite a spec names without training anything, and the model config to plan it from when its checkpoints
+    are not there yet (an organism not trained yet: its profile's shape); None when they are."""
+    profile = organism_profile(spec)
+    if profile is None:
+        return resolve_suite(spec, cache_dir), None
+    return organism_suite(profile, trained=False), None if is_trained(profile) else organism_shape(profile)
