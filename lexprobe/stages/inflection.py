@@ -3,7 +3,7 @@ per-layer performance, each checkpoint's best layer and the inflection per (mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -62,15 +62,6 @@ class Inflection:
         """The checkpoint whose tokenizer checks the sets derived from the stimuli (perturbed, counterfactual): the
         suite's first model and seed at ``step``."""
         return self.suite.checkpoint(self.suite.models[0], self.suite.seeds[0], step)
-
-    def scorer(self) -> Inflection:
-        """This stage without its tables: what scoring other tables needs, cheap to send to worker processes."""
-        return replace(self, status=self.status.iloc[:0], pairs=self.pairs.iloc[:0], perf=self.perf.iloc[:0],
-                       best=self.best.iloc[:0], inflection=self.inflection.iloc[:0], fitted=self.fitted.iloc[:0])
-
-    def best_of(self, pairs: pd.DataFrame) -> pd.DataFrame:
-        """Best-layer scores of other pair tables (perturbed sets, interventions) by this stage's rule and target."""
-        return self.scoring.best(pairs)
 
 
 class InflectionStage(Plugin):

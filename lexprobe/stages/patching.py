@@ -123,7 +123,7 @@ def patching_results(stage1: Inflection, stage2: Discovery, store: ResultsStore,
         if part.empty:
             continue
         maps.append(part)
-        exact.append(patchmaps.patch_exactness(ppairs, intact, stage1.best_of(pd.concat([ppairs, intact]))))
+        exact.append(patchmaps.patch_exactness(ppairs, intact, scoring.best(pd.concat([ppairs, intact]))))
     if not maps:
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     out = pd.concat(maps, ignore_index=True)
