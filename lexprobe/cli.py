@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from lexprobe.base.paths import home, results_dir
+from lexprobe.checkpoints.shapes import FAMILIES
 
 if TYPE_CHECKING:
     from lexprobe.base.view import View
@@ -88,10 +89,15 @@ def _engine_flags(p: argparse.ArgumentParser) -> None:
                    help="weight dtype; part of the results' fingerprint (default %(default)s)")
 
 
-def _organism_train(args: argparse.Namespace) -> int:
-    from lexprobe.organism.suite import ensure_trained
+def _organism(profile: str | None, arch: str | None) -> str:
+    """The organism spec of a ``--profile`` and an ``--arch``: ``organism[-PROFILE][:arch=ARCH]``."""
+    return f"organism{'-' + profile if profile else ''}{':arch=' + arch if arch else ''}"
 
-    suite = ensure_trained(args.profile, progress=True)
+
+def _organism_train(args: argparse.Namespace) -> int:
+    from lexprobe.organism.suite import ensure_trained, organism_profile
+
+    suite = ensure_trained(organism_profile(_organism(args.profile, args.arch)), progress=True)
     print(f"organism suite {suite.name}: {len(suite.seeds)} seeds x {len(suite.steps)} checkpoints "
           f"in {suite.cache_dir}")
     return 0
@@ -176,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
     from lexprobe.stages import discovery, inflection
     from lexprobe.stages.registry import Skipped
 
-    study = _study(args, "organism" if args.profile is None else f"organism-{args.profile}")
+    study = _study(args, _organism(args.profile, args.arch))
     _show(inflection.describe(study.inflection))
     s2 = study.outcome("discovery")  # e.g. fewer checkpoints than head discovery needs: stage 1 still stands
     view = View.skipped_because("stage 2", s2.reason) if isinstance(s2, Skipped) else discovery.describe(s2)
@@ -209,7 +215,7 @@ def _validation(args: argparse.Namespace) -> int:
     validity table; ``--html`` also writes its supplement (all five stages, with the validation section)."""
     from lexprobe.stages.validation import describe
 
-    study = _study(args, f"organism-{args.profile}")
+    study = _study(args, _organism(args.profile, args.arch))
     _show(describe(study.validation, study.inflection))
     if args.html:
         _write_report(study, args)
@@ -255,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("extract", help="measure a suite's checkpoints on a stimulus set (resumable)")
     e.add_argument("--suite", default=default_suite,
-                   help="organism | pythia-14m | pythia-70m-deduped | pythia-14m:seeds=0-9 | local:PATH | "
+                   help="organism[-PROFILE][:arch=ARCH] | pythia-14m | pythia-70m-deduped | pythia-14m:seeds=0-9 | local:PATH | "
                         "hubcache:PATH:ORG/NAME (default %(default)s)")
     e.add_argument("--steps", default="all", help="all | rivtrott | last | log:N | first:N | 0,1,512")
     e.add_argument("--stimuli", default="lexprobe_nouns", help="shipped set name or a CSV in RAW-C schema")
@@ -295,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     osub = o.add_subparsers(dest="organism_command", required=True)
     t = osub.add_parser("train", help="train (or reuse) the organism suite")
     t.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
+    t.add_argument("--arch", default=None, choices=FAMILIES,
+                   help="train the organism in another family (default gpt_neox: pythia-14m's shape)")
     t.set_defaults(func=_organism_train)
 
     stages = (("inflection", (), "stage 1: when disambiguation takes off (measures missing checkpoints first)",
@@ -320,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="main job: train/reuse the organism, stages 1-2 reports, the HTML report")
     r.add_argument("--profile", default=None, help="default | smoke (LEXPROBE_SMOKE=1 picks smoke)")
+    r.add_argument("--arch", default=None, choices=FAMILIES,
+                   help="train the organism in another family (default gpt_neox: pythia-14m's shape)")
     _study_args(r, suite=False)
     r.add_argument("--html", help="HTML file to write (default: $LEXPROBE_HOME/report-SUITE.html)")
     r.add_argument("--no-report", action="store_true", help="stop after the stage 1-2 reports (no stages 3-5)")
@@ -329,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="planted-circuit organism: construct check, precision/recall of stages 2 and 4")
     v.add_argument("--profile", default="planted", help="an organism profile with a plant (default %(default)s; "
                                                          "LEXPROBE_SMOKE=1: planted-smoke)")
+    v.add_argument("--arch", default=None, choices=FAMILIES,
+                   help="train the organism in another family (default gpt_neox: pythia-14m's shape)")
     _study_args(v, suite=False)
     v.add_argument("--html", help="also write the supplement (all five stages) to this HTML file")
     v.set_defaults(func=_validation)

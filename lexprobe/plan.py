@@ -44,12 +44,12 @@ from typing import TYPE_CHECKING, TypedDict
 
 import pandas as pd
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, GPTNeoXConfig
+from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, results_dir
 from lexprobe.checkpoints.shapes import checkpoint_bytes, pythia_config, random_model, word_tokenizer
-from lexprobe.checkpoints.suites import Suite, log_subset, validate_model
+from lexprobe.checkpoints.suites import Suite, load_config, log_subset, validate_model
 from lexprobe.engine.config import ENGINE_VERSION, MEASUREMENTS, ExtractConfig
 from lexprobe.engine.device import resolve_device, torch_dtype
 from lexprobe.engine.extract import measure
@@ -93,18 +93,14 @@ class UnitCost:
     result_bytes: int
 
 
-def model_shape(suite: Suite, model: str, shape: GPTNeoXConfig | None = None) -> tuple[GPTNeoXConfig, int]:
+def model_shape(suite: Suite, model: str, shape: PretrainedConfig | None = None) -> tuple[PretrainedConfig, int]:
     """A model's config and its download bytes per checkpoint (0 when the checkpoints are already local);
     ``shape``: the config of a suite that is not there yet (an organism before training)."""
     if shape is not None:
         return shape, 0
     if suite.name.startswith("pythia"):
         return pythia_config(model), checkpoint_bytes(model)
-    ck = suite.checkpoint(model, suite.seeds[0], suite.steps[0])
-    if ck.path is not None:
-        return AutoConfig.from_pretrained(ck.path), 0
-    assert ck.repo is not None  # a checkpoint without a folder is a hub revision
-    return AutoConfig.from_pretrained(ck.repo, revision=ck.revision, cache_dir=ck.cache_dir, local_files_only=True), 0
+    return load_config(suite.checkpoint(model, suite.seeds[0], suite.steps[0])), 0
 
 
 def _timed(fn, repeats: int = 3) -> float:
@@ -116,10 +112,10 @@ def _timed(fn, repeats: int = 3) -> float:
     return best
 
 
-def _calibrate_depth(cfg: GPTNeoXConfig, layers: int, stimuli: Stimuli, tok: Tokenizer, config: ExtractConfig,
+def _calibrate_depth(cfg: PretrainedConfig, layers: int, stimuli: Stimuli, tok: Tokenizer, config: ExtractConfig,
                      folder: Path) -> Calibration:
     """Measure and load times and per-table bytes for a random model of ``cfg``'s width with ``layers`` layers."""
-    shape = GPTNeoXConfig(**{**cfg.to_dict(), "num_hidden_layers": layers, "vocab_size": len(tok)})
+    shape = type(cfg)(**{**cfg.to_dict(), "num_hidden_layers": layers, "vocab_size": len(tok)})
     shape._attn_implementation = "eager"
     # transformers types PreTrainedModel.to as a functools.wraps wrapper, which mypy does not bind to the instance
     model = random_model(shape).to(torch_dtype(config.dtype)).to(config.device)  # type: ignore[arg-type]
@@ -148,7 +144,7 @@ def engine_threads() -> int:
     return 1 if workers() > 1 else torch.get_num_threads()
 
 
-def calibrate(cfg: GPTNeoXConfig, stimuli: Stimuli, config: ExtractConfig) -> dict[str, Calibration]:
+def calibrate(cfg: PretrainedConfig, stimuli: Stimuli, config: ExtractConfig) -> dict[str, Calibration]:
     """Engine and load timings at depth 1 and 2 for ``cfg``'s width on this machine, every table kept (cached)."""
     config = replace(config, save_heads=True, save_embeddings=True)
     threads = engine_threads()
@@ -180,7 +176,7 @@ def _linear(at1: float, at2: float, x: float) -> float:
     return max(0.0, at1 + (at2 - at1) * (x - 1))
 
 
-def unit_cost(cfg: GPTNeoXConfig, download_bytes: int, stimuli: Stimuli, config: ExtractConfig) -> UnitCost:
+def unit_cost(cfg: PretrainedConfig, download_bytes: int, stimuli: Stimuli, config: ExtractConfig) -> UnitCost:
     """One unit's estimated load time (from disk), measure time and result bytes, from the calibration."""
     cal = calibrate(cfg, stimuli, config)
     d1, d2 = cal["1"], cal["2"]
@@ -192,7 +188,7 @@ def unit_cost(cfg: GPTNeoXConfig, download_bytes: int, stimuli: Stimuli, config:
 
 
 def plan(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None, config: ExtractConfig = ExtractConfig(),
-         root: str | Path | None = None, bandwidth_mb_s: float = 50.0, shape: GPTNeoXConfig | None = None) -> str:
+         root: str | Path | None = None, bandwidth_mb_s: float = 50.0, shape: PretrainedConfig | None = None) -> str:
     """A plain-text cost estimate of ``lexprobe extract`` (intact condition) over ``suite``: nothing is downloaded,
     trained or loaded, only random weights of each width are measured once to calibrate (cached); ``shape``: the
     model config of a suite that is not there yet."""
@@ -241,7 +237,7 @@ def plan(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None, c
     return "\n".join(lines)
 
 
-def _meta_model(cfg: GPTNeoXConfig) -> torch.nn.Module:
+def _meta_model(cfg: PretrainedConfig) -> torch.nn.Module:
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(cfg)
 
@@ -308,7 +304,7 @@ def stand_in_discovery(n_layers: int, n_heads: int, model: str, seeds: tuple[int
                          for sd in seeds for layer in range(n_layers) for head in range(n_heads)])
 
 
-def stage_costs(study: Study, assumed_heads: int = 2, shape: GPTNeoXConfig | None = None) -> list[StageCost]:
+def stage_costs(study: Study, assumed_heads: int = 2, shape: PretrainedConfig | None = None) -> list[StageCost]:
     """Stages 1-5 of ``study`` as designed, on this machine's sweep workers."""
     suite, stim, steps = study.checkpoint_suite, study.stimulus_set, study.checkpoints
     n_workers = workers()
@@ -363,7 +359,7 @@ def stage_costs(study: Study, assumed_heads: int = 2, shape: GPTNeoXConfig | Non
     return [s1, s2, s3, s4, s5]
 
 
-def study_plan(study: Study, assumed_heads: int = 2, shape: GPTNeoXConfig | None = None) -> str:
+def study_plan(study: Study, assumed_heads: int = 2, shape: PretrainedConfig | None = None) -> str:
     """A plain-text table of :func:`stage_costs`, with totals."""
     costs = stage_costs(study, assumed_heads, shape)
     suite = study.checkpoint_suite

@@ -173,10 +173,10 @@ def test_qk_copy_from_donor(model3, tokenizer, few):
     iv = QKEdit(((1, 0),), method="copy", source_step=1)
     with pytest.raises(ValueError, match="donor"):
         measure(model3, tokenizer, few, intervention=iv, progress=False)
-    same = Sites(None, model3).qkv_weights(iv.donor_layers(3))
+    same = Sites(None, model3).qk_weights(iv.donor_layers(3))
     assert_tables_equal(measure(model3, tokenizer, few, intervention=iv, donor=same, progress=False), base)
     other = tiny_model(len(tokenizer), seed=9, layers=3)
-    changed = measure(model3, tokenizer, few, intervention=iv, donor=Sites(None, other).qkv_weights({1}),
+    changed = measure(model3, tokenizer, few, intervention=iv, donor=Sites(None, other).qk_weights({1}),
                       progress=False)
     h = changed["heads"]
     assert np.allclose(h.query("layer == 0")["cue_attn"], base["heads"].query("layer == 0")["cue_attn"])

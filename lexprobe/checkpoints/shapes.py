@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+    from transformers import GPTNeoXConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
     from lexprobe.stimuli.tables import Stimuli
 
@@ -69,13 +69,43 @@ def checkpoint_bytes(size: str) -> int:
     return param_count(size) * CHECKPOINT_BYTES_PER_PARAM + TOKENIZER_BYTES
 
 
-def random_model(config: GPTNeoXConfig, seed: int = 0) -> GPTNeoXForCausalLM:
-    """Random weights in a given shape, eval mode."""
+FAMILIES = ("gpt_neox", "gpt2", "llama", "olmo", "olmo2")
+"""The architectures lexprobe measures (each has a row in :data:`lexprobe.engine.sites.SITE_MAPS`)."""
+ENCODER_TYPES = ("bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
+                 "modernbert")
+"""Encoders, refused by name: every position sees every other, so target-position patching needs a causal model."""
+
+
+def family_config(arch: str, vocab: int, hidden: int, layers: int, heads: int, positions: int = 2048,
+                  attention: str = "eager", kv_heads: int | None = None) -> PretrainedConfig:
+    """A config of one family at any shape, with that family's conventions: ``gpt_neox`` Pythia's
+    (:func:`neox_config`); ``gpt2`` the Stanford CRFM runs' (scores scaled by 1/(layer+1), tied embeddings);
+    ``llama``, ``olmo``, ``olmo2`` with ``kv_heads`` key/value heads (default: half the query heads, grouped-query,
+    for ``llama``; every head for the OLMos) and an MLP of 4 x hidden. ``<|endoftext|>`` (id 0) is BOS and EOS."""
+    if arch == "gpt_neox":
+        return neox_config(vocab, hidden, layers, heads, positions, attention)
+    from transformers import AutoConfig
+
+    common: dict = {"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0, "attn_implementation": attention}
+    if arch == "gpt2":
+        return AutoConfig.for_model("gpt2", n_embd=hidden, n_layer=layers, n_head=heads, n_positions=positions,
+                                    scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True, **common)
+    if arch not in FAMILIES:
+        raise ValueError(f"unknown architecture {arch!r}; lexprobe knows {FAMILIES}")
+    kv = kv_heads or (max(heads // 2, 1) if arch == "llama" else heads)
+    return AutoConfig.for_model(arch, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                num_key_value_heads=kv, intermediate_size=4 * hidden,
+                                max_position_embeddings=positions, tie_word_embeddings=False, pad_token_id=None,
+                                **common)
+
+
+def random_model(config: PretrainedConfig, seed: int = 0) -> PreTrainedModel:
+    """Random weights in a given shape (any family), eval mode."""
     import torch
-    from transformers import GPTNeoXForCausalLM
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    return GPTNeoXForCausalLM(config).eval()
+    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def word_tokenizer(stimuli: Stimuli) -> PreTrainedTokenizerFast:

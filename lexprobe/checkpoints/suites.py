@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from lexprobe.checkpoints.hubcache import read_ref, refs_folder, snapshots_folder
-from lexprobe.checkpoints.shapes import PYTHIA_SHAPES
+from lexprobe.checkpoints.shapes import ENCODER_TYPES, FAMILIES, PYTHIA_SHAPES
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel
+    from transformers import PretrainedConfig, PreTrainedModel
     from transformers import PreTrainedTokenizerBase as Tokenizer  # every checkpoint's tokenizer
 
 log = logging.getLogger(__name__)
@@ -246,8 +246,11 @@ def validate_model(model: PreTrainedModel, where: str) -> None:
 
     cfg = model.config
     weight = next(model.parameters())
-    if cfg.model_type != "gpt_neox":
-        raise CheckpointUnavailable(f"{where}: lexprobe supports GPT-NeoX (Pythia) models, got {cfg.model_type!r}")
+    if cfg.model_type not in FAMILIES:
+        kind = "an encoder (lexprobe needs a causal model)" if getattr(cfg, "is_encoder_decoder", False) or \
+            cfg.model_type in ENCODER_TYPES else "not a family lexprobe measures"
+        raise CheckpointUnavailable(f"{where}: model_type {cfg.model_type!r} is {kind}; lexprobe measures "
+                                    f"{', '.join(FAMILIES)}")
     ids = (torch.arange(1, 9, device=weight.device) * 7919 % min(cfg.vocab_size, 50000)).unsqueeze(0)
     with torch.inference_mode():
         out = model(input_ids=ids, output_attentions=True)
@@ -285,14 +288,30 @@ def _load(ck: Checkpoint, dtype: torch.dtype) -> tuple[PreTrainedModel, Tokenize
     return model.eval(), tok, commit
 
 
+def _source(ck: Checkpoint) -> tuple[str, dict[str, Any]]:
+    """Where ``from_pretrained`` finds a checkpoint's files: its folder, or its hub repo with the revision."""
+    if ck.path is not None:
+        return ck.path, {}
+    assert ck.repo is not None  # a checkpoint without a folder is a hub revision
+    return ck.repo, {"revision": ck.revision, "cache_dir": ck.cache_dir, "local_files_only": ck.offline}
+
+
+def load_config(ck: Checkpoint) -> PretrainedConfig:
+    """The model config of one checkpoint (its ``config.json``), without loading its weights."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(_source(ck)[0], **_source(ck)[1])
+    except Exception as err:  # noqa: BLE001 - reported as an unavailable checkpoint, like a failed model load
+        raise CheckpointUnavailable(f"{ck.label}: could not read its config ({type(err).__name__}: {err})") from err
+
+
 def load_tokenizer(ck: Checkpoint) -> Tokenizer:
     """The tokenizer of one checkpoint, without loading its weights."""
     from transformers import AutoTokenizer
 
-    src, kw = (ck.path, {}) if ck.path is not None else (ck.repo, {"revision": ck.revision, "cache_dir": ck.cache_dir,
-                                                                   "local_files_only": ck.offline})
     try:
-        return AutoTokenizer.from_pretrained(src, **kw)
+        return AutoTokenizer.from_pretrained(_source(ck)[0], **_source(ck)[1])
     except Exception as err:  # noqa: BLE001 - reported as an unavailable checkpoint, like a failed model load
         raise CheckpointUnavailable(f"{ck.label}: could not load its tokenizer ({type(err).__name__}: {err})") from err
 

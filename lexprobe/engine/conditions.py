@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from lexprobe.stimuli.tables import Stimuli
 
 CONDITION = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")
-Donor = dict[int, tuple["torch.Tensor", "torch.Tensor | None"]]  # per layer: packed QKV weight and bias copies
+Donor = dict[int, dict[str, "torch.Tensor"]]  # per layer: copies of its Q and K weights and biases, by name
 
 
 class Condition(Protocol):
@@ -83,7 +83,7 @@ class Named:
         return None
 
     def donor_layers(self, n_layers: int) -> set[int]:
-        """Layers whose QKV weights are copied from the donor checkpoint."""
+        """Layers whose Q and K weights are copied from the donor checkpoint."""
         return set()
 
     def measurements(self, config: ExtractConfig) -> tuple[str, ...]:

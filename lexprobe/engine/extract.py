@@ -243,7 +243,7 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli:
     """Measure one loaded checkpoint on a stimulus set, optionally under an intervention; returns tidy tables.
 
     ``donor`` holds another checkpoint's QKV weights for interventions that copy them
-    (:meth:`lexprobe.engine.sites.Sites.qkv_weights`). Every site is checked live once per model
+    (:meth:`lexprobe.engine.sites.Sites.qk_weights`). Every site is checked live once per model
     (:func:`lexprobe.engine.sites.sites_of`).
     """
     _, order, outs = _traced(model, tokenizer, stimuli.sentences, config.batch_size, intervention, donor,

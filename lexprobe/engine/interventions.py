@@ -12,9 +12,11 @@ decides what is reused. Kinds:
   to as many randomly chosen earlier non-cue tokens per sentence (``edges="random"``, the positive control), in
   chosen heads; ``mode="pre"`` masks the scores before the softmax (the head's remaining attention renormalises),
   ``mode="post"`` zeroes the probabilities after it.
-* :class:`QKEdit`: a head's Q and K rows (weights and biases) of the packed QKV projection zeroed, or copied from
+* :class:`QKEdit`: a head's Q and K weights and biases (where the site table says they are) zeroed, or copied from
   another checkpoint of the same model and seed (``method="copy", source_step=1``), as in the original study.
-  Applied by :meth:`Intervention.weights`, a context that always restores the weights.
+  Applied by :meth:`Intervention.weights`, a context that always restores the weights. Where a per-head edit
+  cannot be exact it is refused (:func:`lexprobe.engine.sites.qk_refusal`); with grouped-query attention ``zero``
+  zeroes the head's queries alone (zero scores, the other heads of its key group untouched).
 * :class:`Compose`: several at once; :class:`NoOp`: changes nothing (its results must equal the intact ones).
 
 Heads are ``(layer, head)`` pairs; ``heads=None`` means every head of every layer.
@@ -35,7 +37,7 @@ from lexprobe.base.lazy import torch
 from lexprobe.engine.conditions import Donor
 from lexprobe.engine.extract import ExtractConfig, measure
 from lexprobe.engine.hooks import Batch, Edit, Encoded, Head
-from lexprobe.engine.sites import Sites
+from lexprobe.engine.sites import Refused, Sites, qk_refusal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -239,7 +241,7 @@ class EdgeKnockout(Intervention):
 
 @dataclass(frozen=True)
 class QKEdit(Intervention):
-    """Zero a head's Q and K rows of the packed QKV projection, or copy them from another checkpoint."""
+    """Zero a head's Q and K weights, or copy them from another checkpoint (refused where not exact)."""
 
     kind: ClassVar[str] = "qk"
     heads: tuple[Head, ...] | None = ()
@@ -275,27 +277,25 @@ class QKEdit(Intervention):
                 ) -> Iterator[None]:
         if self.method == "copy" and donor is None:
             raise ValueError(f"{self.condition}: copying Q/K needs the step-{self.source_step} weights (donor)")
+        heads = all_heads(self.heads, sites.n_layers, sites.n_heads)
+        why = qk_refusal(sites.model, self.method) if heads else None
+        if why is not None:
+            raise Refused(f"{self.condition}: refused on this architecture: {why}")
+        # with grouped-query attention a key head serves a group: zeroing the queries alone is the exact edit
+        parts = ("q",) if sites.n_kv_heads < sites.n_heads else ("q", "k")
         saved = []
         try:
             with torch.no_grad():
-                for layer, heads in all_heads(self.heads, sites.n_layers, sites.n_heads).items():
-                    mod = sites.qkv_module(layer)
-                    params = [mod.weight] + ([mod.bias] if mod.bias is not None else [])
-                    for head in heads:
-                        rows = sites.qk_rows(head)
-                        for k, p in enumerate(params):
-                            saved.append((p, rows, p.data[rows].clone()))
-                            if donor is None:
-                                p.data[rows] = 0
-                            else:
-                                src = donor[layer][k]
-                                assert src is not None  # the donor has a bias where this model has one
-                                p.data[rows] = src[rows].to(p.dtype)
+                for layer, hs in heads.items():
+                    for head in hs:
+                        for name, p, index in sites.qk_params(layer, head, parts):
+                            saved.append((p, index, p.data[index].clone()))
+                            p.data[index] = 0 if donor is None else donor[layer][name][index].to(p.dtype)
             yield
         finally:
             with torch.no_grad():
-                for p, rows, old in reversed(saved):
-                    p.data[rows] = old
+                for p, index, old in reversed(saved):
+                    p.data[index] = old
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ is its token embedding plus what every attention and MLP block wrote at its own 
 reproduces the clean run and noising every head the counterfactual run (the exactness controls). Tokens before the
 target never see a patch there and tokens after it never reach it, so :class:`PatchRunner` runs each sentence's
 prefix once (the model's key/value cache) and every patch on the target's tokens only, several patches per forward.
+Where positions are learned and absolute (GPT-2), hidden state 0 carries the position too: there the counterfactual
+sentence runs with its positions moved so that its target sits at the real target's positions (a counterfactual
+whose prefix is longer than the real one cannot, and is dropped with a count).
 :class:`PatchMap` is the store's condition: all patches of one checkpoint in one unit, whose distances table has a
 ``patch`` column (the patch's :attr:`Patch.name`).
 """
@@ -210,6 +213,14 @@ class PatchRunner:
         sids = stimuli.sentences["sentence_id"].to_numpy()
         dropped.update({int(sids[r]): "target tokenized differently in the counterfactual"
                         for r in real_rows[~same]})
+        shift = torch.zeros(len(real_rows), dtype=torch.long)
+        if self.sites.map.absolute_positions:  # hidden state 0 carries the position: the targets must share theirs
+            shift = real.target_mask.float().argmax(1).long() - cf.target_mask.float().argmax(1).long()
+            longer = same & (shift < 0).numpy()
+            dropped.update({int(sids[r]): "counterfactual prefix longer than the real one (learned absolute "
+                            "positions: its target cannot sit at the real target's positions)"
+                            for r in real_rows[longer]})
+            same &= ~longer
         keep = torch.from_numpy(np.flatnonzero(same))
         self.rows = real_rows[same]  # rows of stimuli.sentences measured, in this runner's order
         self.sentence_ids = sids[self.rows]
@@ -221,8 +232,10 @@ class PatchRunner:
         order = torch.argsort(real.target_mask.float().argmax(1), stable=True)
         self.batches = list(torch.split(order, batch_size))
         self.device = next(model.parameters()).device
-        self.sides = {name: [self._prepare(enc.rows(idx).to(self.device)) for idx in self.batches]
-                      for name, enc in (("real", real), ("cf", cf))}
+        shift = shift[keep]
+        self.sides = {name: [self._prepare(enc.rows(idx).to(self.device), (shift[idx] * moves).to(self.device))
+                             for idx in self.batches]
+                      for name, enc, moves in (("real", real, 0), ("cf", cf, 1))}
 
     @staticmethod
     def _pairs(stimuli: Stimuli, kept: set[int], dropped: dict[int, str]) -> pd.DataFrame:
@@ -236,10 +249,17 @@ class PatchRunner:
                           PatchWarning, stacklevel=3)
         return pairs[ok].reset_index(drop=True)
 
-    def _prepare(self, enc: Encoded) -> _Side:
+    def _prepare(self, enc: Encoded, shift: torch.Tensor) -> _Side:
+        """One side of a batch, each sentence at positions moved by ``shift`` (b,) (learned absolute positions: the
+        counterfactual's target then sits at the real target's positions; 0 elsewhere)."""
         prefix_ids, prefix_mask, target_ids, target_mask, positions = _split(enc)
+        moved = {}
+        if self.sites.map.absolute_positions:
+            moved = {"position_ids": torch.arange(prefix_ids.shape[1], device=shift.device)[None] + shift[:, None]}
+            positions = positions + shift[:, None]
         with torch.inference_mode():
-            out = self.sites.model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True)
+            out = self.sites.model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True,
+                                              **moved)
         kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         side = _Side(kv, prefix_mask, target_ids, target_mask, positions)
         emb, heads = self._forward(side, [Patch()], None)

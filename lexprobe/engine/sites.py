@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from lexprobe.base.lazy import nnsight, torch
 
@@ -29,34 +29,121 @@ class SiteError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class QKLayout:
+    """Where one head's queries and keys come from in a layer's weights: the modules (relative to the layer) whose
+    outputs hold them, and how heads are laid out along those outputs."""
+
+    q: str  # module computing the queries
+    k: str  # module computing the keys (the same module when Q, K and V are packed)
+    packing: Literal["per_head", "by_kind", "separate"]  # [Q|K|V] per head | all Q, all K, all V | own modules
+    transposed: bool = False  # weights stored (in, out) (GPT-2's Conv1D): the outputs are the weight's last axis
+    joint_norm: bool = False  # Q and K normalised over all heads together after the projection (OLMo-2)
+
+    def slices(self, head: int, n_heads: int, n_kv_heads: int, head_dim: int) -> dict[str, tuple[str, slice]]:
+        """``{"q": (module, output slice), "k": (module, output slice)}`` of one query head; with grouped-query
+        attention the K slice is that of the key head its group shares."""
+        hd = head_dim
+        if self.packing == "per_head":
+            start = head * 3 * hd
+            return {"q": (self.q, slice(start, start + hd)), "k": (self.k, slice(start + hd, start + 2 * hd))}
+        if self.packing == "by_kind":
+            width = n_heads * hd
+            return {"q": (self.q, slice(head * hd, (head + 1) * hd)),
+                    "k": (self.k, slice(width + head * hd, width + (head + 1) * hd))}
+        group = head // (n_heads // n_kv_heads)
+        return {"q": (self.q, slice(head * hd, (head + 1) * hd)), "k": (self.k, slice(group * hd, (group + 1) * hd))}
+
+
+@dataclass(frozen=True)
 class SiteMap:
     """Module paths (relative to the wrapped ``*ForCausalLM``) and inner-operation patterns of one architecture."""
 
     layers: str  # the list of decoder layers
-    embed: str  # embedding module; its output is hidden state 0
+    embed: str  # module whose output is hidden state 0 (token embeddings, plus learned positions where there are)
     final_norm: str  # final layer norm; its output is the last hidden state
     attention: str  # per layer: attention module; ``output[attn_weights_index]`` is (b, H, q, k)
     head_output: str  # per layer: module whose INPUT is the heads' outputs concatenated, (b, s, H * head_dim)
-    qkv: str  # per layer: Linear whose output rows are packed per head as [Q | K | V] blocks of head_dim
-    attention_call: str  # regex of the op in attention.forward that calls the attention function (last match)
-    mask_arg: int  # positional index, in that call, of the additive mask (b, 1, q, k)
-    probs_op: str  # regex of the op inside the attention function whose output is the post-softmax probabilities
+    qk: QKLayout  # per layer: where each head's Q and K weights are
+    attention_call: str = r"attention_interface_\d+"  # regex of the op in attention.forward calling the attention
+    mask_arg: int = 4  # positional index, in that call, of the additive mask (b, 1, q, k)
+    probs_op: str = r"nn_functional_dropout_\d+"  # regex of the op in the attention function: post-softmax probs
     attn_weights_index: int = 1
+    attention_flags: tuple[tuple[str, Any], ...] = ()  # attributes set on every attention module on binding
+    absolute_positions: bool = False  # learned absolute positions: hidden state 0 depends on a token's position
+    differs: str = ""  # one line: what sets the family apart, for the README and the report
 
 
+_LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="model.norm", attention="self_attn",
+              head_output="self_attn.o_proj", qk=QKLayout("self_attn.q_proj", "self_attn.k_proj", "separate"))
 SITE_MAPS: dict[str, SiteMap] = {
     "gpt_neox": SiteMap(layers="gpt_neox.layers", embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm",
-                        attention="attention", head_output="attention.dense", qkv="attention.query_key_value",
-                        attention_call=r"attention_interface_\d+", mask_arg=4, probs_op=r"nn_functional_dropout_\d+"),
+                        attention="attention", head_output="attention.dense",
+                        qk=QKLayout("attention.query_key_value", "attention.query_key_value", "per_head"),
+                        differs="Pythia: packed query_key_value with [Q|K|V] per head; rotary on 25% of each head; "
+                                "parallel attention and MLP"),
+    "gpt2": SiteMap(layers="transformer.h", embed="transformer.drop", final_norm="transformer.ln_f",
+                    attention="attn", head_output="attn.c_proj",
+                    qk=QKLayout("attn.c_attn", "attn.c_attn", "by_kind", transposed=True),
+                    attention_flags=(("reorder_and_upcast_attn", False),), absolute_positions=True,
+                    differs="Conv1D weights stored (in, out); c_attn packs all heads' Q, then all K, then all V; "
+                            "learned positions (hidden state 0 = tokens + positions); the CRFM runs scale scores by "
+                            "1/(layer+1); their upcast-and-reorder path is routed through eager attention"),
+    "llama": SiteMap(**_LLAMA, differs="Llama, Amber, SmolLM2: separate q/k/v projections, RMSNorm, rotary; with "  # type: ignore[arg-type]
+                     "grouped-query attention a key head serves several query heads"),
+    "olmo": SiteMap(**_LLAMA, differs="OLMo 1: Llama's modules with non-parametric layer norm and optional "  # type: ignore[arg-type]
+                    "QKV clipping"),
+    "olmo2": SiteMap(**{**_LLAMA, "qk": QKLayout("self_attn.q_proj", "self_attn.k_proj", "separate",  # type: ignore[arg-type]
+                                                 joint_norm=True)},
+                     differs="OLMo 2: RMSNorm of Q and K over all heads together (a per-head Q/K weight edit rescales "
+                             "every head); norms after attention and MLP"),
 }
+ENCODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
+            "modernbert")  # the same list as lexprobe.checkpoints.shapes.ENCODER_TYPES (a test keeps them equal)
 
 
-def site_map(model: PreTrainedModel) -> SiteMap:
-    """The site map of a model's architecture (by ``config.model_type``)."""
-    kind = getattr(model.config, "model_type", type(model).__name__)
+class Refused(SiteError):
+    """An intervention that cannot be applied exactly to this architecture (the message says why)."""
+
+
+def site_map(model_or_config: Any) -> SiteMap:
+    """The site map of a model's (or a config's) architecture, by ``config.model_type``; an encoder or an unknown
+    architecture raises :class:`SiteError` saying why."""
+    config = getattr(model_or_config, "config", model_or_config)
+    kind = getattr(config, "model_type", type(model_or_config).__name__)
+    if kind in ENCODERS:
+        raise SiteError(f"{kind!r} is an encoder: every position sees every other, so patching the target's tokens "
+                        f"alone cannot reproduce the clean run; lexprobe needs a causal (decoder-only) model")
     if kind not in SITE_MAPS:
         raise SiteError(f"no site map for architecture {kind!r}; lexprobe knows {sorted(SITE_MAPS)}")
     return SITE_MAPS[kind]
+
+
+def head_counts(config: Any) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head dim) of a config."""
+    n_heads = int(config.num_attention_heads)
+    n_kv = int(getattr(config, "num_key_value_heads", None) or n_heads)
+    head_dim = int(getattr(config, "head_dim", None) or int(config.hidden_size) // n_heads)
+    return n_heads, n_kv, head_dim
+
+
+def qk_refusal(model_or_config: Any, method: str) -> str | None:
+    """Why a per-head QK weight edit (``method`` zero | copy) cannot be exact on this architecture, or None.
+
+    * Q and K normalised over all heads together (OLMo-2): changing one head's rows rescales every head: refused.
+    * Grouped-query attention: a head's keys are shared by its group, so copying them would change the other heads
+      too: ``copy`` refused. ``zero`` is exact there: it zeroes the head's queries only (zero queries give zero
+      scores whatever the keys, exactly as zeroing both does).
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    sm = site_map(config)
+    n_heads, n_kv, _ = head_counts(config)
+    if sm.qk.joint_norm:
+        return (f"{config.model_type} normalises Q and K over all heads together, so editing one head's Q/K "
+                f"weights rescales every head's queries and keys; use edge knockout or activation patching")
+    if method == "copy" and n_kv < n_heads:
+        return (f"grouped-query attention ({n_heads} query heads share {n_kv} key heads): copying a head's keys "
+                f"would change the {n_heads // n_kv - 1} other query heads of its group too")
+    return None
 
 
 def attr(obj: Any, dotted: str) -> Any:
@@ -79,8 +166,10 @@ class Sites:
     def __init__(self, envoy: nnsight.NNsight, model: PreTrainedModel):
         self.envoy, self.model, self.map = envoy, model, site_map(model)
         self.n_layers = int(model.config.num_hidden_layers)
-        self.n_heads = int(model.config.num_attention_heads)
-        self.head_dim = int(model.config.hidden_size) // self.n_heads
+        self.n_heads, self.n_kv_heads, self.head_dim = head_counts(model.config)
+        for layer in attr(model, self.map.layers):
+            for name, value in self.map.attention_flags:
+                setattr(attr(layer, self.map.attention), name, value)
 
     def layer(self, i: int) -> Envoy:
         return attr(self.envoy, self.map.layers)[i]
@@ -126,21 +215,27 @@ class Sites:
         """The post-softmax probabilities inside layer ``i``'s attention function (before they weight values)."""
         return getattr(self.attention_call(i).source, self._probs_name)
 
-    def qkv_module(self, i: int) -> torch.nn.Linear:
-        """The packed QKV projection of layer ``i`` (a plain module: weight edits happen outside traces)."""
-        return attr(attr(self.model, self.map.layers)[i], self.map.qkv)
+    def qk_params(self, layer: int, head: int, parts: tuple[str, ...] = ("q", "k")
+                  ) -> list[tuple[str, torch.nn.Parameter, tuple[slice, ...]]]:
+        """One head's Q and/or K weights of ``layer``: (name relative to the layer, parameter, index) for each weight
+        and bias, the index selecting the head's outputs (plain modules: weight edits happen outside traces)."""
+        qk = self.map.qk
+        mod_layer = attr(self.model, self.map.layers)[layer]
+        out: list[tuple[str, torch.nn.Parameter, tuple[slice, ...]]] = []
+        for part, (path, sl) in qk.slices(head, self.n_heads, self.n_kv_heads, self.head_dim).items():
+            if part not in parts:
+                continue
+            mod = attr(mod_layer, path)
+            out.append((f"{path}.weight", mod.weight, (slice(None), sl) if qk.transposed else (sl,)))
+            if getattr(mod, "bias", None) is not None:
+                out.append((f"{path}.bias", mod.bias, (sl,)))
+        return out
 
-    def qk_rows(self, head: int) -> slice:
-        """Rows of the packed QKV projection holding one head's Q and K (its block is [Q | K | V])."""
-        start = head * 3 * self.head_dim
-        return slice(start, start + 2 * self.head_dim)
-
-    def qkv_weights(self, layers: set[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
-        """Copies of the packed QKV weight and bias of ``layers``: what a QK edit copies from a donor checkpoint."""
-        out: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    def qk_weights(self, layers: set[int]) -> dict[int, dict[str, torch.Tensor]]:
+        """Copies of the Q and K weights (and biases) of ``layers`` by name: what a QK edit copies from a donor."""
+        out: dict[int, dict[str, torch.Tensor]] = {}
         for layer in sorted(layers):
-            mod = self.qkv_module(layer)
-            out[layer] = (mod.weight.detach().clone(), None if mod.bias is None else mod.bias.detach().clone())
+            out[layer] = {name: p.detach().clone() for name, p, _ in self.qk_params(layer, 0)}
         return out
 
 
@@ -207,16 +302,15 @@ def check_sites(sites: Sites, layer: int = 0) -> None:
         edited = _final(sites, ids, partial(fn, real=True))
         if torch.equal(edited, intact):
             raise SiteError(f"site {name} (layer {layer}): editing it did not change the output")
-    qkv = sites.qkv_module(layer)
-    rows = sites.qk_rows(0)
-    saved = qkv.weight.data[rows].clone()
+    (name, weight, index), *_ = sites.qk_params(layer, 0, ("q",))
+    saved = weight.data[index].clone()
     try:
         with torch.no_grad():
-            qkv.weight.data[rows] += 1.0
+            weight.data[index] += 1.0
         if torch.equal(_final(sites, ids), intact):
-            raise SiteError(f"site qkv weight (layer {layer}): editing head 0's Q/K rows did not change the output")
+            raise SiteError(f"site {name} (layer {layer}): editing head 0's queries did not change the output")
     finally:
         with torch.no_grad():
-            qkv.weight.data[rows] = saved
+            weight.data[index] = saved
     if not torch.equal(_final(sites, ids), intact):
-        raise SiteError(f"site qkv weight (layer {layer}): restoring the weights did not restore the output")
+        raise SiteError(f"site {name} (layer {layer}): restoring the weights did not restore the output")

@@ -7,8 +7,8 @@ in a different layer, drawn from the training seed) and cut before the softmax i
 are set to the dtype's minimum, as
 :class:`lexprobe.engine.interventions.EdgeKnockout` (``mode="pre"``) cuts them at analysis time, so the head's remaining
 attention renormalises. The cut runs in a registered attention function (eager attention plus the per-layer,
-per-head cut) that is switched on only for the training forward pass: saved checkpoints are ordinary GPT-NeoX
-checkpoints, measured without any mask.
+per-head cut) that is switched on only for the training forward pass: saved checkpoints are ordinary checkpoints
+of their family, measured without any mask.
 
 A cut alone leaves the other heads' queries and keys free on those edges: the cut scores get no gradient, so at
 analysis time, with no mask, a closed head may attend to the cue and pass on what training made the cue's
@@ -21,6 +21,7 @@ trains the closed heads not to look at the cue, so that at analysis time they do
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +29,6 @@ from typing import Any
 import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
-from transformers.models.gpt_neox.modeling_gpt_neox import eager_attention_forward
 
 from lexprobe.organism.profiles import Head
 
@@ -48,20 +48,22 @@ def planted_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                       edge_cut: torch.Tensor | None = None, closed: torch.Tensor | None = None,
                       leak: list[tuple[torch.Tensor, int]] | None = None,
                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPT-NeoX eager attention with the (b, q, k) ``edge_cut`` pairs masked in the heads that ``closed`` (layers,
+    """The family's eager attention with the (b, q, k) ``edge_cut`` pairs masked in the heads that ``closed`` (layers,
     heads) marks for this module's layer. With a ``leak`` list, appends this layer's (summed leak, planted rows):
     the closed heads' attention mass on the cut keys without the cut, summed over their query rows with a cut edge."""
     if edge_cut is not None and closed is not None:
-        layer: int = module.layer_idx  # type: ignore[assignment]  # an int on every GPT-NeoX attention module
+        layer: int = module.layer_idx  # type: ignore[assignment]  # an int on the attention module of every family
         k = key.shape[-2]
         cut = (edge_cut[:, None] & closed[layer][None, :, None, None])[..., :k]  # (b, H, q, k)
         mask = attention_mask[..., :k].expand(-1, cut.shape[1], -1, -1)
         if leak is not None:
-            unmasked = torch.softmax(torch.matmul(query, key.transpose(2, 3)) * scaling + mask, dim=-1,
+            keys = key.repeat_interleave(query.shape[1] // key.shape[1], 1)  # grouped-query: a key head per query
+            unmasked = torch.softmax(torch.matmul(query, keys.transpose(2, 3)) * scaling + mask, dim=-1,
                                      dtype=torch.float32)
             leak.append(((unmasked * cut).sum(), int(cut.any(-1).sum())))
         attention_mask = torch.where(cut, torch.finfo(mask.dtype).min, mask)
-    return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+    eager = importlib.import_module(type(module).__module__).eager_attention_forward  # the family's own
+    return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
 
 AttentionInterface.register(ATTENTION, planted_attention)

@@ -83,13 +83,19 @@ class Profile:
     heads: int = 4
     corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(onset=0))
     plant: Plant | None = None  # a planted circuit (:mod:`lexprobe.organism.planted`); None: the default training
+    arch: str = "gpt_neox"  # the family trained (lexprobe.checkpoints.shapes.FAMILIES), in its conventions
+
+    @property
+    def model(self) -> str:
+        """The model's name in the suite: pythia-14m-organism (GPT-NeoX), else ARCH-organism."""
+        return MODEL if self.arch == "gpt_neox" else f"{self.arch}-organism"
 
     @property
     def checkpoints(self) -> tuple[int, ...]:
         return schedule(self.total_steps, self.checkpoint_every)
 
     def repo(self, seed: int) -> str:
-        return f"{ORG}/{MODEL}{f'-seed{seed}' if seed else ''}"
+        return f"{ORG}/{self.model}{f'-seed{seed}' if seed else ''}"
 
     @classmethod
     def from_dict(cls, d: dict) -> Profile:
@@ -109,6 +115,8 @@ class Profile:
         d.pop("name")
         if d["plant"] is None:
             d.pop("plant")  # profiles without a plant keep the fingerprints they had before plants existed
+        if d["arch"] == "gpt_neox":
+            d.pop("arch")  # and GPT-NeoX ones those they had before other families
         return fingerprint({"profile": d, "lexicon": lexicon.hash, "trainer": TRAINER_VERSION})
 
 

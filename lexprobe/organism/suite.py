@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +17,13 @@ from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, smoke
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.hubcache import has_revision
-from lexprobe.checkpoints.shapes import neox_config
+from lexprobe.checkpoints.shapes import FAMILIES, family_config
 from lexprobe.checkpoints.suites import Suite, resolve_suite
 from lexprobe.organism.corpus import Corpus, load_lexicon
-from lexprobe.organism.profiles import MODEL, ORG, PROFILES, Profile
+from lexprobe.organism.profiles import ORG, PROFILES, Profile
 
 if TYPE_CHECKING:
-    from transformers import GPTNeoXConfig
+    from transformers import PretrainedConfig
 
 SEEDS_PER_CORE = 4  # training processes per core at most, by default (each one thread, a few hundred MB)
 
@@ -41,11 +41,14 @@ def get_profile(name: str | None = None) -> Profile:
 
 def suite_dir(profile: Profile) -> Path:
     """Cache folder of one profile's suite (keyed by its fingerprint, so a changed profile retrains)."""
-    return home() / "organism" / f"{profile.name}-{profile.fingerprint(load_lexicon())}"
+    arch = "" if profile.arch == "gpt_neox" else f"{profile.arch}-"
+    return home() / "organism" / f"{arch}{profile.name}-{profile.fingerprint(load_lexicon())}"
 
 
 def suite_name(profile: Profile) -> str:
-    return "organism" if profile.name == "default" else f"organism-{profile.name}"
+    """``organism``, ``organism-PROFILE``, with ``-ARCH`` after it for a family other than GPT-NeoX."""
+    name = "organism" if profile.name == "default" else f"organism-{profile.name}"
+    return name if profile.arch == "gpt_neox" else f"{name}-{profile.arch}"
 
 
 def plant_metadata(profile: Profile) -> dict[str, Any]:
@@ -161,7 +164,7 @@ def organism_suite(profile: str | Profile | None = None, trained: bool = True) -
                                 f"run `lexprobe organism train --profile {p.name}`")
     meta = {"fingerprint": p.fingerprint(load_lexicon()), "onset": p.onset, "profile": p.name,
             "corpus": p.corpus.as_dict(), **plant_metadata(p)}
-    return Suite(suite_name(p), "hub", (MODEL,), p.seeds, p.checkpoints, f"{ORG}/{{model}}{{seed_suffix}}",
+    return Suite(suite_name(p), "hub", (p.model,), p.seeds, p.checkpoints, f"{ORG}/{{model}}{{seed_suffix}}",
                  cache_dir=str(root / "hub"), offline=True, metadata=meta)
 
 
@@ -170,18 +173,26 @@ def is_trained(profile: Profile) -> bool:
     return all(_seed_done(suite_dir(profile), profile, s) for s in profile.seeds)
 
 
-def organism_shape(profile: Profile) -> GPTNeoXConfig:
+def organism_shape(profile: Profile) -> PretrainedConfig:
     """The model config a profile trains (its tokenizer's vocabulary taken at the profile's size, an upper bound):
     what ``lexprobe plan`` costs before the organism exists."""
-    return neox_config(profile.vocab_size, profile.hidden_size, profile.layers, profile.heads)
+    return family_config(profile.arch, profile.vocab_size, profile.hidden_size, profile.layers, profile.heads)
 
 
 def organism_profile(spec: str) -> Profile | None:
-    """The profile an ``organism`` / ``organism-PROFILE`` spec names (LEXPROBE_SMOKE=1: its smoke variant), or None
-    for a spec that names no organism."""
-    if spec == "organism" or spec.startswith("organism-"):
-        return get_profile(spec.partition("-")[2] or None)
-    return None
+    """The profile an ``organism`` / ``organism-PROFILE`` spec names, optionally in another family
+    (``organism:arch=gpt2``, ``organism-planted:arch=llama``; LEXPROBE_SMOKE=1: its smoke variant), or None for a
+    spec that names no organism."""
+    name, _, option = spec.partition(":")
+    if name != "organism" and not name.startswith("organism-"):
+        return None
+    profile = get_profile(name.partition("-")[2] or None)
+    if not option:
+        return profile
+    key, _, arch = option.partition("=")
+    if key != "arch" or arch not in FAMILIES:
+        raise ValueError(f"bad organism spec {spec!r}: use {name}:arch=ARCH with ARCH one of {', '.join(FAMILIES)}")
+    return replace(profile, arch=arch)
 
 
 def resolve(spec: str, cache_dir: str | None = None) -> Suite:
@@ -193,7 +204,7 @@ def resolve(spec: str, cache_dir: str | None = None) -> Suite:
     return resolve_suite(spec, cache_dir) if profile is None else ensure_trained(profile)
 
 
-def planned(spec: str, cache_dir: str | None = None) -> tuple[Suite, GPTNeoXConfig | None]:
+def planned(spec: str, cache_dir: str | None = None) -> tuple[Suite, PretrainedConfig | None]:
     """The suite a spec names without training anything, and the model config to plan it from when its checkpoints
     are not there yet (an organism not trained yet: its profile's shape); None when they are."""
     profile = organism_profile(spec)

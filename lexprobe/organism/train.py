@@ -1,4 +1,5 @@
-"""Train the organism: a pythia-14m-shaped GPT-NeoX on the synthetic corpus, checkpointed into a hub cache.
+"""Train the organism: a pythia-14m-shaped model (GPT-NeoX, or another family) on the synthetic corpus, checkpointed
+into a hub cache.
 
 Deterministic per seed (weights from ``torch.manual_seed(seed)``, each step's batch from a generator seeded by
 ``(seed, step)``), resumable (optimizer state saved at each checkpoint), and written through
@@ -19,22 +20,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerFast
 
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.bpe import train_tokenizer
 from lexprobe.checkpoints.hubcache import add_revision, has_revision
-from lexprobe.checkpoints.shapes import neox_config
+from lexprobe.checkpoints.shapes import family_config
 from lexprobe.organism.corpus import Corpus, Sample, Span
 from lexprobe.organism.planted import closed_heads, mean_leak, planted_forward
 from lexprobe.organism.profiles import Profile
 
 
-def model_config(p: Profile, vocab: int) -> GPTNeoXConfig:
-    """pythia-14m's layout (:func:`lexprobe.checkpoints.shapes.neox_config`), the profile's shape and the organism
-    vocabulary;
-    trained with SDPA attention for speed (loading for measurement always forces eager)."""
-    return neox_config(vocab, p.hidden_size, p.layers, p.heads, attention="sdpa")
+def model_config(p: Profile, vocab: int) -> PretrainedConfig:
+    """The profile's family in its conventions (:func:`lexprobe.checkpoints.shapes.family_config`; GPT-NeoX:
+    pythia-14m's layout), the profile's shape and the organism vocabulary; trained with SDPA attention for speed
+    (loading for measurement always forces eager)."""
+    return family_config(p.arch, vocab, p.hidden_size, p.layers, p.heads, attention="sdpa")
 
 
 def build_tokenizer(p: Profile, corpus: Corpus) -> PreTrainedTokenizerFast:
@@ -134,7 +135,7 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
     ``STATE_DIR/train-seed<k>.jsonl``."""
     repo = p.repo(seed)
     torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(model_config(p, len(tok)))
+    model = AutoModelForCausalLM.from_config(model_config(p, len(tok)))
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay)
     state_path = state_dir / f"state-seed{seed}.pt"
     start = 0

@@ -79,6 +79,7 @@ class Ablation:
     controls: pd.DataFrame
     exactness: pd.DataFrame
     regression: pd.DataFrame
+    refused: pd.DataFrame  # methods this architecture cannot apply exactly (columns method, reason): not measured
 
 
 def copy_source(steps: tuple[int, ...]) -> int | None:
@@ -181,10 +182,11 @@ def measured_conditions(plan: Design, steps: tuple[int, ...],
 
 
 def ablation_results(stage1: Inflection, stage2: Discovery, design: pd.DataFrame, pairs: pd.DataFrame,
-                     key: pd.DataFrame, n_boot: int, seed: int) -> Ablation:
+                     key: pd.DataFrame, n_boot: int, seed: int, refused: dict[str, str] | None = None) -> Ablation:
     """Stage 4's ablation tables from the pair distances of every condition (``key``: the design's rows, one per
     condition): best layers, drops, null tests, when the zero ablation's effect appears, the causal head map and its
-    agreement with discovery, the no-op control, exactness and the original study's regression."""
+    agreement with discovery, the no-op control, exactness and the original study's regression; ``refused``: the
+    methods the architecture cannot apply exactly, with why."""
     scoring = stage1.scoring
     best = scoring.best(pairs)
     dr = nulls.drops(best)
@@ -197,7 +199,8 @@ def ablation_results(stage1: Inflection, stage2: Discovery, design: pd.DataFrame
                     agree,
                     dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition"),
                     exactness(stage1, pairs, EdgeKnockout(None).condition),
-                    nulls.study_regression(dr, key, DEVELOPMENT))
+                    nulls.study_regression(dr, key, DEVELOPMENT),
+                    pd.DataFrame(list((refused or {}).items()), columns=["method", "reason"]))
 
 
 def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block]:
@@ -243,6 +246,8 @@ def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block
     if len(s4.agreement):
         blocks.append(Table(s4.agreement, "Causal map vs discovery at the last checkpoint"))
     blocks += _qk(s4)
+    blocks += [Text(f"{r.method} is not measured on this architecture: {r.reason}.", note=True)
+               for r in s4.refused.itertuples()]
     if not len(cm):
         blocks.append(Text("The single-head ablation map, the zero / mean / resample ablations and the edge knockouts "
                            "are opt-in (Study(head_map=True, methods=...)); necessity per head is answered by the "

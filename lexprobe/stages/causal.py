@@ -18,6 +18,8 @@ import pandas as pd
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.base.progress import tqdm
 from lexprobe.base.view import View
+from lexprobe.checkpoints.suites import CheckpointUnavailable, load_config
+from lexprobe.engine.sites import qk_refusal
 from lexprobe.stages.ablation import (
     LEAN,
     METHODS,
@@ -74,7 +76,9 @@ class CausalStage(Plugin):
         s2: Discovery = earlier["discovery"]
         cf = study.counterfactual if study.counterfactual is not None else study.derived(
             "causal-counterfactual", s1.steps[-1], lambda: {"neutral": counterfactual_of(s1)})["neutral"]
-        plan = design_for(s2, study.n_random, study.n_random_dev, study.methods, study.layer_matched, study.seed,
+        refused = refused_methods(s1, study.methods)
+        methods = tuple(m for m in study.methods if m not in refused)
+        plan = design_for(s2, study.n_random, study.n_random_dev, methods, study.layer_matched, study.seed,
                           copy_source(s1.suite.steps), patch_map_of(cf), study.head_map)
         reads = [Reads("distances", s1.stimuli.name, tuple(rows["condition"]), steps, (model,), (sd,))
                  for model, sd, steps, rows in measured_conditions(plan, s1.steps, study.map_steps)]
@@ -83,7 +87,8 @@ class CausalStage(Plugin):
         reads += [Reads(m, s1.stimuli.name, (search.condition,), greedy_at[model, sd], (model,), (sd,))
                   for (model, sd), search in searches.items() for m in GREEDY]
         return Prepared(reads, inputs={"counterfactual": cf.hash},
-                        data={"design": plan, "counterfactual": cf, "searches": searches, "greedy_at": greedy_at})
+                        data={"refused": refused, "design": plan, "counterfactual": cf, "searches": searches,
+                              "greedy_at": greedy_at})
 
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Causal:
         s1: Inflection = earlier["inflection"]
@@ -104,7 +109,7 @@ class CausalStage(Plugin):
                                 model=list(table["model"].unique()), seed=[int(s) for s in table["seed"].unique()])
         pairs = with_pairs(dist.drop(columns="patch") if "patch" in dist.columns else dist, stim)
         key = table.drop(columns=["model", "seed"]).drop_duplicates("condition")
-        ablation = ablation_results(s1, s2, table, pairs, key, n_boot, seed)
+        ablation = ablation_results(s1, s2, table, pairs, key, n_boot, seed, prepared.data["refused"])
         n_layers, n_heads = int(s2.stats["layer"].max()) + 1, int(s2.stats["head"].max()) + 1
         ptab = patch_table(patch_design(n_layers, n_heads), n_heads)
         maps, pexact, pfirst, pagree = patching_results(s1, s2, study.store, patch_cond, pairs, ptab, n_boot, seed)
@@ -116,6 +121,19 @@ class CausalStage(Plugin):
 
 
 STAGE = CausalStage()
+
+
+def refused_methods(s1: Inflection, methods: tuple[str, ...]) -> dict[str, str]:
+    """The QK-edit methods the suite's architecture cannot apply exactly (read from its last checkpoint's config),
+    with why (:func:`lexprobe.engine.sites.qk_refusal`)."""
+    if not any(m.startswith("qk-") for m in methods):
+        return {}
+    suite = s1.suite
+    try:
+        config = load_config(suite.checkpoint(suite.models[0], suite.seeds[0], s1.steps[-1]))
+    except CheckpointUnavailable:  # no config to read: the engine still refuses such an edit when it measures it
+        return {}
+    return {m: why for m in methods if m.startswith("qk-") and (why := qk_refusal(config, m.removeprefix("qk-")))}
 
 
 def describe(s4: Causal, inflection: pd.DataFrame | None = None) -> View:

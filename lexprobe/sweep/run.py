@@ -118,7 +118,7 @@ class SweepJob:
         if step not in known:
             loaded = self.load(self.suite.checkpoint(ck.model, ck.seed, step))
             try:
-                known[step] = Sites(None, loaded.model).qkv_weights(set(range(n_layers)))
+                known[step] = Sites(None, loaded.model).qk_weights(set(range(n_layers)))
             finally:
                 release(loaded)
         return known[step]
