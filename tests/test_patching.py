@@ -114,8 +114,11 @@ def test_batched_equals_unbatched_and_grouping_does_not_matter(model3, tokenizer
     many = PatchRunner(model3, tokenizer, few, cf, batch_size=64)
     monkeypatch.setattr(PatchRunner, "group_size", lambda self, side: 2)  # patches in several forwards
     grouped = many.distances(PATCHES)
+    monkeypatch.setattr("lexprobe.engine.patches.DISTANCE_BYTES", 1)  # one patch's distances at a time
+    one_at_a_time = many.distances(PATCHES)
     monkeypatch.undo()
     together = many.distances(PATCHES)
+    pd.testing.assert_frame_equal(one_at_a_time, together)
     for other in (grouped, together):
         np.testing.assert_allclose(one["distance"], other["distance"], atol=1e-6, rtol=0)
         assert (one["patch"] == other["patch"]).all() and (one["pair_id"] == other["pair_id"]).all()

@@ -219,7 +219,7 @@ class EdgeKnockout(Intervention):
         if self.key not in batch.cut_keys:  # the same keys in every layer (random ones drawn per sentence once)
             batch.cut_keys[self.key] = self.keys(enc, batch.rows)
         pairs = enc.target_mask[:, :, None] & batch.cut_keys[self.key][:, None, :]  # (b, q, k)
-        chosen = torch.zeros(sites.n_heads, dtype=torch.bool)
+        chosen = torch.zeros(sites.n_heads, dtype=torch.bool, device=pairs.device)
         chosen[heads] = True
         return pairs[:, None] & chosen[None, :, None, None]
 

@@ -135,6 +135,9 @@ class PatchMap(Named):
         return PATCH_PREP + PATCH_RUN * len(self.patches)
 
 
+DISTANCE_BYTES = 1e9  # memory for the embeddings of the patches whose distances are computed together
+
+
 def counterfactual_pairs(stimuli: Stimuli, counterfactual: Stimuli) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Sentence rows of ``stimuli`` that have a counterfactual, the matching rows of ``counterfactual``, and why
     each other real sentence (by id) has none. A real sentence claimed by several counterfactual sentences (a
@@ -184,7 +187,7 @@ def _split(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
     start = enc.target_mask.float().argmax(1)
     n_target = enc.target_mask.sum(1)
     width_p, width_t = int(start.max()), int(n_target.max())
-    ar_p, ar_t = torch.arange(width_p)[None], torch.arange(width_t)[None]
+    ar_p, ar_t = (torch.arange(w, device=enc.input_ids.device)[None] for w in (width_p, width_t))
     prefix_mask = (ar_p < start[:, None]).long()
     prefix_ids = enc.input_ids[:, :width_p] * prefix_mask
     positions = start[:, None] + ar_t
@@ -362,13 +365,21 @@ class PatchRunner:
         row = {int(s): i for i, s in enumerate(self.sentence_ids)}
         s1 = torch.tensor(self.pairs["s1"].map(row).to_numpy())
         s2 = torch.tensor(self.pairs["s2"].map(row).to_numpy())
-        emb = self.embeddings(patches)
-        unit = torch.nn.functional.normalize(torch.stack(list(emb.values())).double(), dim=-1)  # (k, n, L+1, d)
-        dist = 1 - (unit[:, s1] * unit[:, s2]).sum(-1)  # (k, pairs, L+1)
-        k, n_pairs, n_layers = dist.shape
-        return pd.DataFrame({"patch": np.repeat(list(emb), n_pairs * n_layers),
-                             "pair_id": np.tile(np.repeat(self.pairs["pair_id"].to_numpy(), n_layers), k),
-                             "layer": np.tile(np.arange(n_layers), k * n_pairs), "distance": dist.reshape(-1).numpy()})
+        # a few patches at a time: every patch's embeddings at once is patches x sentences x layers x width (on the
+        # pythia-410m shape, 820 patches: 16 GB, and several times that in float64)
+        per_patch = len(self.sentence_ids) * (self.sites.n_layers + 1) * int(self.sites.model.config.hidden_size) * 24
+        chunk = max(1, int(DISTANCE_BYTES // per_patch))
+        frames = []
+        for start in range(0, len(patches), chunk):
+            emb = self.embeddings(patches[start:start + chunk])
+            unit = torch.nn.functional.normalize(torch.stack(list(emb.values())).double(), dim=-1)  # (k, n, L+1, d)
+            dist = 1 - (unit[:, s1] * unit[:, s2]).sum(-1)  # (k, pairs, L+1)
+            k, n_pairs, n_layers = dist.shape
+            frames.append(pd.DataFrame({
+                "patch": np.repeat(list(emb), n_pairs * n_layers),
+                "pair_id": np.tile(np.repeat(self.pairs["pair_id"].to_numpy(), n_layers), k),
+                "layer": np.tile(np.arange(n_layers), k * n_pairs), "distance": dist.reshape(-1).numpy()}))
+        return pd.concat(frames, ignore_index=True)
 
 
 def measure_patch_map(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
