@@ -44,11 +44,11 @@ from typing import TYPE_CHECKING, TypedDict
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, results_dir
-from lexprobe.checkpoints.shapes import checkpoint_bytes, pythia_config, random_model, word_tokenizer
+from lexprobe.checkpoints.shapes import TOKENIZER_BYTES, checkpoint_bytes, pythia_config, random_model, word_tokenizer
 from lexprobe.checkpoints.suites import Suite, load_config, log_subset, validate_model
 from lexprobe.engine.config import ENGINE_VERSION, MEASUREMENTS, ExtractConfig
 from lexprobe.engine.device import resolve_device, torch_dtype
@@ -100,6 +100,11 @@ def model_shape(suite: Suite, model: str, shape: PretrainedConfig | None = None)
         return shape, 0
     if suite.name.startswith("pythia"):
         return pythia_config(model), checkpoint_bytes(model)
+    published = suite.metadata.get("config")
+    if published and not suite.offline:  # a named suite not downloaded yet: its published shape
+        cfg = AutoConfig.for_model(**published)
+        params = sum(p.numel() for p in _meta_model(cfg).parameters())
+        return cfg, params * int(suite.metadata["bytes_per_param"]) + TOKENIZER_BYTES
     return load_config(suite.checkpoint(model, suite.seeds[0], suite.steps[0])), 0
 
 
@@ -148,8 +153,9 @@ def calibrate(cfg: PretrainedConfig, stimuli: Stimuli, config: ExtractConfig) ->
     """Engine and load timings at depth 1 and 2 for ``cfg``'s width on this machine, every table kept (cached)."""
     config = replace(config, save_heads=True, save_embeddings=True)
     threads = engine_threads()
+    ffn = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None)
     key = json.dumps({"tables": list(MEASUREMENTS), "hidden": cfg.hidden_size, "heads": cfg.num_attention_heads,
-                      "ffn": cfg.intermediate_size, "dtype": config.dtype, "device": config.device,
+                      "ffn": ffn, "dtype": config.dtype, "device": config.device,
                       "threads": threads, "batch": config.batch_size, "stimuli": stimuli.hash,
                       "engine": ENGINE_VERSION, "torch": torch.__version__}, sort_keys=True)
     cache = home() / "calibration.json"
@@ -214,11 +220,12 @@ def plan(suite: Suite, stimuli: Stimuli, steps: tuple[int, ...] | None = None, c
         # one worker loads, then measures; several share the checkpoints (and one download link)
         per_unit = max(fetch, (cost.load_seconds + cost.measure_seconds) / workers())
         n_params = sum(p.numel() for p in _meta_model(cfg).parameters())
+        stored = {2: "float16", 4: "float32"}[int(suite.metadata.get("bytes_per_param", 2))]
         lines += [
             f"{model}: {len(suite.seeds)} seeds x {len(steps)} steps = {len(cks)} units, {done} already stored, "
             f"{todo} to run ({n_params:,} parameters, {cfg.num_hidden_layers} layers x "
             f"{cfg.num_attention_heads} heads)",
-            f"  download: {size(dl)} per checkpoint" + (f" (float16), {size(dl * todo)} in all; with --evict "
+            f"  download: {size(dl)} per checkpoint" + (f" ({stored}), {size(dl * todo)} in all; with --evict "
                                                        f"about {size(2 * dl)} on disk at once" if dl else
                                                        " (checkpoints are local)"),
             f"  results: {size(cost.result_bytes)} per unit, {size(cost.result_bytes * todo)} in all",

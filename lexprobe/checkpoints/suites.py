@@ -117,15 +117,22 @@ class Suite:
     root: str | None = None
     path_template: str = "step{step}"
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    revisions: tuple[tuple[int, str], ...] = ()  # (step, branch name) where a suite does not name them stepN
+    seed_names: tuple[tuple[int, str], ...] = ()  # (seed, name) where repos name their seeds (``{seed_name}``)
 
     def repo(self, model: str, seed: int) -> str:
         """Hub repo id of one model/seed (seed 0 is the unsuffixed original)."""
-        return self.repo_template.format(model=model, seed=seed, seed_suffix=f"-seed{seed}" if seed else "")
+        return self.repo_template.format(model=model, seed=seed, seed_suffix=f"-seed{seed}" if seed else "",
+                                         seed_name=dict(self.seed_names).get(seed, ""))
+
+    def revision(self, step: int) -> str:
+        """The branch name of a step: as the suite published it, else ``stepN``."""
+        return dict(self.revisions).get(step, f"step{step}")
 
     def checkpoint(self, model: str, seed: int, step: int) -> Checkpoint:
         seed, step = int(seed), int(step)
         if self.kind == "hub":
-            return Checkpoint(self.name, model, seed, step, repo=self.repo(model, seed), revision=f"step{step}",
+            return Checkpoint(self.name, model, seed, step, repo=self.repo(model, seed), revision=self.revision(step),
                               cache_dir=self.cache_dir, offline=self.offline)
         path = Path(self.root or ".") / self.path_template.format(model=model, seed=seed, step=step)
         return Checkpoint(self.name, model, seed, step, path=str(path))
@@ -389,13 +396,19 @@ def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
         if not path or "/" not in repo:
             raise ValueError(f"bad suite {spec!r}: use hubcache:PATH:ORG/NAME")
         return hub_cache(path, repo, name=repo.split("/")[-1])
+    from lexprobe.checkpoints.named import named_suite  # named suites build on this module
+
+    named = named_suite(spec, cache_dir)
+    if named is not None:
+        return named
     m = re.fullmatch(r"pythia-([\w.]+?)(-deduped)?(?::seeds=(\d+)(?:-(\d+))?)?", spec)
     if m:
         lo = int(m.group(3) or 0)
         hi = int(m.group(4) or lo)
         return pythia((m.group(1),), tuple(range(lo, hi + 1)), deduped=bool(m.group(2)), cache_dir=cache_dir)
     raise ValueError(f"unknown suite {spec!r}: use organism, pythia-14m, pythia-70m-deduped, "
-                     "pythia-14m:seeds=0-9, local:PATH or hubcache:PATH:ORG/NAME")
+                     "pythia-14m:seeds=0-9, crfm-gpt2-small[:seeds=alias,...], crfm-gpt2-medium, olmo-1b, olmo2-1b, "
+                     "amber, smollm2-135m, hub:ORG/NAME[:pattern=REGEX], local:PATH or hubcache:PATH:ORG/NAME")
 
 
 def suite_metadata(suite: Suite) -> dict[str, Any]:

@@ -131,7 +131,10 @@ def describe(s1: Inflection) -> View:
     blocks += [Text(f"WARNING: {r.model} seed {r.seed} step {r.step} has the same weights as the previous step")
                for r in prov[prov["same_as_previous"]].itertuples()]
     blocks += [Text(f"WARNING: skipped {r.model} seed {r.seed} step {r.step}: {r.reason}")
-               for r in s1.status[s1.status["status"] == "skipped"].itertuples()]
+               for r in s1.status[s1.status["status"] == "skipped"].drop_duplicates(
+                   ["model", "seed", "step"]).itertuples()]
+    blocks += [Text(f"revision {name!r} left out: {why}", note=True)
+               for name, why in s1.suite.metadata.get("left_out", {}).items()]
     blocks += [
         Text(f"Best-layer {s1.score} across training per seed; the inflection is the onset of the rise (curve model "
              "chosen by AICc on log10(step+1)), with profile-likelihood and item-bootstrap intervals."),

@@ -25,6 +25,7 @@ import pandas as pd
 from lexprobe.base.files import fingerprint
 from lexprobe.base.paths import results_dir
 from lexprobe.base.progress import tqdm
+from lexprobe.checkpoints.integrity import problems
 from lexprobe.checkpoints.suites import (
     Checkpoint,
     CheckpointUnavailable,
@@ -226,11 +227,14 @@ def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int
     sets = stimuli if isinstance(stimuli, Stimuli) else tuple(stimuli)
     job = SweepJob(suite, sets, str(root or results_dir()), config, tuple(conditions), evict)
     cks = suite.checkpoints(steps, models, seeds)
+    bad = problems(cks, suite.metadata.get("model_type"))  # defects on disk: skipped before anything loads
+    rows = [row for ck, why in bad.items() for row in job.skip(ck, job.split(ck)[1], CheckpointUnavailable(why))]
+    cks = [ck for ck in cks if ck not in bad]
     if scheduler == "serial":
-        return pd.DataFrame(run_serial(job, cks, progress))
+        return pd.DataFrame(rows + run_serial(job, cks, progress))
     if scheduler == "pool":
-        return pd.DataFrame(run_pool(job, cks, workers(), progress))
-    return pd.DataFrame(run_dask(job, cks, scheduler, progress=progress))
+        return pd.DataFrame(rows + run_pool(job, cks, workers(), progress))
+    return pd.DataFrame(rows + run_dask(job, cks, scheduler, progress=progress))
 
 
 def run_serial(job: SweepJob, cks: list[Checkpoint], progress: bool = True, overlap: bool = True) -> list[dict]:

@@ -1,0 +1,142 @@
+"""Checkpoint suites by name: the published revision naming schemes parsed (irregular names included), revisions
+listed offline from hub caches built here, and checkpoint defects (an empty revision, duplicated weights, another
+model_type) skipped with their reasons before anything is measured; each named suite runs stages 1-5."""
+
+from __future__ import annotations
+
+import pytest
+from test_families import family_model
+
+from lexprobe import Study
+from lexprobe.checkpoints.hubcache import add_revision, refs_folder, snapshots_folder
+from lexprobe.checkpoints.integrity import problems
+from lexprobe.checkpoints.named import PUBLISHED, named_suite
+from lexprobe.checkpoints.revisions import NAMINGS, crfm_steps, naming_of
+from lexprobe.checkpoints.suites import hub_cache, resolve_suite
+from lexprobe.stages.registry import Skipped
+
+
+def test_published_names_parse_with_steps_tokens_and_stages():
+    olmo2, olmo = NAMINGS["olmo2"], NAMINGS["olmo"]
+    assert olmo2.parse("stage1-step1000-tokens3B") == olmo2.parse("stage1-step1000-tokens3B")
+    r = olmo2.parse("stage1-step1000-tokens3B")
+    assert (r.step, r.tokens, r.stage) == (1000, 3 * 10**9, 1)
+    assert olmo2.parse("step2000-tokens5B").stage == 1  # published without the prefix too
+    assert olmo2.parse("stage2-ingredient2-step23852-tokens51B").stage == 2
+    assert olmo.parse("step2000-tokens8389M").tokens == 8389 * 10**6
+    assert NAMINGS["crfm"].parse("checkpoint-10").step == 10
+    assert NAMINGS["amber"].parse("ckpt_000").step == 0 and NAMINGS["amber"].parse("ckpt_358").step == 358
+    assert NAMINGS["smollm2"].parse("step-40000").step == 40000
+    assert NAMINGS["pythia"].parse("step143000").step == 143000
+    for naming, bad in (("crfm", "checkpoint_10"), ("olmo", "step1000"), ("smollm2", "step40000"), ("amber", "main")):
+        assert NAMINGS[naming].parse(bad) is None
+    kept, left = olmo2.read(["stage1-step0-tokens0B", "step1000-tokens5B", "stage1-step1000-tokens5B",
+                             "stage2-ingredient1-step100-tokens1B", "main", "weird-branch"])
+    assert [r.name for r in kept.values()] == ["stage1-step0-tokens0B", "stage1-step1000-tokens5B"]
+    assert "another name of step 1000" in left["step1000-tokens5B"]
+    assert "stage 2" in left["stage2-ingredient1-step100-tokens1B"] and "main" in left["main"]
+    assert "not a olmo2 revision name" in left["weird-branch"]
+
+
+def test_the_crfm_grid_has_609_checkpoints_per_seed():
+    steps = crfm_steps()
+    assert len(steps) == 609 and len(set(steps)) == 609
+    assert steps[:3] == (0, 10, 20) and 1950 in steps and 2000 in steps and 19900 in steps and steps[-1] == 400000
+    assert 1975 not in steps and 20500 not in steps
+
+
+def test_a_user_pattern_needs_a_step_group():
+    assert naming_of(r"ckpt-(?P<step>\d+)").parse("ckpt-7").step == 7
+    with pytest.raises(ValueError, match="named group 'step'"):
+        naming_of(r"ckpt-(\d+)")
+    with pytest.raises(ValueError, match="not a regular expression"):
+        naming_of("ckpt-(")
+
+
+# per named suite: the family, the revisions written (name -> weight seed; "dup" copies the previous one's weights,
+# "empty" writes a revision without weights, "other" one in another family), with a gap and an irregular name
+CACHES = {
+    "crfm-gpt2-small:seeds=alias,battlestar": ("gpt2", {"checkpoint-0": 1, "checkpoint-10": 2, "checkpoint-50": 3,
+                                                        "checkpoint-100": 4, "checkpoint-150": "dup",
+                                                        "checkpoint_200": 5}),
+    "olmo-1b": ("olmo", {"step0-tokens0B": 1, "step1000-tokens4B": 2, "step3000-tokens12B": 3,
+                         "step4000-tokens16B": 4, "step5000-tokens21B": "other", "step6000": 5}),
+    "olmo2-1b": ("olmo2", {"stage1-step0-tokens0B": 1, "stage1-step1000-tokens3B": 2, "step1000-tokens3B": 2,
+                           "stage1-step3000-tokens7B": 3, "stage1-step4000-tokens9B": 4,
+                           "stage1-step5000-tokens11B": "dup", "stage2-ingredient1-step100-tokens1B": 5,
+                           "stage1-step6000": 6}),
+    "amber": ("llama", {"ckpt_000": 1, "ckpt_001": 2, "ckpt_003": 3, "ckpt_004": 4, "ckpt_005": "empty",
+                        "main": 4}),
+    "smollm2-135m": ("llama", {"step-0": 1, "step-2000": 2, "step-6000": 3, "step-8000": 4, "step-10000": "dup",
+                               "step_12000": 5}),
+}
+
+
+def build_cache(cache, spec: str, tokenizer) -> None:
+    arch, revisions = CACHES[spec]
+    p = PUBLISHED[spec.split(":")[0]]
+    seeds = p.seeds[:2] if spec.startswith("crfm") else p.seeds
+    for x, name in seeds:
+        repo = p.repo_template.format(seed=x, seed_name=name, model=p.model, seed_suffix="")
+        previous = None
+        for rev, seed in revisions.items():
+            if seed == "empty":  # a branch whose snapshot has no weights
+                add_revision(cache, repo, rev, family_model(arch, len(tokenizer), 9), tokenizer)
+                snap = snapshots_folder(cache, repo) / (refs_folder(cache, repo) / rev).read_text()
+                for f in snap.glob("*.safetensors"):
+                    f.unlink()
+                continue
+            other = "llama" if seed == "other" else arch
+            w = previous if seed == "dup" else (7 if seed == "other" else 100 * x + int(seed))
+            add_revision(cache, repo, rev, family_model(other, len(tokenizer), w), tokenizer)
+            previous = w
+
+
+@pytest.mark.parametrize("spec", list(CACHES))
+def test_each_named_suite_runs_stages_1_to_5_and_lists_what_it_skipped(spec, tmp_path, stimuli, tokenizer,
+                                                                         monkeypatch):
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "hub"
+    build_cache(cache, spec, tokenizer)
+    suite = resolve_suite(spec, str(cache))
+    assert suite.metadata["listed_from"] == "hub cache"
+    left = suite.metadata["left_out"]
+    naming = NAMINGS[PUBLISHED[spec.split(":")[0]].naming]
+    assert any(naming.parse(n) is None for n in left)  # an irregular name, listed with why
+    assert set(CACHES[spec][1]) == set(left) | {name for _, name in suite.revisions}  # every branch accounted for
+    small = stimuli.subset(sorted(stimuli.pairs["word"].unique())[:4], name="small4")
+    study = Study(suite, small, n_boot=10, n_perm=50, n_random=2, n_random_dev=1, map_steps=2, perturb_steps=2,
+                  redundancy_steps=1, progress=False)
+    s1 = study.inflection
+    skipped = s1.status[s1.status["status"] == "skipped"].drop_duplicates(["model", "seed", "step"])
+    reasons = " ".join(skipped["reason"])
+    kinds = set(map(str, CACHES[spec][1].values()))
+    assert ("weights identical to step" in reasons) == ("dup" in kinds)
+    assert ("has no weight files" in reasons) == ("empty" in kinds)
+    assert ("is not the suite's 'olmo'" in reasons) == ("other" in kinds)
+    assert len(skipped) == len(suite.seeds) * len(kinds & {"dup", "empty", "other"})
+    assert not set(skipped["step"]) & set(s1.best["step"])  # nothing skipped was measured
+    if "tokens" in spec or spec.startswith("olmo"):
+        assert suite.metadata["tokens"]  # tokens seen, parsed from the names
+    for stage in ("discovery", "perturbation", "causal"):
+        assert not isinstance(study.outcome(stage), Skipped), stage
+    replication = study.outcome("replication")
+    assert isinstance(replication, Skipped) == (len(suite.seeds) == 1)
+
+
+def test_the_duplicated_weights_check_fires_on_a_pythia_shaped_cache(tmp_path, tokenizer):
+    for step, seed in ((0, 1), (1, 2), (2, 2), (4, 3)):  # step 2 serves step 1's weights
+        add_revision(tmp_path, "lexprobe-test/pythia-like", f"step{step}", family_model("gpt_neox", len(tokenizer),
+                                                                                        seed), tokenizer)
+    suite = hub_cache(tmp_path, "lexprobe-test/pythia-like")
+    bad = problems(suite.checkpoints())
+    assert {ck.step: why for ck, why in bad.items()} == {2: "weights identical to step 1's (another checkpoint's "
+                                                          "upload served under this name)"}
+
+
+def test_a_named_suite_without_a_listing_says_how_to_get_one(tmp_path):
+    with pytest.raises(ValueError, match="listed only by the hub"):
+        resolve_suite("olmo2-1b", str(tmp_path))
+    with pytest.raises(ValueError, match="seeds=NAME"):
+        named_suite("crfm-gpt2-small:seeds=nobody", str(tmp_path))
+    assert len(resolve_suite("crfm-gpt2-small", str(tmp_path)).steps) == 609  # the published grid
