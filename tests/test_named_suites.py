@@ -116,8 +116,9 @@ def test_each_named_suite_runs_stages_1_to_5_and_lists_what_it_skipped(spec, tmp
     assert ("is not the suite's 'olmo'" in reasons) == ("other" in kinds)
     assert len(skipped) == len(suite.seeds) * len(kinds & {"dup", "empty", "other"})
     assert not set(skipped["step"]) & set(s1.best["step"])  # nothing skipped was measured
-    if "tokens" in spec or spec.startswith("olmo"):
-        assert suite.metadata["tokens"]  # tokens seen, parsed from the names
+    if spec.startswith("olmo"):  # tokens seen, parsed from the names, beside each measured step
+        assert s1.best["tokens"].notna().all() and s1.best["tokens"].max() >= 9 * 10**9
+        assert s1.best.loc[s1.best["step"] == 1000, "tokens"].iloc[0] in (3 * 10**9, 4 * 10**9)
     for stage in ("discovery", "perturbation", "causal"):
         assert not isinstance(study.outcome(stage), Skipped), stage
     replication = study.outcome("replication")
@@ -140,3 +141,19 @@ def test_a_named_suite_without_a_listing_says_how_to_get_one(tmp_path):
     with pytest.raises(ValueError, match="seeds=NAME"):
         named_suite("crfm-gpt2-small:seeds=nobody", str(tmp_path))
     assert len(resolve_suite("crfm-gpt2-small", str(tmp_path)).steps) == 609  # the published grid
+
+
+def test_a_defect_found_later_excludes_what_an_earlier_run_stored(tmp_path, stimuli, tokenizer, monkeypatch):
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
+    for step, seed in ((0, 1), (1, 2), (2, 2), (4, 3), (8, 4)):  # step 2 serves step 1's weights
+        add_revision(tmp_path / "hub", "lexprobe-test/pythia-like", f"step{step}",
+                     family_model("gpt_neox", len(tokenizer), seed), tokenizer)
+    suite = hub_cache(tmp_path / "hub", "lexprobe-test/pythia-like")
+    small = stimuli.subset(sorted(stimuli.pairs["word"].unique())[:4], name="small4")
+    with monkeypatch.context() as m:  # a run from before the check: the duplicate is measured and stored
+        m.setattr("lexprobe.sweep.run.problems", lambda cks, model_type=None: {})
+        before = Study(suite, small, n_boot=10, cache=False, progress=False).inflection
+    assert 2 in set(before.best["step"])
+    after = Study(suite, small, n_boot=10, cache=False, progress=False).inflection
+    assert 2 not in set(after.best["step"]) and set(after.best["step"]) == {0, 1, 4, 8}
+    assert "weights identical to step 1's" in " ".join(after.status["reason"])

@@ -10,12 +10,14 @@ that is not on disk yet is left to the loader, which skips a missing one with it
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 from pathlib import Path
 
 from lexprobe.checkpoints.hubcache import read_ref, snapshots_folder
 from lexprobe.checkpoints.shapes import FAMILIES
-from lexprobe.checkpoints.suites import Checkpoint, CheckpointUnavailable, load_config
+from lexprobe.checkpoints.suites import Checkpoint, CheckpointUnavailable
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
@@ -32,7 +34,14 @@ def folder_of(ck: Checkpoint) -> Path | None:
 
 def weights_digest(folder: Path) -> str | None:
     """A digest of the weight files in ``folder`` (None when there are none): blob names where the files link
-    into a hub cache's blobs, else their contents hashed."""
+    into a hub cache's blobs, else their contents hashed. Kept per folder and modification time, so that every
+    sweep of a study checks its checkpoints at the cost of a ``stat``."""
+    return _digest(str(folder), folder.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(folder_name: str, mtime_ns: int) -> str | None:
+    folder = Path(folder_name)
     files = sorted(p for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES) and "optim" not in p.name)
     if not files:
         return None
@@ -48,10 +57,19 @@ def weights_digest(folder: Path) -> str | None:
     return h.hexdigest()
 
 
-def shape_of(ck: Checkpoint) -> tuple[str, int, int, int]:
-    """(model_type, layers, heads, hidden size) from a checkpoint's config."""
-    cfg = load_config(ck)
-    return (str(cfg.model_type), int(cfg.num_hidden_layers), int(cfg.num_attention_heads), int(cfg.hidden_size))
+KEYS = (("num_hidden_layers", "n_layer"), ("num_attention_heads", "n_head"), ("hidden_size", "n_embd"))
+
+
+def shape_of(folder: Path) -> tuple[str, int, int, int]:
+    """(model_type, layers, heads, hidden size) from a checkpoint folder's ``config.json`` (read as JSON: a config
+    class per checkpoint costs 30 ms, the file a fraction of one)."""
+    path = folder / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+        layers, heads, hidden = (int(next(cfg[k] for k in keys if k in cfg)) for keys in KEYS)
+        return str(cfg["model_type"]), layers, heads, hidden
+    except (OSError, ValueError, KeyError, StopIteration) as err:
+        raise CheckpointUnavailable(f"{path}: not a readable model config ({type(err).__name__}: {err})") from err
 
 
 def problems(cks: list[Checkpoint], model_type: str | None = None) -> dict[Checkpoint, str]:
@@ -72,7 +90,7 @@ def problems(cks: list[Checkpoint], model_type: str | None = None) -> dict[Check
                        "repo's main)")
             continue
         try:
-            shape = shape_of(ck)
+            shape = shape_of(folder)
         except CheckpointUnavailable as err:
             out[ck] = str(err)
             continue

@@ -90,9 +90,16 @@ class InflectionStage(Plugin):
                                f"reason: {status['reason'].iloc[0]}")
         dist = study.store.load("distances", suite=suite.name, stimuli=stimuli.name, condition=condition,
                                 step=list(steps), model=list(suite.models), seed=list(suite.seeds))
+        skipped = status.loc[status["status"] == "skipped", ["model", "seed", "step"]].drop_duplicates()
+        if len(skipped):  # a defect found now excludes what an earlier run stored of that checkpoint
+            dist = dist.merge(skipped.assign(_skip=True), on=["model", "seed", "step"], how="left")
+            dist = dist[dist.pop("_skip").isna()]
         pairs = with_pairs(dist, stimuli)
         perf = performance(pairs)
         best = scoring.pick(perf)
+        tokens = suite.metadata.get("tokens") or {}
+        if tokens:  # tokens seen, where the suite's revision names give them: an x-axis shared across suites
+            best = best.assign(tokens=best["step"].map(tokens))
         inf = inflections(best, pairs, n_boot=study.n_boot, by=scoring.by,
                           exclude_embedding=scoring.exclude_embedding, target=scoring.target, seed=study.seed,
                           map_fn=parallel_map)

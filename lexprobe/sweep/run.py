@@ -168,6 +168,13 @@ class SweepJob:
             self.store.write_skipped(unit, str(err))
         return [{**unit.__dict__, "status": "skipped", "reason": str(err)} for *_, unit in todo]
 
+    def defective(self, ck: Checkpoint, why: str) -> list[dict]:
+        """Status rows of a checkpoint with a defect (:mod:`lexprobe.checkpoints.integrity`): skipped, also the
+        units an earlier run stored of it (their tables stay in the store; the stages leave them out)."""
+        done, todo = self.split(ck)
+        return ([{**row, "status": "skipped", "reason": why} for row in done]
+                + self.skip(ck, todo, CheckpointUnavailable(why)))
+
     def run(self, ck: Checkpoint, only: frozenset[Unit] | None = None) -> list[dict]:
         """One checkpoint (a Dask or pool task): its cached conditions, and the others (of ``only``, when given)
         loaded, measured and stored (or skipped)."""
@@ -228,7 +235,7 @@ def extract(suite: Suite, stimuli: Stimuli | Sequence[Stimuli], steps: tuple[int
     job = SweepJob(suite, sets, str(root or results_dir()), config, tuple(conditions), evict)
     cks = suite.checkpoints(steps, models, seeds)
     bad = problems(cks, suite.metadata.get("model_type"))  # defects on disk: skipped before anything loads
-    rows = [row for ck, why in bad.items() for row in job.skip(ck, job.split(ck)[1], CheckpointUnavailable(why))]
+    rows = [row for ck, why in bad.items() for row in job.defective(ck, why)]
     cks = [ck for ck in cks if ck not in bad]
     if scheduler == "serial":
         return pd.DataFrame(rows + run_serial(job, cks, progress))
