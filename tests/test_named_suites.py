@@ -10,9 +10,9 @@ from test_families import family_model
 from lexprobe import Study
 from lexprobe.checkpoints.hubcache import add_revision, refs_folder, snapshots_folder
 from lexprobe.checkpoints.integrity import problems
-from lexprobe.checkpoints.named import PUBLISHED, named_suite
+from lexprobe.checkpoints.named import PUBLISHED, named_suite, resolve_suite
 from lexprobe.checkpoints.revisions import NAMINGS, crfm_steps, naming_of
-from lexprobe.checkpoints.suites import hub_cache, resolve_suite
+from lexprobe.checkpoints.suites import hub_cache
 from lexprobe.stages.registry import Skipped
 
 

@@ -160,8 +160,8 @@ def test_worker_killed_mid_unit_still_gives_identical_tables(organism, few, seri
 
 
 def test_plan_counts_units_downloads_and_stored_results(organism, few, serial, monkeypatch, tmp_path):
+    from lexprobe.checkpoints.named import resolve_suite
     from lexprobe.checkpoints.shapes import checkpoint_bytes
-    from lexprobe.checkpoints.suites import resolve_suite
     from lexprobe.plan import plan
 
     monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path))  # a fresh calibration cache

@@ -17,6 +17,7 @@ from conftest import tiny_model
 
 import lexprobe.sweep.run as sweep_mod
 from lexprobe.checkpoints.hubcache import add_revision, read_ref, refs_folder, repo_folder
+from lexprobe.checkpoints.named import resolve_suite
 from lexprobe.checkpoints.suites import (
     PYTHIA_STEPS,
     RIVTROTT_STEPS,
@@ -28,7 +29,6 @@ from lexprobe.checkpoints.suites import (
     log_subset,
     parse_steps,
     pythia,
-    resolve_suite,
     tokenizer_identity,
     validate_model,
 )
@@ -252,11 +252,17 @@ def test_loaded_model_is_eager_and_fp32(cache, monkeypatch):
     assert type(ld.model).__name__ == "GPTNeoXForCausalLM" and not ld.model.training
 
 
-def test_provenance_flags_identical_consecutive_checkpoints(tmp_path, tokenizer, small):
+def test_provenance_flags_identical_consecutive_checkpoints(tmp_path, tokenizer, small, monkeypatch):
     d = tmp_path / "hub"
     add_revision(d, REPO, "step0", tiny_model(len(tokenizer), seed=0), tokenizer)
     add_revision(d, REPO, "step1", tiny_model(len(tokenizer), seed=1), tokenizer)
     add_revision(d, REPO, "step2", tiny_model(len(tokenizer), seed=1), tokenizer)  # branch serving old weights
+    status = extract(hub_cache(d, REPO, name="tiny"), small, root=tmp_path / "res", progress=False)
+    # on disk before loading: the integrity check skips the duplicate, never measured
+    assert status.set_index("step")["status"].to_dict() == {0: "measured", 1: "measured", 2: "skipped"}
+    assert "weights identical to step 1's" in status.set_index("step").loc[2, "reason"]
+    # a revision that could not be checked before loading (downloaded by the sweep) is flagged after measuring
+    monkeypatch.setattr("lexprobe.sweep.run.problems", lambda cks, model_type=None: {})
     extract(hub_cache(d, REPO, name="tiny"), small, root=tmp_path / "res", progress=False)
     prov = ResultsStore(tmp_path / "res").provenance()
     assert list(prov["same_as_previous"]) == [False, False, True]

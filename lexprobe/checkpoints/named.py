@@ -6,16 +6,18 @@ expanse for small; arwen, beren, celebrimbor, durin, eowyn for medium), and ``hu
 other repo. Revisions are listed offline from a hub cache when it holds the repo and parsed by the suite's
 :class:`~lexprobe.checkpoints.revisions.Naming` (steps, and tokens seen where the names give them); names left out
 are kept in the suite's metadata with why. Where no cache holds the repo, a suite whose grid is published (the CRFM
-runs' 609 checkpoints) uses that grid; the others say how to list them.
+runs' 609 checkpoints) uses that grid; the others say how to list them. :func:`resolve_suite` turns any suite spec
+but the organism's into a suite.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lexprobe.checkpoints.hubcache import refs_folder
 from lexprobe.checkpoints.revisions import NAMINGS, Naming, crfm_steps, naming_of
-from lexprobe.checkpoints.suites import Suite
+from lexprobe.checkpoints.suites import Suite, hub_cache, local_folder, pythia
 
 CRFM_X = (21, 49, 81, 343, 777)  # the runs' seeds, as their repo names give them (x21, ...)
 
@@ -121,3 +123,30 @@ def named_suite(spec: str, cache_dir: str | None = None) -> Suite | None:
         p = Published(repo, repo.split("/")[-1], naming.name, "")
         return listed(repo.split("/")[-1], p, naming, p.seeds, cache_dir)
     return None
+
+
+def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
+    """Suite from a CLI spec: ``pythia-14m`` (``pythia-70m-deduped``, ``pythia-14m:seeds=0-9``) | ``local:PATH`` |
+    ``hubcache:PATH:ORG/NAME``. The organism's specs are resolved a layer above, by
+    :func:`lexprobe.organism.suite.resolve`."""
+    if spec.startswith("organism"):
+        raise ValueError(f"suite {spec!r}: organism suites are resolved by lexprobe.organism.suite.resolve, not "
+                         f"lexprobe.checkpoints.suites")
+    if spec.startswith("local:"):
+        return local_folder(spec[6:])
+    if spec.startswith("hubcache:"):
+        path, _, repo = spec[9:].rpartition(":")
+        if not path or "/" not in repo:
+            raise ValueError(f"bad suite {spec!r}: use hubcache:PATH:ORG/NAME")
+        return hub_cache(path, repo, name=repo.split("/")[-1])
+    named = named_suite(spec, cache_dir)
+    if named is not None:
+        return named
+    m = re.fullmatch(r"pythia-([\w.]+?)(-deduped)?(?::seeds=(\d+)(?:-(\d+))?)?", spec)
+    if m:
+        lo = int(m.group(3) or 0)
+        hi = int(m.group(4) or lo)
+        return pythia((m.group(1),), tuple(range(lo, hi + 1)), deduped=bool(m.group(2)), cache_dir=cache_dir)
+    raise ValueError(f"unknown suite {spec!r}: use organism, pythia-14m, pythia-70m-deduped, "
+                     "pythia-14m:seeds=0-9, crfm-gpt2-small[:seeds=alias,...], crfm-gpt2-medium, olmo-1b, olmo2-1b, "
+                     "amber, smollm2-135m, hub:ORG/NAME[:pattern=REGEX], local:PATH or hubcache:PATH:ORG/NAME")

@@ -79,7 +79,8 @@ ENCODER_TYPES = ("bert", "roberta", "distilbert", "albert", "electra", "deberta"
 def family_config(arch: str, vocab: int, hidden: int, layers: int, heads: int, positions: int = 2048,
                   attention: str = "eager", kv_heads: int | None = None) -> PretrainedConfig:
     """A config of one family at any shape, with that family's conventions: ``gpt_neox`` Pythia's
-    (:func:`neox_config`); ``gpt2`` the Stanford CRFM runs' (scores scaled by 1/(layer+1), tied embeddings);
+    (:func:`neox_config`); ``gpt2`` the Stanford CRFM runs' (scores scaled by 1/(layer+1), tied embeddings; no
+    dropout, like the others);
     ``llama``, ``olmo``, ``olmo2`` with ``kv_heads`` key/value heads (default: half the query heads, grouped-query,
     for ``llama``; every head for the OLMos) and an MLP of 4 x hidden. ``<|endoftext|>`` (id 0) is BOS and EOS."""
     if arch == "gpt_neox":
@@ -88,8 +89,11 @@ def family_config(arch: str, vocab: int, hidden: int, layers: int, heads: int, p
 
     common: dict = {"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0, "attn_implementation": attention}
     if arch == "gpt2":
+        # no dropout, as in every other family's config here (GPT2Config's default is 0.1): the organism trained
+        # in each family then differs from the GPT-NeoX one in its architecture alone
         return AutoConfig.for_model("gpt2", n_embd=hidden, n_layer=layers, n_head=heads, n_positions=positions,
-                                    scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True, **common)
+                                    scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True,
+                                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
     if arch not in FAMILIES:
         raise ValueError(f"unknown architecture {arch!r}; lexprobe knows {FAMILIES}")
     kv = kv_heads or (max(heads // 2, 1) if arch == "llama" else heads)

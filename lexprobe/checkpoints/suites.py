@@ -382,35 +382,6 @@ def load_checkpoint(ck: Checkpoint, dtype: torch.dtype | None = None, device: st
     return Loaded(ck, model, tok, commit, weights_hash(model))
 
 
-def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
-    """Suite from a CLI spec: ``pythia-14m`` (``pythia-70m-deduped``, ``pythia-14m:seeds=0-9``) | ``local:PATH`` |
-    ``hubcache:PATH:ORG/NAME``. The organism's specs are resolved a layer above, by
-    :func:`lexprobe.organism.suite.resolve`."""
-    if spec.startswith("organism"):
-        raise ValueError(f"suite {spec!r}: organism suites are resolved by lexprobe.organism.suite.resolve, not "
-                         f"lexprobe.checkpoints.suites")
-    if spec.startswith("local:"):
-        return local_folder(spec[6:])
-    if spec.startswith("hubcache:"):
-        path, _, repo = spec[9:].rpartition(":")
-        if not path or "/" not in repo:
-            raise ValueError(f"bad suite {spec!r}: use hubcache:PATH:ORG/NAME")
-        return hub_cache(path, repo, name=repo.split("/")[-1])
-    from lexprobe.checkpoints.named import named_suite  # named suites build on this module
-
-    named = named_suite(spec, cache_dir)
-    if named is not None:
-        return named
-    m = re.fullmatch(r"pythia-([\w.]+?)(-deduped)?(?::seeds=(\d+)(?:-(\d+))?)?", spec)
-    if m:
-        lo = int(m.group(3) or 0)
-        hi = int(m.group(4) or lo)
-        return pythia((m.group(1),), tuple(range(lo, hi + 1)), deduped=bool(m.group(2)), cache_dir=cache_dir)
-    raise ValueError(f"unknown suite {spec!r}: use organism, pythia-14m, pythia-70m-deduped, "
-                     "pythia-14m:seeds=0-9, crfm-gpt2-small[:seeds=alias,...], crfm-gpt2-medium, olmo-1b, olmo2-1b, "
-                     "amber, smollm2-135m, hub:ORG/NAME[:pattern=REGEX], local:PATH or hubcache:PATH:ORG/NAME")
-
-
 def suite_metadata(suite: Suite) -> dict[str, Any]:
     """JSON-able description of a suite for sidecars."""
     return {"name": suite.name, "kind": suite.kind, "repo_template": suite.repo_template, "root": suite.root,

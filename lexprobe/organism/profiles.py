@@ -45,6 +45,7 @@ class Plant:
 ORG = "lexprobe-organism"
 MODEL = "pythia-14m-organism"
 TRAINER_VERSION = 1
+FAMILY_RECIPE = 2  # the other families' training config (2: GPT-2 without dropout, like every other family)
 
 
 def schedule(total: int, every: int) -> tuple[int, ...]:
@@ -117,6 +118,8 @@ class Profile:
             d.pop("plant")  # profiles without a plant keep the fingerprints they had before plants existed
         if d["arch"] == "gpt_neox":
             d.pop("arch")  # and GPT-NeoX ones those they had before other families
+        else:
+            d["family_recipe"] = FAMILY_RECIPE
         return fingerprint({"profile": d, "lexicon": lexicon.hash, "trainer": TRAINER_VERSION})
 
 

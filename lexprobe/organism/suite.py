@@ -17,8 +17,9 @@ from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, smoke
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.hubcache import has_revision
+from lexprobe.checkpoints.named import resolve_suite
 from lexprobe.checkpoints.shapes import FAMILIES, family_config
-from lexprobe.checkpoints.suites import Suite, resolve_suite
+from lexprobe.checkpoints.suites import Suite
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.profiles import ORG, PROFILES, Profile
 
@@ -198,7 +199,7 @@ def organism_profile(spec: str) -> Profile | None:
 def resolve(spec: str, cache_dir: str | None = None) -> Suite:
     """The suite a spec names, as the command line and notebooks write it: an organism spec
     (:func:`organism_profile`) trains what is missing first; anything else goes to
-    :func:`lexprobe.checkpoints.suites.resolve_suite` (Pythia, local folders, hub caches). It lives here, above both,
+    :func:`lexprobe.checkpoints.named.resolve_suite` (Pythia, local folders, hub caches). It lives here, above both,
     so that ``checkpoints`` never imports the organism."""
     profile = organism_profile(spec)
     return resolve_suite(spec, cache_dir) if profile is None else ensure_trained(profile)
