@@ -14,6 +14,7 @@ from lexprobe.checkpoints.named import PUBLISHED, named_suite, resolve_suite
 from lexprobe.checkpoints.revisions import NAMINGS, crfm_steps, naming_of
 from lexprobe.checkpoints.suites import hub_cache
 from lexprobe.stages.registry import Skipped
+from lexprobe.views import viz
 
 
 def test_published_names_parse_with_steps_tokens_and_stages():
@@ -119,6 +120,11 @@ def test_each_named_suite_runs_stages_1_to_5_and_lists_what_it_skipped(spec, tmp
     if spec.startswith("olmo"):  # tokens seen, parsed from the names, beside each measured step
         assert s1.best["tokens"].notna().all() and s1.best["tokens"].max() >= 9 * 10**9
         assert s1.best.loc[s1.best["step"] == 1000, "tokens"].iloc[0] in (3 * 10**9, 4 * 10**9)
+        chart = viz.suites_chart({spec: s1.best, "again": s1.best}).to_dict()
+        assert chart["encoding"]["x"]["field"] == "tokens"
+    else:
+        with pytest.raises(ValueError, match="without tokens seen"):
+            viz.suites_chart({spec: s1.best})
     for stage in ("discovery", "perturbation", "causal"):
         assert not isinstance(study.outcome(stage), Skipped), stage
     replication = study.outcome("replication")

@@ -72,6 +72,24 @@ def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None
     return alt.layer(*layers).properties(width=520, height=280, title="Disambiguation across training")
 
 
+def suites_chart(bests: dict[str, pd.DataFrame], score: str = "r2") -> alt.Chart:
+    """Best-layer performance of several suites on one axis of tokens seen (log), one line per suite and seed:
+    ``bests`` maps a suite's name to its stage-1 ``best`` table, which has a ``tokens`` column where the suite's
+    revision names give them (OLMo, OLMo-2)."""
+    lacking = [name for name, b in bests.items() if "tokens" not in b.columns or b["tokens"].isna().all()]
+    if lacking:
+        raise ValueError(f"suites without tokens seen per step: {', '.join(lacking)} (their revision names do not "
+                         "give them)")
+    d = pd.concat([b.assign(suite=name, seed=b["seed"].astype(str)) for name, b in bests.items()], ignore_index=True)
+    d = d[d["tokens"] > 0]  # a log axis: step 0 has seen no tokens
+    return alt.Chart(d).mark_line(point=True).encode(
+        x=alt.X("tokens:Q", scale=alt.Scale(type="log"), title="tokens seen (log)"),
+        y=alt.Y(f"{score}:Q", title=f"best-layer {score}"), color=alt.Color("suite:N", title="suite"),
+        detail="seed:N", tooltip=["suite", "seed", "step", alt.Tooltip("tokens:Q", format=".3s"),
+                                  alt.Tooltip(f"{score}:Q", format=".3f")],
+    ).properties(width=520, height=280, title="Disambiguation across training, suites on one tokens axis")
+
+
 def layer_chart(perf: pd.DataFrame, score: str = "r2") -> alt.Chart:
     """Performance per layer x checkpoint (mean over seeds): where in depth, and when, senses separate."""
     d = perf.groupby(["step", "layer"], as_index=False)[score].mean()
