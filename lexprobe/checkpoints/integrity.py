@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from lexprobe.checkpoints.hubcache import read_ref, snapshots_folder
 from lexprobe.checkpoints.shapes import FAMILIES
@@ -57,19 +58,32 @@ def _digest(folder_name: str, mtime_ns: int) -> str | None:
     return h.hexdigest()
 
 
-KEYS = (("num_hidden_layers", "n_layer"), ("num_attention_heads", "n_head"), ("hidden_size", "n_embd"))
+KEYS = {"num_hidden_layers": ("num_hidden_layers", "n_layer"), "num_attention_heads": ("num_attention_heads", "n_head"),
+        "hidden_size": ("hidden_size", "n_embd"), "num_key_value_heads": ("num_key_value_heads",),
+        "head_dim": ("head_dim",)}
 
 
-def shape_of(folder: Path) -> tuple[str, int, int, int]:
-    """(model_type, layers, heads, hidden size) from a checkpoint folder's ``config.json`` (read as JSON: a config
-    class per checkpoint costs 30 ms, the file a fraction of one)."""
+def config_of(folder: Path) -> SimpleNamespace:
+    """A checkpoint folder's ``config.json`` read as JSON (a config class costs 30 ms per checkpoint, and importing
+    transformers for it seconds), with the fields lexprobe checks under their common names: ``model_type``,
+    ``num_hidden_layers``, ``num_attention_heads``, ``hidden_size`` (GPT-2's ``n_layer``... too), and
+    ``num_key_value_heads``, ``head_dim`` where the config has them (else None)."""
     path = folder / "config.json"
     try:
         cfg = json.loads(path.read_text())
-        layers, heads, hidden = (int(next(cfg[k] for k in keys if k in cfg)) for keys in KEYS)
-        return str(cfg["model_type"]), layers, heads, hidden
-    except (OSError, ValueError, KeyError, StopIteration) as err:
+        fields = {name: next((cfg[k] for k in keys if k in cfg), None) for name, keys in KEYS.items()}
+        if cfg.get("model_type") is None or None in (fields["num_hidden_layers"], fields["num_attention_heads"],
+                                                     fields["hidden_size"]):
+            raise KeyError("model_type, layers, heads or hidden size")
+        return SimpleNamespace(model_type=str(cfg["model_type"]), **fields)
+    except (OSError, ValueError, KeyError) as err:
         raise CheckpointUnavailable(f"{path}: not a readable model config ({type(err).__name__}: {err})") from err
+
+
+def shape_of(folder: Path) -> tuple[str, int, int, int]:
+    """(model_type, layers, heads, hidden size) of a checkpoint folder."""
+    c = config_of(folder)
+    return c.model_type, int(c.num_hidden_layers), int(c.num_attention_heads), int(c.hidden_size)
 
 
 def problems(cks: list[Checkpoint], model_type: str | None = None) -> dict[Checkpoint, str]:

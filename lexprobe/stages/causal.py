@@ -18,7 +18,8 @@ import pandas as pd
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.base.progress import tqdm
 from lexprobe.base.view import View
-from lexprobe.checkpoints.suites import CheckpointUnavailable, load_config
+from lexprobe.checkpoints.integrity import config_of, folder_of
+from lexprobe.checkpoints.suites import CheckpointUnavailable
 from lexprobe.engine.sites import qk_refusal
 from lexprobe.stages.ablation import (
     LEAN,
@@ -124,14 +125,18 @@ STAGE = CausalStage()
 
 
 def refused_methods(s1: Inflection, methods: tuple[str, ...]) -> dict[str, str]:
-    """The QK-edit methods the suite's architecture cannot apply exactly (read from its last checkpoint's config),
-    with why (:func:`lexprobe.engine.sites.qk_refusal`)."""
+    """The QK-edit methods the suite's architecture cannot apply exactly (read from its last checkpoint's
+    ``config.json`` on disk, as JSON: a study opened again imports no transformers for it), with why
+    (:func:`lexprobe.engine.sites.qk_refusal`)."""
     if not any(m.startswith("qk-") for m in methods):
         return {}
     suite = s1.suite
+    folder = folder_of(suite.checkpoint(suite.models[0], suite.seeds[0], s1.steps[-1]))
     try:
-        config = load_config(suite.checkpoint(suite.models[0], suite.seeds[0], s1.steps[-1]))
-    except CheckpointUnavailable:  # no config to read: the engine still refuses such an edit when it measures it
+        config = config_of(folder) if folder is not None else None
+    except CheckpointUnavailable:
+        config = None
+    if config is None:  # no config to read: the engine still refuses such an edit when it measures it
         return {}
     return {m: why for m in methods if m.startswith("qk-") and (why := qk_refusal(config, m.removeprefix("qk-")))}
 
