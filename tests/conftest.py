@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import warnings
 
+import numpy as np
+import pandas as pd
 import pytest
 from transformers import GPTNeoXForCausalLM
 
 from lexprobe.checkpoints.bpe import train_tokenizer
 from lexprobe.checkpoints.shapes import neox_config, random_model
+from lexprobe.stimuli.perturb import neutral
 from lexprobe.stimuli.tables import load_stimuli
 
 # sweeps run in the test's process (monkeypatched functions reach them); tests/test_scheduler.py runs the pool
@@ -31,6 +35,32 @@ def tokenizer(stimuli):
     return train_tokenizer(texts, vocab_size=400)
 
 
+@pytest.fixture(scope="module")
+def few(stimuli):
+    """Four nouns' sentences and pairs (modules that need another subset define their own ``few``)."""
+    return stimuli.subset(sorted(stimuli.pairs["word"].unique())[:4])
+
+
+@pytest.fixture(scope="module")
+def cf(few, tokenizer):
+    """The neutral counterfactuals of ``few`` (patching's counterfactual set)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return neutral(few, tokenizer=tokenizer)
+
+
 @pytest.fixture()
 def model(tokenizer):
     return tiny_model(len(tokenizer))
+
+
+def assert_same_tables(got: dict, want: dict, atol: float, rtol: float = 0.0) -> None:
+    """The engine's ``heads`` and ``distances`` tables equal another computation's (same keys, values within
+    ``atol`` + ``rtol``), row for row after sorting by their keys."""
+    for name, keys in (("heads", ["sentence_id", "layer", "head"]), ("distances", ["pair_id", "layer"])):
+        a = got[name].sort_values(keys).reset_index(drop=True)
+        b = want[name].sort_values(keys).reset_index(drop=True)
+        assert len(a) == len(b) > 0
+        pd.testing.assert_frame_equal(a[keys], b[keys], check_dtype=False)
+        for col in a.columns.difference(keys):
+            np.testing.assert_allclose(a[col], b[col], atol=atol, rtol=rtol, err_msg=f"{name}.{col}")

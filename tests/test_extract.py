@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_same_tables
 
 from lexprobe.engine.extract import ExtractConfig, measure
 from lexprobe.engine.interventions import HeadAblation
@@ -21,14 +22,7 @@ def few(stimuli):
 
 def test_engine_matches_reference(model, tokenizer, few):
     fast = measure(model, tokenizer, few, ExtractConfig(batch_size=7), progress=False)
-    ref = measure_reference(model, tokenizer, few)
-    for name, keys in (("heads", ["sentence_id", "layer", "head"]), ("distances", ["pair_id", "layer"])):
-        a = fast[name].sort_values(keys).reset_index(drop=True)
-        b = ref[name].sort_values(keys).reset_index(drop=True)
-        assert len(a) == len(b) > 0
-        pd.testing.assert_frame_equal(a[keys], b[keys], check_dtype=False)
-        for col in a.columns.difference(keys):
-            np.testing.assert_allclose(a[col], b[col], atol=1e-5, rtol=1e-4, err_msg=f"{name}.{col}")
+    assert_same_tables(fast, measure_reference(model, tokenizer, few), atol=1e-5, rtol=1e-4)
     # the statistics are not degenerate: attention spreads, distances differ between pairs
     assert fast["heads"]["entropy"].gt(0.05).mean() > 0.5
     assert fast["distances"].query("layer > 0")["distance"].std() > 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_same_tables
 
 from lexprobe.analysis.patchmaps import CLEAN, CORRUPT
 from lexprobe.checkpoints.shapes import family_config, random_model
@@ -25,7 +25,6 @@ from lexprobe.engine.reference import measure_reference
 from lexprobe.engine.sites import Refused, SiteError, Sites, site_map
 from lexprobe.stages.patching import patch_design
 from lexprobe.stimuli.align import align
-from lexprobe.stimuli.perturb import neutral
 
 FAMILIES = ("gpt_neox", "gpt2", "llama", "olmo", "olmo2")
 # per family, written out by hand: the decoder layers, and per layer the module whose input is the heads' outputs
@@ -45,18 +44,6 @@ def get(obj, path: str):
 
 def layers_of(model, arch: str):
     return get(model, LAYERS[arch])
-
-
-@pytest.fixture(scope="module")
-def few(stimuli):
-    return stimuli.subset(sorted(stimuli.pairs["word"].unique())[:4])
-
-
-@pytest.fixture(scope="module")
-def cf(few, tokenizer):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return neutral(few, tokenizer=tokenizer)
 
 
 def family_model(arch: str, vocab: int, seed: int = 0):
@@ -79,13 +66,7 @@ def fmodel(arch, tokenizer):
 
 def compare(engine: dict, hand: dict, atol: float = TOL) -> None:
     """The engine's heads and distances tables equal the hand computation's within ``atol``."""
-    for name, keys in (("heads", ["sentence_id", "layer", "head"]), ("distances", ["pair_id", "layer"])):
-        a = engine[name].sort_values(keys).reset_index(drop=True)
-        b = hand[name].sort_values(keys).reset_index(drop=True)
-        assert len(a) == len(b) > 0
-        pd.testing.assert_frame_equal(a[keys], b[keys], check_dtype=False)
-        for col in a.columns.difference(keys):
-            np.testing.assert_allclose(a[col], b[col], atol=atol, rtol=0, err_msg=f"{name}.{col}")
+    assert_same_tables(engine, hand, atol)
 
 
 @contextmanager

@@ -4,7 +4,6 @@ sentences, the exactness controls, batching, prefix caching, the counterfactual 
 from __future__ import annotations
 
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -19,18 +18,6 @@ from lexprobe.stages.patching import patch_design, patch_table
 from lexprobe.stimuli.align import encode
 from lexprobe.stimuli.perturb import neutral
 from lexprobe.sweep.run import run_fingerprint
-
-
-@pytest.fixture(scope="module")
-def few(stimuli):
-    return stimuli.subset(sorted(stimuli.pairs["word"].unique())[:4])
-
-
-@pytest.fixture(scope="module")
-def cf(few, tokenizer):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return neutral(few, tokenizer=tokenizer)
 
 
 @pytest.fixture()
