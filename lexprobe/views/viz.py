@@ -36,13 +36,16 @@ enable_offline()  # charts must show in JupyterLab with no network
 STEP_AXIS = alt.Axis(title="training step + 1 (log scale)", format="~s")
 
 
+SCORE_TITLES = {"r2": "best-layer R²", "r2_signed": "best-layer signed R²", "auc": "best-layer AUC"}
+
+
 def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None, onset: int | None = None,
                       score: str = "r2", fitted: pd.DataFrame | None = None) -> alt.LayerChart | alt.FacetChart:
     """Best-layer performance per checkpoint on a log step axis, one line per seed; with an inflection table, each
     seed's onset of the rise (dotted rule) and its profile interval (shaded); with ``fitted`` (columns model, seed,
     step, fitted), the chosen curve model as a thin line."""
     d = best.assign(step1=best["step"] + 1, seed=best["seed"].astype(str))
-    title = {"r2": "best-layer R²", "r2_signed": "best-layer signed R²", "auc": "best-layer AUC"}.get(score, score)
+    title = SCORE_TITLES.get(score, score)
     base = alt.Chart(d).encode(
         x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
         y=alt.Y(f"{score}:Q", title=title),
@@ -83,8 +86,9 @@ def suites_chart(bests: dict[str, pd.DataFrame], score: str = "r2") -> alt.Chart
     d = pd.concat([b.assign(suite=name, seed=b["seed"].astype(str)) for name, b in bests.items()], ignore_index=True)
     d = d[d["tokens"] > 0]  # a log axis: step 0 has seen no tokens
     return alt.Chart(d).mark_line(point=True).encode(
-        x=alt.X("tokens:Q", scale=alt.Scale(type="log"), title="tokens seen (log)"),
-        y=alt.Y(f"{score}:Q", title=f"best-layer {score}"), color=alt.Color("suite:N", title="suite"),
+        x=alt.X("tokens:Q", scale=alt.Scale(type="log"), title="tokens seen (log; G = billion)",
+                axis=alt.Axis(format="~s")),
+        y=alt.Y(f"{score}:Q", title=SCORE_TITLES.get(score, score)), color=alt.Color("suite:N", title="suite"),
         detail="seed:N", tooltip=["suite", "seed", "step", alt.Tooltip("tokens:Q", format=".3s"),
                                   alt.Tooltip(f"{score}:Q", format=".3f")],
     ).properties(width=520, height=280, title="Disambiguation across training, suites on one tokens axis")
