@@ -61,6 +61,10 @@ def _plan(args: argparse.Namespace) -> int:
     if shape is not None:
         print(f"suite {suite.name} is not trained yet: planned from its profile's shape (nothing is trained for a "
               "plan)")
+    if "listed_from" in suite.metadata:
+        left = suite.metadata.get("left_out", {})
+        print(f"revisions: {len(suite.steps)} steps per seed from the {suite.metadata['listed_from']}"
+              + (f"; {len(left)} names left out (see the suite's metadata)" if left else ""))
     print(plan(suite, stimuli, parse_steps(args.steps, suite.steps), _engine_config(args), root=args.out,
                bandwidth_mb_s=args.bandwidth, shape=shape))
     study = Study(suite, stimuli, args.steps, root=args.out, device=args.device, dtype=args.dtype,

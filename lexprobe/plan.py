@@ -120,7 +120,8 @@ def _timed(fn, repeats: int = 3) -> float:
 def _calibrate_depth(cfg: PretrainedConfig, layers: int, stimuli: Stimuli, tok: Tokenizer, config: ExtractConfig,
                      folder: Path) -> Calibration:
     """Measure and load times and per-table bytes for a random model of ``cfg``'s width with ``layers`` layers."""
-    shape = type(cfg)(**{**cfg.to_dict(), "num_hidden_layers": layers, "vocab_size": len(tok)})
+    shape = type(cfg)(**{**cfg.to_dict(), "num_hidden_layers": layers, "vocab_size": len(tok), "bos_token_id": None,
+                         "eos_token_id": None, "pad_token_id": None})  # the published ids lie outside our vocab
     shape._attn_implementation = "eager"
     # transformers types PreTrainedModel.to as a functools.wraps wrapper, which mypy does not bind to the instance
     model = random_model(shape).to(torch_dtype(config.dtype)).to(config.device)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from lexprobe import Study
 from lexprobe.checkpoints.hubcache import add_revision, refs_folder, snapshots_folder
 from lexprobe.checkpoints.integrity import problems
 from lexprobe.checkpoints.named import PUBLISHED, named_suite, resolve_suite
-from lexprobe.checkpoints.revisions import NAMINGS, crfm_steps, naming_of
+from lexprobe.checkpoints.revisions import NAMINGS, OLMO2_1B_TOKENS_PER_STEP, crfm_steps, naming_of
 from lexprobe.checkpoints.suites import hub_cache
 from lexprobe.stages.registry import Skipped
 from lexprobe.views import viz
@@ -143,7 +143,7 @@ def test_the_duplicated_weights_check_fires_on_a_pythia_shaped_cache(tmp_path, t
 
 def test_a_named_suite_without_a_listing_says_how_to_get_one(tmp_path):
     with pytest.raises(ValueError, match="listed only by the hub"):
-        resolve_suite("olmo2-1b", str(tmp_path))
+        resolve_suite("olmo-1b", str(tmp_path))
     with pytest.raises(ValueError, match="seeds=NAME"):
         named_suite("crfm-gpt2-small:seeds=nobody", str(tmp_path))
     assert len(resolve_suite("crfm-gpt2-small", str(tmp_path)).steps) == 609  # the published grid
@@ -163,3 +163,18 @@ def test_a_defect_found_later_excludes_what_an_earlier_run_stored(tmp_path, stim
     after = Study(suite, small, n_boot=10, cache=False, progress=False).inflection
     assert 2 not in set(after.best["step"]) and set(after.best["step"]) == {0, 1, 4, 8}
     assert "weights identical to step 1's" in " ".join(after.status["reason"])
+
+
+def test_olmo2_1b_plans_from_its_published_stage1_list_with_names_that_parse_back():
+    suite = resolve_suite("olmo2-1b", "/nonexistent")
+    assert len(suite.steps) == 195 and suite.steps[:3] == (0, 300, 10000) and suite.steps[-1] == 1907359
+    assert {23100, 66200} <= set(suite.steps)
+    assert "derived" in suite.metadata["listed_from"]
+    naming = NAMINGS["olmo2"]
+    for step, name in suite.revisions:
+        rev = naming.parse(name)
+        assert rev is not None and rev.step == step and rev.stage == 1, name
+        assert rev.tokens is not None and 0 <= rev.tokens - suite.metadata["tokens"][step] < 10**9
+    assert dict(suite.revisions)[10000] == "stage1-step10000-tokens21B"
+    # the rounding reproduces a published name: stage 2's last step, 23,852 steps of 2**21 tokens, is "tokens51B"
+    assert -(-23852 * OLMO2_1B_TOKENS_PER_STEP // 10**9) == 51

@@ -6,8 +6,8 @@ expanse for small; arwen, beren, celebrimbor, durin, eowyn for medium), and ``hu
 other repo. Revisions are listed offline from a hub cache when it holds the repo and parsed by the suite's
 :class:`~lexprobe.checkpoints.revisions.Naming` (steps, and tokens seen where the names give them); names left out
 are kept in the suite's metadata with why. Where no cache holds the repo, a suite whose grid is published (the CRFM
-runs' 609 checkpoints) uses that grid; the others say how to list them. :func:`resolve_suite` turns any suite spec
-but the organism's into a suite.
+runs' 609 checkpoints, OLMo-2-1B's 195 stage-1 checkpoints) uses that grid; the others say how to list them.
+:func:`resolve_suite` turns any suite spec but the organism's into a suite.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ import re
 from dataclasses import dataclass
 
 from lexprobe.checkpoints.hubcache import refs_folder
-from lexprobe.checkpoints.revisions import NAMINGS, Naming, crfm_steps, naming_of
+from lexprobe.checkpoints.revisions import (
+    NAMINGS,
+    OLMO2_1B_TOKENS_PER_STEP,
+    Naming,
+    crfm_steps,
+    naming_of,
+    olmo2_1b_steps,
+    olmo2_revision_name,
+)
 from lexprobe.checkpoints.suites import Suite, hub_cache, local_folder, pythia
 
 CRFM_X = (21, 49, 81, 343, 777)  # the runs' seeds, as their repo names give them (x21, ...)
@@ -35,9 +43,13 @@ class Published:
     steps: tuple[int, ...] = ()
     config: tuple[tuple[str, object], ...] = ()  # the published config's shape (for ``lexprobe plan``, offline)
     bytes_per_param: int = 4  # as the checkpoints are stored
+    tokens_per_step: int = 0  # where the published grid's names give tokens seen (0: they do not)
+    grid_from: str = ""  # where the published grid comes from, when the hub's own listing is not it
 
     def revision_name(self, step: int) -> str:
-        """The branch name of a step of the published grid (only namings without tokens in the name)."""
+        """The branch name of a step of the published grid."""
+        if self.naming == "olmo2":
+            return olmo2_revision_name(step)
         return {"crfm": f"checkpoint-{step}", "pythia": f"step{step}", "smollm2": f"step-{step}",
                 "amber": f"ckpt_{step:03d}"}[self.naming]
 
@@ -52,7 +64,11 @@ PUBLISHED: dict[str, Published] = {
                                   crfm_steps(), (("model_type", "gpt2"), ("n_embd", 1024), ("n_layer", 24),
                                                  ("n_head", 16), ("vocab_size", 50257), ("n_positions", 1024))),
     "olmo-1b": Published("allenai/OLMo-1B-hf", "OLMo-1B-hf", "olmo", "olmo"),
-    "olmo2-1b": Published("allenai/OLMo-2-0425-1B", "OLMo-2-0425-1B", "olmo2", "olmo2",
+    "olmo2-1b": Published("allenai/OLMo-2-0425-1B", "OLMo-2-0425-1B", "olmo2", "olmo2", steps=olmo2_1b_steps(),
+                          tokens_per_step=OLMO2_1B_TOKENS_PER_STEP,
+                          grid_from="stage-1 checkpoint list allenai/OLMo publishes (OLMo format); the hub branch "
+                                    "names are derived from it (tokens rounded up to a billion): list the hub's own "
+                                    "branches before downloading",
                           config=(("model_type", "olmo2"), ("hidden_size", 2048), ("num_hidden_layers", 16),
                                   ("num_attention_heads", 16), ("num_key_value_heads", 16),
                                   ("intermediate_size", 8192), ("vocab_size", 100352),
@@ -100,8 +116,10 @@ def listed(name: str, p: Published, naming: Naming, seeds: tuple[tuple[int, str]
         return suite.with_(steps=tuple(kept), revisions=tuple((s, r.name) for s, r in kept.items()), offline=True,
                            metadata={**meta, "left_out": left, "tokens": tokens, "listed_from": "hub cache"})
     if p.steps:
+        tokens = {s: s * p.tokens_per_step for s in p.steps} if p.tokens_per_step else {}
         return suite.with_(steps=p.steps, revisions=tuple((s, p.revision_name(s)) for s in p.steps),
-                           metadata={**meta, "left_out": {}, "tokens": {}, "listed_from": "published grid"})
+                           metadata={**meta, "left_out": {}, "tokens": tokens,
+                                     "listed_from": p.grid_from or "published grid"})
     raise ValueError(f"suite {name!r}: its revisions ({naming.example!r}, ...) are listed only by the hub, and no hub "
                      f"cache at {cache_dir or 'the default location'} holds {suite.repo(p.model, seeds[0][0])}; "
                      f"download some revisions first (huggingface-cli download REPO --revision NAME), or point "

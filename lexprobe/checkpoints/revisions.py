@@ -82,6 +82,21 @@ def crfm_steps() -> tuple[int, ...]:
     return (*range(0, 100, 10), *range(100, 2000, 50), *range(2000, 20000, 100), *range(20000, 400001, 1000))
 
 
+OLMO2_1B_TOKENS_PER_STEP = 2**21  # 4,096 tokens x 512 sequences: 1,907,359 steps make the published 4T tokens
+
+
+def olmo2_1b_steps() -> tuple[int, ...]:
+    """OLMo-2-0425-1B's published stage-1 checkpoints (allenai/OLMo ``configs/official-0425``, OLMo format): steps 0
+    and 300, every 10,000 to 1,900,000, the extra 23,100 and 66,200, and the last, 1,907,359."""
+    return tuple(sorted({0, 300, 23100, 66200, 1907359, *range(10000, 1900001, 10000)}))
+
+
+def olmo2_revision_name(step: int) -> str:
+    """The hub branch name OLMo-2-0425-1B gives a stage-1 step: tokens seen in billions, rounded up (the scheme of
+    published names such as ``stage2-ingredient1-step23852-tokens51B``)."""
+    return f"stage1-step{step}-tokens{-(-step * OLMO2_1B_TOKENS_PER_STEP // 10**9)}B"
+
+
 def naming_of(pattern: str) -> Naming:
     """A naming for a user's suite: a regex with a ``step`` group (optional ``tokens``+``unit``, ``stage``)."""
     try:
