@@ -8,12 +8,14 @@ import pytest
 from test_families import family_model
 
 from lexprobe import Study
+from lexprobe.checkpoints.bpe import train_tokenizer
 from lexprobe.checkpoints.hubcache import add_revision, refs_folder, snapshots_folder
 from lexprobe.checkpoints.integrity import problems
 from lexprobe.checkpoints.named import PUBLISHED, named_suite, resolve_suite
 from lexprobe.checkpoints.revisions import NAMINGS, OLMO2_1B_TOKENS_PER_STEP, crfm_steps, naming_of
-from lexprobe.checkpoints.suites import hub_cache
+from lexprobe.checkpoints.suites import hub_cache, load_tokenizer
 from lexprobe.stages.registry import Skipped
+from lexprobe.stimuli.align import encode, special_prefix
 from lexprobe.views import viz
 
 
@@ -93,13 +95,26 @@ def build_cache(cache, spec: str, tokenizer) -> None:
             previous = w
 
 
+@pytest.fixture(scope="module")
+def llama_tokenizer(stimuli):
+    """Llama's conventions (Amber ships Llama's tokenizer): "▁" word marks and ``<s>`` before every text."""
+    return train_tokenizer(list(stimuli.sentences["sentence"]) * 3, vocab_size=400, style="llama")
+
+
 @pytest.mark.parametrize("spec", list(CACHES))
 def test_each_named_suite_runs_stages_1_to_5_and_lists_what_it_skipped(spec, tmp_path, stimuli, tokenizer,
-                                                                         monkeypatch):
+                                                                         llama_tokenizer, monkeypatch):
     monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
     cache = tmp_path / "hub"
-    build_cache(cache, spec, tokenizer)
+    build_cache(cache, spec, llama_tokenizer if spec == "amber" else tokenizer)
     suite = resolve_suite(spec, str(cache))
+    loaded = load_tokenizer(suite.checkpoints()[0])  # the family's tokenizer, as the cache serves it
+    if spec == "amber":  # every sentence is measured after <s>, as Llama models were trained
+        assert special_prefix(loaded) == [1]
+        enc = encode(loaded, stimuli.sentences.head(3))
+        assert (enc.input_ids[:, 0] == 1).all() and not enc.target_mask[:, 0].any()
+    else:
+        assert special_prefix(loaded) == []
     assert suite.metadata["listed_from"] == "hub cache"
     left = suite.metadata["left_out"]
     naming = NAMINGS[PUBLISHED[spec.split(":")[0]].naming]

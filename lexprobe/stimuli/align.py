@@ -50,13 +50,32 @@ def token_span(offsets: list[tuple[int, int]], span: tuple[int, int]) -> list[in
     return [i for i, (a, b) in enumerate(offsets) if b > a and a < span[1] and b > span[0]]
 
 
+def special_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids the tokenizer puts before every text: Llama's ``<s>``, none for Pythia's or GPT-2's. A model is
+    measured on text as it was trained on it, so these lead every sentence; anything appended after is not added."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return next((list(full[:k]) for k in range(len(full) - len(bare) + 1) if full[k:k + len(bare)] == bare), [])
+
+
 def align(tokenizer: PreTrainedTokenizerBase, sentence: str, target: str,
           cue: str) -> tuple[list[int], list[int], list[int], list[str]]:
-    """Token ids plus the token indices of the target (the occurrence after the cue) and of that cue."""
+    """Token ids (after the tokenizer's :func:`special_prefix`) plus the token indices of the target (the occurrence
+    after the cue) and of that cue."""
     enc = tokenizer(sentence, return_offsets_mapping=True, add_special_tokens=False)
-    t_idx, c_idx = _spans(sentence, target, cue, enc["offset_mapping"])
-    # transformers types convert_ids_to_tokens without overloads (str | list[str]): a list of ids gives a list
-    return list(enc["input_ids"]), t_idx, c_idx, tokenizer.convert_ids_to_tokens(enc["input_ids"])  # type: ignore[return-value]
+    ids, offsets, tokens = _led(tokenizer, [(enc["input_ids"], enc["offset_mapping"],
+                                             tokenizer.convert_ids_to_tokens(enc["input_ids"]))])[0]
+    t_idx, c_idx = _spans(sentence, target, cue, offsets)
+    return ids, t_idx, c_idx, tokens
+
+
+def _led(tokenizer: PreTrainedTokenizerBase, rows: list) -> list[tuple[list[int], list, list[str]]]:
+    """Each (ids, offsets, tokens) led by the tokenizer's :func:`special_prefix`, at offset (0, 0) so that no word
+    maps to it."""
+    prefix = special_prefix(tokenizer)
+    lead = [str(tokenizer.convert_ids_to_tokens(i)) for i in prefix]  # one id gives one token string
+    return [(prefix + list(ids), [(0, 0)] * len(prefix) + [tuple(o) for o in offs], lead + list(toks))
+            for ids, offs, toks in rows]
 
 
 def _spans(sentence: str, target: str, cue: str, offsets: list) -> tuple[list[int], list[int]]:
@@ -74,14 +93,17 @@ def _spans(sentence: str, target: str, cue: str, offsets: list) -> tuple[list[in
 
 
 def tokenize_all(tokenizer: PreTrainedTokenizerBase, sentences: list[str]) -> list[tuple[list[int], list, list[str]]]:
-    """(ids, character offsets, token strings) per sentence, without special tokens, in one batched call (straight
-    to the Rust tokenizer when there is one: the Python wrapper's per-sentence bookkeeping costs more)."""
+    """(ids, character offsets, token strings) per sentence, led by the tokenizer's :func:`special_prefix`, in one
+    batched call (straight to the Rust tokenizer when there is one: the Python wrapper's per-sentence bookkeeping
+    costs more)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        return [(e.ids, e.offsets, e.tokens) for e in backend.encode_batch(sentences, add_special_tokens=False)]
-    batch = tokenizer(sentences, return_offsets_mapping=True, add_special_tokens=False)
-    return [(ids, offs, tokenizer.convert_ids_to_tokens(ids))  # type: ignore[misc]  # a list of ids: a list (as above)
-            for ids, offs in zip(batch["input_ids"], batch["offset_mapping"])]
+        rows = [(e.ids, e.offsets, e.tokens) for e in backend.encode_batch(sentences, add_special_tokens=False)]
+    else:
+        batch = tokenizer(sentences, return_offsets_mapping=True, add_special_tokens=False)
+        rows = [(ids, offs, tokenizer.convert_ids_to_tokens(ids))
+                for ids, offs in zip(batch["input_ids"], batch["offset_mapping"])]
+    return _led(tokenizer, rows)
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame, pad_id: int = 0) -> Encoded:
