@@ -120,18 +120,32 @@ def best_r2_draws(g: pd.DataFrame, base: str, conditions: list[str], target: str
     """Best-layer R^2 of ``base`` and each of ``conditions`` at one checkpoint (``g``: its pair-level distances,
     column ``condition``) under the observed sample (index 0) and ``n_boot`` paired item-bootstrap draws (the same
     words drawn for every condition), on the pairs of ``base``; layers chosen per draw ``by`` the study's rule."""
+    wanted = [base, *conditions]
+    sub = g[g["condition"].isin(wanted) & g["distance"].notna()]
+    cube, rows, layers, present = _cube(sub, wanted)
+    keep = ~np.isnan(cube[0]).all(1)  # the pairs base measured, at the layers it measured
+    base_layers = ~np.isnan(cube[0]).all(0)
+    index = rows[keep]
     ref = g[g["condition"] == base]
-    wide = g[g["condition"].isin([base, *conditions])].pivot_table(
-        index=["word", "pair_key"], columns=["condition", "layer"], values="distance")
-    index = wide[base].dropna(how="all").index
     info = ref.drop_duplicates("pair_key").set_index(["word", "pair_key"])
     ycol = "mean_relatedness" if target == "relatedness" else "same"
     y = info[ycol].reindex(index).to_numpy(float)
     different = ~info["same"].reindex(index).to_numpy(bool)
     W = word_weights(index.get_level_values("word").to_numpy(), n_boot, rng, observed=True)  # row 0: observed
-    layers = wide[base].columns
-    return {c: weighted_best_r2(W, wide[c].reindex(index=index, columns=layers).to_numpy(), y, by, different)
-            for c in [base, *conditions] if c in wide.columns.get_level_values("condition")}
+    return {c: weighted_best_r2(W, cube[i][keep][:, base_layers], y, by, different)
+            for i, c in enumerate(wanted) if present[i]}
+
+
+def _cube(sub: pd.DataFrame, conditions: list[str]) -> tuple[np.ndarray, pd.MultiIndex, np.ndarray, np.ndarray]:
+    """Distances as (condition, pair, layer), NaN where not measured: pairs as (word, pair_key) and layers sorted
+    (the order a pivot table gives them), and which conditions have any value."""
+    pair_codes = sub.groupby(["word", "pair_key"], sort=True).ngroup().to_numpy()
+    rows = pd.MultiIndex.from_frame(sub[["word", "pair_key"]].drop_duplicates()).sort_values()
+    layers, layer_codes = np.unique(sub["layer"].to_numpy(), return_inverse=True)
+    cond_codes = pd.Categorical(sub["condition"], categories=conditions).codes
+    cube = np.full((len(conditions), len(rows), len(layers)), np.nan)
+    cube[cond_codes, pair_codes, layer_codes] = sub["distance"].to_numpy(float)
+    return cube, rows, layers, np.bincount(cond_codes, minlength=len(conditions)) > 0
 
 
 def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", n_boot: int = 200,

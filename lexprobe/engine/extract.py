@@ -34,7 +34,7 @@ from lexprobe.engine.conditions import Donor
 from lexprobe.engine.config import ExtractConfig
 from lexprobe.engine.hooks import Batch, Edit, IntactLayers
 from lexprobe.engine.sites import Sites, sites_of
-from lexprobe.stimuli.align import Encoded, encode
+from lexprobe.stimuli.align import Encoded, encoded
 from lexprobe.stimuli.tables import Stimuli
 
 if TYPE_CHECKING:  # the engine takes a loaded model and knows no suite: the types straight from transformers
@@ -216,7 +216,7 @@ def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentence
     trace; returns the encoding, the batch order and the per-batch results. ``reuse``: give each batch its intact
     layers (:func:`intact_batch`) when the intervention leaves its first layers alone and they fit in memory."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    enc = encode(tokenizer, sentences, pad_id=pad)
+    enc = encoded(tokenizer, sentences, pad_id=pad)
     sites = sites_of(model)
     device = next(model.parameters()).device
     order = torch.argsort(enc.lengths, stable=True)  # similar lengths together: less padding

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -136,4 +137,20 @@ def encode(tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame, pad_id: 
         if not torch.equal(ctrl.input_ids, enc.input_ids):
             raise StimulusError("control words changed the tokenization; cannot align them with the cue")
         enc.control_mask = ctrl.cue_mask
+    return enc
+
+
+_LAST: list[tuple[weakref.ref, weakref.ref, int, Encoded]] = []  # the last encoding, for the next condition
+
+
+def encoded(tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame, pad_id: int = 0) -> Encoded:
+    """:func:`encode`, reusing the last result when the same tokenizer object encodes the same table object again:
+    every condition measured on a loaded checkpoint encodes its stimuli, and one encoding serves them all (an
+    :class:`Encoded` is never changed in place; its users take :meth:`Encoded.rows`)."""
+    if _LAST:
+        tok, table, pad, enc = _LAST[0]
+        if tok() is tokenizer and table() is sentences and pad == pad_id:
+            return enc
+    enc = encode(tokenizer, sentences, pad_id)
+    _LAST[:] = [(weakref.ref(tokenizer), weakref.ref(sentences), pad_id, enc)]
     return enc
