@@ -13,14 +13,21 @@ Measured in this run, each on one torch thread by the thread's CPU time (which p
 
 The forward passes per stage are those of ``lexprobe plan`` (:func:`lexprobe.plan.stage_costs`: the default
 study's design, intervened units counted by the share of layers they run, stage 4 designed as if 2 heads pass
-discovery per seed). It reads the organism's suite, so it trains the organism first where it is not trained yet.
+discovery per seed). Like ``lexprobe plan`` it plans an organism that is not trained yet from its profile, and
+trains nothing.
+
+``--run LOG`` puts a measured run beside its floor: LOG is what ``/usr/bin/time -v make run`` printed (the ``time
+per part`` line and the wall clock), and each part is printed with its floor and their ratio (training against the
+``suite`` part; each stage's forward passes against that stage).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from common import bare_forward, engine_batches
@@ -76,13 +83,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=24, help="training steps timed (the first 2 are not counted)")
     ap.add_argument("--repeats", type=int, default=5, help="bare forward passes of the stimuli timed")
+    ap.add_argument("--run", type=Path, help="the log of /usr/bin/time -v make run, to put beside the floor")
     args = ap.parse_args()
     if args.steps < 3 or args.repeats < 1:
         ap.error(f"--steps {args.steps} --repeats {args.repeats}: time at least 3 steps (the first 2 are warm-up) "
                  "and 1 repeat")
     torch.set_num_threads(1)
     p, cores = get_profile(None), workers()
-    study = Study(progress=False)
+    study = Study(progress=False)  # a suite that is not trained yet is planned from its profile (nothing trains)
     step, pack, tok = training_step(p, args.steps)
     per_sentence = forward_per_sentence(p, tok, study, args.repeats)
     costs = stage_costs(study)
@@ -101,6 +109,24 @@ def main() -> None:
           f"{train_cpu / cores:,.0f} s + forward passes {forward_cpu / cores:,.0f} s), before set-up, loads, "
           f"statistics and the report; target {TARGET} s: {'reachable' if floor < TARGET else 'NOT reachable'} "
           f"with this design")
+    if args.run:
+        beside_run(args.run.read_text(), train_cpu / cores,
+                   {k.split()[-1]: v * per_sentence / cores for k, v in forwards.items()}, floor)
+
+
+def beside_run(log: str, train_floor: float, stage_floors: dict[str, float], floor: float) -> None:
+    """Each part of a measured ``make run`` (its ``time per part`` line) beside its floor."""
+    parts = re.search(r"time per part: (.*); total", log)
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", log)
+    if parts is None or wall is None:
+        raise SystemExit("--run: no 'time per part' line or no /usr/bin/time -v wall clock in the log")
+    measured = {name: float(sec) for name, sec in re.findall(r"([\w-]+) ([\d.]+) s", parts.group(1))}
+    print(f"{'part':<24}{'measured':>10}{'floor':>10}{'ratio':>8}")
+    for name, sec in measured.items():
+        low = train_floor if name == "suite" else stage_floors.get(name)
+        print(f"{name:<24}{sec:>9.1f}s" + (f"{low:>9.1f}s{sec / low:>7.2f}x" if low else f"{'-':>10}{'-':>8}"))
+    total = int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))
+    print(f"{'make run (wall clock)':<24}{total:>9.1f}s{floor:>9.1f}s{total / floor:>7.2f}x")
 
 
 if __name__ == "__main__":

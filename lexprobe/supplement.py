@@ -26,6 +26,7 @@ import pandas as pd
 
 import lexprobe
 from lexprobe import stages
+from lexprobe.analysis import findings
 from lexprobe.base.paths import REPO_ROOT
 from lexprobe.base.view import Figure, Heading, Table, Text, View
 from lexprobe.checkpoints.suites import Suite
@@ -45,8 +46,8 @@ LIBRARIES = ("torch", "transformers", "nnsight", "numpy", "pandas", "scipy", "st
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 .table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.2em; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.2em; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; overflow-wrap: anywhere; }
 th { background: #f2f2f2; }
 .lexprobe-figure { margin: 1em 0 2em; }
 .note { color: #555; font-style: italic; }
@@ -78,9 +79,18 @@ class Page:
         self.blocks.append(f"<pre>{html.escape(text)}</pre>")
 
     def table(self, df: pd.DataFrame, caption: str, collapsed: bool = False) -> None:
-        body = df.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4g}", border=0)
+        """A table as a reader meets it (see :func:`for_reader`); one wider than ``MAX_COLUMNS`` shows its first
+        columns, and the rest, beside the columns that name a row, in further tables folded below it."""
+        shown, caption = for_reader(df, caption)
         cap = html.escape(caption)
-        body = f'<div class="table-wrap">{body}</div>'
+        ids = _leading_ids(shown)
+        rest = [c for c in shown.columns if c not in ids]
+        width = MAX_COLUMNS - len(ids)
+        chunks = [rest[i:i + width] for i in range(0, len(rest), width)] or [[]]
+        body = _html_table(shown[ids + chunks[0]])
+        if len(chunks) > 1:
+            body += (f"<details><summary>{len(rest) - width} more columns</summary>"
+                     + "".join(_html_table(shown[ids + c]) for c in chunks[1:]) + "</details>")
         self.blocks.append(f"<details><summary>{cap} ({len(df)} rows)</summary>{body}</details>" if collapsed
                            else f"<p><b>{cap}</b></p>{body}")
 
@@ -106,6 +116,41 @@ class Page:
                     self.chart(block.name, getattr(viz, block.chart)(**block.args), block.caption)
                 case Heading():
                     self.heading(block.text, anchor=block.anchor)
+
+
+MAX_COLUMNS = 10  # columns a table shows at once; a wider one folds the rest away
+KEY_COLUMNS = ("suite", "stimuli", "condition", "model", "target", "fdr_family")  # said once when constant
+WORDS = {"r2": "R²", "auc": "AUC", "se": "SE", "boot": "bootstrap", "q05": "5%", "q95": "95%", "I2": "I²",
+         "sd": "SD", "n": "n", "cf": "counterfactual", "attn": "attention", "perm": "permutation"}
+
+
+def for_reader(df: pd.DataFrame, caption: str) -> tuple[pd.DataFrame, str]:
+    """A table's columns in words (``r2_clean`` -> "R² clean"), key columns with one value (the model, the suite)
+    moved into the caption instead of repeated on every row."""
+    same = [c for c in KEY_COLUMNS if c in df.columns and len(df) > 1 and df[c].nunique(dropna=False) == 1]
+    if same:
+        caption += " (" + "; ".join(f"{c.replace('_', ' ')}: {df[c].iloc[0]}" for c in same) + ")"
+    out = df.drop(columns=same)
+    return out.rename(columns={c: " ".join(WORDS.get(w, w) for w in str(c).split("_")) for c in out.columns}), caption
+
+
+def _leading_ids(df: pd.DataFrame, most: int = 4) -> list[str]:
+    """The leading columns that name a row (seed, step, layer, ...): the first ones that are not floats."""
+    ids: list[str] = []
+    for c in list(df.columns)[:most]:
+        if pd.api.types.is_float_dtype(df[c]):
+            break
+        ids.append(c)
+    return ids
+
+
+def _number(v: float) -> str:
+    """Three significant digits; whole numbers from 1,000 up (steps) in full, with separators."""
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return f'<div class="table-wrap">{df.to_html(index=False, na_rep="–", float_format=_number, border=0)}</div>'
 
 
 def _script_json(obj: object) -> str:
@@ -155,11 +200,20 @@ def _source_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def computed(commits: pd.DataFrame) -> str:
+    """When the measurements behind a report were made: the first and last unit's timestamps, in UTC."""
+    stamps = pd.to_datetime(commits["created"].dropna(), format="%Y-%m-%dT%H:%M:%S%z", utc=True)
+    if stamps.empty:
+        return "unknown (units stored before timestamps were kept)"
+    return f"{stamps.min():%Y-%m-%d %H:%M:%S} to {stamps.max():%Y-%m-%d %H:%M:%S}"
+
+
 def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFrame, command: str) -> None:
     page.heading("Provenance", anchor="provenance")
     page.table(pd.DataFrame([
         {"item": "command", "value": command},
-        {"item": "generated (UTC)", "value": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")},
+        {"item": "measurements computed (UTC)", "value": computed(commits)},
+        {"item": "this file written (UTC)", "value": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")},
         {"item": "lexprobe source commit", "value": _source_commit()},
         {"item": "platform", "value": platform.platform()},
         {"item": "suite", "value": suite.name},
@@ -171,7 +225,8 @@ def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFram
                                      f"{len(stimuli.sentences)} sentences, content hash {stimuli.hash}"},
     ]), "Run")
     page.table(_versions(), "Versions")
-    page.table(commits, "Resolved commit and weights hash of every checkpoint (intact condition)", collapsed=True)
+    page.table(commits.drop(columns="created"), "Resolved commit and weights hash of every checkpoint (intact "
+                                                "condition)", collapsed=True)
 
 
 LABELS = {"discovery": "stage 2", "perturbation": "stage 3", "causal": "stage 4", "replication": "stage 5"}
@@ -188,6 +243,12 @@ def supplement(s1: Inflection, s2: Discovery | None, s3: Perturbation | None, s4
     page.text(f"{s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
               f"{s1.best['step'].nunique()} checkpoints; stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs). "
               "Every chart is embedded in this file and renders without network access.")
+    ran = {"inflection": findings.inflection(s1)} | {
+        name: getattr(findings, name)(result) for name, result in (("discovery", s2), ("perturbation", s3),
+                                                                   ("causal", s4), ("replication", s5))
+        if result is not None}
+    page.heading("Abstract", level=2, anchor="abstract")
+    page.text(findings.abstract(ran) + " Each stage below opens with its findings, generated from its tables.")
     page.view(stages.inflection.describe(s1))
     # each view bound to its own stage (they take different stage types), None for a stage that did not run
     described = (("stage 2", None if s2 is None else partial(stages.discovery.describe, s2)),
@@ -209,7 +270,7 @@ def write_report(study: Study, out: str | Path, command: str | None = None) -> P
     skipped = {label: got[name].reason for name, label in LABELS.items() if isinstance(got[name], Skipped)}
     s2, s3, s4, s5, v = (None if isinstance(r, Skipped) else r for r in got.values())
     commits = study.store.provenance(suite=s1.suite.name, stimuli=s1.stimuli.name, condition=s1.condition)
-    text = supplement(s1, s2, s3, s4, s5, commits[["model", "seed", "step", "commit", "weights_hash"]],
+    text = supplement(s1, s2, s3, s4, s5, commits[["model", "seed", "step", "commit", "weights_hash", "created"]],
                       command or shlex.join(["lexprobe", *sys.argv[1:]]), skipped, v)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

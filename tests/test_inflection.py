@@ -172,3 +172,11 @@ def test_fitted_curves_follow_the_data():
         data = best[best["seed"] == seed]
         at = np.interp(log1(data["step"]), log1(g["step"]), g["fitted"])
         assert np.sqrt(np.mean((at - data["r2"]) ** 2)) < 0.03  # within the noise
+
+
+def test_a_zero_width_profile_interval_is_reported_as_a_failure_with_its_reason():
+    from lexprobe.stages.inflection import _interval
+
+    assert _interval(176.4, 176.4).startswith("FAILED (zero width at 176")
+    assert "grid is coarser than the interval" in _interval(176.4, 176.4)
+    assert _interval(150.2, 300.0) == "[150, 300]" and _interval(float("nan"), float("nan")) == "none"

@@ -11,6 +11,7 @@ from lexprobe.analysis.nulls import agreement, causal_map, drops, first_signific
 from lexprobe.analysis.robustness import head_robustness, paired_p, retained_performance
 from lexprobe.engine.interventions import random_head_sets
 from lexprobe.stages.ablation import LEAN, design
+from lexprobe.stages.perturbation import summary
 
 KEY = {"model": "m", "seed": 0}
 
@@ -86,7 +87,12 @@ def test_head_robustness_separates_cue_from_position():
                          "control_attn": np.nan})
     rob = head_robustness(pd.DataFrame(intact), pd.DataFrame(pert)).set_index(["perturbation", "head"])
     assert rob.loc[("separate-x", 0), "robust"] and not rob.loc[("separate-x", 1), "robust"]
-    assert rob.loc[("neutral", 0), "robust"] and not rob.loc[("neutral", 1), "robust"]
+    # the neutral word is a control, not a perturbation: its outcome is cue specificity, never robustness
+    assert rob.loc[("neutral", 0), "cue_specific"] and not rob.loc[("neutral", 1), "cue_specific"]
+    assert rob.loc["neutral", "robust"].isna().all() and (rob.loc["neutral", "role"] == "control").all()
+    assert rob.loc["separate-x", "cue_specific"].isna().all()
+    table = summary(rob.reset_index().assign(discovered=True))  # the stage's table: the control apart
+    assert "robust:neutral" not in table and {"robust:separate-x", "control cue>neutral"} <= set(table.columns)
     assert rob.loc[("separate-x", 0), "retained"] == pytest.approx(0.6 / 0.7, abs=0.03)
     assert rob.loc[("neutral", 0), "test"] == "informative>neutral"
 

@@ -168,3 +168,11 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
 def test_report_commands_name_the_bad_argument(args, message, capsys):
     assert main(args) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_the_report_dates_its_measurements_not_the_rerun_that_wrote_it():
+    from lexprobe.supplement import computed
+
+    stamps = pd.DataFrame({"created": ["2026-12-04T18:07:00+0000", "2026-12-04T20:30:00+0100", None]})
+    assert computed(stamps) == "2026-12-04 18:07:00 to 2026-12-04 19:30:00"
+    assert computed(stamps.iloc[[2]]).startswith("unknown")

@@ -13,7 +13,10 @@ sentences:
 * ``neutral`` (the cue replaced by a sense-neutral modifier): intact cue attention > attention to the neutral word
   (``test = informative>neutral``): "attends to the informative cue", not "to whatever modifier stands there".
 
-BH-FDR runs over the heads and perturbations of each (model, seed, step); ``robust`` means q < .05.
+BH-FDR runs over the heads and perturbations of each (model, seed, step); ``passes`` means q < .05. The moved
+cues are perturbations (``role = perturbation``): a head that passes is ``robust``. ``neutral`` is a control
+(``role = control``): it removes the cue, so nothing can be robust to it; a head that passes is ``cue_specific``
+(it attends to the informative cue, not to whatever modifier stands there), and its ``robust`` is left empty.
 """
 
 from __future__ import annotations
@@ -72,13 +75,17 @@ def head_robustness(intact: pd.DataFrame, perturbed: pd.DataFrame) -> pd.DataFra
         rows.append({"perturbation": pert, "operation": op, **dict(zip(KEYS, key)), "n_sentences": hi - lo,
                      "cue_intact": mean_ci, "cue_perturbed": mean_cue, "control": _nanmean(ctl),
                      "retained": mean_cue / mean_ci if mean_ci > 0 else np.nan,
-                     "test": "informative>neutral" if neutral else "cue>control"})
+                     "test": "informative>neutral" if neutral else "cue>control",
+                     "role": "control" if neutral else "perturbation"})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     out["p"] = paired_p(diffs)
     out["q"] = bh_within(out, "p", ["model", "seed", "step"])
-    out["robust"] = out["q"] < ALPHA
+    out["passes"] = out["q"] < ALPHA
+    control = out["role"] == "control"
+    out["robust"] = out["passes"].astype(object).where(~control, None)
+    out["cue_specific"] = out["passes"].astype(object).where(control, None)
     return out
 
 

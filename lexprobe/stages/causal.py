@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from lexprobe.analysis import findings
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.base.progress import tqdm
-from lexprobe.base.view import View
+from lexprobe.base.view import Text, View
 from lexprobe.checkpoints.integrity import config_of, folder_of
 from lexprobe.checkpoints.suites import CheckpointUnavailable
 from lexprobe.engine.sites import qk_refusal
@@ -145,4 +146,5 @@ def describe(s4: Causal, inflection: pd.DataFrame | None = None) -> View:
     """Stage 4's view: the ablation half, then the patching half; ``inflection``: stage 1's table (columns model,
     seed, onset_step) to set the effects' first steps beside."""
     return View(f"Stage 4 · {STAGE.title}", "stage4",
-                (*ablation_blocks(s4, inflection), *patching_blocks(s4, inflection)))
+                (Text(findings.lead(findings.causal(s4))), *ablation_blocks(s4, inflection),
+                 *patching_blocks(s4, inflection)))

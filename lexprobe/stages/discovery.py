@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from lexprobe.analysis import findings
 from lexprobe.analysis.selection import MIN_STEPS, discover, trajectories
 from lexprobe.base.view import Figure, Table, Text, View
 from lexprobe.stages.inflection import Inflection
@@ -65,6 +66,7 @@ def describe(s2: Discovery) -> View:
     n = st.groupby(["model", "seed"]).size().iloc[0]
     perms = f"{int(st['n_perm'].min())} shuffles, floor {1 / (st['n_perm'].min() + 1):.2g}" if "n_perm" in st else ""
     return View(f"Stage 2 · {STAGE.title}", "stage2", (
+        Text(findings.lead(findings.discovery(s2))),
         Figure("head_stat_chart", {"stats": st}, "head discovery statistic per seed", "heads"),
         Text(f"FDR: BH over the {n} heads of each seed, per criterion (permutation null: {perms}; a lone head needs "
              f"p <= {0.05 / n:.2g}); the previous-token control is a paired one-sided t-test at the last checkpoint. "

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from lexprobe.analysis import findings
 from lexprobe.analysis.curves import fitted_curves, inflections
 from lexprobe.analysis.performance import Scoring, performance, with_pairs
 from lexprobe.base.view import Block, Figure, Table, Text, View
@@ -111,7 +112,13 @@ STAGE = InflectionStage()
 
 
 def _interval(lo: float, hi: float) -> str:
-    return f"[{lo:.0f}, {hi:.0f}]" if lo == lo else "none"
+    """A profile interval in words; one of zero width is a failure of the interval, not a certainty."""
+    if lo != lo:
+        return "none"
+    if lo == hi:
+        return (f"FAILED (zero width at {lo:.0f}: no other point of the profile's grid lies inside the confidence "
+                "set, so the grid is coarser than the interval; read the item-bootstrap interval instead)")
+    return f"[{lo:.0f}, {hi:.0f}]"
 
 
 def onset_words(inflection: pd.DataFrame | None, model: str, seed: int) -> str:
@@ -130,7 +137,7 @@ def describe(s1: Inflection) -> View:
     saturation and steepest rise; with a planted onset, whether each seed's onset interval lies after it and its
     estimate is within 4x of it."""
     prov = s1.store.provenance(suite=s1.suite.name, stimuli=s1.stimuli.name, condition=s1.condition)
-    blocks: list[Block] = [Text(
+    blocks: list[Block] = [Text(findings.lead(findings.inflection(s1))), Text(
         f"suite {s1.suite.name}: {s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
         f"{s1.best['step'].nunique()} checkpoints, stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs, target: "
         f"{s1.target}); best layer by {s1.scoring.by}"
@@ -161,7 +168,7 @@ def describe(s1: Inflection) -> View:
     if s1.onset is not None:
         blocks.append(Text(f"Planted onset of the organism: step {s1.onset}."))
         for r in s1.inflection.itertuples():
-            after = r.onset_low_step > s1.onset  # False when there is no interval
+            after = r.onset_low_step > s1.onset and r.onset_low_step < r.onset_high_step  # no (or a failed) interval
             within = s1.onset / 4 <= r.onset_step <= s1.onset * 4
             estimate = f"{r.onset_step:.0f}" if r.onset_step == r.onset_step else f"none ({r.shape}, {r.selected_by})"
             blocks.append(Text(f"seed {r.seed}: onset interval {_interval(r.onset_low_step, r.onset_high_step)} "

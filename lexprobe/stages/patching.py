@@ -22,7 +22,7 @@ import pandas as pd
 
 from lexprobe.analysis import nulls, patchmaps
 from lexprobe.analysis.nulls import vs_null
-from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, reading
+from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, EXACT_PATCH, reading
 from lexprobe.analysis.performance import Scoring, with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.base.view import Block, Figure, Heading, Table, Text
@@ -288,6 +288,13 @@ def _firsts(first: pd.DataFrame) -> str:
     return ", ".join(f"L{r.layer}H{r.head}@{r.first_step:.0f}" for r in got.itertuples()) or "-"
 
 
+def exactness_line(exact: pd.DataFrame) -> str:
+    """The patching exactness controls in one line: how many checkpoints pass and the worst difference."""
+    worst = exact.drop(columns=["model", "seed", "step", "exact"]).to_numpy(float)
+    return (f"Exactness controls: {int(exact['exact'].sum())} of {len(exact)} checkpoints exact (every difference at "
+            f"most {EXACT_PATCH:g}), worst {np.nanmax(worst) if worst.size else float('nan'):.1e}.")
+
+
 def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block]:
     """The patching half of stage 4's view: the necessity and sufficiency maps, the last checkpoint's necessary and
     sufficient heads, the exactness controls, agreement with discovery, when each head first becomes necessary /
@@ -317,7 +324,9 @@ def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block
         blocks.append(Text(f"seed {sd} step {r.step}: clean R^2 {r.r2_clean:.3f}, counterfactual "
                            f"{r.r2_counterfactual:.3f}{base}; necessary: {_heads(nec)}; sufficient: {_heads(suf)}"
                            f"{found if extra else ''}"))
-    blocks += [Table(s4.patch_exactness, "Exactness controls (max abs differences; must be at most 1e-6)"),
+    blocks += [Text(exactness_line(s4.patch_exactness)),
+               Table(s4.patch_exactness, "Exactness controls, every checkpoint (max abs differences; must be at most "
+                                         f"{EXACT_PATCH:g})", collapsed=True),
                Table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
                      "discovery"),
                Table(s4.patch_first.dropna(subset=["first_step"]),

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from lexprobe.analysis import findings
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.robustness import head_robustness, retained_performance
@@ -117,9 +118,8 @@ class PerturbationStage(Plugin):
         intact = store.load("heads", suite=suite.name, stimuli=stim.name, condition="intact", step=list(steps),
                             model=models, seed=seeds)
         rob = head_robustness(intact, pd.concat(heads, ignore_index=True))
-        stats = s2.stats[["model", "seed", "layer", "head", "passes"]]
-        rob = rob.merge(stats, on=["model", "seed", "layer", "head"], how="left").rename(
-            columns={"passes": "discovered"})
+        stats = s2.stats[["model", "seed", "layer", "head", "passes"]].rename(columns={"passes": "discovered"})
+        rob = rob.merge(stats, on=["model", "seed", "layer", "head"], how="left")
         best = pd.concat(bests, ignore_index=True)
         return Perturbation(sets, pd.DataFrame(dist), best, retained_performance(best), rob, summary(rob))
 
@@ -129,17 +129,21 @@ STAGE = PerturbationStage()
 
 def summary(rob: pd.DataFrame) -> pd.DataFrame:
     """At the last checkpoint, each discovered head's cue attention intact and under every perturbation (wide),
-    with whether it is robust to each."""
+    with whether it is robust to each moved cue and whether it passes the neutral-word control."""
     last = at_last_checkpoint(rob)
     last = last[last["discovered"].fillna(False).astype(bool)]
     if last.empty:
         return pd.DataFrame(columns=["model", "seed", "layer", "head", "intact"])
     wide = last.pivot_table(index=["model", "seed", "layer", "head"], columns="perturbation",
                             values="cue_perturbed").add_prefix("cue:")
-    flags = last.pivot_table(index=["model", "seed", "layer", "head"], columns="perturbation",
-                             values="robust", aggfunc="first").add_prefix("robust:")
+    moved, control = last[last["role"] == "perturbation"], last[last["role"] == "control"]
+    flags = [moved.pivot_table(index=["model", "seed", "layer", "head"], columns="perturbation",
+                               values="passes", aggfunc="first").add_prefix("robust:")]
+    if len(control):
+        flags.append(control.pivot_table(index=["model", "seed", "layer", "head"], columns="perturbation",
+                                         values="passes", aggfunc="first").add_prefix("control cue>"))
     intact = last.groupby(["model", "seed", "layer", "head"])["cue_intact"].first().rename("intact")
-    return pd.concat([intact, wide, flags], axis=1).reset_index()
+    return pd.concat([intact, wide, *flags], axis=1).reset_index()
 
 
 def describe(s3: Perturbation) -> View:
@@ -151,6 +155,7 @@ def describe(s3: Perturbation) -> View:
         return Table(last.pivot_table(index="seed", columns="perturbation", values=value).reset_index(), caption)
 
     blocks: list[Block] = [
+        Text(findings.lead(findings.perturbation(s3))),
         Figure("perturbation_chart", {"best": s3.best}, "best-layer R² under each perturbation", "perturbation"),
         Figure("robustness_heatmap", {"heads": s3.heads}, "cue attention kept under perturbation", "robustness"),
         Table(s3.distance, "Perturbed sets (cue-target distance in tokens)"),
@@ -166,7 +171,9 @@ def describe(s3: Perturbation) -> View:
         kept = last.loc[last["perturbation"] == p, "r2_retained"]
         blocks.append(Text(f"'{p}' (phrase seen in training) keeps at least half of the intact R^2 in every seed: "
                            f"{'yes' if bool((kept >= 0.5).all()) else 'NO'} (min {kept.min():.3f})"))
-    blocks += [Text("robust:* columns: paired one-sided t-test, BH q < .05 over the heads x perturbations of each seed "
-                    "and checkpoint", note=True),
+    blocks += [Text("robust:* columns (moved cues): the head attends to the cue more than to the word now standing "
+                    "where the cue stood; 'control cue>neutral' (a control, not a perturbation: it removes the cue): "
+                    "the head attends to the informative cue more than to a neutral modifier. Each a paired "
+                    "one-sided t-test, BH q < .05 over the heads x sets of each seed and checkpoint", note=True),
                Table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")]
     return View(f"Stage 3 · {STAGE.title}", "stage3", tuple(blocks))

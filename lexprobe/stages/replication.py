@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from lexprobe.analysis import agreement as seeds
+from lexprobe.analysis import findings
 from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
@@ -75,10 +76,12 @@ def describe(s5: Replication, stage1: Inflection) -> View:
     """Stage 5's view: every seed's trajectory and inflection, their spread, the mixed model, head agreement between
     seeds and (with stage 4) the ablation effect per seed; ``stage1``: the inflection stage it compared."""
     blocks: list[Block] = [
+        Text(findings.lead(findings.replication(s5))),
         Figure("seed_trajectories", {"best": stage1.best, "inflection": stage1.inflection, "onset": stage1.onset,
                                      "score": stage1.score, "fitted": stage1.fitted},
                "every seed's trajectory with its onset and profile interval", "seed-trajectories"),
-        Table(s5.inflection, "Inflection per seed (log10 of step+1; se from the bootstrap interval)"),
+        Table(s5.inflection, "Stage 1's onsets per seed on the log10(step+1) scale the spread test uses (se from the "
+                             "bootstrap interval)", collapsed=True),
         Table(s5.spread, "Spread of the onsets and Cochran's Q: do seeds differ more than their intervals allow?"),
         Text("Mixed model: score ~ pre + post, pre = x - c, post = max(x - c, 0), x = log10(step+1); random intercept "
              "+ post slope per seed (statsmodels MixedLM, REML).", note=True),
@@ -97,6 +100,7 @@ def describe(s5: Replication, stage1: Inflection) -> View:
     blocks.append(Table(s5.head_pairs, "Jaccard per pair of seeds", collapsed=True))
     if s5.causal is not None and len(s5.causal):  # the stage-4 null tests of the discovered heads, when it ran any
         blocks += [Figure("seed_ablation_chart", {"per_seed": s5.causal}, "ablation effect per seed", "seed-ablation"),
-                   Table(s5.causal, "Stage-4 effect per seed at the last checkpoint"),
+                   Table(s5.causal, "Stage 4's null tests per seed at the last checkpoint (as in stage 4), the "
+                                    "inputs of the combined test below", collapsed=True),
                    Table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)")]
     return View(f"Stage 5 · {STAGE.title}", "stage5", tuple(blocks))

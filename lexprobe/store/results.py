@@ -178,11 +178,12 @@ class ResultsStore:
         return sorted(found, key=lambda us: us[0].order())
 
     def provenance(self, measurement: str = "distances", **where: object) -> pd.DataFrame:
-        """Per finished unit: resolved commit and weights fingerprint, plus ``same_as_previous`` flagging a
+        """Per finished unit: resolved commit, weights fingerprint and when it was measured (``created``, local time
+        with its UTC offset), plus ``same_as_previous`` flagging a
         checkpoint whose weights equal the previous step's (e.g. hub branches that serve the final weights)."""
-        rows = [{**unit.__dict__, "commit": side.get("commit"), "weights_hash": side.get("weights_hash")}
-                for unit, side in self.units(measurement, **where)]
-        df = pd.DataFrame(rows, columns=KEY_COLUMNS + ["commit", "weights_hash"]).sort_values(KEY_COLUMNS)
+        rows = [{**unit.__dict__, "commit": side.get("commit"), "weights_hash": side.get("weights_hash"),
+                 "created": side.get("created")} for unit, side in self.units(measurement, **where)]
+        df = pd.DataFrame(rows, columns=KEY_COLUMNS + ["commit", "weights_hash", "created"]).sort_values(KEY_COLUMNS)
         prev = df.groupby(["suite", "stimuli", "condition", "model", "seed"])["weights_hash"].shift()
         return df.assign(same_as_previous=df["weights_hash"].eq(prev)).reset_index(drop=True)
 

@@ -64,17 +64,25 @@ def code_files(module: str) -> set[Path]:
         if f is None or f in seen:
             continue
         seen.add(f)
-        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(f.read_bytes())):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.startswith("lexprobe")]
-            elif isinstance(node, ast.ImportFrom):
-                mod = node.module or ""
-                if node.level:
-                    mod = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], mod]).strip(".")
-                if mod.startswith("lexprobe"):
-                    todo += [mod, *(f"{mod}.{a.name}" for a in node.names)]
+        todo += _imports(f, name if f.name == "__init__.py" else name.rpartition(".")[0])
     return seen
+
+
+@functools.cache
+def _imports(f: Path, package: str) -> list[str]:
+    """The lexprobe names a source file imports (modules, and ``module.name`` for names that may be modules),
+    parsed once per process: every stage's fingerprint walks the same files."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(f.read_bytes())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names if a.name.startswith("lexprobe")]
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                mod = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], mod]).strip(".")
+            if mod.startswith("lexprobe"):
+                names += [mod, *(f"{mod}.{a.name}" for a in node.names)]
+    return names
 
 
 def _tuples(v: Any) -> Any:

@@ -52,12 +52,16 @@ def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None
         color=alt.Color("seed:N", title="seed"),
     )
     layers: list[alt.Chart] = [base.mark_line(point=True, opacity=0.6).encode(
+        color=alt.Color("seed:N", title="seed", legend=alt.Legend(symbolOpacity=1)),
         tooltip=["model", "seed", "step", alt.Tooltip(f"{score}:Q", format=".3f"), "best_layer"])]
+    quiet = alt.Color("seed:N", legend=None)  # the legend is the data lines' (solid swatches), drawn once
+    notes = ["lines: best-layer score per checkpoint"]
     if fitted is not None and len(fitted):
         f = fitted.assign(step1=fitted["step"] + 1, seed=fitted["seed"].astype(str))
         layers.append(alt.Chart(f).mark_line(strokeWidth=2.5).encode(
-            x="step1:Q", y=alt.Y("fitted:Q"), color=alt.Color("seed:N"), detail="model:N",
+            x="step1:Q", y=alt.Y("fitted:Q"), color=quiet, detail="model:N",
             tooltip=["model", "seed", "curve_model", alt.Tooltip("fitted:Q", format=".3f")]))
+        notes.append("thick: the fitted curve model")
     if inflection is not None and len(inflection):
         inf = inflection.assign(seed=inflection["seed"].astype(str), lo=inflection["onset_low_step"] + 1,
                                 hi=inflection["onset_high_step"] + 1, on=inflection["onset_step"] + 1)
@@ -66,13 +70,19 @@ def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None
         shaded = inf.dropna(subset=["lo", "hi"])
         if len(shaded):
             layers.insert(0, alt.Chart(shaded).mark_rect(opacity=0.15).encode(
-                x="lo:Q", x2="hi:Q", color=alt.Color("seed:N"), tooltip=tips))
+                x="lo:Q", x2="hi:Q", color=quiet, tooltip=tips))
+            notes.append("shaded: each seed's onset interval (profile likelihood)")
         layers.append(alt.Chart(inf.dropna(subset=["on"])).mark_rule(strokeDash=[2, 2]).encode(
-            x="on:Q", color=alt.Color("seed:N"), tooltip=tips))
+            x="on:Q", color=quiet, tooltip=tips))
+        notes.append("dotted: its onset")
     if onset is not None:
-        layers.append(alt.Chart(pd.DataFrame({"x": [onset + 1], "label": ["planted onset"]})).mark_rule(
-            color="black", strokeDash=[6, 3]).encode(x="x:Q", tooltip=["label"]))
-    return alt.layer(*layers).properties(width=520, height=280, title="Disambiguation across training")
+        planted = pd.DataFrame({"x": [onset + 1], "label": [f"planted onset (step {onset})"]})
+        layers.append(alt.Chart(planted).mark_rule(color="black", strokeDash=[6, 3]).encode(x="x:Q", tooltip=["label"]))
+        layers.append(alt.Chart(planted).mark_text(align="left", dx=3, baseline="top", fontSize=10).encode(
+            x="x:Q", y=alt.value(2), text="label:N"))
+        notes.append("black dashed: the planted onset")
+    title = alt.TitleParams("Disambiguation across training", subtitle="; ".join(notes))
+    return alt.layer(*layers).properties(width=520, height=280, title=title)
 
 
 def suites_chart(bests: dict[str, pd.DataFrame], score: str = "r2") -> alt.Chart:
@@ -165,6 +175,13 @@ def save(chart: alt.TopLevelMixin, path: str | Path) -> Path:
     return path
 
 
+def _verdict(role: str, passes: bool) -> str:
+    """A stage-3 test's outcome in words: moved cues are perturbations, the neutral word a control."""
+    if role == "control":
+        return "control: cue-specific" if passes else "control: not cue-specific"
+    return "robust" if passes else "not robust"
+
+
 def robustness_heatmap(heads: pd.DataFrame, value: str = "retained") -> alt.Chart:
     """Heads x perturbations at the last checkpoint: share of intact cue attention kept (or another column), with
     the robustness test in the tooltip; discovered heads only when any are flagged."""
@@ -172,7 +189,7 @@ def robustness_heatmap(heads: pd.DataFrame, value: str = "retained") -> alt.Char
     if "discovered" in last and last["discovered"].fillna(False).astype(bool).any():
         last = last[last["discovered"].fillna(False).astype(bool)]
     d = last.assign(head_id=lambda x: "s" + x["seed"].astype(str) + " L" + x["layer"].astype(str) + "H"
-                    + x["head"].astype(str), robust=lambda x: x["robust"].map({True: "robust", False: "not robust"}))
+                    + x["head"].astype(str), robust=lambda x: [_verdict(r, p) for r, p in zip(x["role"], x["passes"])])
     return alt.Chart(d).mark_rect(stroke="white").encode(
         x=alt.X("perturbation:N", title="perturbation"), y=alt.Y("head_id:N", title="seed, head"),
         color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="viridis"), title=value),
@@ -188,7 +205,8 @@ def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart 
     d = tests[tests["family"] == family].assign(step1=lambda x: x["step"] + 1, seed=lambda x: x["seed"].astype(str))
     base = alt.Chart(d).encode(x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
                                color=alt.Color("seed:N"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("null_q05:Q", title="drop in best-layer R²"), y2="null_q95:Q")
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("null_q05:Q", title="drop in best-layer R²"), y2="null_q95:Q",
+                                              color=alt.Color("seed:N", legend=None))  # the lines' legend is solid
     line = base.mark_line(point=True).encode(
         y="drop_r2:Q", tooltip=["seed", "step", alt.Tooltip("drop_r2:Q", format=".4f"),
                                 alt.Tooltip("null_mean:Q", format=".4f"), alt.Tooltip("p:Q", format=".3g"), "n_random"])
@@ -197,25 +215,45 @@ def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart 
         width=520, height=260, title=f"{family} ablation of discovered heads vs random head sets (band: 5-95%)")
 
 
-def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: int | None = None) -> alt.Chart:
-    """Heads (rows) x checkpoints (columns) coloured by ``value``, significant cells outlined, one panel per seed."""
+def facet_columns(n: int) -> int:
+    """Panels per row of a grid of ``n``: all in one row up to five (a wrapped grid leaves an empty, axis-drawn
+    slot), else rows of three or four, whichever fills its last row better."""
+    return n if n <= 5 else min((3, 4), key=lambda c: (-n % c, -c))
+
+
+def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: int | None = None,
+                  defined: pd.Series | None = None, note: str = "") -> alt.Chart:
+    """Heads (rows) x checkpoints (columns) coloured by ``value``, significant cells outlined, one panel per seed;
+    ``defined``: where the value means something (the colour scale is set from those cells; the rest grey, as
+    ``note`` says)."""
     d = d if seed is None else d[d["seed"] == seed]
-    d = d.assign(head_id=lambda x: "L" + x["layer"].astype(str) + "H" + x["head"].astype(str))
-    d = d[["seed", "step", "head_id", value, "q", "significant"]]  # only what the chart draws: the table stays whole
-    return alt.Chart(d).mark_rect().encode(
+    ok = pd.Series(True, index=d.index) if defined is None else defined.reindex(d.index).fillna(False).astype(bool)
+    d = d.assign(head_id=lambda x: "L" + x["layer"].astype(str) + "H" + x["head"].astype(str),
+                 shown=d[value].where(ok))
+    d = d[["seed", "step", "head_id", value, "shown", "q", "significant"]]  # what the chart draws: the table stays
+    n = 1 if seed is not None else d["seed"].nunique()
+    color = alt.Color("shown:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True), title=legend)
+    cells = alt.Chart().mark_rect().encode(
         x=alt.X("step:O", title="training step"), y=alt.Y("head_id:N", sort=None, title="head"),
-        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True), title=legend),
+        color=alt.condition("isValid(datum.shown)", color, alt.value("#dddddd")),
         stroke=alt.condition("datum.significant", alt.value("black"), alt.value(None)),
         strokeWidth=alt.value(1.5),
-        facet=alt.Facet("seed:N", columns=3) if seed is None else alt.Undefined,
         tooltip=["seed", "step", "head_id", alt.Tooltip(f"{value}:Q", format=".4f"), alt.Tooltip("q:Q", format=".3g"),
                  "significant"],
-    ).properties(width=220 if seed is None else 480, height=260, title=title)
+    ).properties(width=480 if n == 1 else max(120, 880 // n), height=260)
+    full = alt.TitleParams(title, subtitle=note) if note else title
+    if seed is not None:
+        return alt.layer(cells, data=d).properties(title=full)
+    return alt.layer(cells, data=d).facet(facet=alt.Facet("seed:N", title="seed"),
+                                          columns=facet_columns(n)).properties(title=full)
 
 
 def causal_map_chart(cmap: pd.DataFrame, seed: int | None = None) -> alt.Chart:
     """Single-head ablation effect per (layer, head) and checkpoint; significant cells outlined."""
     return head_step_map(cmap, "drop_r2", "drop in R²", "Causal head map (single-head ablation)", seed)
+
+
+DEFINED_ROOM = 0.1  # a sufficiency share is drawn where the clean-vs-counterfactual margin is this share of its peak
 
 
 def patch_map_chart(maps: pd.DataFrame, direction: str, seed: int | None = None) -> alt.Chart:
@@ -224,7 +262,12 @@ def patch_map_chart(maps: pd.DataFrame, direction: str, seed: int | None = None)
     d = maps[(maps["unit"] == "head") & (maps["direction"] == direction)]
     if direction == "noise":
         return head_step_map(d, "effect", "drop in R²", "Necessity (noising one head at the noun)", seed)
-    return head_step_map(d, "share", "share recovered", "Sufficiency (denoising one head at the noun)", seed)
+    room = d["r2_clean"] - d["r2_counterfactual"]
+    most = room.groupby([d["model"], d["seed"]]).transform("max")
+    defined = room >= DEFINED_ROOM * most.where(most > 0)
+    return head_step_map(d, "share", "share recovered", "Sufficiency (denoising one head at the noun)", seed,
+                         defined, f"grey: the clean run's R² above the counterfactual is under {DEFINED_ROOM:.0%} of "
+                              "its largest margin, so a share of it is not defined (or is ratio noise)")
 
 
 def recovery_chart(curve: pd.DataFrame) -> alt.FacetChart:
@@ -232,7 +275,8 @@ def recovery_chart(curve: pd.DataFrame) -> alt.FacetChart:
     one panel per checkpoint; the dashed line is the 80% threshold."""
     d = curve.assign(seed=lambda x: x["seed"].astype(str))
     line = alt.Chart(d).mark_line(point=True).encode(
-        x=alt.X("size:Q", title="heads in the set"), y=alt.Y("recovered:Q", title="share of clean R² recovered"),
+        x=alt.X("size:Q", title="heads in the set"),
+        y=alt.Y("recovered:Q", title="share of clean R² recovered", scale=alt.Scale(domain=[-0.25, 1.25], clamp=True)),
         color=alt.Color("seed:N"), tooltip=["seed", "step", "size", "added", alt.Tooltip("recovered:Q", format=".2f")])
     rule = alt.Chart(d).mark_rule(strokeDash=[4, 2], color="gray").encode(y=alt.datum(0.8))
     return alt.layer(line, rule, data=d).properties(width=200, height=160).facet(

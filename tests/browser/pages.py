@@ -37,6 +37,47 @@ FIGURES_JS = """
 """
 
 
+# What a reader would see sideways or cannot read: the page wider than the window, a table or a chart reaching past
+# the text column (the body's content box), a legend whose swatches are all translucent.
+LAYOUT_JS = """
+() => {
+  const cs = getComputedStyle(document.body), box = document.body.getBoundingClientRect();
+  const right = box.right - parseFloat(cs.paddingRight) + 1;
+  const out = [];
+  const page = document.documentElement.scrollWidth;
+  if (page > window.innerWidth) out.push(`the page is ${page} px wide in a ${window.innerWidth} px window`);
+  document.querySelectorAll('table, .lexprobe-figure svg').forEach((el) => {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && r.right > right) {
+      const fig = el.closest('.lexprobe-figure');
+      const wrap = el.closest('.table-wrap');
+      const cap = wrap && wrap.previousElementSibling ? wrap.previousElementSibling.innerText.slice(0, 80) : 'a table';
+      out.push(`${fig ? fig.id : cap}: ${Math.round(r.width)} px wide, ${Math.round(r.right - right)} px past ` +
+               'the text column');
+    }
+  });
+  document.querySelectorAll('.lexprobe-figure').forEach((fig) => {
+    fig.querySelectorAll('.role-legend').forEach((legend) => {
+      const symbols = [...legend.querySelectorAll('.role-legend-symbol path')];
+      const solid = symbols.some((p) => {
+        const s = getComputedStyle(p);
+        const fill = s.fill !== 'none' ? parseFloat(s.fillOpacity) : 0;
+        const stroke = s.stroke !== 'none' ? parseFloat(s.strokeOpacity) : 0;
+        return parseFloat(s.opacity) * Math.max(fill, stroke) >= 0.99;
+      });
+      if (symbols.length && !solid) out.push(`${fig.id}: a legend with no solid swatch`);
+    });
+  });
+  return out;
+}
+"""
+
+
+def layout_problems(page) -> list[str]:
+    """What scrolls sideways or reaches past the text column, and legends without a solid swatch (see LAYOUT_JS)."""
+    return page.evaluate(LAYOUT_JS)
+
+
 @dataclass
 class Figure:
     svg: str | None
@@ -66,9 +107,10 @@ def assert_drawn(figs: list[Figure], where: str, expected: int | None = None) ->
 
 
 def assert_html_renders(browser, path: Path, expected: int | None = None, shot: Path | None = None,
-                        timeout_ms: float = 20_000) -> list[Figure]:
-    """Open an HTML file offline in headless Chromium; assert every figure drew and nothing logged an error."""
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
+                        timeout_ms: float = 20_000, width: int = 1200, fits: bool = False) -> list[Figure]:
+    """Open an HTML file offline in headless Chromium ``width`` px wide; assert every figure drew and nothing logged
+    an error, and (``fits``) that nothing reaches past the text column and every legend has a solid swatch."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -91,6 +133,8 @@ def assert_html_renders(browser, path: Path, expected: int | None = None, shot: 
                                  f"{page.inner_text('body')[:300]!r}; problems: {problems}") from None
         page.wait_for_load_state("networkidle")
         figs = figures(page.locator("body"))
+        if fits:
+            problems += layout_problems(page)
         if shot is not None:
             screenshot(page, shot)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import pytest
 
@@ -45,4 +46,24 @@ def test_supplement_renders_offline(browser, shot_dir, tmp_path, monkeypatch):
     path = write_report(Study(progress=False), tmp_path / "supplement.html", command="test")
     expected = path.read_text(encoding="utf-8").count('class="lexprobe-figure"')
     assert expected >= 9
-    assert_html_renders(browser, path, expected=expected, shot=shot_dir / "supplement.png", timeout_ms=60_000)
+    assert_html_renders(browser, path, expected=expected, shot=shot_dir / "supplement.png", timeout_ms=60_000,
+                        width=1400, fits=True)
+
+
+def test_layout_check_fails_on_a_table_past_the_text_column(browser, tmp_path):
+    """The layout check is not blind: a table wider than the text column, a chart legend of translucent swatches."""
+    from lexprobe.supplement import Page, document
+
+    page = Page()
+    page.table(pd.DataFrame({"seed": [0], "words": ["x" * 40]}), "narrow")
+    cells = '<td><div style="width: 200px">wide</div></td>' * 20  # 4,000 px that cannot wrap
+    page.blocks.append(f'<p><b>wide</b></p><div class="table-wrap"><table><tr>{cells}</tr></table></div>')
+    faded = alt.Chart(pd.DataFrame({"x": [0, 1], "s": ["a", "b"]})).mark_area(opacity=0.2).encode(
+        x="x:Q", y="x:Q", color="s:N")
+    page.chart("faded", faded, "a translucent legend")
+    path = tmp_path / "wide.html"
+    path.write_text(document("wide", page), encoding="utf-8")
+    with pytest.raises(AssertionError) as err:
+        assert_html_renders(browser, path, expected=1, width=1400, fits=True)
+    assert "past the text column" in str(err.value) and "no solid swatch" in str(err.value)
+    assert "narrow" not in str(err.value)

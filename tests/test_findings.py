@@ -1,0 +1,86 @@
+"""The findings in words are generated from the stage tables: every number in a sentence is a quote, and the key
+claims, parsed back out of the text, equal the values in their tables (the smoke organism, all five stages)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from lexprobe import Study
+from lexprobe.analysis import findings
+from lexprobe.analysis.findings import read_back
+from lexprobe.stages.registry import Skipped
+
+NUMBER = re.compile(r"(?<![\w.\-])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?%?")
+IDENTIFIERS = re.compile(r"\bseeds? \d+(?:(?:, | and )\d+)*|\bL\d+H\d+\b")  # names of seeds and heads, not numbers
+STAGES = ("inflection", "discovery", "perturbation", "causal", "replication")
+
+
+@pytest.fixture(scope="module")
+def results():
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("LEXPROBE_SMOKE", "1")
+        study = Study(progress=False)
+        got = {name: study.outcome(name) for name in STAGES}
+    assert not any(isinstance(r, Skipped) for r in got.values()), got
+    return got
+
+
+def text_of(stage: str, result) -> str:
+    return " ".join(f.text for f in getattr(findings, stage)(result))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_number_in_a_finding_is_a_quote_of_its_table(results, stage):
+    for f in getattr(findings, stage)(results[stage]):
+        numbers = NUMBER.findall(IDENTIFIERS.sub("", f.text))
+        assert sorted(numbers) == sorted(q.text for q in f.quotes), f.text  # nothing unquoted, nothing missing
+        for q in f.quotes:
+            assert format(read_back(results[stage], q), q.fmt) == q.text
+
+
+def test_the_onsets_in_words_equal_stage_1s_table(results):
+    s1 = results["inflection"]
+    said = re.findall(r"step (\d+) \[(\d+), (\d+)\] in seed (\d+)", text_of("inflection", s1))
+    assert said, "no onset with an interval in the findings"
+    table = s1.inflection.set_index("seed")
+    for onset, low, high, seed in said:
+        r = table.loc[int(seed)]
+        assert (int(onset), int(low), int(high)) == tuple(
+            int(f"{v:.0f}") for v in (r.onset_step, r.onset_boot_low_step, r.onset_boot_high_step))
+    flat = table[table["onset_step"].isna()]
+    assert len(said) == len(table) - len(flat)
+
+
+def test_the_heads_in_words_equal_stage_2s_table(results):
+    s2 = results["discovery"]
+    text = text_of("discovery", s2)
+    passing = s2.stats[s2.stats["passes"]]
+    got = re.search(r"pass in (\d+) of (\d+) seeds", text)
+    assert got and (int(got[1]), int(got[2])) == (passing["seed"].nunique(), s2.stats["seed"].nunique())
+    per_seed = {int(s): int(n) for s, n in re.findall(r"seed (\d+): (\d+)", text)}
+    assert per_seed == s2.stats.groupby("seed")["passes"].sum().astype(int).to_dict()
+
+
+def test_the_patching_and_seed_claims_equal_their_tables(results):
+    s4, s5 = results["causal"], results["replication"]
+    maps = s4.patch_maps
+    heads = maps[(maps["unit"] == "head") & (maps["step"] == maps["step"].max())]
+    said = [int(n) for n in re.findall(r"(\d+) \(head, seed\) cases", text_of("causal", s4))]
+    assert said == [int(heads.loc[heads["direction"] == d, "significant"].sum()) for d in ("noise", "denoise")]
+    spread = s5.spread.iloc[0]
+    text = text_of("replication", s5)
+    if np.isfinite(spread["p"]):
+        q, p = re.search(r"Cochran's Q = ([\d.]+) \(p = ([\d.e-]+)\)", text).groups()
+        assert float(q) == pytest.approx(spread["Q"], abs=0.05) and float(p) == pytest.approx(spread["p"], rel=0.01)
+        assert ("do not differ" in text) == (spread["p"] >= findings.CONSTANTS["alpha"])
+    else:
+        assert "Too few seeds" in text
+
+
+def test_a_sentence_with_an_unquoted_number_is_caught():
+    """The check above can fail: a hand-written number in a sentence is not among its quotes."""
+    f = findings.Finding("onset at step 176 in seed 0 with 12 heads", ())
+    assert NUMBER.findall(IDENTIFIERS.sub("", f.text)) == ["176", "12"]
