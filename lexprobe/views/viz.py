@@ -81,8 +81,8 @@ def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None
         layers.append(alt.Chart(planted).mark_text(align="left", dx=3, baseline="top", fontSize=10).encode(
             x="x:Q", y=alt.value(2), text="label:N"))
         notes.append("black dashed: the planted onset")
-    title = alt.TitleParams("Disambiguation across training", subtitle="; ".join(notes))
-    return alt.layer(*layers).properties(width=520, height=280, title=title)
+    return alt.layer(*layers).properties(width=520, height=280, title=alt.TitleParams(
+        "Disambiguation across training", subtitle="; ".join(notes)))
 
 
 def suites_chart(bests: dict[str, pd.DataFrame], score: str = "r2") -> alt.Chart:
@@ -222,7 +222,7 @@ def facet_columns(n: int) -> int:
 
 
 def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: int | None = None,
-                  defined: pd.Series | None = None, note: str = "") -> alt.Chart:
+                  defined: pd.Series | None = None, note: str = "") -> alt.LayerChart | alt.FacetChart:
     """Heads (rows) x checkpoints (columns) coloured by ``value``, significant cells outlined, one panel per seed;
     ``defined``: where the value means something (the colour scale is set from those cells; the rest grey, as
     ``note`` says)."""
@@ -248,7 +248,7 @@ def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: in
                                           columns=facet_columns(n)).properties(title=full)
 
 
-def causal_map_chart(cmap: pd.DataFrame, seed: int | None = None) -> alt.Chart:
+def causal_map_chart(cmap: pd.DataFrame, seed: int | None = None) -> alt.LayerChart | alt.FacetChart:
     """Single-head ablation effect per (layer, head) and checkpoint; significant cells outlined."""
     return head_step_map(cmap, "drop_r2", "drop in R²", "Causal head map (single-head ablation)", seed)
 
@@ -256,7 +256,7 @@ def causal_map_chart(cmap: pd.DataFrame, seed: int | None = None) -> alt.Chart:
 DEFINED_ROOM = 0.1  # a sufficiency share is drawn where the clean-vs-counterfactual margin is this share of its peak
 
 
-def patch_map_chart(maps: pd.DataFrame, direction: str, seed: int | None = None) -> alt.Chart:
+def patch_map_chart(maps: pd.DataFrame, direction: str, seed: int | None = None) -> alt.LayerChart | alt.FacetChart:
     """Single-head activation patching across training: necessity (``noise``: drop in R²) or sufficiency
     (``denoise``: share of the clean R² recovered); cells significant after BH-FDR outlined."""
     d = maps[(maps["unit"] == "head") & (maps["direction"] == direction)]
