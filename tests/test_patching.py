@@ -222,3 +222,17 @@ def test_reading_of_a_sufficient_set():
     assert reading({h1: 0.9, h2: 0.1}, {h1: 0.5, h2: 0.0}, 0.9, 0.6) == "mixed"
     assert reading({h1: 0.1, h2: 0.2}, {h1: 0.05, h2: 0.1}, 0.9, 0.6) == "distributed"
     assert reading({}, {}, 0.0, 0.0) == "none"
+
+
+def test_greedy_sets_are_searched_from_each_seeds_onset_on():
+    """Before its onset a seed's clean run beats the counterfactual by noise: nothing to recover, no greedy search."""
+    from types import SimpleNamespace
+
+    from lexprobe.stages.patching import greedy_steps
+
+    steps = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    s1 = SimpleNamespace(steps=steps, suite=SimpleNamespace(models=("m",), seeds=(0, 1)),
+                         inflection=pd.DataFrame({"model": ["m", "m"], "seed": [0, 1], "onset_step": [100.0, np.nan]}))
+    got = greedy_steps(s1, 3)
+    assert min(got["m", 0]) >= 100 and got["m", 0][-1] == 512 and len(got["m", 0]) == 3
+    assert got["m", 1] == (512,)  # no onset: the last checkpoint alone

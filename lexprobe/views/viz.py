@@ -232,7 +232,8 @@ def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: in
                  shown=d[value].where(ok))
     d = d[["seed", "step", "head_id", value, "shown", "q", "significant"]]  # what the chart draws: the table stays
     n = 1 if seed is not None else d["seed"].nunique()
-    color = alt.Color("shown:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True), title=legend)
+    color = alt.Color("shown:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True), title=legend,
+                      legend=alt.Legend(orient="bottom"))  # below the panels: their row keeps the column's width
     cells = alt.Chart().mark_rect().encode(
         x=alt.X("step:O", title="training step"), y=alt.Y("head_id:N", sort=None, title="head"),
         color=alt.condition("isValid(datum.shown)", color, alt.value("#dddddd")),
@@ -240,7 +241,7 @@ def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: in
         strokeWidth=alt.value(1.5),
         tooltip=["seed", "step", "head_id", alt.Tooltip(f"{value}:Q", format=".4f"), alt.Tooltip("q:Q", format=".3g"),
                  "significant"],
-    ).properties(width=480 if n == 1 else max(120, 880 // n), height=260)
+    ).properties(width=480 if n == 1 else max(100, 760 // n), height=260)
     full = alt.TitleParams(title, subtitle=note) if note else title
     if seed is not None:
         return alt.layer(cells, data=d).properties(title=full)
@@ -328,7 +329,7 @@ def seed_ablation_chart(per_seed: pd.DataFrame) -> alt.FacetChart:
     bar = base.mark_rule(color="#999999").encode(y=alt.Y("null_mean:Q", title="drop in best-layer R²"),
                                                  y2="null_q95:Q")
     tick = base.mark_tick(color="#999999", thickness=2).encode(y="null_mean:Q")
-    point = base.mark_point(filled=True, size=70).encode(
+    point = base.mark_point(filled=True, size=70, opacity=1).encode(  # solid: the legend's swatches are the points
         y="drop_r2:Q", color=alt.Color("seed:N"),
         tooltip=["family", "seed", "step", alt.Tooltip("drop_r2:Q", format=".4f"),
                  alt.Tooltip("null_mean:Q", format=".4f"), alt.Tooltip("null_q95:Q", format=".4f"),
