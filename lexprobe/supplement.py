@@ -47,7 +47,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.2em; max-width: 100%; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; overflow-wrap: anywhere; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; overflow-wrap: break-word; }
 th { background: #f2f2f2; }
 .lexprobe-figure { margin: 1em 0 2em; }
 .note { color: #555; font-style: italic; }

@@ -107,11 +107,14 @@ def suites_chart(bests: dict[str, pd.DataFrame], score: str = "r2") -> alt.Chart
 def layer_chart(perf: pd.DataFrame, score: str = "r2") -> alt.Chart:
     """Performance per layer x checkpoint (mean over seeds): where in depth, and when, senses separate."""
     d = perf.groupby(["step", "layer"], as_index=False)[score].mean()
+    blank = sorted(int(la) for la, g in d.groupby("layer") if g[score].isna().all())
+    note = (f"blank: layer {', '.join(map(str, blank))}, where the word's vectors do not vary between its sentences "
+            "(the embeddings hold no context), so there is nothing to score" if blank else "")
     return alt.Chart(d).mark_rect().encode(
         x=alt.X("step:O", title="training step"), y=alt.Y("layer:O", sort="descending", title="layer (0 = embeddings)"),
         color=alt.Color(f"{score}:Q", scale=alt.Scale(scheme="viridis"), title=score),
         tooltip=["step", "layer", alt.Tooltip(f"{score}:Q", format=".3f")],
-    ).properties(width=520, height=180, title=f"{score} by layer (mean over seeds)")
+    ).properties(width=520, height=180, title=alt.TitleParams(f"{score} by layer (mean over seeds)", subtitle=note))
 
 
 def head_explorer(stats: pd.DataFrame, traj: pd.DataFrame, value: str = "r") -> alt.VConcatChart:
