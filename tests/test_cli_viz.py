@@ -79,9 +79,13 @@ def test_head_maps_carry_only_the_columns_they_draw():
     of the table it is given: the supplement stays small, the table stays whole in the store."""
     maps = pd.DataFrame([{"model": "m", "seed": s, "step": t, "unit": "head", "direction": d, "layer": l, "head": h,
                           "effect": 0.1, "share": 0.2, "q": 0.04, "significant": True, "boot_low": 0.0,
-                          "boot_high": 0.3, "fdr_family": "x", "r2_clean": 0.5}
+                          "boot_high": 0.3, "fdr_family": "x", "r2_clean": 0.5,
+                          "r2_counterfactual": 0.5 if t == 0 else 0.1}
                          for s in (0, 1) for t in (0, 8) for d in ("noise", "denoise") for l in (0, 1) for h in (0, 1)])
     for direction, value in (("noise", "effect"), ("denoise", "share")):
         spec = viz.patch_map_chart(maps, direction).to_dict()
         rows = next(iter(spec["datasets"].values()))
-        assert len(rows) == 16 and set(rows[0]) == {"seed", "step", "head_id", value, "q", "significant"}
+        assert len(rows) == 16 and set(rows[0]) == {"seed", "step", "head_id", value, "shown", "q", "significant"}
+        # sufficiency is drawn only where the clean run beats the counterfactual (step 0 here: no margin, grey)
+        drawn = {r["step"] for r in rows if r["shown"] is not None}
+        assert drawn == ({0, 8} if direction == "noise" else {8})

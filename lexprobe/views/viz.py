@@ -17,6 +17,7 @@ This module calls :func:`enable_offline` on import; ``alt.renderers.enable(...)`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 import pandas as pd
@@ -26,9 +27,26 @@ from lexprobe.analysis.primitives import at_last_checkpoint
 EMBED_OPTIONS = {"renderer": "svg"}
 
 
+TOP_LEVEL: dict[str, Any] = {"facet": alt.FacetChart, "layer": alt.LayerChart, "concat": alt.ConcatChart,
+             "hconcat": alt.HConcatChart, "vconcat": alt.VConcatChart, "repeat": alt.RepeatChart}
+
+
+def _jupyter_once_validated(spec: dict, **metadata: Any) -> Any:
+    """altair's ``jupyter`` renderer (a JupyterChart widget) without validating the spec a second time: the chart's
+    ``to_dict`` has just validated it, and validating every data row again costs seconds for a heads x checkpoints
+    map."""
+    from altair import JupyterChart
+
+    JupyterChart.enable_offline(offline=metadata.get("offline", False))
+    kind = next((cls for key, cls in TOP_LEVEL.items() if key in spec), alt.Chart)
+    return JupyterChart(chart=kind.from_dict(spec, validate=False),
+                        embed_options=metadata.get("embed_options"))._repr_mimebundle_()
+
+
 def enable_offline() -> None:
     """Make altair charts render offline in Jupyter (JupyterChart widget with bundled JavaScript, SVG output)."""
-    alt.renderers.enable("jupyter", offline=True, embed_options=EMBED_OPTIONS)
+    alt.renderers.register("lexprobe", _jupyter_once_validated)
+    alt.renderers.enable("lexprobe", offline=True, embed_options=EMBED_OPTIONS)
 
 
 enable_offline()  # charts must show in JupyterLab with no network
