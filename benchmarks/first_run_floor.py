@@ -37,7 +37,7 @@ from lexprobe import Study
 from lexprobe.checkpoints.shapes import neox_config
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.profiles import Profile
-from lexprobe.organism.suite import get_profile
+from lexprobe.organism.suite import get_profile, planned
 from lexprobe.organism.train import batch, build_tokenizer, model_config
 from lexprobe.plan import stage_costs
 from lexprobe.sweep.pool import workers
@@ -90,10 +90,11 @@ def main() -> None:
                  "and 1 repeat")
     torch.set_num_threads(1)
     p, cores = get_profile(None), workers()
-    study = Study(progress=False)  # a suite that is not trained yet is planned from its profile (nothing trains)
+    suite, shape = planned("organism")  # not trained yet: planned from its profile's shape (nothing trains)
+    study = Study(suite, progress=False)
     step, pack, tok = training_step(p, args.steps)
     per_sentence = forward_per_sentence(p, tok, study, args.repeats)
-    costs = stage_costs(study)
+    costs = stage_costs(study, shape=shape)
     n_steps = len(p.seeds) * p.total_steps
     train_cpu = n_steps * (step + pack)
     forwards = {c.stage: c.forward for c in costs if c.forward}
