@@ -130,7 +130,7 @@ def for_reader(df: pd.DataFrame, caption: str) -> tuple[pd.DataFrame, str]:
     same = [c for c in KEY_COLUMNS if c in df.columns and len(df) > 1 and df[c].nunique(dropna=False) == 1]
     if same:
         caption += " (" + "; ".join(f"{c.replace('_', ' ')}: {df[c].iloc[0]}" for c in same) + ")"
-    out = df.drop(columns=same)
+    out = df.drop(columns=same).rename_axis(columns=None)  # a pivot's axis name would head an empty first column
     return out.rename(columns={c: " ".join(WORDS.get(w, w) for w in str(c).split("_")) for c in out.columns}), caption
 
 

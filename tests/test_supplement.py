@@ -176,3 +176,19 @@ def test_the_report_dates_its_measurements_not_the_rerun_that_wrote_it():
     stamps = pd.DataFrame({"created": ["2026-12-04T18:07:00+0000", "2026-12-04T20:30:00+0100", None]})
     assert computed(stamps) == "2026-12-04 18:07:00 to 2026-12-04 19:30:00"
     assert computed(stamps.iloc[[2]]).startswith("unknown")
+
+
+def test_tables_fit_a_reader_constant_keys_in_the_caption_no_empty_pivot_column_wide_ones_split():
+    from lexprobe.supplement import MAX_COLUMNS
+
+    pivot = pd.DataFrame({"seed": [0, 0, 1], "perturbation": ["a", "b", "a"], "r2_clean": [1.0, 2.0, 3.0]}).pivot_table(
+        index="seed", columns="perturbation", values="r2_clean").reset_index().assign(model="m1")
+    page = Page()
+    page.table(pivot, "kept")
+    heads = re.findall(r"<th>(.*?)</th>", page.blocks[0])
+    assert heads == ["seed", "a", "b"] and "(model: m1)" in page.blocks[0] and pivot.columns.name == "perturbation"
+    wide = pd.DataFrame({"seed": [0], "step": [8], **{f"r2_{i}": [0.123456] for i in range(15)}})
+    page.table(wide, "wide")
+    tables = re.findall(r"<table.*?</table>", page.blocks[1], re.S)
+    assert len(tables) == 2 and all(len(re.findall(r"<th>", t)) <= MAX_COLUMNS for t in tables)
+    assert all("<th>seed</th>" in t for t in tables) and "R² 0" in tables[0] and "0.123" in tables[0]

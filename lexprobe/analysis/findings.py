@@ -23,7 +23,8 @@ CONSTANTS = {"alpha": ALPHA}  # the study's fixed thresholds a sentence may quot
 @dataclass(frozen=True)
 class Quote:
     """One number in a finding: ``how`` reduces ``column`` over the rows of ``table`` where every ``where`` column
-    equals its value: ``value`` (the one row), ``count`` (rows where it is true), ``rows``, ``distinct`` (values),
+    equals its value (or, for a value ``(">", x)`` / ``("<", x)``, compares so): ``value`` (the one row),
+    ``count`` (rows where it is true), ``rows``, ``distinct`` (values),
     ``below`` (rows under ``ALPHA``), ``min``, ``max``, ``median``; ``table`` ``@name`` quotes an attribute of the
     result, ``=name`` one of :data:`CONSTANTS`."""
 
@@ -59,7 +60,11 @@ def read_back(result: Any, quote: Quote) -> float:
         return float(CONSTANTS[quote.table[1:]])
     rows = table_of(result, quote.table)
     for column, value in quote.where:
-        rows = rows[rows[column] == value]
+        if isinstance(value, tuple):  # (">", 0) or ("<", alpha): a comparison rather than equality
+            op, bound = value
+            rows = rows[rows[column] > bound] if op == ">" else rows[rows[column] < bound]
+        else:
+            rows = rows[rows[column] == value]
     col = rows[quote.column] if quote.column else None
     if quote.how == "value":
         if len(rows) != 1:
@@ -218,6 +223,18 @@ def causal(s4: Any) -> list[Finding]:
             if np.isfinite(floor) and floor > ALPHA:
                 text += " (underpowered: too few random sets for a rank test to reach the threshold)"
             w.say(text + ".")
+    reg = getattr(s4, "regression", None)
+    if reg is not None and len(reg):
+        for family in sorted(reg["family"].unique()):
+            alpha = w.num("=alpha", fmt="g")
+            more = w.num("regression", "seed", "rows", ".0f", family=family, target_coef=(">", 0),
+                         target_p=("<", ALPHA))
+            seeds = w.num("regression", "seed", "rows", ".0f", family=family)
+            less = w.num("regression", "seed", "rows", ".0f", family=family, target_coef=("<", 0),
+                         target_p=("<", ALPHA))
+            w.say(f"Across checkpoints (the original study's regression of the drop on log step and discovered vs "
+                  f"random), {family} of the discovered heads drops R² more than random sets with p < {alpha} in "
+                  f"{more} of {seeds} seeds and less in {less}.")
     return w.findings
 
 
