@@ -257,9 +257,13 @@ def replication(s5: Any) -> list[Finding]:
             w.say("Fewer than two seeds have passing heads, so head agreement cannot be measured.")
             continue
         agree = "more than chance" if r.p_anywhere < ALPHA else "no more than chance"
+        within = ("so the seeds agree on heads, not only on layers" if r.p_within_layer < ALPHA
+                  else "so what they share is explained by the layers they pick")
         w.say(f"Seeds share discovered heads {agree}: mean Jaccard {w.num('heads', 'jaccard', fmt='.2f', **key)} "
               f"against {w.num('heads', 'null_anywhere_mean', fmt='.2f', **key)} for heads drawn anywhere (p = "
-              f"{w.num('heads', 'p_anywhere', fmt='.2g', **key)}).")
+              f"{w.num('heads', 'p_anywhere', fmt='.2g', **key)}) and "
+              f"{w.num('heads', 'null_within_layer_mean', fmt='.2f', **key)} for heads drawn within the same layers "
+              f"(p = {w.num('heads', 'p_within_layer', fmt='.2g', **key)}), {within}.")
     return w.findings
 
 
