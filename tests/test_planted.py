@@ -246,3 +246,64 @@ def test_greedy_sets_become_a_head_map_that_validity_reads():
     assert (v.loc[("greedy", 0), "precision"], v.loc[("greedy", 0), "recall"]) == (0.5, 0.5)  # L1H2 of L1H2 L3H0
     assert (v.loc[("greedy", 1), "precision"], v.loc[("greedy", 1), "recall"]) == (1.0, 0.5)  # L0H1 of L0H1 L4H3
     assert greedy_map(stats, greedy.iloc[:0]).empty
+
+
+def _cue_attention(model, closed: torch.Tensor) -> torch.Tensor:
+    """(b, layers, heads): whether each sequence's cut edges get any attention in each head under ``closed``."""
+    ids = torch.randint(2, 60, (2, 10), generator=torch.Generator().manual_seed(1))
+    cut = _edges()
+    with torch.no_grad():
+        att = planted_forward(model, ids, cut, closed, output_attentions=True).attentions
+    return torch.stack([torch.stack([(att[la][b, h][cut[b]] > 0).all() for la in range(3) for h in range(4)])
+                        for b in range(2)]).reshape(2, 3, 4)
+
+
+def test_a_staggered_plant_cuts_a_head_before_its_opening_step_and_no_edge_after(planted_model):
+    from lexprobe.organism.planted import closed_at
+
+    rng = np.random.default_rng(0)
+    for step, expected_open in ((0, {OPEN[0]}), (9, {OPEN[0]}), (10, set(OPEN)), (400, set(OPEN))):
+        closed = closed_at(OPEN, (0, 10), False, step, 2, 3, 4, rng)
+        reach = _cue_attention(planted_model, closed)
+        for b in range(2):  # exactly the open designated heads reach the cue, in every sequence
+            assert {(la, h) for la in range(3) for h in range(4) if reach[b, la, h]} == expected_open, step
+
+
+def test_an_or_plant_leaves_exactly_one_designated_head_open_per_sequence(planted_model):
+    from lexprobe.organism.planted import closed_at
+
+    closed = closed_at(OPEN, (), True, 5, 400, 3, 4, np.random.default_rng(3))
+    open_per_row = (~closed).reshape(400, -1).sum(1)
+    assert (open_per_row == 1).all()
+    picks = {tuple(int(i) for i in torch.nonzero(~closed[r])[0]) for r in range(400)}
+    assert picks == set(OPEN)  # each designated head is the open one in some sequences, no other head ever
+    share = float((~closed[:, OPEN[0][0], OPEN[0][1]]).float().mean())
+    assert 0.4 < share < 0.6
+    reach = _cue_attention(planted_model, closed[:2])
+    assert (reach.reshape(2, -1).sum(1) == 1).all()  # in the model too: one head reaches the cue per sequence
+
+
+def test_an_or_plants_leak_penalises_only_the_never_open_heads(planted_model):
+    from lexprobe.organism.planted import closed_at
+
+    ids = torch.randint(2, 60, (2, 10), generator=torch.Generator().manual_seed(2))
+    now = closed_at(OPEN, (), True, 0, 2, 3, 4, np.random.default_rng(0))
+    never = closed_heads(OPEN, 3, 4)
+    leak: list = []
+    with torch.no_grad():
+        planted_forward(planted_model, ids, _edges(), now, leak=leak, penalized=now & never[None])
+    rows = int(_edges().any(-1).sum())  # query rows with a cut edge, over both sequences
+    assert sum(n for _, n in leak) == rows * 10  # the 10 never-open heads, not the closed designated one
+
+
+def test_timed_and_or_plants_are_checked_and_keep_the_original_plants_fingerprint():
+    with pytest.raises(ValueError, match="one step"):
+        Plant(opens=(0,))
+    with pytest.raises(ValueError, match="mode"):
+        Plant(mode="some")  # type: ignore[arg-type]
+    lexicon = load_lexicon()
+    planted = PROFILES["planted"]
+    assert planted.plant is not None and planted.plant.plain
+    assert planted.fingerprint(lexicon) == "e58c5727ed15ffb2"  # the original plant's suites are found, not retrained
+    assert len({PROFILES[n].fingerprint(lexicon) for n in ("planted", "planted-staggered", "planted-or",
+                                                           "planted-single")}) == 4

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
@@ -43,24 +44,48 @@ def closed_heads(open_heads: tuple[Head, ...], n_layers: int, n_heads: int) -> t
     return closed
 
 
+def closed_at(plant_heads: tuple[Head, ...], opens: tuple[int, ...], one: bool, step: int, batch: int,
+              n_layers: int, n_heads: int, rng: np.random.Generator) -> torch.Tensor:
+    """(batch, layers, heads) bool: where each training sequence's cue edges are cut at ``step``. A designated head
+    is open from its ``opens`` step on (every step when ``opens`` is empty) and cut like every other head before it;
+    ``one``: each sequence leaves exactly one of the open designated heads open, drawn from ``rng`` (an OR by design:
+    neither can rely on the other)."""
+    closed = torch.ones(batch, n_layers, n_heads, dtype=torch.bool)
+    live = [h for h, o in zip(plant_heads, opens or (0,) * len(plant_heads)) if step >= o]
+    if one and live:
+        for row, k in enumerate(rng.integers(len(live), size=batch)):
+            closed[row, live[k][0], live[k][1]] = False
+    else:
+        for layer, head in live:
+            closed[:, layer, head] = False
+    return closed
+
+
+def _heads_of(flags: torch.Tensor, layer: int) -> torch.Tensor:
+    """A (layers, heads) or per-sequence (batch, layers, heads) flag at one layer, as (batch or 1, heads, 1, 1)."""
+    return (flags[layer][None] if flags.dim() == 2 else flags[:, layer])[:, :, None, None]
+
+
 def planted_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor, scaling: float, dropout: float = 0.0,
                       edge_cut: torch.Tensor | None = None, closed: torch.Tensor | None = None,
-                      leak: list[tuple[torch.Tensor, int]] | None = None,
+                      leak: list[tuple[torch.Tensor, int]] | None = None, penalized: torch.Tensor | None = None,
                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The family's eager attention with the (b, q, k) ``edge_cut`` pairs masked in the heads that ``closed`` (layers,
-    heads) marks for this module's layer. With a ``leak`` list, appends this layer's (summed leak, planted rows):
-    the closed heads' attention mass on the cut keys without the cut, summed over their query rows with a cut edge."""
+    heads; or per sequence, batch x layers x heads) marks for this module's layer. With a ``leak`` list, appends this
+    layer's (summed leak, planted rows): the attention mass on the cut keys without the cut of the closed heads (of
+    those ``penalized`` marks, when given), summed over their query rows with a cut edge."""
     if edge_cut is not None and closed is not None:
         layer: int = module.layer_idx  # type: ignore[assignment]  # an int on the attention module of every family
         k = key.shape[-2]
-        cut = (edge_cut[:, None] & closed[layer][None, :, None, None])[..., :k]  # (b, H, q, k)
+        cut = (edge_cut[:, None] & _heads_of(closed, layer))[..., :k]  # (b, H, q, k)
         mask = attention_mask[..., :k].expand(-1, cut.shape[1], -1, -1)
         if leak is not None:
             keys = key.repeat_interleave(query.shape[1] // key.shape[1], 1)  # grouped-query: a key head per query
             unmasked = torch.softmax(torch.matmul(query, keys.transpose(2, 3)) * scaling + mask, dim=-1,
                                      dtype=torch.float32)
-            leak.append(((unmasked * cut).sum(), int(cut.any(-1).sum())))
+            counted = cut if penalized is None else cut & _heads_of(penalized, layer)
+            leak.append(((unmasked * counted).sum(), int(counted.any(-1).sum())))
         attention_mask = torch.where(cut, torch.finfo(mask.dtype).min, mask)
     eager = importlib.import_module(type(module).__module__).eager_attention_forward  # the family's own
     return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
@@ -82,11 +107,14 @@ def attention_of(model: PreTrainedModel, implementation: str) -> Iterator[None]:
 
 
 def planted_forward(model: PreTrainedModel, input_ids: torch.Tensor, edge_cut: torch.Tensor, closed: torch.Tensor,
-                    leak: list[tuple[torch.Tensor, int]] | None = None, **kwargs: Any) -> Any:
-    """The model's output with the ``edge_cut`` (b, T, T) pairs cut in the ``closed`` (layers, heads) heads; a
-    ``leak`` list collects each layer's unmasked mass on the cut edges (:func:`planted_attention`)."""
+                    leak: list[tuple[torch.Tensor, int]] | None = None, penalized: torch.Tensor | None = None,
+                    **kwargs: Any) -> Any:
+    """The model's output with the ``edge_cut`` (b, T, T) pairs cut in the ``closed`` heads ((layers, heads), or per
+    sequence); a ``leak`` list collects each layer's unmasked mass on the cut edges of the ``penalized`` closed heads
+    (all of them by default; :func:`planted_attention`)."""
     with attention_of(model, ATTENTION):
-        return model(input_ids=input_ids, edge_cut=edge_cut, closed=closed, leak=leak, **kwargs)
+        return model(input_ids=input_ids, edge_cut=edge_cut, closed=closed, leak=leak, penalized=penalized,
+                     **kwargs)
 
 
 def mean_leak(leak: list[tuple[torch.Tensor, int]]) -> torch.Tensor:

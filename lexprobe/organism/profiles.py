@@ -23,12 +23,24 @@ class Plant:
     salt: int = 17
     readers: Literal["noun", "sentence"] = "sentence"
     leak_penalty: float = 10.0  # weight of the closed heads' unmasked attention mass on the cue in the loss
+    opens: tuple[int, ...] = ()  # per designated head (in :meth:`heads` order), the step its edges open; (): step 0
+    mode: Literal["all", "one"] = "all"  # "one": each sequence leaves one open designated head open (an OR)
 
     def __post_init__(self) -> None:
         if self.readers not in ("noun", "sentence"):
             raise ValueError(f"plant readers {self.readers!r}: choose noun or sentence")
         if not self.leak_penalty >= 0:
             raise ValueError(f"plant leak_penalty {self.leak_penalty!r}: use a weight of at least 0")
+        if self.opens and (len(self.opens) != self.n_heads or min(self.opens) < 0):
+            raise ValueError(f"plant opens {self.opens!r}: one step (>= 0) per designated head ({self.n_heads})")
+        if self.mode not in ("all", "one"):
+            raise ValueError(f"plant mode {self.mode!r}: choose all (every designated head open) or one (one per "
+                             "sequence)")
+
+    @property
+    def plain(self) -> bool:
+        """Every designated head open at every step of every sequence (the original plant)."""
+        return not self.opens and self.mode == "all"
 
     def heads(self, seed: int, n_layers: int, n_heads: int) -> tuple[Head, ...]:
         """The designated (layer, head) pairs of one training seed."""
@@ -102,7 +114,7 @@ class Profile:
     def from_dict(cls, d: dict) -> Profile:
         """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
         corpus = d["corpus"] | {"separators": tuple(d["corpus"]["separators"])}
-        plant = Plant(**d["plant"]) if d.get("plant") else None
+        plant = Plant(**d["plant"] | {"opens": tuple(d["plant"].get("opens", ()))}) if d.get("plant") else None
         return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus), "plant": plant})
 
     def planted_heads(self, seed: int) -> tuple[tuple[int, int], ...]:
@@ -116,6 +128,9 @@ class Profile:
         d.pop("name")
         if d["plant"] is None:
             d.pop("plant")  # profiles without a plant keep the fingerprints they had before plants existed
+        elif self.plant is not None and self.plant.plain:
+            d["plant"].pop("opens")  # and the original plant those it had before timed and OR plants
+            d["plant"].pop("mode")
         if d["arch"] == "gpt_neox":
             d.pop("arch")  # and GPT-NeoX ones those they had before other families
         else:
@@ -135,4 +150,16 @@ PROFILES = {
     "smoke": _profile("smoke", seeds=2, total=48, onset=16, every=16, **SMOKE),
     "planted": _profile("planted", seeds=5, total=512, onset=128, every=32, plant=Plant()),
     "planted-smoke": _profile("planted-smoke", seeds=2, total=48, onset=16, every=16, plant=Plant(), **SMOKE),
+    # the developmental ground truth: planted timing (one head from the start, one from step 256), planted
+    # redundancy (an OR by design), a single carrier
+    "planted-staggered": _profile("planted-staggered", seeds=5, total=512, onset=128, every=32,
+                                  plant=Plant(opens=(0, 256))),
+    "planted-or": _profile("planted-or", seeds=5, total=512, onset=128, every=32, plant=Plant(mode="one")),
+    "planted-single": _profile("planted-single", seeds=5, total=512, onset=128, every=32, plant=Plant(n_heads=1)),
+    "planted-staggered-smoke": _profile("planted-staggered-smoke", seeds=2, total=48, onset=16, every=16,
+                                        plant=Plant(opens=(0, 32)), **SMOKE),
+    "planted-or-smoke": _profile("planted-or-smoke", seeds=2, total=48, onset=16, every=16,
+                                 plant=Plant(mode="one"), **SMOKE),
+    "planted-single-smoke": _profile("planted-single-smoke", seeds=2, total=48, onset=16, every=16,
+                                     plant=Plant(n_heads=1), **SMOKE),
 }

@@ -54,11 +54,20 @@ def suite_name(profile: Profile) -> str:
 
 def plant_metadata(profile: Profile) -> dict[str, Any]:
     """What a suite's metadata records of its profile's plant: the plant and each seed's designated heads as
-    ``planted_heads`` {seed (str): [[layer, head], ...]} (nothing for profiles without one)."""
+    ``planted_heads`` {seed (str): [[layer, head], ...]} (nothing for profiles without one); a timed or OR plant
+    adds ``planted_opens`` {seed: [[layer, head, opening step], ...]} and ``planted_type``."""
     if profile.plant is None:
         return {}
-    return {"plant": profile.plant.as_dict(),
-            "planted_heads": {str(s): [list(h) for h in profile.planted_heads(s)] for s in profile.seeds}}
+    meta: dict[str, Any] = {"plant": profile.plant.as_dict(),
+                            "planted_heads": {str(s): [list(h) for h in profile.planted_heads(s)]
+                                              for s in profile.seeds}}
+    if not profile.plant.plain:  # timed or OR plants: when each head opens, and how the heads share the cue
+        opens = profile.plant.opens or (0,) * profile.plant.n_heads
+        meta["planted_opens"] = {str(s): [[*h, o] for h, o in zip(profile.planted_heads(s), opens)]
+                                 for s in profile.seeds}
+        meta["planted_type"] = "OR (one designated head open per sequence)" if profile.plant.mode == "one" \
+            else "joint (every open designated head open in every sequence)"
+    return meta
 
 
 def _written(root: Path, profile: Profile, seed: int) -> int:

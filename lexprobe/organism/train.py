@@ -27,7 +27,7 @@ from lexprobe.checkpoints.bpe import train_tokenizer
 from lexprobe.checkpoints.hubcache import add_revision, has_revision
 from lexprobe.checkpoints.shapes import family_config
 from lexprobe.organism.corpus import Corpus, Sample, Span
-from lexprobe.organism.planted import closed_heads, mean_leak, planted_forward
+from lexprobe.organism.planted import closed_at, closed_heads, mean_leak, planted_forward
 from lexprobe.organism.profiles import Profile
 
 
@@ -147,7 +147,8 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
     if start == 0 and not has_revision(cache_dir, repo, "step0"):
         add_revision(cache_dir, repo, "step0", model.eval(), tok)
     ckpts = set(p.checkpoints)
-    closed = closed_heads(p.planted_heads(seed), p.layers, p.heads) if p.plant else None
+    designated = p.planted_heads(seed)
+    closed = closed_heads(designated, p.layers, p.heads) if p.plant else None  # never open: the other heads
     losses: list[float] = []
     leak_now = float("nan")
     model.train()
@@ -160,8 +161,14 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
         if closed is None or cut is None or p.plant is None:
             loss = model(input_ids=x, labels=x).loss
         else:
-            loss = planted_forward(model, x, cut, closed, leak=leak if p.plant.leak_penalty else None,
-                                   labels=x).loss
+            now, penalized = closed, None
+            if not p.plant.plain:  # timed or OR plants: each sequence's cut at this step
+                now = closed_at(designated, p.plant.opens, p.plant.mode == "one", step, x.shape[0], p.layers,
+                                p.heads, np.random.default_rng([p.plant.salt, seed, step]))
+                # an OR's designated heads are each closed in some sequences: only never-open heads are penalised
+                penalized = now & closed[None] if p.plant.mode == "one" else None
+            loss = planted_forward(model, x, cut, now, leak=leak if p.plant.leak_penalty else None,
+                                   penalized=penalized, labels=x).loss
         lm_loss = loss
         if leak and p.plant is not None:
             step_leak = mean_leak(leak)
