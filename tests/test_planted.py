@@ -307,3 +307,25 @@ def test_timed_and_or_plants_are_checked_and_keep_the_original_plants_fingerprin
     assert planted.fingerprint(lexicon) == "e58c5727ed15ffb2"  # the original plant's suites are found, not retrained
     assert len({PROFILES[n].fingerprint(lexicon) for n in ("planted", "planted-staggered", "planted-or",
                                                            "planted-single")}) == 4
+
+
+@pytest.mark.parametrize("scores,expected,certified", [
+    # (intact, planted cut, others cut, every head cut, cut A, alone A, cut B, alone B)
+    ((1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0), "single", {(1, 0)}),  # A carries alone, B adds nothing
+    ((1.0, 0.0, 1.0, 0.0, 1.0, 0.9, 1.0, 0.9), "OR", {(1, 0), (3, 2)}),  # each alone suffices, neither is needed
+    ((1.0, 0.0, 1.0, 0.0, 0.1, 0.1, 0.1, 0.1), "AND", {(1, 0), (3, 2)}),  # each needed, neither suffices
+    ((1.0, 0.95, 0.05, 0.0, 0.95, 0.05, 0.95, 0.05), "none", set()),  # the planted set carries nothing
+    ((1.0, 1.0, 1.0, 0.98, 1.0, 1.0, 1.0, 1.0), "none", set()),  # no head's edges carry anything (untrained)
+])
+def test_the_per_head_construct_check_reads_what_each_planted_head_carries(scores, expected, certified):
+    from lexprobe.analysis.validity import per_head_check
+
+    names = ("intact", "planted", "others", "all", "cut:L1H0", "alone:L1H0", "cut:L3H2", "alone:L3H2")
+    best = pd.DataFrame({"model": "m", "seed": 0, "step": 512, "condition": names, "r2": scores})
+    planted = pd.DataFrame({"model": "m", "seed": 0, "layer": [1, 3], "head": [0, 2]})
+    got = per_head_check(best, planted)
+    assert set(got["reading"]) == {expected}
+    assert {(r.layer, r.head) for r in got.itertuples() if r.certified} == certified
+    if scores[3] == 0.0:  # shares of what the edges carry: with every cut at 0, plain shares of the intact R^2
+        a = got.set_index(["layer", "head"]).loc[(1, 0)]
+        assert a["removed_when_cut"] == pytest.approx(1 - scores[4]) and a["kept_alone"] == pytest.approx(scores[5])

@@ -4,6 +4,10 @@ maps find it?
 * :func:`construct_check`: per (model, seed) at the last checkpoint, the share of the intact best-layer R^2 removed
   by cutting the target->cue edges of the planted heads (must be at least ``MIN_PLANTED``) and of all the other
   heads (at most ``MAX_OTHERS``). Only a seed that passes has a planted set that can be called ground truth.
+* :func:`per_head_check`: per planted head, the share of intact R^2 removed when its edges alone are cut and the
+  share kept when it alone is left open (every other head cut); per seed, what the organism learned (single carrier,
+  OR, AND, distributed, mixed, none: :func:`lexprobe.analysis.patchmaps.reading`) and which planted heads carry the
+  cue (``certified``), the truth the maps are scored against.
 * :func:`validity`: per head map (any table with columns model, seed, step, layer, head, significant) and seed, the
   precision and recall of the map's significant heads at the last checkpoint against the planted set, plus one row
   pooled over the seeds (counts summed) per map.
@@ -17,10 +21,12 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from lexprobe.analysis.patchmaps import reading
 from lexprobe.analysis.primitives import at_last_checkpoint
 
 MIN_PLANTED = 0.8  # cutting the planted heads' edges must remove at least this share of best-layer R^2
 MAX_OTHERS = 0.2  # cutting the same edges in every other head may remove at most this share
+NOTHING = 0.2  # a planted set that keeps and removes less than this share of the intact R^2 carries nothing
 MAP_COLUMNS = ("model", "seed", "step", "layer", "head", "significant")
 ALL_SEEDS = "all"
 
@@ -46,6 +52,48 @@ def construct_check(best: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
     out["removed_others"] = (intact - out[f"{score}_others"]) / intact
     out["passes"] = (out["removed_planted"] >= MIN_PLANTED) & (out["removed_others"] <= MAX_OTHERS)
     return out
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def per_head_check(best: pd.DataFrame, planted: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
+    """Per planted head at each (model, seed)'s last checkpoint, as shares of what the target->cue edges of all
+    heads carry (``edges_carry``: the intact ``score`` minus its value with every head's edges cut, condition
+    ``all``, as a share of the intact one): ``removed_when_cut`` (cutting its edges alone: ``cut:LxHy``) and
+    ``kept_alone`` (only it keeps them: ``alone:LxHy``). Per seed, the ``reading`` of the planted set: ``single``
+    when one member carries the cue and the others add nothing, ``none`` when the edges or the planted set carry
+    less than ``NOTHING``, else :func:`~lexprobe.analysis.patchmaps.reading` of the members against the whole set's
+    cuts (``planted``, ``others``). A head is ``certified`` when it carries: alone it keeps at least half of what
+    the set keeps, or cut it removes at least half of what cutting the set removes."""
+    last = at_last_checkpoint(best)
+    rows = []
+    for (model, sd), g in last.groupby(["model", "seed"]):
+        r2 = g.set_index("condition")[score]
+        intact, floor = float(r2["intact"]), float(r2.get("all", np.nan))
+        margin = intact - floor  # what the target->cue edges of all heads carry
+        heads = [(int(x.layer), int(x.head)) for x in planted[(planted["model"] == model)
+                                                               & (planted["seed"] == sd)].itertuples()]
+
+        def share(condition: str, r2: pd.Series = r2, floor: float = floor, margin: float = margin) -> float:
+            return (float(r2.get(condition, np.nan)) - floor) / margin if margin > 0 else np.nan
+
+        kept = {h: share(f"alone:{head_name(*h)}") for h in heads}
+        removed = {h: 1 - share(f"cut:{head_name(*h)}") for h in heads}
+        joint_kept, joint_removed = share("others"), 1 - share("planted")
+        carries = {h: bool(kept[h] >= 0.5 * joint_kept or removed[h] >= 0.5 * joint_removed) for h in heads}
+        edges_carry = margin > NOTHING * intact if intact > 0 else False
+        set_carries = joint_kept >= NOTHING or joint_removed >= NOTHING
+        how = reading(kept, removed, joint_kept, joint_removed) if edges_carry and set_carries else "none"
+        if how != "none" and sum(carries.values()) == 1:
+            how = "single"
+        for h in heads:
+            rows.append({"model": model, "seed": int(sd), "step": int(g["step"].iloc[0]), "layer": h[0], "head": h[1],
+                         "edges_carry": margin / intact if intact > 0 else np.nan,
+                         "removed_when_cut": removed[h], "kept_alone": kept[h], "set_removed": joint_removed,
+                         "set_kept": joint_kept, "reading": how, "certified": carries[h] and how != "none"})
+    return pd.DataFrame(rows)
 
 
 def _check_map(name: str, table: pd.DataFrame) -> None:

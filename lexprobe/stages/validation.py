@@ -36,6 +36,7 @@ class Validation:
     construct: pd.DataFrame
     validity: pd.DataFrame
     first_significant: pd.DataFrame
+    per_head: pd.DataFrame  # what each planted head carries alone and leaves when cut; the certified heads
 
 
 def planted_heads(suite: Suite) -> pd.DataFrame:
@@ -101,12 +102,19 @@ def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_
 
 def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int
                         ) -> dict[tuple[str, int], dict[str, EdgeKnockout]]:
-    """Per (model, seed): the construct check's two cuts, ``planted`` and ``others``."""
+    """Per (model, seed): the construct check's cuts: ``planted``, ``others`` and ``all`` (what the edges carry at
+    all), and per planted head
+    ``cut:LxHy`` (its edges alone) and ``alone:LxHy`` (every other head's)."""
     every = {(layer, head) for layer in range(n_layers) for head in range(n_heads)}
     out = {}
     for (model, sd), g in planted.groupby(["model", "seed"]):
         mine = {(int(r.layer), int(r.head)) for r in g.itertuples()}
-        out[str(model), int(sd)] = {"planted": EdgeKnockout(tuple(mine)), "others": EdgeKnockout(tuple(every - mine))}
+        cuts = {"planted": EdgeKnockout(tuple(sorted(mine))), "others": EdgeKnockout(tuple(sorted(every - mine))),
+                "all": EdgeKnockout(tuple(sorted(every)))}
+        for h in sorted(mine):
+            cuts[f"cut:{validity.head_name(*h)}"] = EdgeKnockout((h,))
+            cuts[f"alone:{validity.head_name(*h)}"] = EdgeKnockout(tuple(sorted(every - {h})))
+        out[str(model), int(sd)] = cuts
     return out
 
 
@@ -135,13 +143,20 @@ class ValidationStage(Plugin):
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Validation:
         s1: Inflection = earlier["inflection"]
         planted = prepared.data["planted"]
-        construct = validity.construct_check(construct_best(study, s1, planted, *prepared.data["shape"]),
-                                             score=s1.score)
+        best = construct_best(study, s1, planted, *prepared.data["shape"])
+        construct = validity.construct_check(best, score=s1.score)
+        per_head = validity.per_head_check(best, planted, score=s1.score)
+        certified = per_head[per_head["certified"]][["model", "seed", "layer", "head"]]
         maps = head_maps(earlier["discovery"], earlier["causal"], s1.steps[-1])
         per_step = {k: m for k, m in maps.items() if m["step"].nunique() > 1}
         first = validity.first_significant(per_step, planted).assign(planted_onset=s1.onset).merge(
             s1.inflection[["model", "seed", "onset_step"]], on=["model", "seed"], how="left")
-        return Validation(planted, construct, validity.validity(maps, planted), first)
+        opens = s1.suite.metadata.get("planted_opens")
+        if opens:  # a timed plant: each head's opening step, and how long each map took to detect it
+            at = {(int(sd), la, he): o for sd, rows in opens.items() for la, he, o in rows}
+            first["opens_step"] = [at.get((int(r.seed), int(r.layer), int(r.head))) for r in first.itertuples()]
+            first["lag_steps"] = first["first_significant_step"] - first["opens_step"]
+        return Validation(planted, construct, validity.validity(maps, certified), first, per_head)
 
 
 STAGE = ValidationStage()
@@ -150,6 +165,10 @@ STAGE = ValidationStage()
 def has_plant(suite: Suite) -> bool:
     """Whether the suite records a planted circuit to validate the stages against."""
     return "planted_heads" in suite.metadata
+
+
+def _certified(g: pd.DataFrame) -> str:
+    return " ".join(validity.head_name(r.layer, r.head) for r in g.itertuples() if r.certified) or "none"
 
 
 def describe(v: Validation | None, stage1: Inflection) -> View:
@@ -176,10 +195,15 @@ def describe(v: Validation | None, stage1: Inflection) -> View:
                  note=True),
             *verdicts,
             Table(v.construct, "Construct check per seed (last checkpoint)"),
+            *(Text(f"seed {sd}: the planted heads work as {g['reading'].iloc[0]}; certified (each carries the cue "
+                   f"alone or is needed): {_certified(g)}") for sd, g in v.per_head.groupby("seed")),
+            Table(v.per_head, "Per-head construct check: share of intact R² removed when each planted head's edges "
+                              "alone are cut, and kept when it alone keeps them (last checkpoint)"),
             Text("Precision: share of found heads that are planted (a dash when none are found); recall: share of "
                  "planted heads found.", note=True),
-            Table(v.validity, "Precision and recall against the planted heads at the last checkpoint (seed 'all': "
-                              "counts pooled over seeds)"),
+            Table(v.validity, "Precision and recall against the certified planted heads (those the per-head "
+                              "construct check finds carrying the cue) at the last checkpoint (seed 'all': counts "
+                              "pooled over seeds)"),
             Table(v.first_significant, "First checkpoint at which each planted head is significant, beside the "
                                        "planted onset and stage 1's onset estimate"))
     return View("Validation against a planted circuit", "validation", blocks)
