@@ -329,3 +329,18 @@ def test_the_per_head_construct_check_reads_what_each_planted_head_carries(score
     if scores[3] == 0.0:  # shares of what the edges carry: with every cut at 0, plain shares of the intact R^2
         a = got.set_index(["layer", "head"]).loc[(1, 0)]
         assert a["removed_when_cut"] == pytest.approx(1 - scores[4]) and a["kept_alone"] == pytest.approx(scores[5])
+
+
+def test_a_single_planted_head_is_checked_with_the_sets_own_cuts():
+    from lexprobe.analysis.validity import per_head_check
+    from lexprobe.stages.validation import construct_knockouts
+
+    planted = pd.DataFrame({"model": "m", "seed": 0, "layer": [1], "head": [0]})
+    cuts = construct_knockouts(planted, 3, 4)["m", 0]
+    assert set(cuts) == {"planted", "others", "all"}  # no per-head duplicates of the set's conditions
+    assert len({iv.condition for iv in cuts.values()}) == 3
+    best = pd.DataFrame({"model": "m", "seed": 0, "step": 512, "condition": ["intact", "planted", "others", "all"],
+                         "r2": [1.0, 0.05, 0.97, 0.0]})
+    got = per_head_check(best, planted).iloc[0]
+    assert got["reading"] == "single" and got["certified"]
+    assert got["removed_when_cut"] == pytest.approx(0.95) and got["kept_alone"] == pytest.approx(0.97)

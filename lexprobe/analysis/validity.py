@@ -79,8 +79,9 @@ def per_head_check(best: pd.DataFrame, planted: pd.DataFrame, score: str = "r2")
         def share(condition: str, r2: pd.Series = r2, floor: float = floor, margin: float = margin) -> float:
             return (float(r2.get(condition, np.nan)) - floor) / margin if margin > 0 else np.nan
 
-        kept = {h: share(f"alone:{head_name(*h)}") for h in heads}
-        removed = {h: 1 - share(f"cut:{head_name(*h)}") for h in heads}
+        one = len(heads) == 1  # a single planted head: its own cuts are the set's
+        kept = {h: share("others" if one else f"alone:{head_name(*h)}") for h in heads}
+        removed = {h: 1 - share("planted" if one else f"cut:{head_name(*h)}") for h in heads}
         joint_kept, joint_removed = share("others"), 1 - share("planted")
         carries = {h: bool(kept[h] >= 0.5 * joint_kept or removed[h] >= 0.5 * joint_removed) for h in heads}
         edges_carry = margin > NOTHING * intact if intact > 0 else False

@@ -111,7 +111,7 @@ def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int
         mine = {(int(r.layer), int(r.head)) for r in g.itertuples()}
         cuts = {"planted": EdgeKnockout(tuple(sorted(mine))), "others": EdgeKnockout(tuple(sorted(every - mine))),
                 "all": EdgeKnockout(tuple(sorted(every)))}
-        for h in sorted(mine):
+        for h in sorted(mine) if len(mine) > 1 else ():  # one planted head: its cuts are the set's
             cuts[f"cut:{validity.head_name(*h)}"] = EdgeKnockout((h,))
             cuts[f"alone:{validity.head_name(*h)}"] = EdgeKnockout(tuple(sorted(every - {h})))
         out[str(model), int(sd)] = cuts
