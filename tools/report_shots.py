@@ -10,12 +10,12 @@ without a solid swatch (nothing, when the report fits).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.browser.pages import layout_problems  # noqa: E402  (the same check as the browser tests)
+from tests.browser.conftest import chromium_path  # noqa: E402  (the browser tests' chromium and checks)
+from tests.browser.pages import layout_problems  # noqa: E402
 
 SECTIONS_JS = """
 () => [...document.querySelectorAll('h2')].map((h, i, all) => {
@@ -32,10 +32,14 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--width", type=int, default=1400)
     args = ap.parse_args()
+    if not args.report.is_file():
+        ap.error(f"no report at {args.report} (write one with `make run` or `lexprobe report --html FILE`)")
+    exe = chromium_path()
+    if exe is None:
+        ap.error("no chromium: apt-get install chromium, or set LEXPROBE_CHROMIUM")
     from playwright.sync_api import sync_playwright
 
     args.out.mkdir(parents=True, exist_ok=True)
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": args.width, "height": 1000})

@@ -31,8 +31,13 @@ MAP_COLUMNS = ("model", "seed", "step", "layer", "head", "significant")
 ALL_SEEDS = "all"
 
 
+def head_name(layer: int, head: int) -> str:
+    """A head as the reports write it: L3H1."""
+    return f"L{layer}H{head}"
+
+
 def _names(heads: set[tuple[int, int]]) -> str:
-    return " ".join(f"L{layer}H{head}" for layer, head in sorted(heads))
+    return " ".join(head_name(layer, head) for layer, head in sorted(heads))
 
 
 def construct_check(best: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
@@ -52,10 +57,6 @@ def construct_check(best: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
     out["removed_others"] = (intact - out[f"{score}_others"]) / intact
     out["passes"] = (out["removed_planted"] >= MIN_PLANTED) & (out["removed_others"] <= MAX_OTHERS)
     return out
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
 
 
 def per_head_check(best: pd.DataFrame, planted: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
