@@ -219,10 +219,32 @@ def _validation(args: argparse.Namespace) -> int:
     validity table; ``--html`` also writes its supplement (all five stages, with the validation section)."""
     from lexprobe.stages.validation import describe
 
+    if args.rules:
+        return _rules(args)
     study = _study(args, _organism(args.profile, args.arch))
     _show(describe(study.validation, study.inflection))
     if args.html:
         _write_report(study, args)
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    """Stage 2's selection rules scored on every planted profile (each validated first: trained, or read from the
+    cache), chosen on the first ``--choose`` seeds of each profile and confirmed on the others."""
+    import pandas as pd
+
+    from lexprobe.analysis.detection import choose_and_confirm
+    from lexprobe.organism.profiles import PLANTED_PROFILES
+
+    more = f":seeds={args.seeds}" if args.seeds else ""
+    units = pd.concat([_study(args, _organism(name, args.arch) + more).validation.rules.assign(profile=name)
+                       for name in PLANTED_PROFILES], ignore_index=True)
+    table, verdict = choose_and_confirm(units, n_choose=args.choose)
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.2f}".format):
+        for split, g in table.groupby("split", sort=False):
+            print(f"\n{split}: seeds {g['seeds'].iloc[0]}")
+            print(g.drop(columns=["default", "split", "seeds"]).to_string(index=False))
+    print(verdict)
     return 0
 
 
@@ -347,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the organism in another family (default gpt_neox: pythia-14m's shape)")
     _study_args(v, suite=False)
     v.add_argument("--html", help="also write the supplement (all five stages) to this HTML file")
+    v.add_argument("--rules", action="store_true", help="score stage 2's selection rules on every planted profile "
+                                                        "(chosen on --choose seeds per profile, confirmed on the "
+                                                        "rest)")
+    v.add_argument("--choose", type=int, default=2, help="with --rules: seeds per profile to choose a rule on "
+                                                         "(default %(default)s; the first ones)")
+    v.add_argument("--seeds", type=int, help="with --rules: train and validate seeds 0..N-1 of each profile "
+                                             "(default: the profile's own)")
     v.set_defaults(func=_validation)
     return p
 

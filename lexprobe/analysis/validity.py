@@ -21,25 +21,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from lexprobe.analysis.detection import check_map, head_name, pooled, scored
 from lexprobe.analysis.patchmaps import reading
 from lexprobe.analysis.primitives import at_last_checkpoint
 
 MIN_PLANTED = 0.8  # cutting the planted heads' edges must remove at least this share of best-layer R^2
 MAX_OTHERS = 0.2  # cutting the same edges in every other head may remove at most this share
 NOTHING = 0.2  # a planted set that keeps and removes less than this share of the intact R^2 carries nothing
-MAP_COLUMNS = ("model", "seed", "step", "layer", "head", "significant")
-ALL_SEEDS = "all"
-
-
-def head_name(layer: int, head: int) -> str:
-    """A head as the reports write it: L3H1."""
-    return f"L{layer}H{head}"
-
-
-def _names(heads: set[tuple[int, int]]) -> str:
-    return " ".join(head_name(layer, head) for layer, head in sorted(heads))
-
-
 def construct_check(best: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
     """Per (model, seed) at its last checkpoint: best-layer ``score`` intact (condition ``intact``), with the
     planted heads' target->cue edges cut (``planted``) and with those edges cut in every other head (``others``);
@@ -60,19 +48,22 @@ def construct_check(best: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
 
 
 def per_head_check(best: pd.DataFrame, planted: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
-    """Per planted head at each (model, seed)'s last checkpoint, as shares of what the target->cue edges of all
+    """Per planted head at each (model, seed, step) of ``best``, as shares of what the target->cue edges of all
     heads carry (``edges_carry``: the intact ``score`` minus its value with every head's edges cut, condition
     ``all``, as a share of the intact one): ``removed_when_cut`` (cutting its edges alone: ``cut:LxHy``) and
     ``kept_alone`` (only it keeps them: ``alone:LxHy``). Per seed, the ``reading`` of the planted set: ``single``
     when one member carries the cue and the others add nothing, ``none`` when the edges or the planted set carry
     less than ``NOTHING``, else :func:`~lexprobe.analysis.patchmaps.reading` of the members against the whole set's
-    cuts (``planted``, ``others``). A head is ``certified`` when it carries: alone it keeps at least half of what
-    the set keeps, or cut it removes at least half of what cutting the set removes."""
-    last = at_last_checkpoint(best)
+    cuts (``planted``, ``others``). Across training, the edges must carry at least ``NOTHING`` of the seed's intact
+    score at its last checkpoint (or at this step, if higher): before the rise, R^2 is noise. A head is
+    ``certified`` when it carries: alone it keeps at least half of what the set keeps, or cut it removes at least
+    half of what cutting the set removes."""
     rows = []
-    for (model, sd), g in last.groupby(["model", "seed"]):
+    final = at_last_checkpoint(best[best["condition"] == "intact"]).set_index(["model", "seed"])[score]
+    for (model, sd, step), g in best.groupby(["model", "seed", "step"]):
         r2 = g.set_index("condition")[score]
         intact, floor = float(r2["intact"]), float(r2.get("all", np.nan))
+        reference = max(intact, float(final.get((model, sd), intact)))  # before the rise, R^2 is noise
         margin = intact - floor  # what the target->cue edges of all heads carry
         heads = [(int(x.layer), int(x.head)) for x in planted[(planted["model"] == model)
                                                                & (planted["seed"] == sd)].itertuples()]
@@ -85,54 +76,24 @@ def per_head_check(best: pd.DataFrame, planted: pd.DataFrame, score: str = "r2")
         removed = {h: 1 - share("planted" if one else f"cut:{head_name(*h)}") for h in heads}
         joint_kept, joint_removed = share("others"), 1 - share("planted")
         carries = {h: bool(kept[h] >= 0.5 * joint_kept or removed[h] >= 0.5 * joint_removed) for h in heads}
-        edges_carry = margin > NOTHING * intact if intact > 0 else False
+        edges_carry = margin > NOTHING * reference if reference > 0 else False
         set_carries = joint_kept >= NOTHING or joint_removed >= NOTHING
         how = reading(kept, removed, joint_kept, joint_removed) if edges_carry and set_carries else "none"
         if how != "none" and sum(carries.values()) == 1:
             how = "single"
         for h in heads:
-            rows.append({"model": model, "seed": int(sd), "step": int(g["step"].iloc[0]), "layer": h[0], "head": h[1],
+            rows.append({"model": model, "seed": int(sd), "step": int(step), "layer": h[0], "head": h[1],
                          "edges_carry": margin / intact if intact > 0 else np.nan,
                          "removed_when_cut": removed[h], "kept_alone": kept[h], "set_removed": joint_removed,
                          "set_kept": joint_kept, "reading": how, "certified": carries[h] and how != "none"})
     return pd.DataFrame(rows)
 
 
-def _check_map(name: str, table: pd.DataFrame) -> None:
-    missing = [c for c in MAP_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"head map {name!r} lacks column(s) {missing}; a map has columns {MAP_COLUMNS}")
-
-
-def _planted_of(planted: pd.DataFrame) -> dict[tuple[str, int], set[tuple[int, int]]]:
-    return {(str(m), int(s)): {(int(r.layer), int(r.head)) for r in g.itertuples()}
-            for (m, s), g in planted.groupby(["model", "seed"])}
-
-
-def validity(maps: Mapping[str, pd.DataFrame], planted: pd.DataFrame) -> pd.DataFrame:
-    """Precision and recall of each map's significant heads at its last checkpoint against ``planted`` (columns
+def validity(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame) -> pd.DataFrame:
+    """Precision and recall of each map's significant heads at its last checkpoint against ``certified`` (columns
     model, seed, layer, head), per (method, model, seed), and a row per method pooled over seeds (seed ``all``:
     true positives, found and planted heads summed). Precision is NaN where a map finds no head."""
-    truth = _planted_of(planted)
-    rows = []
-    for method, table in maps.items():
-        _check_map(method, table)
-        for (model, sd), g in table.groupby(["model", "seed"]):
-            at = at_last_checkpoint(g)
-            found = {(int(r.layer), int(r.head)) for r in at.itertuples() if r.significant}
-            want = truth.get((str(model), int(sd)), set())
-            rows.append({"method": method, "model": model, "seed": int(sd), "step": int(at["step"].iloc[0]),
-                         "planted": len(want), "found": len(found), "true_positives": len(found & want),
-                         "planted_heads": _names(want), "found_heads": _names(found)})
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    pooled = out.groupby(["method", "model"], as_index=False, sort=False)[
-        ["planted", "found", "true_positives"]].sum().assign(seed=ALL_SEEDS, planted_heads="", found_heads="")
-    out = pd.concat([out.astype({"seed": object}), pooled], ignore_index=True)
-    out["precision"] = out["true_positives"] / out["found"].replace(0, np.nan)
-    out["recall"] = out["true_positives"] / out["planted"].replace(0, np.nan)
-    return out
+    return pooled(scored(maps, certified, last_only=True), ["method", "model"])
 
 
 def first_significant(maps: Mapping[str, pd.DataFrame], planted: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +101,7 @@ def first_significant(maps: Mapping[str, pd.DataFrame], planted: pd.DataFrame) -
     (NaN if at none), and at how many of the map's checkpoints it is."""
     rows = []
     for method, table in maps.items():
-        _check_map(method, table)
+        check_map(method, table)
         for r in planted.itertuples():
             g = table[(table["model"] == r.model) & (table["seed"] == r.seed) & (table["layer"] == r.layer)
                       & (table["head"] == r.head)]

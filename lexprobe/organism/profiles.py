@@ -163,3 +163,5 @@ PROFILES = {
     "planted-single-smoke": _profile("planted-single-smoke", seeds=2, total=48, onset=16, every=16,
                                      plant=Plant(n_heads=1), **SMOKE),
 }
+# the planted profiles that stage 2's selection rules are scored on (``lexprobe validate --rules``)
+PLANTED_PROFILES = ("planted", "planted-staggered", "planted-or", "planted-single")

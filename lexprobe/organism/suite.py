@@ -190,19 +190,23 @@ def organism_shape(profile: Profile) -> PretrainedConfig:
 
 
 def organism_profile(spec: str) -> Profile | None:
-    """The profile an ``organism`` / ``organism-PROFILE`` spec names, optionally in another family
-    (``organism:arch=gpt2``, ``organism-planted:arch=llama``; LEXPROBE_SMOKE=1: its smoke variant), or None for a
-    spec that names no organism."""
-    name, _, option = spec.partition(":")
+    """The profile an ``organism`` / ``organism-PROFILE`` spec names, optionally in another family and with more
+    seeds (``organism:arch=gpt2``, ``organism-planted:arch=llama``, ``organism-planted:seeds=10``: seeds 0-9, the
+    first ones reused; LEXPROBE_SMOKE=1: its smoke variant), or None for a spec that names no organism."""
+    name, _, options = spec.partition(":")
     if name != "organism" and not name.startswith("organism-"):
         return None
     profile = get_profile(name.partition("-")[2] or None)
-    if not option:
-        return profile
-    key, _, arch = option.partition("=")
-    if key != "arch" or arch not in FAMILIES:
-        raise ValueError(f"bad organism spec {spec!r}: use {name}:arch=ARCH with ARCH one of {', '.join(FAMILIES)}")
-    return replace(profile, arch=arch)
+    for option in filter(None, options.split(":")):
+        key, _, value = option.partition("=")
+        if key == "arch" and value in FAMILIES:
+            profile = replace(profile, arch=value)
+        elif key == "seeds" and value.isdigit() and int(value) > 0:
+            profile = replace(profile, seeds=tuple(range(int(value))))
+        else:
+            raise ValueError(f"bad organism spec {spec!r}: use {name}:arch=ARCH with ARCH one of "
+                             f"{', '.join(FAMILIES)}, and/or :seeds=N (seeds 0..N-1)")
+    return profile
 
 
 def resolve(spec: str, cache_dir: str | None = None) -> Suite:

@@ -15,10 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from lexprobe.analysis import validity
+from lexprobe.analysis import detection, validity
 from lexprobe.analysis.performance import with_pairs
-from lexprobe.base.view import Block, Table, Text, View
-from lexprobe.checkpoints.suites import Suite
+from lexprobe.analysis.primitives import at_last_checkpoint
+from lexprobe.base.view import Block, Figure, Table, Text, View
+from lexprobe.checkpoints.suites import Suite, log_subset
 from lexprobe.engine.interventions import EdgeKnockout
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
@@ -26,44 +27,54 @@ from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.sweep.run import extract
 
+CONSTRUCT_STEPS = 8  # log-spaced checkpoints of the construct check (the last included)
+
 
 @dataclass
 class Validation:
-    """The planted heads, the construct check per seed, precision/recall per map and seed, and when each planted
-    head first becomes significant in each per-checkpoint map (beside the planted and estimated onsets)."""
+    """The planted heads, the construct check per seed, precision/recall per map and seed at the last checkpoint
+    and across development, when each planted head first becomes significant in each map (beside its planted
+    opening, the step from which it carries the cue, and stage 1's onset), how the greedy sets read against what was
+    planted and learned, and stage 2's selection rules scored per seed."""
 
-    planted: pd.DataFrame
+    planted: pd.DataFrame  # model, seed, layer, head, opens_step
     construct: pd.DataFrame
     validity: pd.DataFrame
-    first_significant: pd.DataFrame
-    per_head: pd.DataFrame  # what each planted head carries alone and leaves when cut; the certified heads
+    first_significant: pd.DataFrame  # with the lags after opening and after becoming a carrier
+    per_head: pd.DataFrame  # per checked step: what each planted head carries alone and leaves when cut; certified
+    curves: pd.DataFrame  # precision and recall of every map at every checkpoint, per seed and pooled
+    readings: pd.DataFrame  # planted type, learned reading, greedy reading per seed
+    rules: pd.DataFrame  # stage 2's selection rules at the last checkpoint, per seed (counts)
 
 
 def planted_heads(suite: Suite) -> pd.DataFrame:
-    """The suite's planted heads (columns model, seed, layer, head); fails loudly for a suite without a plant."""
+    """The suite's planted heads (columns model, seed, layer, head, and the step their edges opened:
+    ``opens_step``, 0 for an untimed plant); fails loudly for a suite without a plant."""
     heads = suite.metadata.get("planted_heads")
     if not heads:
         raise ValueError(f"suite {suite.name} has no planted circuit (no planted_heads in its metadata); use an "
                          "organism profile with a plant, e.g. organism-planted")
-    return pd.DataFrame([{"model": model, "seed": int(sd), "layer": int(layer), "head": int(head)}
+    opens = {(int(sd), la, he): o for sd, rows in suite.metadata.get("planted_opens", {}).items()
+             for la, he, o in rows}
+    return pd.DataFrame([{"model": model, "seed": int(sd), "layer": int(layer), "head": int(head),
+                          "opens_step": int(opens.get((int(sd), int(layer), int(head)), 0))}
                          for model in suite.models for sd, pairs in heads.items() if int(sd) in suite.seeds
                          for layer, head in pairs])
 
 
-def head_maps(stage2: Discovery, stage4: Causal, step: int) -> dict[str, pd.DataFrame]:
-    """Every head map held against the planted set, by name (one line per map): stage 2's passing heads, the
-    original study's selection rule alone (its ``selected`` column: slope > 0 and BH q < .05), stage 4's causal
-    map (single-head zero ablation) and its patching maps (necessity by noising, sufficiency by denoising one head
-    at the noun), and the heads of stage 4's greedy sufficient sets. Stage 2 judges whole trajectories, so its maps
-    sit at ``step`` (the last)."""
-    stats = stage2.stats
+def head_maps(by_step: pd.DataFrame, stage4: Causal) -> dict[str, pd.DataFrame]:
+    """Every head map held against the planted set, by name (one line per map): stage 2's passing heads and the
+    original study's selection rule alone (its ``selected`` column: slope > 0 and BH q < .05), both from stage 2's
+    statistics had training stopped at each checkpoint (``by_step``, :func:`lexprobe.analysis.detection.
+    stage2_by_step`), stage 4's causal map (single-head zero ablation) and its patching maps (necessity by noising,
+    sufficiency by denoising one head at the noun), and the heads of stage 4's greedy sufficient sets."""
     heads = stage4.patch_maps[stage4.patch_maps["unit"] == "head"] if len(stage4.patch_maps) else stage4.patch_maps
-    maps = {"stage 2 passes": stats.assign(step=step, significant=stats["passes"]),
-            "original rule": stats.assign(step=step, significant=stats["selected"]),
+    maps = {"stage 2 passes": by_step.assign(significant=by_step["passes"]),
+            "original rule": by_step.assign(significant=by_step["selected"]),
             "stage 4 causal map": stage4.causal_map,
             "stage 4 necessity (noising)": heads[heads["direction"] == "noise"] if len(heads) else heads,
             "stage 4 sufficiency (denoising)": heads[heads["direction"] == "denoise"] if len(heads) else heads,
-            "stage 4 greedy sufficient set": greedy_map(stats, stage4.greedy_tests)}
+            "stage 4 greedy sufficient set": greedy_map(by_step, stage4.greedy_tests)}
     if stage4.causal_map.empty:  # the single-head ablation map is opt-in (Study(head_map=True))
         del maps["stage 4 causal map"]
     return maps
@@ -82,19 +93,25 @@ def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
     return sets.assign(significant=named)[cols]
 
 
+def construct_steps(stage1: Inflection) -> tuple[int, ...]:
+    """The checkpoints of the construct check: about ``CONSTRUCT_STEPS`` log-spaced ones, the last included."""
+    return log_subset(stage1.steps, CONSTRUCT_STEPS)
+
+
 def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_layers: int,
                    n_heads: int) -> pd.DataFrame:
-    """Best-layer scores at the last checkpoint per (model, seed), condition ``intact``, ``planted`` (the planted
-    heads' target->cue edges cut) and ``others`` (the same edges cut in every other head)."""
-    suite, stim, last = stage1.suite, stage1.stimuli, stage1.steps[-1]
+    """Best-layer scores at the construct check's checkpoints per (model, seed), condition ``intact``, ``planted``
+    (the planted heads' target->cue edges cut), ``others`` (the same edges cut in every other head), ``all`` and
+    each planted head's ``cut:`` and ``alone:`` cuts."""
+    suite, stim, steps = stage1.suite, stage1.stimuli, construct_steps(stage1)
     out = []
     for (model, sd), knockouts in construct_knockouts(planted, n_layers, n_heads).items():
         cuts = {iv.condition: name for name, iv in knockouts.items()}
-        extract(suite, stim, (last,), models=(model,), seeds=(sd,), root=study.store.root,
+        extract(suite, stim, steps, models=(model,), seeds=(sd,), root=study.store.root,
                 config=replace(study.config, save_embeddings=False),
                 conditions=list(knockouts.values()), progress=study.progress)
         dist = study.store.load("distances", suite=suite.name, stimuli=stim.name, condition=["intact", *cuts],
-                                step=[last], model=[model], seed=[sd])
+                                step=list(steps), model=[model], seed=[sd])
         best = study.scoring.best(with_pairs(dist, stim))
         out.append(best.assign(condition=best["condition"].replace(cuts)))
     return pd.concat(out, ignore_index=True)
@@ -112,8 +129,8 @@ def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int
         cuts = {"planted": EdgeKnockout(tuple(sorted(mine))), "others": EdgeKnockout(tuple(sorted(every - mine))),
                 "all": EdgeKnockout(tuple(sorted(every)))}
         for h in sorted(mine) if len(mine) > 1 else ():  # one planted head: its cuts are the set's
-            cuts[f"cut:{validity.head_name(*h)}"] = EdgeKnockout((h,))
-            cuts[f"alone:{validity.head_name(*h)}"] = EdgeKnockout(tuple(sorted(every - {h})))
+            cuts[f"cut:{detection.head_name(*h)}"] = EdgeKnockout((h,))
+            cuts[f"alone:{detection.head_name(*h)}"] = EdgeKnockout(tuple(sorted(every - {h})))
         out[str(model), int(sd)] = cuts
     return out
 
@@ -123,7 +140,7 @@ class ValidationStage(Plugin):
     validity tables of stages 2 and 4's head maps."""
 
     name, title, result = "validation", "Do the stages find the planted circuit?", Validation
-    needs = ("inflection", "discovery", "causal")
+    needs, reads = ("inflection", "discovery", "causal"), ("n_perm", "seed")
 
     def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
         suite = study.checkpoint_suite
@@ -136,27 +153,32 @@ class ValidationStage(Plugin):
         planted = planted_heads(s1.suite)
         n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
         reads = [Reads("distances", s1.stimuli.name, ("intact", *(iv.condition for iv in cuts.values())),
-                       s1.steps[-1:], (model,), (sd,))
+                       construct_steps(s1), (model,), (sd,))
                  for (model, sd), cuts in construct_knockouts(planted, n_layers, n_heads).items()]
         return Prepared(reads, data={"planted": planted, "shape": (n_layers, n_heads)})
 
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Validation:
         s1: Inflection = earlier["inflection"]
+        s2: Discovery = earlier["discovery"]
         planted = prepared.data["planted"]
         best = construct_best(study, s1, planted, *prepared.data["shape"])
         construct = validity.construct_check(best, score=s1.score)
         per_head = validity.per_head_check(best, planted, score=s1.score)
-        certified = per_head[per_head["certified"]][["model", "seed", "layer", "head"]]
-        maps = head_maps(earlier["discovery"], earlier["causal"], s1.steps[-1])
+        last = at_last_checkpoint(per_head)
+        certified = last[last["certified"]][["model", "seed", "layer", "head"]].merge(
+            planted, on=["model", "seed", "layer", "head"])
+        by_step = detection.stage2_by_step(s2.heads, s1.best, s1.score, study.n_perm, study.seed)
+        maps = head_maps(by_step, earlier["causal"])
         per_step = {k: m for k, m in maps.items() if m["step"].nunique() > 1}
         first = validity.first_significant(per_step, planted).assign(planted_onset=s1.onset).merge(
-            s1.inflection[["model", "seed", "onset_step"]], on=["model", "seed"], how="left")
-        opens = s1.suite.metadata.get("planted_opens")
-        if opens:  # a timed plant: each head's opening step, and how long each map took to detect it
-            at = {(int(sd), la, he): o for sd, rows in opens.items() for la, he, o in rows}
-            first["opens_step"] = [at.get((int(r.seed), int(r.layer), int(r.head))) for r in first.itertuples()]
-            first["lag_steps"] = first["first_significant_step"] - first["opens_step"]
-        return Validation(planted, construct, validity.validity(maps, certified), first, per_head)
+            s1.inflection[["model", "seed", "onset_step"]], on=["model", "seed"], how="left").merge(
+            planted, on=["model", "seed", "layer", "head"])
+        first = detection.lags(first, detection.carrier_steps(per_head))
+        kind = detection.planted_type(s1.suite.metadata.get("plant", {}))
+        rules = detection.scored(detection.rule_maps(by_step), certified, last_only=True)
+        return Validation(planted, construct, validity.validity(maps, certified), first, per_head,
+                          detection.curves(maps, certified), detection.readings(per_head, earlier["causal"]
+                                                                                .greedy_tests, kind), rules)
 
 
 STAGE = ValidationStage()
@@ -168,7 +190,25 @@ def has_plant(suite: Suite) -> bool:
 
 
 def _certified(g: pd.DataFrame) -> str:
-    return " ".join(validity.head_name(r.layer, r.head) for r in g.itertuples() if r.certified) or "none"
+    return " ".join(detection.head_name(r.layer, r.head) for r in g.itertuples() if r.certified) or "none"
+
+
+def _kept_by_step(per_head: pd.DataFrame) -> pd.DataFrame:
+    """Per planted head, its ``kept_alone`` share at each checked step, starred where it is certified."""
+    cell = [f"{k:.2f}{'*' if c else ''}" if pd.notna(k) else "-" for k, c in
+            zip(per_head["kept_alone"], per_head["certified"])]
+    wide = per_head.assign(cell=cell).pivot(index=["model", "seed", "layer", "head"], columns="step", values="cell")
+    return wide.rename(columns=lambda c: f"step {c}").reset_index()
+
+
+def _curve_summary(curves: pd.DataFrame, n: int = 5) -> pd.DataFrame:
+    """Pooled recall (precision) per map at about ``n`` log-spaced checkpoints, a column per checkpoint."""
+    pooled = curves[curves["seed"].astype(str) == detection.ALL_SEEDS]
+    at = set(log_subset(sorted(set(pooled["step"])), n))
+    cell = [f"{r:.2f} ({'-' if pd.isna(p) else f'{p:.2f}'})" if pd.notna(r) else "-"
+            for r, p in zip(pooled["recall"], pooled["precision"])]
+    wide = pooled.assign(cell=cell)[pooled["step"].isin(at)].pivot(index="method", columns="step", values="cell")
+    return wide.rename(columns=lambda c: f"step {c}").reset_index().fillna("")
 
 
 def describe(v: Validation | None, stage1: Inflection) -> View:
@@ -187,6 +227,7 @@ def describe(v: Validation | None, stage1: Inflection) -> View:
             f"{' '.join(f'L{x.layer}H{x.head}' for x in v.planted[v.planted['seed'] == r.seed].itertuples())}: "
             f"{'PASS' if r.passes else 'FAIL (the planted set is not ground truth for this seed)'}")
             for r in v.construct.itertuples())
+        last = at_last_checkpoint(v.per_head)
         blocks = (
             Text("Training cut the attention edges from each ambiguous noun's tokens to its cue's tokens in every head "
                  "but the planted ones. Construct check: cutting the planted heads' target->cue edges at the last "
@@ -196,14 +237,26 @@ def describe(v: Validation | None, stage1: Inflection) -> View:
             *verdicts,
             Table(v.construct, "Construct check per seed (last checkpoint)"),
             *(Text(f"seed {sd}: the planted heads work as {g['reading'].iloc[0]}; certified (each carries the cue "
-                   f"alone or is needed): {_certified(g)}") for sd, g in v.per_head.groupby("seed")),
-            Table(v.per_head, "Per-head construct check: share of intact R² removed when each planted head's edges "
-                              "alone are cut, and kept when it alone keeps them (last checkpoint)"),
-            Text("Precision: share of found heads that are planted (a dash when none are found); recall: share of "
-                 "planted heads found.", note=True),
+                   f"alone or is needed): {_certified(g)}") for sd, g in last.groupby("seed")),
+            Table(last, "Per-head construct check: share of intact R² removed when each planted head's edges "
+                        "alone are cut, and kept when it alone keeps them (last checkpoint)"),
+            Table(_kept_by_step(v.per_head), "Per-head construct check across training: share each planted head "
+                                             "keeps alone (* where certified)"),
+            Text("Precision: share of found heads that are certified planted heads (a dash when none are found); "
+                 "recall: share of those found. Across training, a map is scored at each checkpoint against the "
+                 "certified heads whose edges had opened by then.", note=True),
             Table(v.validity, "Precision and recall against the certified planted heads (those the per-head "
                               "construct check finds carrying the cue) at the last checkpoint (seed 'all': counts "
                               "pooled over seeds)"),
-            Table(v.first_significant, "First checkpoint at which each planted head is significant, beside the "
-                                       "planted onset and stage 1's onset estimate"))
+            Figure("detection_chart", {"curves": v.curves, "planted": v.planted},
+                   "precision and recall of each head map across training", "detection"),
+            Table(_curve_summary(v.curves), "Recall (precision) of each map at a few checkpoints, pooled over seeds"),
+            Table(v.first_significant, "First checkpoint at which each planted head is significant in each map, "
+                                       "beside its planted opening step, the step from which the per-head "
+                                       "construct check certifies it (carrier_step), and stage 1's onset"),
+            Table(v.readings, "What was planted, what the organism learned (per-head construct check) and how the "
+                              "greedy sufficient set reads, per seed"),
+            Table(detection.pooled(v.rules, ["method", "model"]).query("seed == 'all'"),
+                  "Stage 2's selection rules at the last checkpoint, pooled over seeds (the comparison across "
+                  "profiles with intervals: `lexprobe validate --rules`)"))
     return View("Validation against a planted circuit", "validation", blocks)
