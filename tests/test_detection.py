@@ -51,7 +51,8 @@ def test_a_head_is_a_carrier_from_the_first_step_it_stays_certified():
     assert got.loc[0, "carrier_step"] == 128 and got.loc[0, "certified_at"] == 4
     assert np.isnan(got.loc[1, "carrier_step"])  # not certified at the last checked step
     first = pd.DataFrame({"method": "map", "model": "m", "seed": 0, "layer": 1, "head": [0, 1],
-                          "first_significant_step": [160.0, np.nan], "opens_step": [64, 0]})
+                          "first_significant_step": [96.0, np.nan], "detected_from_step": [160.0, np.nan],
+                          "opens_step": [64, 0]})
     lags = detection.lags(first, detection.carrier_steps(per_head)).set_index("head")
     assert lags.loc[0, "lag_steps"] == 96 and lags.loc[0, "lag_after_carrier"] == 32
     assert np.isnan(lags.loc[1, "lag_steps"])
@@ -147,3 +148,37 @@ def test_stage2_by_step_ends_with_stage_2_itself():
     pd.testing.assert_frame_equal(got[got["step"] == 32].drop(columns="step").reset_index(drop=True), full)
     maps = detection.rule_maps(got)
     assert (maps["original + both"]["significant"] <= maps["original rule"]["significant"]).all()
+
+
+def test_the_detection_chart_draws_both_scores_and_the_opening_steps(tmp_path):
+    from lexprobe.views import viz
+
+    found = _map([(0, s, 1, 0, s >= 128) for s in (0, 64, 128, 256, 512)] + [(0, 512, 3, 2, True)])
+    chart = viz.detection_chart(detection.curves({"map": found}, CERTIFIED), CERTIFIED)
+    spec = chart.to_dict()
+    marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in
+             spec["spec"]["layer"]]
+    assert marks == ["line", "rule"]  # a dashed rule at the late head's opening step (256)
+    assert spec["datasets"][spec["spec"]["layer"][1]["data"]["name"]] == [{"x": 257}]
+    assert viz.save(chart, tmp_path / "detection.svg").read_text().lstrip().startswith("<svg")
+
+
+def test_validate_rules_runs_every_planted_smoke_profile(capsys, monkeypatch):
+    """End to end on the four planted smoke organisms (trained offline on first use): each is validated, its
+    readings name its planted type, and the rule table covers 2 seeds of each."""
+    from lexprobe.cli import main
+    from lexprobe.organism.profiles import PLANTED_PROFILES
+    from lexprobe.study import Study
+
+    monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    assert main(["validate", "--rules"]) == 0
+    out = capsys.readouterr().out
+    assert "choose: seeds planted:0,1 planted-or:0,1 planted-single:0,1 planted-staggered:0,1" in out
+    assert out.count("original + prev-token") == 2  # the choose and all splits (smoke has no seeds to confirm on)
+    assert out.rstrip().splitlines()[-1].startswith(("keep the default", "original"))
+    types = {"planted": "joint", "planted-staggered": "joint", "planted-or": "OR", "planted-single": "single"}
+    for name in PLANTED_PROFILES:
+        v = Study(suite=f"organism-{name}", progress=False).validation
+        assert set(v.readings["planted_type"]) == {types[name]}
+        assert set(v.curves["method"]) >= {"stage 2 passes", "original rule", "stage 4 necessity (noising)"}
+        assert len(v.per_head["step"].unique()) > 1 and len(v.rules) == 4 * 2

@@ -186,6 +186,8 @@ def test_first_significant_step_of_each_planted_head():
     assert f.loc[(0, 1, 2), "first_significant_step"] == 4 and f.loc[(0, 1, 2), "significant_at"] == 2
     assert np.isnan(f.loc[(0, 3, 0), "first_significant_step"])
     assert f.loc[(1, 0, 1), "first_significant_step"] == 1
+    assert f.loc[(0, 1, 2), "detected_from_step"] == 4  # significant from step 4 to the last
+    assert np.isnan(f.loc[(1, 0, 1), "detected_from_step"])  # significant at step 1, not at the last
     assert f.loc[(1, 4, 3), "checkpoints"] == 0  # a planted head the map never measured
 
 

@@ -131,12 +131,14 @@ def carrier_steps(per_head: pd.DataFrame) -> pd.DataFrame:
 
 
 def lags(first: pd.DataFrame, carriers: pd.DataFrame) -> pd.DataFrame:
-    """The first-significant table (with ``opens_step``) beside each head's ``carrier_step``: how many steps after
-    its planted opening (``lag_steps``) and after it became a carrier (``lag_after_carrier``) each map detects it."""
+    """The first-significant table (with ``opens_step`` and ``detected_from_step``) beside each head's
+    ``carrier_step``: how many steps after its planted opening (``lag_steps``) and after it became a carrier
+    (``lag_after_carrier``) each map detects it for good (a head that flickers in and out counts from its last
+    return)."""
     out = first.merge(carriers[["model", "seed", "layer", "head", "carrier_step"]], how="left",
                       on=["model", "seed", "layer", "head"])
-    return out.assign(lag_steps=out["first_significant_step"] - out["opens_step"],
-                      lag_after_carrier=out["first_significant_step"] - out["carrier_step"])
+    return out.assign(lag_steps=out["detected_from_step"] - out["opens_step"],
+                      lag_after_carrier=out["detected_from_step"] - out["carrier_step"])
 
 
 def planted_type(plant: Mapping) -> str:

@@ -98,15 +98,21 @@ def validity(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame) -> pd.Da
 
 def first_significant(maps: Mapping[str, pd.DataFrame], planted: pd.DataFrame) -> pd.DataFrame:
     """Per (method, model, seed, planted head): the first checkpoint at which the map marks the head significant
-    (NaN if at none), and at how many of the map's checkpoints it is."""
+    (NaN if at none), the first from which it stays significant at every later checkpoint of the map
+    (``detected_from_step``; NaN if not at the last), and at how many of the map's checkpoints it is."""
     rows = []
     for method, table in maps.items():
         check_map(method, table)
         for r in planted.itertuples():
             g = table[(table["model"] == r.model) & (table["seed"] == r.seed) & (table["layer"] == r.layer)
                       & (table["head"] == r.head)]
-            sig = g.loc[g["significant"].astype(bool), "step"]
+            g = g.sort_values("step")
+            on = g["significant"].to_numpy(bool)
+            sig = g.loc[on, "step"]
+            off = np.flatnonzero(~on)
+            stays = off[-1] + 1 if len(off) else 0  # from here on significant at every later checkpoint
             rows.append({"method": method, "model": r.model, "seed": int(r.seed), "layer": int(r.layer),
                          "head": int(r.head), "first_significant_step": float(sig.min()) if len(sig) else np.nan,
+                         "detected_from_step": float(g["step"].iloc[stays]) if stays < len(g) else np.nan,
                          "significant_at": len(sig), "checkpoints": g["step"].nunique()})
     return pd.DataFrame(rows)

@@ -27,7 +27,8 @@ from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.sweep.run import extract
 
-CONSTRUCT_STEPS = 8  # log-spaced checkpoints of the construct check (the last included)
+CONSTRUCT_STEPS = 8  # log-spaced checkpoints of the construct check without a planted onset (the last included)
+EARLY_STEPS = 3  # log-spaced checkpoints of the construct check before the planted onset
 
 
 @dataclass
@@ -94,8 +95,14 @@ def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
 
 
 def construct_steps(stage1: Inflection) -> tuple[int, ...]:
-    """The checkpoints of the construct check: about ``CONSTRUCT_STEPS`` log-spaced ones, the last included."""
-    return log_subset(stage1.steps, CONSTRUCT_STEPS)
+    """The checkpoints of the construct check: every one from the planted onset on, where the cue's carriers form,
+    and ``EARLY_STEPS`` log-spaced ones before it (about ``CONSTRUCT_STEPS`` log-spaced ones, the last included,
+    for a suite without a planted onset)."""
+    onset = stage1.onset
+    if onset is None:
+        return log_subset(stage1.steps, CONSTRUCT_STEPS)
+    before = [s for s in stage1.steps if s < onset]
+    return tuple(sorted(set(log_subset(before, EARLY_STEPS)) | {s for s in stage1.steps if s >= onset}))
 
 
 def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_layers: int,
