@@ -89,3 +89,32 @@ def test_head_maps_carry_only_the_columns_they_draw():
         # sufficiency is drawn only where the clean run beats the counterfactual (step 0 here: no margin, grey)
         drawn = {r["step"] for r in rows if r["shown"] is not None}
         assert drawn == ({0, 8} if direction == "noise" else {8})
+
+
+def test_the_intervention_explorer_opens_on_stored_intact_scores_and_measures_only_what_is_picked():
+    from types import SimpleNamespace
+
+    from lexprobe.views.widgets import intervention_explorer
+
+    calls: list[tuple[int, int, object]] = []
+
+    def performance(seed, step, intervention=None):
+        calls.append((seed, step, intervention))
+        return pd.DataFrame({"layer": [0, 1], "r2": [0.5, 0.25], "auc": 0.7})
+
+    live = SimpleNamespace(suite=SimpleNamespace(models=("m",)), seeds=(0, 1), steps=(0, 8), performance=performance)
+    found = SimpleNamespace(stats=pd.DataFrame({"layer": [0, 1], "head": [1, 0], "passes": [True, False]}))
+    intact = pd.DataFrame({"model": "m", "seed": [0, 0, 1, 1], "step": 8, "layer": [0, 1, 0, 1],
+                           "r2": [0.1, 0.2, 0.3, 0.4], "auc": 0.6})
+    widget = intervention_explorer(live, found, intact)
+    assert calls == []  # opened on kind "none" with the stored scores: nothing loaded, nothing measured
+    shown = widget.result.to_dict()
+    assert [r["r2"] for r in shown["datasets"][next(iter(shown["datasets"]))]] == [0.1, 0.2]
+    kind = next(c for c in widget.children if getattr(c, "description", "") == "kind")
+    kind.value = "zero"
+    assert len(calls) == 1 and calls[0][:2] == (0, 8) and calls[0][2] is not None  # the intervened run, live
+    got = widget.result.to_dict()
+    assert [r["condition"] for r in got["datasets"][next(iter(got["datasets"]))]] == ["intact"] * 2 + ["zero"] * 2
+    step = next(c for c in widget.children if getattr(c, "description", "") == "step")
+    kind.value, step.value = "none", 0  # a checkpoint the stored table lacks: measured live, intact
+    assert calls[-1] == (0, 0, None)

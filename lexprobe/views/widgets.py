@@ -56,17 +56,25 @@ def inspector(live: Live, found: HeadTables) -> W.Widget:
     )
 
 
-def intervention_explorer(live: Live, found: HeadTables) -> W.Widget:
+def intervention_explorer(live: Live, found: HeadTables, intact: pd.DataFrame | None = None) -> W.Widget:
     """Pick an intervention kind, heads, seed and checkpoint: per-layer R^2 on the whole stimulus set, intact
-    next to intervened (measured live through the engine; heads marked * pass discovery)."""
+    next to intervened (measured live through the engine; heads marked * pass discovery). ``intact``: the study's
+    per-layer intact performance (stage 1's ``perf``), shown without loading a checkpoint; it opens on kind
+    ``none`` (intact alone), so nothing is measured until a kind is picked."""
     heads = [(f"L{r.layer}H{r.head}{' *' if r.passes else ''}", (int(r.layer), int(r.head)))
              for r in found.stats.drop_duplicates(["layer", "head"]).sort_values(["layer", "head"]).itertuples()]
     passing = tuple(sorted({(int(r.layer), int(r.head)) for r in found.stats.itertuples() if r.passes}))
 
+    def intact_at(seed: int, step: int) -> pd.DataFrame:
+        known = pd.DataFrame() if intact is None else intact[
+            (intact["model"] == live.suite.models[0]) & (intact["seed"] == seed) & (intact["step"] == step)]
+        return known if len(known) else live.performance(seed, step)
+
     def show(kind: str, chosen: tuple[Head, ...], seed: int, step: int) -> alt.Chart:
-        perf = pd.concat([live.performance(seed, step, iv).assign(condition=label)
-                          for label, iv in (("intact", None), (kind, intervention_of(kind, chosen)))])
-        bars = alt.Chart(perf).mark_bar().encode(
+        runs = [intact_at(seed, step).assign(condition="intact")]
+        if kind != "none":
+            runs.append(live.performance(seed, step, intervention_of(kind, chosen)).assign(condition=kind))
+        bars = alt.Chart(pd.concat(runs)[["condition", "layer", "r2", "auc"]]).mark_bar().encode(
             x=alt.X("condition:N", title=None), y=alt.Y("r2:Q", title="R²"), color="condition:N",
             column=alt.Column("layer:O", title="layer"),
             tooltip=["condition", "layer", alt.Tooltip("r2:Q", format=".4f"), alt.Tooltip("auc:Q", format=".3f")],
@@ -75,7 +83,7 @@ def intervention_explorer(live: Live, found: HeadTables) -> W.Widget:
 
     return W.interactive(
         show, {"auto_display": True},
-        kind=W.Dropdown(options=KINDS, value="zero", description="kind"),
+        kind=W.Dropdown(options=KINDS, value="none", description="kind"),
         chosen=W.SelectMultiple(options=heads, value=passing or (heads[0][1],), description="heads (* passes)",
                                 rows=8),
         seed=W.Dropdown(options=live.seeds, description="seed"),
