@@ -253,3 +253,17 @@ def test_a_failing_worker_fails_the_training(home):
     bad = dataclasses.replace(MICRO, name="bad", hidden_size=30)  # 30 is not divisible by 4 heads
     with pytest.raises(RuntimeError, match=r"(?s)training seed [01] failed \(exit code 1\).*divisible"):
         ensure_trained(bad, progress=False, workers=2)
+
+
+def test_an_organism_spec_can_ask_for_more_seeds_and_names_a_bad_option():
+    from lexprobe.organism.suite import organism_profile
+
+    base = organism_profile("organism-planted")
+    more = organism_profile("organism-planted:arch=gpt2:seeds=10")
+    assert base is not None and more is not None
+    assert more.seeds == tuple(range(10)) and more.arch == "gpt2" and more.name == base.name
+    assert organism_profile("organism-planted:seeds=10").fingerprint(load_lexicon()) == base.fingerprint(
+        load_lexicon())  # the seeds already trained are found, not retrained
+    for bad in ("organism:seeds=0", "organism:seeds=x", "organism:arch=bert", "organism:depth=3"):
+        with pytest.raises(ValueError, match="bad organism spec"):
+            organism_profile(bad)
