@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lexprobe.analysis import detection, validity
@@ -208,10 +209,15 @@ def _kept_by_step(per_head: pd.DataFrame) -> pd.DataFrame:
     return wide.rename(columns=lambda c: f"step {c}").reset_index()
 
 
-def _curve_summary(curves: pd.DataFrame, n: int = 5) -> pd.DataFrame:
-    """Pooled recall (precision) per map at about ``n`` log-spaced checkpoints, a column per checkpoint."""
+def _curve_summary(curves: pd.DataFrame, n: int = 6) -> pd.DataFrame:
+    """Pooled recall (precision) per map at about ``n`` checkpoints evenly spread from the first at which any map
+    finds a certified head to the last (log-spaced over all of them when none does), a column per checkpoint."""
     pooled = curves[curves["seed"].astype(str) == detection.ALL_SEEDS]
-    at = set(log_subset(sorted(set(pooled["step"])), n))
+    steps = sorted(set(pooled["step"]))
+    found = pooled.loc[pooled["true_positives"] > 0, "step"]
+    span = [s for s in steps if s >= found.min()] if len(found) else []
+    at = {span[int(round(i))] for i in np.linspace(0, len(span) - 1, min(n, len(span)))} if span else \
+        set(log_subset(steps, n))
     cell = [f"{r:.2f} ({'-' if pd.isna(p) else f'{p:.2f}'})" if pd.notna(r) else "-"
             for r, p in zip(pooled["recall"], pooled["precision"])]
     wide = pooled.assign(cell=cell)[pooled["step"].isin(at)].pivot(index="method", columns="step", values="cell")
@@ -257,7 +263,8 @@ def describe(v: Validation | None, stage1: Inflection) -> View:
                               "pooled over seeds)"),
             Figure("detection_chart", {"curves": v.curves, "planted": v.planted},
                    "precision and recall of each head map across training", "detection"),
-            Table(_curve_summary(v.curves), "Recall (precision) of each map at a few checkpoints, pooled over seeds"),
+            Table(_curve_summary(v.curves), "Recall (precision) of each map at a few checkpoints from the first at "
+                                            "which any map finds a certified head, pooled over seeds"),
             Table(v.first_significant, "First checkpoint at which each planted head is significant in each map, "
                                        "beside its planted opening step, the step from which the per-head "
                                        "construct check certifies it (carrier_step), and stage 1's onset"),
