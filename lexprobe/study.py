@@ -25,6 +25,7 @@ from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
 from lexprobe.analysis.performance import SCORE_OF, Scoring, target_of
+from lexprobe.analysis.selection import DEFAULT_RULE, RULES
 from lexprobe.base.files import fingerprint
 from lexprobe.base.paths import results_dir, smoke
 from lexprobe.checkpoints.suites import Suite, parse_steps, tokenizer_identity
@@ -95,6 +96,9 @@ class Study:
     root: str | None = setting(None, "results folder (default: $LEXPROBE_HOME/results)", flag="--out")
     n_boot: int = setting(200, "item-bootstrap draws")
     n_perm: int = setting(2000, "permutations of the permutation nulls")
+    selection: str = setting(DEFAULT_RULE, "stage 2's selection rule: original (slope > 0, BH q < .05), trend (and the "
+                             "first-difference trend control), prev (and the previous-token control) or both",
+                             choices=tuple(RULES))
     n_random: int = setting(100, "stage 4: random head sets (and random edge sets) in each null", smoke=5)
     n_random_dev: int = setting(10, "stage 4: random head sets at every checkpoint", smoke=2)
     map_steps: int = setting(0, "stage 4: log-spaced checkpoints of the single-head and patch maps (0: every one)",

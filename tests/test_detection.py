@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lexprobe.analysis import detection
-from lexprobe.analysis.selection import MIN_STEPS, discover
+from lexprobe.analysis.selection import MIN_STEPS, RULE_TITLES, discover, passing
 from lexprobe.analysis.validity import per_head_check
 
 CERTIFIED = pd.DataFrame({"model": "m", "seed": [0, 0], "layer": [1, 3], "head": [0, 2], "opens_step": [0, 256]})
@@ -106,7 +106,7 @@ def test_a_rule_that_finds_more_heads_is_chosen_and_confirmed():
     table, verdict = detection.choose_and_confirm(units)
     assert verdict.startswith("original rule beats the default") and "confirmed on the others" in verdict
     allrow = table[(table["split"] == "all")].set_index("rule")
-    assert list(allrow.index) == list(detection.RULES)
+    assert list(allrow.index) == list(RULE_TITLES.values())
     assert allrow.loc["original rule", "recall"] == 1.0 and allrow.loc["original + trend", "recall"] == 0.0
     assert allrow.loc["original rule", "f1_minus_default_low"] > 0
     assert allrow.loc["original + trend", "f1_minus_default"] == 0
@@ -114,14 +114,14 @@ def test_a_rule_that_finds_more_heads_is_chosen_and_confirmed():
 
 
 def test_equal_rules_keep_the_default():
-    units = _units(dict.fromkeys(detection.RULES, 0.5))
+    units = _units(dict.fromkeys(RULE_TITLES.values(), 0.5))
     table, verdict = detection.choose_and_confirm(units)
     assert verdict.startswith("keep the default")
     assert (table["f1_minus_default"] == 0).all()
 
 
 def test_a_rule_better_only_on_the_choosing_seeds_is_not_confirmed():
-    units = _units(dict.fromkeys(detection.RULES, 0.5))
+    units = _units(dict.fromkeys(RULE_TITLES.values(), 0.5))
     better = (units["method"] == "original rule") & (units["seed"] < 2)
     units.loc[better, ["found", "true_positives"]] = 2
     table, verdict = detection.choose_and_confirm(units)
@@ -182,3 +182,30 @@ def test_validate_rules_runs_every_planted_smoke_profile(capsys, monkeypatch):
         assert set(v.readings["planted_type"]) == {types[name]}
         assert set(v.curves["method"]) >= {"stage 2 passes", "original rule", "stage 4 necessity (noising)"}
         assert len(v.per_head["step"].unique()) > 1 and len(v.rules) == 4 * 2
+
+
+def test_the_study_picks_stage_2s_selection_rule():
+    from lexprobe.study import Study
+
+    stats = pd.DataFrame({"selected": [True, True, True, False], "diff_ok": [True, False, False, True],
+                          "beats_prev": [True, True, False, True]})
+    assert passing(stats).tolist() == [True, False, False, False]  # the default: the trend control
+    assert passing(stats, "original").tolist() == [True, True, True, False]
+    assert passing(stats, "prev").tolist() == [True, True, False, False]
+    assert passing(stats, "both").tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="selection rule 'loose'"):
+        passing(stats, "loose")
+    with pytest.raises(ValueError, match="Study\\(selection='loose'\\)"):
+        Study(suite="organism-smoke", selection="loose")
+    assert Study(suite="organism-smoke").selection == "trend"
+
+
+def test_stage_2_passes_the_heads_of_the_study_rule(monkeypatch):
+    from lexprobe.study import Study
+
+    monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    default = Study(suite="organism-smoke", progress=False).discovery.stats
+    loose = Study(suite="organism-smoke", selection="original", progress=False).discovery.stats
+    assert (loose["passes"] == loose["selected"]).all() and set(loose["rule"]) == {"original rule"}
+    assert (default["passes"] == (default["selected"] & default["diff_ok"])).all()
+    assert set(default["rule"]) == {"original + trend"}

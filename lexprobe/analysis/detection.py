@@ -12,7 +12,7 @@ finds the heads a planted organism was built to carry the cue.
   carrier) each head is first detected.
 * :func:`readings`: what was planted (single, OR, joint), what the organism learned (the construct check's reading)
   and what the greedy sufficient set reads (single / OR / AND / distributed / mixed), per seed.
-* :data:`RULES`, :func:`rule_scores` and :func:`choose_and_confirm`: stage 2's selection rules scored with
+* :func:`rule_maps`, :func:`rule_scores` and :func:`choose_and_confirm`: stage 2's selection rules scored with
   cluster-bootstrap intervals over (profile, seed) units, and a rule chosen on some seeds and confirmed on others.
 """
 
@@ -24,15 +24,13 @@ import numpy as np
 import pandas as pd
 
 from lexprobe.analysis.primitives import at_last_checkpoint
-from lexprobe.analysis.selection import MIN_STEPS, discover
+from lexprobe.analysis.selection import DEFAULT_RULE as DEFAULT_KEY
+from lexprobe.analysis.selection import MIN_STEPS, RULE_TITLES, RULES, discover, passing
 
 MAP_COLUMNS = ("model", "seed", "step", "layer", "head", "significant")
 ALL_SEEDS = "all"
 COUNTS = ["planted", "found", "true_positives"]
-# stage 2's selection rules: the stats columns a head must meet (the original study's rule, and with its controls)
-RULES = {"original rule": ("selected",), "original + trend": ("selected", "diff_ok"),
-         "original + prev-token": ("selected", "beats_prev"), "original + both": ("selected", "diff_ok", "beats_prev")}
-DEFAULT_RULE = "original + trend"  # stage 2's ``passes``
+DEFAULT_RULE = RULE_TITLES[DEFAULT_KEY]  # stage 2's default ``passes``, as the tables name it
 DRAWS = 2000  # bootstrap draws over (profile, seed) units
 Head = tuple[int, int]
 
@@ -111,8 +109,9 @@ def stage2_by_step(heads: pd.DataFrame, best: pd.DataFrame, score: str, n_perm: 
 
 
 def rule_maps(stats: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Each of stage 2's selection rules (:data:`RULES`) as a head map of ``stats`` (which has a step column)."""
-    return {rule: stats.assign(significant=stats[list(cols)].all(axis=1)) for rule, cols in RULES.items()}
+    """Each of stage 2's selection rules (:data:`~lexprobe.analysis.selection.RULES`) as a head map of ``stats``
+    (which has a step column), by title."""
+    return {RULE_TITLES[rule]: stats.assign(significant=passing(stats, rule)) for rule in RULES}
 
 
 def carrier_steps(per_head: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +185,8 @@ def rule_scores(units: pd.DataFrame, default: str = DEFAULT_RULE, draws: int = D
     picks = rng.integers(0, n, size=(draws, n))
     boot: dict[str, dict[str, np.ndarray]] = {}
     rows = []
-    for rule in sorted(wide["planted"].columns, key=lambda r: list(RULES).index(r) if r in RULES else len(RULES)):
+    order = list(RULE_TITLES.values())
+    for rule in sorted(wide["planted"].columns, key=lambda r: order.index(r) if r in order else len(order)):
         tp, found, planted = (wide[c][rule].to_numpy(float) for c in ("true_positives", "found", "planted"))
         t, f, p = tp[picks].sum(1), found[picks].sum(1), planted[picks].sum(1)
         b = {"precision": _ratio(t, f), "recall": _ratio(t, p), "f1": _f1(t, f, p)}

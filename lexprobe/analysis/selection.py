@@ -11,7 +11,9 @@ Benjamini-Hochberg FDR over heads, keep slope > 0 and q < .05) is reported toget
 * **previous-token control**: per head, a paired one-tailed t-test over sentences (at one checkpoint, the last
   by default) that cue attention exceeds the head's generic previous-token attention.
 
-A head ``passes`` when it meets the original rule and the first-difference trend control (slope > 0, q < .05).
+A head ``passes`` when it meets the original rule and the first-difference trend control (slope > 0, q < .05);
+``Study(selection=...)`` picks another of :data:`RULES` (``lexprobe validate --rules`` scores them on the planted
+organisms).
 The log-step covariate is reported but not used for ``passes``: a performance curve that is flat and then rises
 is not linear in log-step, so any head that changes after the rise survives that covariate (on the organism,
 18-23 of 24 heads per seed did), while first differences ask for changes at the same checkpoints.
@@ -26,6 +28,19 @@ from lexprobe.analysis.primitives import bh_within, empirical_p
 from lexprobe.base.lazy import stats
 
 ALPHA = 0.05
+# stage 2's selection rules (``Study(selection=...)``): the stats columns a head must meet to pass
+RULES = {"original": ("selected",), "trend": ("selected", "diff_ok"), "prev": ("selected", "beats_prev"),
+         "both": ("selected", "diff_ok", "beats_prev")}
+RULE_TITLES = {"original": "original rule", "trend": "original + trend", "prev": "original + prev-token",
+               "both": "original + both"}
+DEFAULT_RULE = "trend"
+
+
+def passing(stats: pd.DataFrame, rule: str = DEFAULT_RULE) -> pd.Series:
+    """Whether each head of ``stats`` meets a selection rule of :data:`RULES`."""
+    if rule not in RULES:
+        raise ValueError(f"selection rule {rule!r}: choose one of {tuple(RULES)}")
+    return stats[list(RULES[rule])].all(axis=1)
 
 
 MIN_STEPS = 4  # checkpoints a trajectory needs before a head can be tested
@@ -113,5 +128,5 @@ def discover(heads: pd.DataFrame, best: pd.DataFrame, score: str = "r2", control
     df["diff_ok"] = (df["slope_diff"] > 0) & (df["q_diff"] < ALPHA)
     df["perm_ok"] = df["q_perm_diff"] < ALPHA
     df["beats_prev"] = df["q_prev"] < ALPHA
-    df["passes"] = df["selected"] & df["diff_ok"]
+    df["passes"] = passing(df)
     return df

@@ -9,13 +9,13 @@ from typing import Any
 import pandas as pd
 
 from lexprobe.analysis import findings
-from lexprobe.analysis.selection import MIN_STEPS, discover, trajectories
+from lexprobe.analysis.selection import DEFAULT_RULE, MIN_STEPS, RULE_TITLES, discover, passing, trajectories
 from lexprobe.base.view import Figure, Table, Text, View
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 
 CRITERIA = {"selected": "FDR rule", "diff_ok": "1st-diff", "logstep_ok": "log-step", "perm_ok": "permutation",
-            "beats_prev": "> prev-token", "passes": "PASS (FDR + 1st-diff)"}
+            "beats_prev": "> prev-token", "passes": "PASS (the study's selection rule)"}
 
 
 @dataclass
@@ -36,7 +36,7 @@ class DiscoveryStage(Plugin):
     """Stage 2: head discovery on the checkpoints of a finished inflection stage, against the score it follows."""
 
     name, title, result = "discovery", "Which heads track it?", Discovery
-    needs, reads = ("inflection",), ("n_perm", "seed")
+    needs, reads = ("inflection",), ("n_perm", "seed", "selection")
 
     def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
         n = len(earlier["inflection"].steps)
@@ -52,11 +52,17 @@ class DiscoveryStage(Plugin):
         suite = study.checkpoint_suite
         heads = study.store.load("heads", suite=suite.name, stimuli=s1.stimuli.name, condition=s1.condition,
                                  step=list(s1.steps), model=list(suite.models), seed=list(suite.seeds))
-        return Discovery(heads, trajectories(heads), discover(heads, s1.best, score=s1.score, n_perm=study.n_perm,
-                                                              seed=study.seed))
+        stats = discover(heads, s1.best, score=s1.score, n_perm=study.n_perm, seed=study.seed)
+        return Discovery(heads, trajectories(heads), stats.assign(passes=passing(stats, study.selection),
+                                                                  rule=RULE_TITLES[study.selection]))
 
 
 STAGE = DiscoveryStage()
+
+
+def _rule(stats: pd.DataFrame) -> str:
+    """The selection rule behind ``passes`` (stats from before the setting existed: the default's)."""
+    return str(stats["rule"].iloc[0]) if "rule" in stats.columns and len(stats) else RULE_TITLES[DEFAULT_RULE]
 
 
 def describe(s2: Discovery) -> View:
@@ -72,6 +78,6 @@ def describe(s2: Discovery) -> View:
              f"p <= {0.05 / n:.2g}); the previous-token control is a paired one-sided t-test at the last checkpoint. "
              f"Criteria: {'; '.join(f'{k} = {v}' for k, v in CRITERIA.items())}.", note=True),
         Table(st.groupby(["model", "seed"])[list(CRITERIA)].sum().reset_index(),
-              "Heads meeting each criterion per seed (passes = FDR rule + first-difference trend control)"),
+              f"Heads meeting each criterion per seed (passes = {_rule(st)})"),
         Table(st[st["passes"]][["model", "seed", "layer", "head", "r", "slope", "q", "q_diff", "q_prev", "beats_prev"]],
               "Heads that pass, per seed")))

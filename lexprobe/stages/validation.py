@@ -19,6 +19,7 @@ import pandas as pd
 from lexprobe.analysis import detection, validity
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
+from lexprobe.analysis.selection import passing
 from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import Suite, log_subset
 from lexprobe.engine.interventions import EdgeKnockout
@@ -148,7 +149,7 @@ class ValidationStage(Plugin):
     validity tables of stages 2 and 4's head maps."""
 
     name, title, result = "validation", "Do the stages find the planted circuit?", Validation
-    needs, reads = ("inflection", "discovery", "causal"), ("n_perm", "seed")
+    needs, reads = ("inflection", "discovery", "causal"), ("n_perm", "seed", "selection")
 
     def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
         suite = study.checkpoint_suite
@@ -176,6 +177,7 @@ class ValidationStage(Plugin):
         certified = last[last["certified"]][["model", "seed", "layer", "head"]].merge(
             planted, on=["model", "seed", "layer", "head"])
         by_step = detection.stage2_by_step(s2.heads, s1.best, s1.score, study.n_perm, study.seed)
+        by_step = by_step.assign(passes=passing(by_step, study.selection))
         maps = head_maps(by_step, earlier["causal"])
         per_step = {k: m for k, m in maps.items() if m["step"].nunique() > 1}
         first = validity.first_significant(per_step, planted).assign(planted_onset=s1.onset).merge(
