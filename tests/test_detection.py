@@ -159,7 +159,7 @@ def test_the_detection_chart_draws_both_scores_and_the_opening_steps(tmp_path):
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in
              spec["spec"]["layer"]]
     assert marks == ["line", "rule"]  # a dashed rule at the late head's opening step (256)
-    assert spec["datasets"][spec["spec"]["layer"][1]["data"]["name"]] == [{"x": 257}]
+    assert spec["datasets"][spec["spec"]["layer"][1]["data"]["name"]] == [{"x": 256}]
     assert viz.save(chart, tmp_path / "detection.svg").read_text().lstrip().startswith("<svg")
 
 

@@ -374,21 +374,22 @@ def head_stat_chart(stats: pd.DataFrame, value: str = "r") -> alt.FacetChart:
 
 
 def detection_chart(curves: pd.DataFrame, planted: pd.DataFrame | None = None) -> alt.FacetChart:
-    """Precision and recall of every head map across training (pooled over seeds), one line per map on a log step
-    axis; with ``planted`` (column ``opens_step``), a dashed rule at each planted head's opening step."""
+    """Precision and recall of every head map across training (pooled over seeds), one line per map on a linear step
+    axis (a planted organism's carriers form late, where a log axis would crowd them); with ``planted`` (column
+    ``opens_step``), a dashed rule at each planted head's opening step."""
     d = curves[curves["seed"].astype(str) == "all"].melt(
         id_vars=["method", "step", "planted", "found", "true_positives", "seeds"], value_vars=["recall", "precision"],
-        var_name="score", value_name="value").dropna(subset=["value"]).assign(step1=lambda x: x["step"] + 1)
+        var_name="score", value_name="value").dropna(subset=["value"])
     lines = alt.Chart().mark_line(point=True).encode(
-        x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+        x=alt.X("step:Q", title="training step"),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])), color=alt.Color("method:N", title="head map"),
         tooltip=["method", "step", "score", alt.Tooltip("value:Q", format=".2f"), "true_positives", "found",
                  "planted", "seeds"])
     layers: list[alt.Chart] = [lines]
     if planted is not None and planted["opens_step"].gt(0).any():
-        opens = pd.DataFrame({"x": sorted(set(planted["opens_step"]) - {0})}).assign(x=lambda x: x["x"] + 1)
+        opens = pd.DataFrame({"x": sorted(set(planted["opens_step"]) - {0})})
         layers.append(alt.Chart(opens).mark_rule(strokeDash=[6, 3], color="black").encode(
-            x="x:Q", tooltip=[alt.Tooltip("x:Q", title="a planted head opens at step + 1")]))
+            x="x:Q", tooltip=[alt.Tooltip("x:Q", title="a planted head opens at step")]))
     return alt.layer(*layers, data=d).properties(width=360, height=180).facet(
         column=alt.Column("score:N", title=None, sort=["recall", "precision"]),
         title="Head maps against the certified planted heads across training (pooled over seeds)")
