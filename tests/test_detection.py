@@ -113,6 +113,15 @@ def test_a_rule_that_finds_more_heads_is_chosen_and_confirmed():
     assert set(table["seeds"][table["split"] == "choose"].iloc[0].split()) == {"a:0,1", "b:0,1", "c:0,1"}
 
 
+def test_a_rule_with_no_seeds_left_to_confirm_it_is_not_adopted():
+    units = _units({"original rule": 1.0, "original + trend": 0.2, "original + prev-token": 0.2,
+                    "original + both": 0.2})
+    _, verdict = detection.choose_and_confirm(units, n_choose=5)
+    assert "no seeds are left to confirm" in verdict and verdict.endswith("keep the default")
+    with pytest.raises(ValueError, match="at least 1 seed per profile, not 0"):
+        detection.choose_and_confirm(units, n_choose=0)
+
+
 def test_equal_rules_keep_the_default():
     units = _units(dict.fromkeys(RULE_TITLES.values(), 0.5))
     table, verdict = detection.choose_and_confirm(units)
@@ -146,6 +155,8 @@ def test_stage2_by_step_ends_with_stage_2_itself():
     assert sorted(set(got["step"])) == steps[MIN_STEPS - 1:]
     full = discover(heads, best, "r2", n_perm=50, seed=3)
     pd.testing.assert_frame_equal(got[got["step"] == 32].drop(columns="step").reset_index(drop=True), full)
+    reused = detection.stage2_by_step(heads, best, "r2", n_perm=50, seed=3, final=full.assign(rule="x"))
+    pd.testing.assert_frame_equal(reused, got)  # stage 2's own statistics stand in for the last step
     maps = detection.rule_maps(got)
     assert (maps["original + both"]["significant"] <= maps["original rule"]["significant"]).all()
 

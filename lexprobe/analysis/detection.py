@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lexprobe.analysis.primitives import at_last_checkpoint
+from lexprobe.analysis.primitives import at_last_checkpoint, stays_from
 from lexprobe.analysis.selection import DEFAULT_RULE as DEFAULT_KEY
 from lexprobe.analysis.selection import MIN_STEPS, RULE_TITLES, RULES, discover, passing
 
@@ -100,12 +100,18 @@ def curves(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame) -> pd.Data
     return pooled(scored(maps, certified), ["method", "model", "step"])
 
 
-def stage2_by_step(heads: pd.DataFrame, best: pd.DataFrame, score: str, n_perm: int, seed: int) -> pd.DataFrame:
+def stage2_by_step(heads: pd.DataFrame, best: pd.DataFrame, score: str, n_perm: int, seed: int,
+                   final: pd.DataFrame | None = None) -> pd.DataFrame:
     """Stage 2's statistics had training stopped at each checkpoint (from the ``MIN_STEPS``-th on): :func:`discover`
-    on the trajectories up to that step, its ``step`` column that checkpoint."""
-    steps = sorted(set(heads["step"]) & set(best["step"]))
-    return pd.concat([discover(heads[heads["step"] <= s], best[best["step"] <= s], score=score, n_perm=n_perm,
-                               seed=seed).assign(step=s) for s in steps[MIN_STEPS - 1:]], ignore_index=True)
+    on the trajectories up to that step, its ``step`` column that checkpoint. ``final``: stage 2's own statistics
+    (on every step), used for the last instead of computing them again."""
+    steps = sorted(set(heads["step"]) & set(best["step"]))[MIN_STEPS - 1:]
+    todo = steps[:-1] if final is not None else steps
+    out = [discover(heads[heads["step"] <= s], best[best["step"] <= s], score=score, n_perm=n_perm,
+                    seed=seed).assign(step=s) for s in todo]
+    if final is not None and steps:
+        out.append(final.drop(columns=["rule"], errors="ignore").assign(step=steps[-1]))
+    return pd.concat(out, ignore_index=True)
 
 
 def rule_maps(stats: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -120,10 +126,8 @@ def carrier_steps(per_head: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (model, sd, layer, head), g in per_head.sort_values("step").groupby(["model", "seed", "layer", "head"]):
         ok = g["certified"].to_numpy(bool)
-        tail = np.flatnonzero(~ok)
-        start = 0 if not len(tail) else tail[-1] + 1
         rows.append({"model": model, "seed": int(sd), "layer": int(layer), "head": int(head),
-                     "carrier_step": float(g["step"].iloc[start]) if start < len(g) else np.nan,
+                     "carrier_step": float(stays_from(g["step"].to_numpy(), ok)),
                      "certified_at": int(ok.sum()), "checked_steps": len(g)})
     return pd.DataFrame(rows, columns=["model", "seed", "layer", "head", "carrier_step", "certified_at",
                                        "checked_steps"])
@@ -215,6 +219,8 @@ def choose_and_confirm(units: pd.DataFrame, n_choose: int = 2, default: str = DE
     and all, and the verdict. The rule, fixed before the confirming seeds are scored: on the choosing seeds, the
     rule with the highest F1 whose F1 beats the default's (lower end of the paired interval above 0) is chosen;
     it replaces the default only if it beats it on the confirming seeds too."""
+    if n_choose < 1:
+        raise ValueError(f"choose a rule on at least 1 seed per profile, not {n_choose}")
     rank = units.groupby("profile")["seed"].rank(method="dense")
     split = np.where(rank <= n_choose, "choose", "confirm")
     parts = {"choose": units[split == "choose"], "confirm": units[split == "confirm"], "all": units}
@@ -227,7 +233,10 @@ def choose_and_confirm(units: pd.DataFrame, n_choose: int = 2, default: str = DE
         return table, f"keep the default ({default}): no rule beats it on the choosing seeds"
     rule = str(chosen.sort_values("f1", ascending=False)["rule"].iloc[0])
     confirm = table[(table["split"] == "confirm") & (table["rule"] == rule)]
-    if len(confirm) and float(confirm["f1_minus_default_low"].iloc[0]) > 0:
+    if confirm.empty:
+        return table, (f"{rule} beats the default ({default}) on the choosing seeds; no seeds are left to confirm "
+                       "it on (train more: --seeds N): keep the default")
+    if float(confirm["f1_minus_default_low"].iloc[0]) > 0:
         return table, f"{rule} beats the default ({default}) on the choosing seeds and is confirmed on the others"
     return table, (f"{rule} beats the default ({default}) on the choosing seeds but is not confirmed on the others: "
                    "keep the default")

@@ -28,6 +28,7 @@ from lexprobe.analysis.primitives import (
     at_last_checkpoint,
     bh_within,
     empirical_p,
+    stays_from,
     weighted_auc,
     weighted_r,
     word_weights,
@@ -230,11 +231,7 @@ def first_significant(tests: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame
     an intersection-union test, so the claim "from this step on" keeps its error at ``alpha`` uncorrected."""
     rows = []
     for (family, model, sd), g in tests.sort_values("step").groupby(["family", "model", "seed"]):
-        sig = (g["p"] < alpha).to_numpy()
-        steps = g["step"].to_numpy()
-        tail = np.flatnonzero(~sig)
-        first = (steps[tail[-1] + 1] if len(tail) and tail[-1] + 1 < len(steps)
-                 else (steps[0] if not len(tail) else np.nan))
+        first = stays_from(g["step"].to_numpy(), (g["p"] < alpha).to_numpy())
         rows.append({"family": family, "model": model, "seed": sd, "effect_from_step": first})
     return pd.DataFrame(rows)
 

@@ -97,3 +97,10 @@ def at_last_checkpoint(df: pd.DataFrame) -> pd.DataFrame:
     """The rows at the last step of their (model, seed) (of their seed in a table without a model column)."""
     run = ["model", "seed"] if "model" in df.columns else ["seed"]
     return df[df["step"] == df.groupby(run)["step"].transform("max")]
+
+
+def stays_from(steps: np.ndarray, flags: np.ndarray) -> float:
+    """The first of ``steps`` (sorted) from which ``flags`` holds at every later step; NaN if it fails at the last."""
+    off = np.flatnonzero(~np.asarray(flags, bool))
+    start = off[-1] + 1 if len(off) else 0
+    return steps[start] if start < len(steps) else np.nan

@@ -23,7 +23,7 @@ import pandas as pd
 
 from lexprobe.analysis.detection import check_map, head_name, pooled, scored
 from lexprobe.analysis.patchmaps import reading
-from lexprobe.analysis.primitives import at_last_checkpoint
+from lexprobe.analysis.primitives import at_last_checkpoint, stays_from
 
 MIN_PLANTED = 0.8  # cutting the planted heads' edges must remove at least this share of best-layer R^2
 MAX_OTHERS = 0.2  # cutting the same edges in every other head may remove at most this share
@@ -107,12 +107,9 @@ def first_significant(maps: Mapping[str, pd.DataFrame], planted: pd.DataFrame) -
             g = table[(table["model"] == r.model) & (table["seed"] == r.seed) & (table["layer"] == r.layer)
                       & (table["head"] == r.head)]
             g = g.sort_values("step")
-            on = g["significant"].to_numpy(bool)
-            sig = g.loc[on, "step"]
-            off = np.flatnonzero(~on)
-            stays = off[-1] + 1 if len(off) else 0  # from here on significant at every later checkpoint
+            sig = g.loc[g["significant"].astype(bool), "step"]
             rows.append({"method": method, "model": r.model, "seed": int(r.seed), "layer": int(r.layer),
                          "head": int(r.head), "first_significant_step": float(sig.min()) if len(sig) else np.nan,
-                         "detected_from_step": float(g["step"].iloc[stays]) if stays < len(g) else np.nan,
+                         "detected_from_step": float(stays_from(g["step"].to_numpy(), g["significant"].to_numpy())),
                          "significant_at": len(sig), "checkpoints": g["step"].nunique()})
     return pd.DataFrame(rows)

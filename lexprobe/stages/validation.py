@@ -92,7 +92,7 @@ def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     grid = stats[["model", "seed", "layer", "head"]].drop_duplicates()
     sets = greedy[["model", "seed", "step", "set"]].merge(grid, on=["model", "seed"])
-    named = [f"L{r.layer}H{r.head}" in str(r.set).split() for r in sets.itertuples()]
+    named = [detection.head_name(r.layer, r.head) in str(r.set).split() for r in sets.itertuples()]
     return sets.assign(significant=named)[cols]
 
 
@@ -176,7 +176,7 @@ class ValidationStage(Plugin):
         last = at_last_checkpoint(per_head)
         certified = last[last["certified"]][["model", "seed", "layer", "head"]].merge(
             planted, on=["model", "seed", "layer", "head"])
-        by_step = detection.stage2_by_step(s2.heads, s1.best, s1.score, study.n_perm, study.seed)
+        by_step = detection.stage2_by_step(s2.heads, s1.best, s1.score, study.n_perm, study.seed, final=s2.stats)
         by_step = by_step.assign(passes=passing(by_step, study.selection))
         maps = head_maps(by_step, earlier["causal"])
         per_step = {k: m for k, m in maps.items() if m["step"].nunique() > 1}
@@ -199,8 +199,9 @@ def has_plant(suite: Suite) -> bool:
     return "planted_heads" in suite.metadata
 
 
-def _certified(g: pd.DataFrame) -> str:
-    return " ".join(detection.head_name(r.layer, r.head) for r in g.itertuples() if r.certified) or "none"
+def _named(heads: pd.DataFrame) -> str:
+    """The heads of a table with layer and head columns, as the reports list them ('none' for none)."""
+    return detection.names({(int(r.layer), int(r.head)) for r in heads.itertuples()}) or "none"
 
 
 def _kept_by_step(per_head: pd.DataFrame) -> pd.DataFrame:
@@ -239,7 +240,7 @@ def describe(v: Validation | None, stage1: Inflection) -> View:
     else:
         verdicts = tuple(Text(
             f"seed {r.seed} step {r.step}: planted "
-            f"{' '.join(f'L{x.layer}H{x.head}' for x in v.planted[v.planted['seed'] == r.seed].itertuples())}: "
+            f"{_named(v.planted[v.planted['seed'] == r.seed])}: "
             f"{'PASS' if r.passes else 'FAIL (the planted set is not ground truth for this seed)'}")
             for r in v.construct.itertuples())
         last = at_last_checkpoint(v.per_head)
@@ -252,7 +253,7 @@ def describe(v: Validation | None, stage1: Inflection) -> View:
             *verdicts,
             Table(v.construct, "Construct check per seed (last checkpoint)"),
             *(Text(f"seed {sd}: the planted heads work as {g['reading'].iloc[0]}; certified (each carries the cue "
-                   f"alone or is needed): {_certified(g)}") for sd, g in last.groupby("seed")),
+                   f"alone or is needed): {_named(g[g['certified']])}") for sd, g in last.groupby("seed")),
             Table(last, "Per-head construct check: share of intact R² removed when each planted head's edges "
                         "alone are cut, and kept when it alone keeps them (last checkpoint)"),
             Table(_kept_by_step(v.per_head), "Per-head construct check across training: share each planted head "
