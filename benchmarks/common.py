@@ -8,6 +8,8 @@ from transformers import GPTNeoXForCausalLM
 
 from lexprobe.checkpoints.bpe import train_tokenizer
 from lexprobe.checkpoints.shapes import pythia_config, random_model
+from lexprobe.engine.batching import split_rows
+from lexprobe.engine.sites import sites_of
 from lexprobe.stimuli.align import Encoded, encode
 from lexprobe.stimuli.tables import Stimuli
 
@@ -22,10 +24,12 @@ def stimulus_tokenizer(stimuli: Stimuli):
     return train_tokenizer(list(stimuli.sentences["sentence"]) * 5, vocab_size=1000)
 
 
-def engine_batches(tok: object, stimuli: Stimuli, batch_size: int) -> list[Encoded]:
-    """The batches :func:`lexprobe.engine.extract.measure` runs: sentences sorted by length, trimmed to the longest."""
+def engine_batches(model: torch.nn.Module, tok: object, stimuli: Stimuli, batch_size: int | None) -> list[Encoded]:
+    """The batches :func:`lexprobe.engine.extract.measure` runs on ``model``: sentences sorted by length, split by
+    :func:`lexprobe.engine.batching.split_rows`, each trimmed to its longest sentence."""
     enc = encode(tok, stimuli.sentences, pad_id=tok.pad_token_id)
-    return [enc.rows(idx) for idx in torch.split(torch.argsort(enc.lengths, stable=True), batch_size)]
+    order = torch.argsort(enc.lengths, stable=True)
+    return [enc.rows(idx) for idx in split_rows(sites_of(model), order, enc.lengths, batch_size)]
 
 
 def bare_forward(model: torch.nn.Module, batches: list[Encoded]) -> None:

@@ -54,7 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="14m", choices=tuple(PYTHIA_SHAPES))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=ExtractConfig().batch_size)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="sentences per pass (default: the engine's, by memory)")
     ap.add_argument("--loop-sentences", type=int, default=None, help="sentences for the loop (default: all)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -66,7 +67,7 @@ def main() -> None:
     n = len(stimuli.sentences)
 
     measure(model, tok, stimuli, config, progress=False)  # warm-up
-    batches = engine_batches(tok, stimuli, args.batch_size)  # encoded once: the bare forward does no tokenizing
+    batches = engine_batches(model, tok, stimuli, args.batch_size)  # encoded once: the bare forward does no tokenizing
     bare_forward(model, batches)
     runs: dict[str, list[tuple[float, float]]] = {"engine": [], "bare": []}  # (wall, cpu) seconds
     fast = None
@@ -89,7 +90,8 @@ def main() -> None:
     n_loop = len(sub.sentences)
 
     print(f"checkpoint: random pythia-{args.shape} shape; {n} RAW-C-like sentences, mean "
-          f"{float(encode(tok, stimuli.sentences).lengths.float().mean()):.1f} tokens; batch {args.batch_size}; "
+          f"{float(encode(tok, stimuli.sentences).lengths.float().mean()):.1f} tokens; "
+          f"{len(batches)} batches of {', '.join(str(len(b.lengths)) for b in batches)} sentences; "
           f"torch threads {torch.get_num_threads()}; {args.repeats} alternating runs each")
     print(f"per-sentence loop : {n_loop / t_loop:9.1f} sentences/s wall  ({n_loop} sentences, {t_loop:.2f} s)")
     med = {name: [statistics.median(t[k] for t in ts) for k in (0, 1)] for name, ts in runs.items()}

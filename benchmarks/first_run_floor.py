@@ -69,7 +69,7 @@ def training_step(p: Profile, steps: int) -> tuple[float, float, object]:
 def forward_per_sentence(p: Profile, tok: object, study: Study, repeats: int) -> float:
     """Median CPU seconds per sentence of a bare eager forward of the study's stimuli at the organism's shape."""
     model = GPTNeoXForCausalLM(neox_config(len(tok), p.hidden_size, p.layers, p.heads)).eval()
-    batches = engine_batches(tok, study.stimulus_set, study.batch_size)
+    batches = engine_batches(model, tok, study.stimulus_set, study.batch_size)
     bare_forward(model, batches)  # warm-up
     times = []
     for _ in range(repeats):

@@ -85,7 +85,8 @@ def _store_migrate(args: argparse.Namespace) -> int:
 
 def _engine_flags(p: argparse.ArgumentParser) -> None:
     """The engine's flags of ``extract`` and ``plan`` (the stage commands take the study's)."""
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="sentences per forward pass (default: as many as keep one pass's activations under 32 MiB)")
     p.add_argument("--no-embeddings", action="store_true", help="do not store per-sentence embeddings")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
                    help="where checkpoints run; auto picks a GPU when torch sees one (default %(default)s)")
@@ -272,7 +273,7 @@ def _study_args(p: argparse.ArgumentParser, suite: bool = True) -> None:
             kw["action"] = "store_true"
         elif isinstance(f.default, tuple):
             kw["type"] = lambda s: tuple(s.split(","))
-        elif isinstance(f.default, int):
+        elif isinstance(f.default, int) or f.metadata.get("type") is int:
             kw["type"] = int
         if f.metadata.get("choices"):
             kw["choices"] = f.metadata["choices"]

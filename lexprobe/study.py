@@ -115,7 +115,8 @@ class Study:
     device: str = setting("cpu", "where checkpoints run; auto picks a GPU when torch sees one",
                           choices=DEVICES)
     dtype: str = setting("float32", "weight dtype; part of the results' fingerprint", choices=tuple(DTYPES))
-    batch_size: int = setting(64, "sentences per forward pass")
+    batch_size: int | None = setting(None, "sentences per forward pass (default: as many as keep one pass's "
+                                     "activations under 32 MiB)", type=int)
     intervention: Condition = field(default=INTACT, metadata={"help": None})
     counterfactual: Stimuli | None = field(default=None, metadata={"help": None})
     progress: bool = field(default=True, compare=False, metadata={"help": None})

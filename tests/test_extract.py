@@ -8,9 +8,12 @@ import pytest
 import torch
 from conftest import assert_same_tables
 
-from lexprobe.engine.extract import ExtractConfig, measure
+from lexprobe.engine import batching
+from lexprobe.engine.batching import split_rows
+from lexprobe.engine.extract import ExtractConfig, cosine_distances, measure
 from lexprobe.engine.interventions import HeadAblation
 from lexprobe.engine.reference import measure_reference
+from lexprobe.engine.sites import sites_of
 from lexprobe.stimuli.align import align, encode
 from lexprobe.stimuli.tables import StimulusError
 
@@ -28,14 +31,48 @@ def test_engine_matches_reference(model, tokenizer, few):
     assert fast["distances"].query("layer > 0")["distance"].std() > 0
 
 
-def test_batched_equals_unbatched(model, tokenizer, few):
+@pytest.mark.parametrize("size", [64, None, "tight"])
+def test_batched_equals_unbatched(model, tokenizer, few, size, monkeypatch):
+    if size == "tight":  # by memory, with a budget that holds a few sentences: several uneven batches
+        monkeypatch.setattr(batching, "BATCH_BYTES", batching.activation_bytes(sites_of(model), 3, 12))
+        size = None
     one = measure(model, tokenizer, few, ExtractConfig(batch_size=1), progress=False)
-    many = measure(model, tokenizer, few, ExtractConfig(batch_size=64), progress=False)
+    many = measure(model, tokenizer, few, ExtractConfig(batch_size=size), progress=False)
     for name in ("heads", "distances"):
         num = one[name].select_dtypes("number").columns
         np.testing.assert_allclose(one[name][num], many[name][num], atol=1e-5)
     e1, e2 = np.stack(one["embeddings"]["embedding"]), np.stack(many["embeddings"]["embedding"])
     np.testing.assert_allclose(e1, e2, atol=1e-5)
+
+
+def test_split_rows_by_memory(model, tokenizer, few, monkeypatch):
+    sites = sites_of(model)
+    enc = encode(tokenizer, few.sentences, pad_id=tokenizer.pad_token_id)
+    order = torch.argsort(enc.lengths, stable=True)
+    assert [len(b) for b in split_rows(sites, order, enc.lengths, 4)][:2] == [4, 4]
+    assert len(split_rows(sites, order, enc.lengths)) == 1  # a tiny model: the whole set fits the default budget
+    budget = batching.activation_bytes(sites, 3, int(enc.lengths.max()))
+    monkeypatch.setattr(batching, "BATCH_BYTES", budget)
+    parts = split_rows(sites, order, enc.lengths)
+    assert torch.equal(torch.cat(parts), order) and len(parts) > len(order) // 6
+    for rows in parts:  # each batch fits at its longest sentence, and one more sentence would not have
+        assert batching.activation_bytes(sites, len(rows), int(enc.lengths[rows].max())) <= budget or len(rows) == 1
+    for rows, after in zip(parts, parts[1:]):
+        grown = torch.cat([rows, after[:1]])
+        assert batching.activation_bytes(sites, len(grown), int(enc.lengths[grown].max())) > budget
+    with pytest.raises(ValueError, match="batch_size=0"):
+        split_rows(sites, order, enc.lengths, 0)
+
+
+def test_cosine_distances_are_torch_cosine_to_the_bit():
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(3, 40, 4, 24, generator=g) * torch.logspace(-3, 3, 40)[None, :, None, None]
+    emb[:, 5] = 0  # a zero vector: the same clamp
+    s1, s2 = (torch.randint(0, 40, (60,), generator=g).numpy() for _ in range(2))
+    got = cosine_distances(emb, s1, s2)
+    for k in range(3):
+        want = 1 - torch.nn.functional.cosine_similarity(emb[k, s1].double(), emb[k, s2].double(), dim=-1)
+        assert torch.equal(got[k], want) and torch.equal(cosine_distances(emb[k], s1, s2), want)
 
 
 def test_embedding_layers_follow_hf_convention(model, tokenizer, few):

@@ -13,7 +13,7 @@ ENGINE_VERSION = 1
 class ExtractConfig:
     """What the engine computes and how it batches; part of every result's fingerprint."""
 
-    batch_size: int = 64
+    batch_size: int | None = None  # sentences per forward pass; None: by memory (lexprobe.engine.batching)
     save_embeddings: bool = True
     dtype: str = "float32"
     device: str = "cpu"

@@ -30,6 +30,7 @@ import pandas as pd
 
 from lexprobe.base.lazy import nnsight, torch
 from lexprobe.base.progress import tqdm
+from lexprobe.engine.batching import activation_bytes, split_rows
 from lexprobe.engine.conditions import Donor
 from lexprobe.engine.config import ExtractConfig
 from lexprobe.engine.hooks import Batch, Edit, IntactLayers
@@ -131,12 +132,7 @@ def intact_batch(sites: Sites, enc: Encoded, batch: Batch) -> IntactLayers:
 def reusable_layers(sites: Sites, enc: Encoded, batches: list[torch.Tensor]) -> bool:
     """Whether keeping every batch's intact layers stays under ``REUSE_BYTES`` (float32 hidden states and
     attention of all layers)."""
-    floats = 0
-    for idx in batches:
-        width = int(enc.lengths[idx].max())
-        floats += len(idx) * width * ((sites.n_layers + 1) * sites.n_heads * sites.head_dim
-                                      + sites.n_layers * sites.n_heads * width)
-    return 4 * floats <= REUSE_BYTES
+    return sum(activation_bytes(sites, len(idx), int(enc.lengths[idx].max())) for idx in batches) <= REUSE_BYTES
 
 
 def intact_head_outputs(sites: Sites, enc: Encoded, batches: list[torch.Tensor],
@@ -191,9 +187,13 @@ def reduce_batch(hidden: torch.Tensor, attn: torch.Tensor, enc: Encoded) -> Batc
 
 
 def cosine_distances(emb: torch.Tensor, s1: np.ndarray, s2: np.ndarray) -> torch.Tensor:
-    """1 - cosine similarity between sentence embeddings ``emb[s1]`` and ``emb[s2]`` at every layer."""
-    a, b = emb[torch.tensor(s1)].double(), emb[torch.tensor(s2)].double()
-    return 1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    """1 - cosine similarity (float64) between sentence embeddings ``emb[..., s1, :, :]`` and ``emb[..., s2, :, :]``
+    at every layer; ``emb`` is (..., n, L+1, d). Each sentence is normalised once, not once per pair it is in: the
+    same operations as ``torch.nn.functional.cosine_similarity`` (each vector divided by its norm clamped at 1e-8,
+    then the product summed), so the same numbers to the bit (tested)."""
+    unit = torch.nn.functional.normalize(emb.double(), dim=-1, eps=1e-8)
+    a, b = torch.tensor(np.asarray(s1)), torch.tensor(np.asarray(s2))
+    return 1 - (unit[..., a, :, :] * unit[..., b, :, :]).sum(-1)
 
 
 def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], intervention: Edit,
@@ -209,18 +209,19 @@ def _replacements(sites: Sites, enc: Encoded, batches: list[torch.Tensor], inter
     return values
 
 
-def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame, batch_size: int,
-            intervention: Edit | None, donor: Donor | None, read: Callable[[Sites, Batch], R],
-            progress: bool, reuse: bool = False) -> tuple[Encoded, torch.Tensor, list[R]]:
-    """Encode, prepare and trace every batch (sorted by length), calling ``read(sites, batch)`` inside each
-    trace; returns the encoding, the batch order and the per-batch results. ``reuse``: give each batch its intact
-    layers (:func:`intact_batch`) when the intervention leaves its first layers alone and they fit in memory."""
+def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentences: pd.DataFrame,
+            batch_size: int | None, intervention: Edit | None, donor: Donor | None, read: Callable[[Sites, Batch], R],
+            progress: bool, reuse: bool = False) -> tuple[Encoded, list[torch.Tensor], list[R]]:
+    """Encode, prepare and trace every batch (sorted by length; :func:`split_rows`), calling ``read(sites, batch)``
+    inside each trace; returns the encoding, each batch's sentence rows and the per-batch results. ``reuse``: give
+    each batch its intact layers (:func:`intact_batch`) when the intervention leaves its first layers alone and they
+    fit in memory."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = encoded(tokenizer, sentences, pad_id=pad)
     sites = sites_of(model)
     device = next(model.parameters()).device
     order = torch.argsort(enc.lengths, stable=True)  # similar lengths together: less padding
-    batches = list(torch.split(order, batch_size))
+    batches = split_rows(sites, order, enc.lengths, batch_size)
     values = {} if intervention is None else _replacements(sites, enc, batches, intervention,
                                                            sentences["word"].to_numpy())
     todo = [Batch(enc.rows(idx).to(device), idx, {k: v[idx].to(device) for k, v in values.items()})
@@ -233,7 +234,7 @@ def _traced(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sentence
     with intervention.weights(sites, donor) if intervention is not None else nullcontext():
         for batch in tqdm(todo, desc="batches", leave=False, disable=not progress):
             outs.append(read(sites, batch))
-    return enc, order, outs
+    return enc, batches, outs
 
 
 def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
@@ -246,10 +247,10 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli:
     (:meth:`lexprobe.engine.sites.Sites.qk_weights`). Every site is checked live once per model
     (:func:`lexprobe.engine.sites.sites_of`).
     """
-    _, order, outs = _traced(model, tokenizer, stimuli.sentences, config.batch_size, intervention, donor,
-                             lambda sites, batch: trace_batch(sites, batch, intervention).to("cpu"), progress,
-                             reuse=True)
-    inv = torch.argsort(order)
+    _, batches, outs = _traced(model, tokenizer, stimuli.sentences, config.batch_size, intervention, donor,
+                               lambda sites, batch: trace_batch(sites, batch, intervention).to("cpu"), progress,
+                               reuse=True)
+    inv = torch.argsort(torch.cat(batches))
     full = replace(outs[0], **{f: torch.cat([getattr(o, f) for o in outs])[inv]
                                for f in BatchOutput.__dataclass_fields__ if getattr(outs[0], f) is not None})
     return tables(full, stimuli, config)
@@ -281,9 +282,9 @@ def attention_maps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
                 tracer.stop()
         return torch.stack(list(attn), 1).float()  # (b, L, H, T, T)
 
-    enc, order, outs = _traced(model, tokenizer, sentences, 64, intervention, donor, read, progress=False)
+    enc, batches, outs = _traced(model, tokenizer, sentences, None, intervention, donor, read, progress=False)
     maps: dict[int, AttentionMap] = {}
-    for idx, att in zip(torch.split(order, 64), outs):
+    for idx, att in zip(batches, outs):
         for j, i in enumerate(idx.tolist()):
             n = int(enc.lengths[i])
             maps[i] = {"tokens": enc.tokens[i], "target": enc.target_mask[i, :n].nonzero()[:, 0].tolist(),

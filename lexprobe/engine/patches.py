@@ -38,7 +38,9 @@ import numpy as np
 import pandas as pd
 
 from lexprobe.base.lazy import nnsight, torch
+from lexprobe.engine.batching import split_rows
 from lexprobe.engine.conditions import Donor, Named
+from lexprobe.engine.extract import cosine_distances
 from lexprobe.engine.interventions import Head, all_heads, heads_of
 from lexprobe.engine.sites import Sites, sites_of
 from lexprobe.stimuli.align import Encoded, encode
@@ -202,7 +204,7 @@ class PatchRunner:
     docstring): prefixes computed once per side and batch, intact head outputs and embeddings at the target kept."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
-                 counterfactual: Stimuli, batch_size: int = 64):
+                 counterfactual: Stimuli, batch_size: int | None = None):
         self.sites = sites_of(model)
         self.stimuli, self.counterfactual = stimuli, counterfactual
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -233,7 +235,7 @@ class PatchRunner:
                              f"({len(dropped)} dropped)")
         real, cf = real.rows(keep), cf.rows(keep)
         order = torch.argsort(real.target_mask.float().argmax(1), stable=True)
-        self.batches = list(torch.split(order, batch_size))
+        self.batches = split_rows(self.sites, order, real.lengths, batch_size)
         self.device = next(model.parameters()).device
         shift = shift[keep]
         self.sides = {name: [self._prepare(enc.rows(idx).to(self.device), (shift[idx] * moves).to(self.device))
@@ -363,8 +365,7 @@ class PatchRunner:
         """Pair distances (1 - cosine, float64) at every layer under each patch: columns patch, pair_id, layer,
         distance."""
         row = {int(s): i for i, s in enumerate(self.sentence_ids)}
-        s1 = torch.tensor(self.pairs["s1"].map(row).to_numpy())
-        s2 = torch.tensor(self.pairs["s2"].map(row).to_numpy())
+        s1, s2 = (self.pairs[s].map(row).to_numpy() for s in ("s1", "s2"))
         # a few patches at a time: every patch's embeddings at once is patches x sentences x layers x width (on the
         # pythia-410m shape, 820 patches: 16 GB, and several times that in float64)
         per_patch = len(self.sentence_ids) * (self.sites.n_layers + 1) * int(self.sites.model.config.hidden_size) * 24
@@ -372,8 +373,7 @@ class PatchRunner:
         frames = []
         for start in range(0, len(patches), chunk):
             emb = self.embeddings(patches[start:start + chunk])
-            unit = torch.nn.functional.normalize(torch.stack(list(emb.values())).double(), dim=-1)  # (k, n, L+1, d)
-            dist = 1 - (unit[:, s1] * unit[:, s2]).sum(-1)  # (k, pairs, L+1)
+            dist = cosine_distances(torch.stack(list(emb.values())), s1, s2)  # (k, pairs, L+1)
             k, n_pairs, n_layers = dist.shape
             frames.append(pd.DataFrame({
                 "patch": np.repeat(list(emb), n_pairs * n_layers),
@@ -383,7 +383,8 @@ class PatchRunner:
 
 
 def measure_patch_map(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
-                      patch_map: PatchMap, batch_size: int = 64, save_heads: bool = False) -> dict[str, pd.DataFrame]:
+                      patch_map: PatchMap, batch_size: int | None = None, save_heads: bool = False
+                      ) -> dict[str, pd.DataFrame]:
     """The store's tables of a patch map on one loaded checkpoint: distances with a ``patch`` column (and, when the
     sweep keeps heads tables, an empty one: patched runs read no attention)."""
     runner = PatchRunner(model, tokenizer, stimuli, patch_map.counterfactual, batch_size)
