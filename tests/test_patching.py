@@ -236,3 +236,40 @@ def test_greedy_sets_are_searched_from_each_seeds_onset_on():
     got = greedy_steps(s1, 3)
     assert min(got["m", 0]) >= 100 and got["m", 0][-1] == 512 and len(got["m", 0]) == 3
     assert got["m", 1] == (512,)  # no onset: the last checkpoint alone
+
+
+@pytest.mark.parametrize("tie", [0.0, None])
+def test_greedy_ties_are_broken_by_layer_not_by_rounding(monkeypatch, tie):
+    """Heads above the layer read out score exactly what the set without them scores; two heads below score 1e-12
+    above or below that, as rounding (a batch size, a device) may have it. Exact ties only: rounding picks the set.
+    With the tolerance: one set, the same under both roundings."""
+    from lexprobe.stages import patching
+
+    heads = [(layer, h) for layer in range(3) for h in range(2)]
+    alone = {(0, 0): 0.3, (0, 1): 0.2}
+
+    def scorer(jitter: float):
+        def scores(runner, scoring, patches):
+            out = {}
+            for p in patches:
+                if p.heads == ():
+                    out[p.name] = 1.0 if p.direction == "noise" else 0.0
+                    continue
+                s = set(p.heads)
+                r2 = sum(alone.get(h, 0.0) for h in s) + (0.4 if {(1, 0), (1, 1)} <= s else 0.0)
+                out[p.name] = r2 + jitter * len(s & {(1, 0), (1, 1)})  # rounding of the heads that can matter
+            return out
+        return scores
+
+    if tie is not None:
+        monkeypatch.setattr(patching, "TIE", tie)
+    sets = []
+    for jitter in (1e-12, -1e-12):
+        monkeypatch.setattr(patching, "_scores", scorer(jitter))
+        curve, chosen, clean, cf = patching.greedy_set(None, None, heads)
+        assert (clean, cf) == (1.0, 0.0) and curve[-1]["recovered"] >= patching.RECOVER
+        sets.append(chosen)
+    if tie == 0.0:  # the fragility the tolerance removes
+        assert sets[0] == ((0, 0), (0, 1), (1, 0), (1, 1)) and len(sets[1]) == 6
+    else:
+        assert sets[0] == sets[1] == ((0, 0), (0, 1), (1, 0), (1, 1))

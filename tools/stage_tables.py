@@ -17,6 +17,8 @@ import difflib
 import pickle
 import re
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +41,7 @@ def tables_of(name: str, obj: Any, out: dict[str, pd.DataFrame]) -> dict[str, pd
 
 def dump(path: str) -> None:
     from lexprobe import Study
-    from lexprobe.supplement import supplement
+    from lexprobe.supplement import write_report
 
     study = Study(progress=False)
     stages = {"s1": study.inflection, "s2": study.discovery, "s3": study.perturbation, "s4": study.causal,
@@ -47,9 +49,8 @@ def dump(path: str) -> None:
     out: dict[str, pd.DataFrame] = {}
     for name, stage in stages.items():
         tables_of(name, stage, out)
-    s1 = stages["s1"]
-    commits = study.store.provenance(suite=s1.suite.name, stimuli=s1.stimuli.name, condition="intact")
-    html = supplement(*stages.values(), commits[["model", "seed", "step", "commit", "weights_hash"]], "cmd")
+    with tempfile.TemporaryDirectory() as tmp:  # the report exactly as `lexprobe report` writes it
+        html = write_report(study, Path(tmp) / "report.html", "cmd").read_text(encoding="utf-8")
     with open(path, "wb") as fh:
         pickle.dump({"tables": out, "html": html}, fh)
     print(f"dumped {len(out)} tables to {path}")

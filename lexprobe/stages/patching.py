@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 RECOVER = 0.8  # the share of the clean R^2 a greedy set must recover
+TIE = 1e-6  # greedy candidates whose R^2 is within this of the best are tied (float32 rounding moves R^2 ~1e-7)
 
 
 @dataclass
@@ -145,17 +146,23 @@ def greedy_set(runner: PatchRunner, scoring: Scoring, heads: list[Head]
                ) -> tuple[list[dict], tuple[Head, ...], float, float]:
     """The greedy recovery curve (rows: size, added head, recovered share, R^2) until RECOVER is reached or every
     head is in the set, the set, and the clean and counterfactual R^2 (no set when the clean run does not beat
-    the counterfactual: there is nothing to recover)."""
+    the counterfactual: there is nothing to recover).
+
+    Each round adds the head whose joint denoising scores best; heads within :data:`TIE` of the best are tied and
+    the one in the lowest layer (then lowest head) wins. Without the tolerance, ties are common (a head above the
+    best layer cannot move it: it scores exactly what the set without it scores) and float32 rounding alone (a
+    batch size, a device) decides between a tied head and one below the best layer that scores 1e-16 higher, and
+    with it the rest of the set."""
     base = _scores(runner, scoring, [Patch((), "noise"), Patch((), "denoise")])
     clean, cf = base[CLEAN], base[CORRUPT]
     room = clean - cf
     chosen: list[Head] = []
     curve: list[dict] = []
     while room > 0 and len(chosen) < len(heads):
-        cands = [h for h in heads if h not in chosen]
+        cands = sorted(h for h in heads if h not in chosen)
         got = _scores(runner, scoring, [Patch(tuple(chosen + [h]), "denoise") for h in cands])
         r2 = [got[Patch(tuple(chosen + [h]), "denoise").name] for h in cands]
-        best = int(np.argmax(r2))
+        best = next(i for i, v in enumerate(r2) if v >= max(r2) - TIE)
         chosen.append(cands[best])
         recovered = (r2[best] - cf) / room if room > 0 else np.nan
         curve.append({"size": len(chosen), "added": f"L{cands[best][0]}H{cands[best][1]}", "recovered": recovered,
@@ -218,7 +225,8 @@ class GreedySearch(Named):
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "counterfactual": {"name": self.counterfactual.name,
                                                       "hash": self.counterfactual.hash},
-                "scoring": asdict(self.scoring), "n_random": self.n_random, "seed": self.seed, "recover": RECOVER}
+                "scoring": asdict(self.scoring), "n_random": self.n_random, "seed": self.seed, "recover": RECOVER,
+                "tie": TIE}
 
     def label(self) -> str:
         return f"r{self.n_random}s{self.seed}"
