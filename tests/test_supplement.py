@@ -14,6 +14,7 @@ import pytest
 
 from lexprobe.base.view import Figure, Heading, Table, Text, View
 from lexprobe.cli import main
+from lexprobe.stages.ablation import NO_SET, ZERO_OPT_IN
 from lexprobe.supplement import Page, document
 from lexprobe.views.text import render_text
 
@@ -147,6 +148,8 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     assert ("ablation" in names) == (passing and "zero" in study.methods)  # a discovered set, zero-ablated
     assert ("qk-edit" in names) == ("seed-ablation" in names) == passing  # the default's own test of that set
     assert ("causal-map" in names) == study.head_map
+    no_set, opt_in = (html.escape(t) in text for t in (NO_SET, ZERO_OPT_IN))  # why no zero-ablation chart
+    assert (no_set, opt_in) == ((False, False) if "ablation" in names else (not passing, passing))
     for spec in specs.values():
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/v6")
     seed_panels = next(s for f, s in specs.items() if f.endswith("seed-trajectories"))["concat"]

@@ -46,6 +46,9 @@ from lexprobe.stimuli.align import encode
 
 METHODS = ("zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
 LEAN = ("qk-zero", "qk-copy")  # the default: the original study's own test (the rest answered by patching)
+NO_SET = "No seed has heads that pass discovery: there is no discovered set to ablate."
+ZERO_OPT_IN = ("Zero ablation of the discovered heads across training is opt-in (methods zero, mean, resample, "
+               "knockout); the default tests them by the QK edits below.")
 DEVELOPMENT = ("zero", "qk-zero", "qk-copy")  # methods measured at every checkpoint (the rest at the last)
 EXACT = 1e-5
 
@@ -212,8 +215,10 @@ def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block
     if (tests["family"] == "zero").any():
         blocks.append(Figure("ablation_chart", {"tests": tests},
                              "zero ablation of the discovered heads across training", "ablation"))
+    elif tests.empty:
+        blocks.append(Text(NO_SET, note=True))
     else:
-        blocks.append(Text("No seed has heads that pass discovery: there is no discovered set to ablate.", note=True))
+        blocks.append(Text(ZERO_OPT_IN, note=True))
     for r in s4.onset_of_effect.itertuples():
         when = (f"from step {r.effect_from_step:.0f} on" if pd.notna(r.effect_from_step)
                 else "at no step (not even at the last checkpoint)")
