@@ -136,6 +136,7 @@ class Study:
             raise ValueError(f"Study(methods={tuple(self.methods)!r}): {bad} not among stage 4's {METHODS}")
         object.__setattr__(self, "root", str(self.root or results_dir()))
         object.__setattr__(self, "methods", tuple(self.methods))
+        self.config  # noqa: B018 - a bad engine setting (batch size) fails here, before the suite is trained
 
     def with_(self, **changes: Any) -> Study:
         """The same study with some settings changed (a new study: nothing is shared but the store)."""

@@ -117,3 +117,15 @@ def test_repeated_target_uses_occurrence_after_cue(tokenizer):
     assert t_idx[0] > c_idx[-1]
     assert tokenizer.decode(ids[t_idx[0]: t_idx[-1] + 1]).strip() == "bank"
     assert "bank" in tokenizer.decode(ids[: c_idx[0]])  # the first 'bank' is skipped
+
+
+def test_a_bad_batch_size_is_refused_before_anything_is_trained(tmp_path, monkeypatch, capsys):
+    from lexprobe.cli import main
+
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path))
+    monkeypatch.setenv("LEXPROBE_SMOKE", "1")
+    assert main(["inflection", "--batch-size", "0"]) == 2
+    assert "batch_size=0: give at least 1 sentence per forward pass" in capsys.readouterr().err
+    assert not (tmp_path / "organism").exists()  # refused before the organism was trained
+    with pytest.raises(ValueError, match="batch_size=-1"):
+        ExtractConfig(batch_size=-1)

@@ -35,15 +35,20 @@ def split_rows(sites: Sites, order: torch.Tensor, lengths: torch.Tensor,
     batch as long as its :func:`activation_bytes` at its longest sentence stay under :data:`BATCH_BYTES` (at
     least one row per batch)."""
     if batch_size is not None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: give at least 1 sentence per batch, or None (by memory)")
-        return list(torch.split(order, batch_size))
+        return list(torch.split(order, check_batch_size(batch_size)))
     out, start, width = [], 0, 0
     for i, row in enumerate(order.tolist()):
-        longer = max(width, int(lengths[row]))
-        if i > start and activation_bytes(sites, i + 1 - start, longer) > BATCH_BYTES:
+        width = max(width, int(lengths[row]))
+        if i > start and activation_bytes(sites, i + 1 - start, width) > BATCH_BYTES:
             out.append(order[start:i])
-            start, longer = i, int(lengths[row])
-        width = longer
+            start, width = i, int(lengths[row])
     out.append(order[start:])
     return out
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` itself when it is at least 1 sentence, else a ValueError that says what to give."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: give at least 1 sentence per forward pass, or leave it unset "
+                         f"(as many sentences as fit in {BATCH_BYTES >> 20} MiB of activations)")
+    return batch_size

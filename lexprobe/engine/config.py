@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lexprobe.engine.batching import check_batch_size
+
 MEASUREMENTS = ("distances", "heads", "embeddings")
 ENGINE_VERSION = 1
 
@@ -18,6 +20,10 @@ class ExtractConfig:
     dtype: str = "float32"
     device: str = "cpu"
     save_heads: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None:
+            check_batch_size(self.batch_size)  # refused here, before any checkpoint is trained or loaded
 
     @property
     def measurements(self) -> tuple[str, ...]:
