@@ -27,7 +27,7 @@ from lexprobe import Study
 from lexprobe.checkpoints.hubcache import add_revision
 from lexprobe.checkpoints.shapes import pythia_config, random_model
 from lexprobe.checkpoints.suites import hub_cache
-from lexprobe.stages.causal import describe
+from lexprobe.report import view
 from lexprobe.stimuli.tables import PAIR_COLUMNS, load_stimuli
 from lexprobe.views.text import render_text
 
@@ -66,14 +66,14 @@ def main() -> None:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            s4 = study.causal
+            study.causal  # noqa: B018 - stage 4 measured here, under the warnings filter
         print(f"suite {suite.name}: {REPO} steps {suite.steps} read offline from {root / 'hub'}; stimuli {csv.name} "
               f"({len(study.stimulus_set.pairs)} pairs, target {study.inflection.target}); stage 4 in "
               f"{time.perf_counter() - t0:.0f} s")
         for msg in dict.fromkeys(f"{type(w.message).__name__}: {w.message}" for w in caught):
             if "neutral" in msg or "patching" in msg:
                 print(msg)
-        print(render_text(describe(s4, study.inflection.inflection)))
+        print(render_text(view(study, "causal")))
 
 
 if __name__ == "__main__":

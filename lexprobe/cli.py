@@ -125,42 +125,11 @@ def _show(view: View) -> None:
     print(render_text(view), flush=True)
 
 
-def _inflection(args: argparse.Namespace) -> int:
-    from lexprobe.stages.inflection import describe
+def _stage(args: argparse.Namespace) -> int:
+    """A stage's command: its view (the stage run, or read from the stage cache, with the stages it needs)."""
+    from lexprobe.report import view
 
-    _show(describe(_study(args).inflection))
-    return 0
-
-
-def _discovery(args: argparse.Namespace) -> int:
-    from lexprobe.stages.discovery import describe
-
-    _show(describe(_study(args).discovery))
-    return 0
-
-
-def _perturbation(args: argparse.Namespace) -> int:
-    from lexprobe.stages.perturbation import describe
-
-    _show(describe(_study(args).perturbation))
-    return 0
-
-
-def _causal(args: argparse.Namespace) -> int:
-    from lexprobe.stages.causal import describe
-
-    study = _study(args)
-    _show(describe(study.causal, study.inflection.inflection))
-    return 0
-
-
-def _replication(args: argparse.Namespace) -> int:
-    from lexprobe.stages.replication import describe, replicate
-
-    study = _study(args)
-    s5 = (replicate(study.inflection, study.discovery, None, n_perm=study.n_perm, seed=study.seed) if args.no_causal
-          else study.replication)
-    _show(describe(s5, study.inflection))
+    _show(view(_study(args), args.stage))
     return 0
 
 
@@ -183,17 +152,14 @@ def _report(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Main job: train (or reuse) the organism, extract on it (cached), print the stage 1-2 reports, then run (or
     reuse) stages 3-5 and write the HTML supplement."""
-    from lexprobe.base.view import View
-    from lexprobe.stages import discovery, inflection
+    from lexprobe.report import view
     from lexprobe.stages.registry import Skipped
 
     study = _study(args, _organism(args.profile, args.arch))
-    _show(inflection.describe(study.inflection))
-    s2 = study.outcome("discovery")  # e.g. fewer checkpoints than head discovery needs: stage 1 still stands
-    view = View.skipped_because("stage 2", s2.reason) if isinstance(s2, Skipped) else discovery.describe(s2)
+    _show(view(study, "inflection"))
     print()
-    _show(view)
-    if view.skipped:
+    _show(view(study, "discovery"))  # e.g. fewer checkpoints than head discovery needs: stage 1 still stands
+    if isinstance(study.outcome("discovery"), Skipped):
         return 0
     if not args.no_report:
         print()
@@ -218,12 +184,12 @@ def timing_line(timings: dict[str, dict]) -> str:
 def _validation(args: argparse.Namespace) -> int:
     """Train (or reuse) the planted organism, run stages 1, 2 and 4 on it and print the construct check and the
     validity table; ``--html`` also writes its supplement (all five stages, with the validation section)."""
-    from lexprobe.stages.validation import describe
+    from lexprobe.report import view
 
     if args.rules:
         return _rules(args)
     study = _study(args, _organism(args.profile, args.arch))
-    _show(describe(study.validation, study.inflection))
+    _show(view(study, "validation"))
     if args.html:
         _write_report(study, args)
     return 0
@@ -332,21 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the organism in another family (default gpt_neox: pythia-14m's shape)")
     t.set_defaults(func=_organism_train)
 
-    stages = (("inflection", (), "stage 1: when disambiguation takes off (measures missing checkpoints first)",
-               _inflection),
-              ("discovery", ("heads",), "stage 2: heads whose cue attention tracks it (FDR rule + trend control)",
-               _discovery),
-              ("perturbation", (), "stage 3: the heads under perturbed stimuli (cue separated, reframed, neutral)",
-               _perturbation),
-              ("causal", (), "stage 4: ablations vs random head sets, patching maps, greedy sufficient sets", _causal),
-              ("replication", ("seeds",), "stage 5: seed agreement of inflections, mixed model, heads, causal effects",
-               _replication))
-    for name, aliases, text, func in stages:
-        c = sub.add_parser(name, aliases=list(aliases), help=text)
-        _study_args(c)
-        if name == "replication":
-            c.add_argument("--no-causal", action="store_true", help="leave out the stage-4 effects per seed")
-        c.set_defaults(func=func)
+    from lexprobe.stages import STAGES
+
+    for stage in STAGES.values():  # a command per registered stage (validation's takes an organism profile)
+        c = sub.add_parser(stage.name, aliases=list(stage.aliases), help=stage.summary)
+        if stage.name == "validation":
+            _validation_flags(c)
+        else:
+            _study_args(c)
+            c.set_defaults(func=_stage, stage=stage.name)
 
     h = sub.add_parser("report", help="all five stages (run or reused) in one self-contained HTML file")
     _study_args(h)
@@ -362,8 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="stop after the stage 1-2 reports (no stages 3-5)")
     r.set_defaults(func=_run)
 
-    v = sub.add_parser("validation", aliases=["validate"],
-                       help="planted-circuit organism: construct check, precision/recall of stages 2 and 4")
+    return p
+
+
+def _validation_flags(v: argparse.ArgumentParser) -> None:
+    """The validation command's flags: it picks the planted organism itself, and can score stage 2's rules."""
     v.add_argument("--profile", default="planted", help="an organism profile with a plant (default %(default)s; "
                                                          "LEXPROBE_SMOKE=1: planted-smoke)")
     v.add_argument("--arch", default=None, choices=FAMILIES,
@@ -378,7 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seeds", type=int, help="with --rules: train and validate seeds 0..N-1 of each profile "
                                              "(default: the profile's own)")
     v.set_defaults(func=_validation)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

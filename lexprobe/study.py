@@ -225,6 +225,11 @@ class Study:
             self._results[name] = self._compute(STAGES[name])
         return self._results[name]
 
+    def earlier(self, name: str) -> dict[str, Any]:
+        """The outcomes of the stages stage ``name`` needs, by name (a result, or
+        :class:`~lexprobe.stages.registry.Skipped`): what its report sets its own result beside."""
+        return {n: self.outcome(n) for n in STAGES[name].needs}
+
     def seen_by(self, stage: Stage[Any]) -> StageSettings:
         """This study as ``stage`` sees it: the shared inputs and the settings it reads (others refused)."""
         return StageSettings(self, stage, frozenset(f.name for f in fields(self)))

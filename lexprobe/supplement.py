@@ -17,7 +17,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -25,18 +24,12 @@ import altair as alt
 import pandas as pd
 
 import lexprobe
-from lexprobe import stages
-from lexprobe.analysis import findings
+from lexprobe import report
 from lexprobe.base.paths import REPO_ROOT
 from lexprobe.base.view import Figure, Heading, Table, Text, View
 from lexprobe.checkpoints.suites import Suite
-from lexprobe.stages.causal import Causal
-from lexprobe.stages.discovery import Discovery
-from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.perturbation import Perturbation
-from lexprobe.stages.registry import Skipped
-from lexprobe.stages.replication import Replication
-from lexprobe.stages.validation import Validation
+from lexprobe.report.findings import abstract
+from lexprobe.stages import STAGES
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.study import Study
 from lexprobe.views import viz
@@ -229,49 +222,31 @@ def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFram
                                                 "condition)", collapsed=True)
 
 
-LABELS = {"discovery": "stage 2", "perturbation": "stage 3", "causal": "stage 4", "replication": "stage 5"}
-
-
-def supplement(s1: Inflection, s2: Discovery | None, s3: Perturbation | None, s4: Causal | None, s5: Replication | None,
-               commits: pd.DataFrame, command: str, skipped: dict[str, str] | None = None,
-               validation: Validation | None = None) -> str:
-    """The HTML supplement of finished stages (``None`` for a stage that could not run; ``skipped`` says why) and,
-    on a suite with a planted circuit, of its ``validation``."""
+def supplement(study: Study, commits: pd.DataFrame, command: str) -> str:
+    """The HTML supplement of ``study``: the abstract (each stage's leading finding), then every registered stage's
+    view in order (a skipped stage says why), then the provenance."""
     page = Page()
+    s1 = study.inflection
     title = f"lexprobe supplement: {s1.suite.name}"
     page.heading(title, level=1)
     page.text(f"{s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
               f"{s1.best['step'].nunique()} checkpoints; stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs). "
               "Every chart is embedded in this file and renders without network access.")
-    ran = {"inflection": findings.inflection(s1)} | {
-        name: getattr(findings, name)(result) for name, result in (("discovery", s2), ("perturbation", s3),
-                                                                   ("causal", s4), ("replication", s5))
-        if result is not None}
     page.heading("Abstract", level=2, anchor="abstract")
-    page.text(findings.abstract(ran) + " Each stage below opens with its findings, generated from its tables.")
-    page.view(stages.inflection.describe(s1))
-    # each view bound to its own stage (they take different stage types), None for a stage that did not run
-    described = (("stage 2", None if s2 is None else partial(stages.discovery.describe, s2)),
-                 ("stage 3", None if s3 is None else partial(stages.perturbation.describe, s3)),
-                 ("stage 4", None if s4 is None else partial(stages.causal.describe, s4, s1.inflection)),
-                 ("stage 5", None if s5 is None else partial(stages.replication.describe, s5, s1)))
-    for name, describe in described:
-        page.view(describe() if describe is not None
-                  else View.skipped_because(name, (skipped or {}).get(name, "not run")))
-    page.view(stages.validation.describe(validation, s1))
+    page.text(abstract({name: report.findings_of(study, name) for name in STAGES})
+              + " Each stage below opens with its findings, generated from its tables.")
+    for name in STAGES:
+        page.view(report.view(study, name))
     _provenance(page, s1.suite, s1.stimuli, commits, command)
     return document(title, page)
 
 
 def write_report(study: Study, out: str | Path, command: str | None = None) -> Path:
-    """Run (or reuse from the results store) all five stages of ``study`` and write the supplement to ``out``."""
+    """Run (or reuse from the results store) every stage of ``study`` and write the supplement to ``out``."""
     s1 = study.inflection
-    got = {name: study.outcome(name) for name in ("discovery", "perturbation", "causal", "replication", "validation")}
-    skipped = {label: got[name].reason for name, label in LABELS.items() if isinstance(got[name], Skipped)}
-    s2, s3, s4, s5, v = (None if isinstance(r, Skipped) else r for r in got.values())
     commits = study.store.provenance(suite=s1.suite.name, stimuli=s1.stimuli.name, condition=s1.condition)
-    text = supplement(s1, s2, s3, s4, s5, commits[["model", "seed", "step", "commit", "weights_hash", "created"]],
-                      command or shlex.join(["lexprobe", *sys.argv[1:]]), skipped, v)
+    text = supplement(study, commits[["model", "seed", "step", "commit", "weights_hash", "created"]],
+                      command or shlex.join(["lexprobe", *sys.argv[1:]]))
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lexprobe import Study
-from lexprobe.analysis import findings
-from lexprobe.analysis.findings import read_back
+from lexprobe.report import findings, report_of
+from lexprobe.report.findings import read_back
 from lexprobe.stages.registry import Skipped
 
 NUMBER = re.compile(r"(?<![\w.\-])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?%?")
@@ -24,17 +24,18 @@ def results():
         m.setenv("LEXPROBE_SMOKE", "1")
         study = Study(progress=False)
         got = {name: study.outcome(name) for name in STAGES}
+        got["said"] = {name: report_of(name).findings(got[name], study.earlier(name)) for name in STAGES}
     assert not any(isinstance(r, Skipped) for r in got.values()), got
     return got
 
 
-def text_of(stage: str, result) -> str:
-    return " ".join(f.text for f in getattr(findings, stage)(result))
+def text_of(stage: str, results) -> str:
+    return " ".join(f.text for f in results["said"][stage])
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_number_in_a_finding_is_a_quote_of_its_table(results, stage):
-    for f in getattr(findings, stage)(results[stage]):
+    for f in results["said"][stage]:
         numbers = NUMBER.findall(IDENTIFIERS.sub("", f.text))
         assert sorted(numbers) == sorted(q.text for q in f.quotes), f.text  # nothing unquoted, nothing missing
         for q in f.quotes:
@@ -43,7 +44,7 @@ def test_every_number_in_a_finding_is_a_quote_of_its_table(results, stage):
 
 def test_the_onsets_in_words_equal_stage_1s_table(results):
     s1 = results["inflection"]
-    said = re.findall(r"step (\d+) \[(\d+), (\d+)\] in seed (\d+)", text_of("inflection", s1))
+    said = re.findall(r"step (\d+) \[(\d+), (\d+)\] in seed (\d+)", text_of("inflection", results))
     assert said, "no onset with an interval in the findings"
     table = s1.inflection.set_index("seed")
     for onset, low, high, seed in said:
@@ -56,7 +57,7 @@ def test_the_onsets_in_words_equal_stage_1s_table(results):
 
 def test_the_heads_in_words_equal_stage_2s_table(results):
     s2 = results["discovery"]
-    text = text_of("discovery", s2)
+    text = text_of("discovery", results)
     passing = s2.stats[s2.stats["passes"]]
     got = re.search(r"pass in (\d+) of (\d+) seeds", text)
     assert got and (int(got[1]), int(got[2])) == (passing["seed"].nunique(), s2.stats["seed"].nunique())
@@ -68,10 +69,10 @@ def test_the_patching_and_seed_claims_equal_their_tables(results):
     s4, s5 = results["causal"], results["replication"]
     maps = s4.patch_maps
     heads = maps[(maps["unit"] == "head") & (maps["step"] == maps["step"].max())]
-    said = [int(n) for n in re.findall(r"(\d+) \(head, seed\) cases", text_of("causal", s4))]
+    said = [int(n) for n in re.findall(r"(\d+) \(head, seed\) cases", text_of("causal", results))]
     assert said == [int(heads.loc[heads["direction"] == d, "significant"].sum()) for d in ("noise", "denoise")]
     spread = s5.spread.iloc[0]
-    text = text_of("replication", s5)
+    text = text_of("replication", results)
     if np.isfinite(spread["p"]):
         q, p = re.search(r"Cochran's Q = ([\d.]+) \(p = ([\d.e-]+)\)", text).groups()
         assert float(q) == pytest.approx(spread["Q"], abs=0.05) and float(p) == pytest.approx(spread["p"], rel=0.01)

@@ -175,7 +175,7 @@ def test_fitted_curves_follow_the_data():
 
 
 def test_a_zero_width_profile_interval_is_reported_as_a_failure_with_its_reason():
-    from lexprobe.stages.inflection import _interval
+    from lexprobe.report.inflection_report import _interval
 
     assert _interval(176.4, 176.4).startswith("FAILED (zero width at 176")
     assert "grid is coarser than the interval" in _interval(176.4, 176.4)

@@ -14,7 +14,7 @@ import pytest
 
 from lexprobe.base.view import Figure, Heading, Table, Text, View
 from lexprobe.cli import main
-from lexprobe.stages.ablation import NO_SET, ZERO_OPT_IN
+from lexprobe.report.causal_report import NO_SET, ZERO_OPT_IN
 from lexprobe.supplement import Page, document
 from lexprobe.views.text import render_text
 

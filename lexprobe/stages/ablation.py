@@ -25,10 +25,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lexprobe.analysis import nulls
-from lexprobe.analysis.nulls import RANK_RESOLVES
-from lexprobe.analysis.primitives import at_last_checkpoint
-from lexprobe.analysis.selection import ALPHA
-from lexprobe.base.view import Block, Figure, Table, Text
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.engine.conditions import Condition
 from lexprobe.engine.interventions import (
@@ -41,14 +37,11 @@ from lexprobe.engine.interventions import (
 )
 from lexprobe.engine.patches import PatchMap
 from lexprobe.stages.discovery import Discovery
-from lexprobe.stages.inflection import Inflection, onset_words
+from lexprobe.stages.inflection import Inflection
 from lexprobe.stimuli.align import encode
 
 METHODS = ("zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
 LEAN = ("qk-zero", "qk-copy")  # the default: the original study's own test (the rest answered by patching)
-NO_SET = "No seed has heads that pass discovery: there is no discovered set to ablate."
-ZERO_OPT_IN = ("Zero ablation of the discovered heads across training is opt-in (methods zero, mean, resample, "
-               "knockout); the default tests them by the QK edits below.")
 DEVELOPMENT = ("zero", "qk-zero", "qk-copy")  # methods measured at every checkpoint (the rest at the last)
 EXACT = 1e-5
 
@@ -206,78 +199,5 @@ def ablation_results(stage1: Inflection, stage2: Discovery, design: pd.DataFrame
                     pd.DataFrame(list((refused or {}).items()), columns=["method", "reason"]))
 
 
-def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block]:
-    """The ablation half of stage 4's view: the discovered heads against random sets (when their effect appears),
-    the causal head map, controls, exactness and the original study's QK edits; ``inflection``: stage 1's table
-    (columns model, seed, onset_step) to set the effects' first steps beside."""
-    tests, cm = s4.tests, s4.causal_map
-    blocks: list[Block] = [Text("drop = intact best-layer R^2 - intervened; > 0 hurts", note=True)]
-    if (tests["family"] == "zero").any():
-        blocks.append(Figure("ablation_chart", {"tests": tests},
-                             "zero ablation of the discovered heads across training", "ablation"))
-    elif tests.empty:
-        blocks.append(Text(NO_SET, note=True))
-    else:
-        blocks.append(Text(ZERO_OPT_IN, note=True))
-    for r in s4.onset_of_effect.itertuples():
-        when = (f"from step {r.effect_from_step:.0f} on" if pd.notna(r.effect_from_step)
-                else "at no step (not even at the last checkpoint)")
-        on = onset_words(inflection, r.model, r.seed)
-        blocks.append(Text(f"seed {r.seed}: zero-ablating the discovered heads beats its null {when}"
-                           f"{'; ' + on if on else ''}"))
-    dev = tests[tests["family"] == "zero"]
-    if not dev.empty:
-        blocks.append(Text(f"Each checkpoint at alpha {ALPHA}; p by {', '.join(sorted(dev['method'].unique()))}: a "
-                           f"rank against n random sets cannot go below 1/(n+1) = {dev['p_floor'].max():.3g} with the "
-                           f"fewest sets, so where that floor is above {RANK_RESOLVES:.3g} the t prediction test is "
-                           "used.", note=True))
-    if len(cm):
-        size = int(cm["fdr_family_size"].max())
-        blocks += [Figure("causal_map_chart", {"cmap": cm}, "causal head map (single-head ablation)", "causal-map"),
-                   Text(f"Causal head map: paired item bootstrap of each head's R² drop, one-sided "
-                        f"normal-approximation p from the bootstrap standard error, BH-FDR over "
-                        f"{cm['fdr_family'].iloc[0]} (m = {size}). "
-                        "Null tests of head sets: a rank against the random sets where its floor 1/(n+1) resolves "
-                        "alpha, else a t prediction test (column method).", note=True),
-                   Text(f"A lone cell of the causal head map needs p <= {ALPHA / size:.2g}.", note=True)]
-    blocks += [
-        Table(at_last_checkpoint(tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)"),
-        Table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")]
-    if len(s4.exactness):
-        blocks += [Text(f"Exactness: every target->cue edge cut in every head, on the nouns whose sentences differ "
-                        f"only in an equal-length cue; the largest pair distance must be at most {EXACT:g}.",
-                        note=True),
-                   Table(s4.exactness, "Exactness: every target→cue edge cut")]
-    if len(s4.agreement):
-        blocks.append(Table(s4.agreement, "Causal map vs discovery at the last checkpoint"))
-    blocks += _qk(s4)
-    blocks += [Text(f"{r.method} is not measured on this architecture: {r.reason}.", note=True)
-               for r in s4.refused.itertuples()]
-    if not len(cm):
-        blocks.append(Text("The single-head ablation map, the zero / mean / resample ablations and the edge knockouts "
-                           "are opt-in (Study(head_map=True, methods=...)); necessity per head is answered by the "
-                           "patching maps below.", note=True))
-    return blocks
 
 
-def _qk(s4: Ablation) -> list[Block]:
-    """The original study's QK edits: where qk-copy copies from, per seed how often the edit beats its null, the
-    chart and the study's regression across development."""
-    src = s4.design.loc[s4.design["family"] == "qk-copy", "source_step"]
-    blocks: list[Block] = [Text(f"QK edits of the discovered heads (the original study's test) vs random same-size "
-                                f"sets: qk-copy copies Q and K from step {int(src.iloc[0])} (step 1 when it is stored, "
-                                "else the earliest stored checkpoint after step 0).", note=True)] if len(src) else []
-    t = s4.tests[s4.tests["family"].isin(["qk-zero", "qk-copy"])]
-    for (family, sd), g in t.groupby(["family", "seed"]):
-        last = g.sort_values("step").iloc[-1]
-        blocks.append(Text(f"seed {sd} {family}: at the last checkpoint drop {last.drop_r2:.4f} vs random "
-                           f"({last.n_random}) mean {last.null_mean:.4f}, p = {last.p:.3g} ({last.method}); beats its "
-                           f"null at {int((g['p'] < ALPHA).sum())} of {len(g)} checkpoints"))
-    if len(t):
-        blocks.append(Figure("ablation_chart", {"tests": s4.tests, "family": "qk-copy"}, "QK rows of the discovered "
-                             "heads copied from the earliest checkpoint after step 0, across training, against random "
-                             "sets", "qk-edit"))
-    if len(s4.regression):
-        blocks.append(Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
-                                           "target-vs-random"))
-    return blocks

@@ -13,12 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pandas as pd
-
-from lexprobe.analysis import findings
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.base.progress import tqdm
-from lexprobe.base.view import Text, View
 from lexprobe.checkpoints.integrity import config_of, folder_of
 from lexprobe.checkpoints.suites import CheckpointUnavailable
 from lexprobe.engine.sites import qk_refusal
@@ -26,7 +22,6 @@ from lexprobe.stages.ablation import (
     LEAN,
     METHODS,
     Ablation,
-    ablation_blocks,
     ablation_results,
     copy_source,
     design_for,
@@ -43,14 +38,13 @@ from lexprobe.stages.patching import (
     patch_design,
     patch_map_of,
     patch_table,
-    patching_blocks,
     patching_results,
     redundancy,
 )
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.sweep.run import extract
 
-__all__ = ["LEAN", "METHODS", "Causal", "CausalStage", "describe"]
+__all__ = ["LEAN", "METHODS", "Causal", "CausalStage"]
 
 
 @dataclass
@@ -67,6 +61,8 @@ class CausalStage(Plugin):
     ``counterfactual`` (default: :func:`~lexprobe.stages.patching.counterfactual_of`, kept in the stage cache), the
     greedy sufficient sets at about ``redundancy_steps`` log-spaced checkpoints."""
 
+    label = "stage 4"
+    aliases, summary = (), "stage 4: ablations vs random head sets, patching maps, greedy sufficient sets"
     name, title, result = "causal", "Are the heads causally necessary?", Causal
     needs = ("inflection", "discovery")
     reads = ("n_random", "n_random_dev", "map_steps", "layer_matched", "n_boot", "seed", "methods", "head_map",
@@ -142,9 +138,3 @@ def refused_methods(s1: Inflection, methods: tuple[str, ...]) -> dict[str, str]:
     return {m: why for m in methods if m.startswith("qk-") and (why := qk_refusal(config, m.removeprefix("qk-")))}
 
 
-def describe(s4: Causal, inflection: pd.DataFrame | None = None) -> View:
-    """Stage 4's view: the ablation half, then the patching half; ``inflection``: stage 1's table (columns model,
-    seed, onset_step) to set the effects' first steps beside."""
-    return View(f"Stage 4 · {STAGE.title}", "stage4",
-                (Text(findings.lead(findings.causal(s4))), *ablation_blocks(s4, inflection),
-                 *patching_blocks(s4, inflection)))

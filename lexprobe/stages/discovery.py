@@ -8,14 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from lexprobe.analysis import findings
-from lexprobe.analysis.selection import DEFAULT_RULE, MIN_STEPS, RULE_TITLES, discover, passing, trajectories
-from lexprobe.base.view import Figure, Table, Text, View
+from lexprobe.analysis.selection import MIN_STEPS, RULE_TITLES, discover, passing, trajectories
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
-
-CRITERIA = {"selected": "FDR rule", "diff_ok": "1st-diff", "logstep_ok": "log-step", "perm_ok": "permutation",
-            "beats_prev": "> prev-token", "passes": "PASS (the study's selection rule)"}
 
 
 @dataclass
@@ -35,6 +30,8 @@ class Discovery:
 class DiscoveryStage(Plugin):
     """Stage 2: head discovery on the checkpoints of a finished inflection stage, against the score it follows."""
 
+    label = "stage 2"
+    aliases, summary = ("heads",), "stage 2: heads whose cue attention tracks it (FDR rule + trend control)"
     name, title, result = "discovery", "Which heads track it?", Discovery
     needs, reads = ("inflection",), ("n_perm", "seed", "selection")
 
@@ -60,24 +57,5 @@ class DiscoveryStage(Plugin):
 STAGE = DiscoveryStage()
 
 
-def _rule(stats: pd.DataFrame) -> str:
-    """The selection rule behind ``passes`` (stats from before the setting existed: the default's)."""
-    return str(stats["rule"].iloc[0]) if "rule" in stats.columns and len(stats) else RULE_TITLES[DEFAULT_RULE]
 
 
-def describe(s2: Discovery) -> View:
-    """Stage 2's view: the discovery statistic of every head, how many heads meet each criterion, the heads that
-    pass."""
-    st = s2.stats
-    n = st.groupby(["model", "seed"]).size().iloc[0]
-    perms = f"{int(st['n_perm'].min())} shuffles, floor {1 / (st['n_perm'].min() + 1):.2g}" if "n_perm" in st else ""
-    return View(f"Stage 2 · {STAGE.title}", "stage2", (
-        Text(findings.lead(findings.discovery(s2))),
-        Figure("head_stat_chart", {"stats": st}, "head discovery statistic per seed", "heads"),
-        Text(f"FDR: BH over the {n} heads of each seed, per criterion (permutation null: {perms}; a lone head needs "
-             f"p <= {0.05 / n:.2g}); the previous-token control is a paired one-sided t-test at the last checkpoint. "
-             f"Criteria: {'; '.join(f'{k} = {v}' for k, v in CRITERIA.items())}.", note=True),
-        Table(st.groupby(["model", "seed"])[list(CRITERIA)].sum().reset_index(),
-              f"Heads meeting each criterion per seed (passes = {_rule(st)})"),
-        Table(st[st["passes"]][["model", "seed", "layer", "head", "r", "slope", "q", "q_diff", "q_prev", "beats_prev"]],
-              "Heads that pass, per seed")))

@@ -8,10 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from lexprobe.analysis import findings
 from lexprobe.analysis.curves import fitted_curves, inflections
 from lexprobe.analysis.performance import Scoring, performance, with_pairs
-from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import Checkpoint, Suite
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.stimuli.tables import Stimuli
@@ -69,6 +67,8 @@ class InflectionStage(Plugin):
     """Stage 1: extract (or reuse) every checkpoint on the intact model, or under the study's ``intervention``
     (stored under its derived condition), then performance and inflection per (model, seed)."""
 
+    label = "stage 1"
+    aliases, summary = (), "stage 1: when disambiguation takes off (measures missing checkpoints first)"
     name, title, result = "inflection", "When does disambiguation take off?", Inflection
     reads = ("n_boot", "seed", "intervention")
     given = ("suite", "stimuli", "store")
@@ -111,68 +111,7 @@ class InflectionStage(Plugin):
 STAGE = InflectionStage()
 
 
-def _interval(lo: float, hi: float) -> str:
-    """A profile interval in words; one of zero width is a failure of the interval, not a certainty."""
-    if lo != lo:
-        return "none"
-    if lo == hi:
-        return (f"FAILED (zero width at {lo:.0f}: no other point of the profile's grid lies inside the confidence "
-                "set, so the grid is coarser than the interval; read the item-bootstrap interval instead)")
-    return f"[{lo:.0f}, {hi:.0f}]"
 
 
-def onset_words(inflection: pd.DataFrame | None, model: str, seed: int) -> str:
-    """Stage 1's inflection onset of (model, seed) as words ('' without stage 1's table or its row)."""
-    if inflection is None:
-        return ""
-    o = inflection.loc[(inflection["model"] == model) & (inflection["seed"] == seed), "onset_step"]
-    if o.empty:
-        return ""
-    return f"inflection onset {float(o.iloc[0]):.0f}" if pd.notna(o.iloc[0]) else "no inflection onset"
 
 
-def describe(s1: Inflection) -> View:
-    """Stage 1's view (``lexprobe inflection``): the suite, warnings about duplicate or skipped checkpoints, the
-    trajectories, and per seed the curve model AICc chose, onset (= "the inflection") with its intervals, midpoint,
-    saturation and steepest rise; with a planted onset, whether each seed's onset interval lies after it and its
-    estimate is within 4x of it."""
-    prov = s1.store.provenance(suite=s1.suite.name, stimuli=s1.stimuli.name, condition=s1.condition)
-    blocks: list[Block] = [Text(findings.lead(findings.inflection(s1))), Text(
-        f"suite {s1.suite.name}: {s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
-        f"{s1.best['step'].nunique()} checkpoints, stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs, target: "
-        f"{s1.target}); best layer by {s1.scoring.by}"
-        f"{' (embedding layer excluded)' if s1.scoring.exclude_embedding else ''}")]
-    blocks += [Text(f"WARNING: {r.model} seed {r.seed} step {r.step} has the same weights as the previous step")
-               for r in prov[prov["same_as_previous"]].itertuples()]
-    blocks += [Text(f"WARNING: skipped {r.model} seed {r.seed} step {r.step}: {r.reason}")
-               for r in s1.status[s1.status["status"] == "skipped"].drop_duplicates(
-                   ["model", "seed", "step"]).itertuples()]
-    blocks += [Text(f"revision {name!r} left out: {why}", note=True)
-               for name, why in s1.suite.metadata.get("left_out", {}).items()]
-    blocks += [
-        Text(f"Best-layer {s1.score} across training per seed; the inflection is the onset of the rise (curve model "
-             "chosen by AICc on log10(step+1)), with profile-likelihood and item-bootstrap intervals."),
-        Figure("performance_chart", {"best": s1.best, "inflection": s1.inflection, "onset": s1.onset,
-                                     "score": s1.score, "fitted": s1.fitted},
-               "best-layer score across training, all seeds", "performance"),
-        Figure("layer_chart", {"perf": s1.perf}, "score per layer and checkpoint (mean over seeds)", "layers"),
-        Table(s1.inflection[["model", "seed", "curve_model", "shape", "onset_step", "onset_low_step", "onset_high_step",
-                             "onset_boot_low_step", "onset_boot_high_step", "midpoint_step", "saturation_step",
-                             "changepoint_step"]], "Inflection per seed")]
-    last = s1.best.sort_values("step").groupby(["model", "seed"])
-    for r in s1.inflection.itertuples():
-        g = last.get_group((r.model, r.seed))[s1.score]
-        blocks.append(Text(f"seed {r.seed}: best-layer {s1.score} {g.iloc[0]:.3f} at the first checkpoint, "
-                           f"{g.iloc[-1]:.3f} at the last; steepest rise {r.max_increase_from:.0f}->"
-                           f"{r.max_increase_step:.0f} ({r.max_increase_per_decade:.3f} per decade)"))
-    if s1.onset is not None:
-        blocks.append(Text(f"Planted onset of the organism: step {s1.onset}."))
-        for r in s1.inflection.itertuples():
-            after = r.onset_low_step > s1.onset and r.onset_low_step < r.onset_high_step  # no (or a failed) interval
-            within = s1.onset / 4 <= r.onset_step <= s1.onset * 4
-            estimate = f"{r.onset_step:.0f}" if r.onset_step == r.onset_step else f"none ({r.shape}, {r.selected_by})"
-            blocks.append(Text(f"seed {r.seed}: onset interval {_interval(r.onset_low_step, r.onset_high_step)} "
-                               f"lies after the onset ({s1.onset}): {'yes' if after else 'NO'}; onset estimate "
-                               f"{estimate} within 4x of the onset [{s1.onset / 4:.0f}, {s1.onset * 4:.0f}]: "
-                               f"{'yes' if within else 'NO'}"))
-    return View(f"Stage 1 · {STAGE.title}", "stage1", tuple(blocks))

@@ -22,17 +22,15 @@ import pandas as pd
 
 from lexprobe.analysis import nulls, patchmaps
 from lexprobe.analysis.nulls import vs_null
-from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, EXACT_PATCH, reading
+from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, reading
 from lexprobe.analysis.performance import Scoring, with_pairs
-from lexprobe.analysis.primitives import at_last_checkpoint
-from lexprobe.base.view import Block, Figure, Heading, Table, Text
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import ExtractConfig
 from lexprobe.engine.interventions import Head, random_head_sets
 from lexprobe.engine.patches import DIRECTIONS, PATCH_PREP, PATCH_RUN, Patch, PatchMap, PatchRunner, layer_heads
 from lexprobe.stages.discovery import Discovery
-from lexprobe.stages.inflection import Inflection, onset_words
+from lexprobe.stages.inflection import Inflection
 from lexprobe.stimuli.perturb import neutral
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.store.results import ResultsStore
@@ -287,72 +285,9 @@ def redundancy(stage1: Inflection, searches: dict[tuple[str, int], GreedySearch]
     return curve, tests
 
 
-def _heads(g: pd.DataFrame) -> str:
-    return " ".join(f"L{r.layer}H{r.head}" for r in g.itertuples() if r.significant) or "-"
 
 
-def _firsts(first: pd.DataFrame) -> str:
-    got = first.dropna(subset=["first_step"]).sort_values(["first_step", "layer", "head"])
-    return ", ".join(f"L{r.layer}H{r.head}@{r.first_step:.0f}" for r in got.itertuples()) or "-"
 
 
-def exactness_line(exact: pd.DataFrame) -> str:
-    """The patching exactness controls in one line: how many checkpoints pass and the worst difference."""
-    worst = exact.drop(columns=["model", "seed", "step", "exact"]).to_numpy(float)
-    return (f"Exactness controls: {int(exact['exact'].sum())} of {len(exact)} checkpoints exact (every difference at "
-            f"most {EXACT_PATCH:g}), worst {np.nanmax(worst) if worst.size else float('nan'):.1e}.")
 
 
-def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block]:
-    """The patching half of stage 4's view: the necessity and sufficiency maps, the last checkpoint's necessary and
-    sufficient heads, the exactness controls, agreement with discovery, when each head first becomes necessary /
-    sufficient (beside the inflection onset), the greedy sufficient sets."""
-    cf, maps = s4.counterfactual, s4.patch_maps
-    blocks: list[Block] = [
-        Heading("Activation patching: necessity and sufficiency at the noun", "patching"),
-        Text(f"Counterfactual: {cf.name} ({len(cf.sentences)} sentences, each cue replaced by a sense-neutral modifier "
-             "in its place; the noun's tokens matched by role). Noising replaces one head's output at the noun by its "
-             "counterfactual output (necessity: drop in R²); denoising restores it in the counterfactual run "
-             "(sufficiency: share of the clean R² above the counterfactual recovered).", note=True)]
-    if maps.empty:
-        return blocks
-    blocks += [Figure("patch_map_chart", {"maps": maps, "direction": "noise"}, "necessity map (noising)",
-                      "necessity-map"),
-               Figure("patch_map_chart", {"maps": maps, "direction": "denoise"}, "sufficiency map (denoising)",
-                      "sufficiency-map"),
-               Text(f"Both maps: paired item bootstrap, normal-approximation p, BH-FDR over "
-                    f"{maps['fdr_family'].iloc[0]} (m = {int(maps['fdr_family_size'].max())}).", note=True)]
-    for sd, g in at_last_checkpoint(maps[maps["unit"] == "head"]).groupby("seed"):
-        nec, suf = g[g["direction"] == "noise"], g[g["direction"] == "denoise"]
-        r = g.iloc[0]
-        base = " (counterfactual distances constant: baseline R^2 0)" if r.baseline_constant else ""
-        extra = sorted({(x.layer, x.head) for x in suf.itertuples() if x.significant}
-                       - {(x.layer, x.head) for x in nec.itertuples() if x.significant})
-        found = f"; sufficiency finds heads necessity missed: {' '.join(f'L{l}H{h}' for l, h in extra)}"
-        blocks.append(Text(f"seed {sd} step {r.step}: clean R^2 {r.r2_clean:.3f}, counterfactual "
-                           f"{r.r2_counterfactual:.3f}{base}; necessary: {_heads(nec)}; sufficient: {_heads(suf)}"
-                           f"{found if extra else ''}"))
-    blocks += [Text(exactness_line(s4.patch_exactness)),
-               Table(s4.patch_exactness, "Exactness controls, every checkpoint (max abs differences; must be at most "
-                                         f"{EXACT_PATCH:g})", collapsed=True),
-               Table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
-                     "discovery"),
-               Table(s4.patch_first.dropna(subset=["first_step"]),
-                     "First checkpoint at which each head is significant")]
-    for (model, sd), g in s4.patch_first.groupby(["model", "seed"]):
-        on = onset_words(inflection, model, sd)
-        blocks.append(Text(f"seed {sd}: {on + '; ' if on else ''}first significant step, necessity: "
-                           f"{_firsts(g[g['direction'] == 'noise'])}; sufficiency: "
-                           f"{_firsts(g[g['direction'] == 'denoise'])}"))
-    if len(s4.greedy_curve):
-        blocks.append(Figure("recovery_chart", {"curve": s4.greedy_curve}, "greedy sufficient sets: recovery curves",
-                             "recovery"))
-    blocks.append(Text(f"Greedy sufficient sets: joint denoising until {RECOVER:.0%} of the clean R^2 above the "
-                       "counterfactual is recovered; the set is chosen on these pairs, so its recovery against random "
-                       "same-size sets is descriptive, not a test.", note=True))
-    for r in s4.greedy_tests[s4.greedy_tests["size"] > 0].itertuples():
-        curve = s4.greedy_curve[(s4.greedy_curve["seed"] == r.seed) & (s4.greedy_curve["step"] == r.step)]
-        blocks.append(Text(f"seed {r.seed} step {r.step}: greedy curve "
-                           f"{', '.join(f'+{c.added} {c.recovered:.2f}' for c in curve.itertuples())}"))
-    blocks.append(Table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)"))
-    return blocks

@@ -13,11 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from lexprobe.analysis import findings
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.robustness import head_robustness, retained_performance
-from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
@@ -66,6 +64,8 @@ class PerturbationStage(Plugin):
     extracted at :func:`perturbation_steps` into the study's results store and compared with the intact set, best
     layers chosen by the study's scoring rule."""
 
+    label = "stage 3"
+    aliases, summary = (), "stage 3: the heads under perturbed stimuli (cue separated, reframed, neutral)"
     name, title, result = "perturbation", "Are the heads robust to perturbation?", Perturbation
     needs, reads = ("inflection", "discovery"), ("perturb_steps",)
 
@@ -146,34 +146,3 @@ def summary(rob: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([intact, wide, *flags], axis=1).reset_index()
 
 
-def describe(s3: Perturbation) -> View:
-    """Stage 3's view: the perturbed sets, the share of the intact best-layer R² each keeps (and of the intact gain
-    over its untrained baseline), the sets not scored, and the discovered heads' cue attention under each."""
-    last = at_last_checkpoint(s3.retained)
-
-    def per_seed(value: str, caption: str) -> Table:
-        return Table(last.pivot_table(index="seed", columns="perturbation", values=value).reset_index(), caption)
-
-    blocks: list[Block] = [
-        Text(findings.lead(findings.perturbation(s3))),
-        Figure("perturbation_chart", {"best": s3.best}, "best-layer R² under each perturbation", "perturbation"),
-        Figure("robustness_heatmap", {"heads": s3.heads}, "cue attention kept under perturbation", "robustness"),
-        Table(s3.distance, "Perturbed sets (cue-target distance in tokens)"),
-        per_seed("r2_retained", "Share of the intact best-layer R² kept at the last checkpoint"),
-        per_seed("r2_baseline", "Baseline: each perturbed set's own R² at its first checkpoint (its words alone, "
-                                "before training)"),
-        per_seed("r2_retained_net", "Share of the intact gain over baseline kept: (R² − baseline) / (intact R² − "
-                                    "intact baseline)")]
-    blocks += [Text(f"'{r.perturbation}': not enough pairs ({r.pairs}; at least {MIN_PAIRS} and {MIN_SHARE:.0%} of "
-                    "the intact set's are needed): not scored")
-               for r in s3.distance[~s3.distance["enough_pairs"].astype(bool)].itertuples()]
-    for p in s3.distance.loc[s3.distance["phrase_seen_in_training"].fillna(False).astype(bool), "perturbation"]:
-        kept = last.loc[last["perturbation"] == p, "r2_retained"]
-        blocks.append(Text(f"'{p}' (phrase seen in training) keeps at least half of the intact R^2 in every seed: "
-                           f"{'yes' if bool((kept >= 0.5).all()) else 'NO'} (min {kept.min():.3f})"))
-    blocks += [Text("robust:* columns (moved cues): the head attends to the cue more than to the word now standing "
-                    "where the cue stood; 'control cue>neutral' (a control, not a perturbation: it removes the cue): "
-                    "the head attends to the informative cue more than to a neutral modifier. Each a paired "
-                    "one-sided t-test, BH q < .05 over the heads x sets of each seed and checkpoint", note=True),
-               Table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")]
-    return View(f"Stage 3 · {STAGE.title}", "stage3", tuple(blocks))

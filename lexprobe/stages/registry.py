@@ -73,6 +73,9 @@ class Stage(Protocol, Generic[R]):
     """A stage plug-in (see the module docstring)."""
 
     name: str
+    label: str  # how reports call it: "stage 1" ... "stage 5", "validation"
+    aliases: tuple[str, ...]  # its command's other names (the command is its name)
+    summary: str  # its command's help line
     title: str
     result: type[R]
     needs: tuple[str, ...]
@@ -95,6 +98,7 @@ class Plugin:
     needs: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     given: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
     def given_values(self, study: Context) -> dict[str, Any]:
         """The values of the ``given`` fields, from the study."""

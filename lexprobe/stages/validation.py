@@ -13,14 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lexprobe.analysis import detection, validity
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.selection import passing
-from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import Suite, log_subset
 from lexprobe.engine.interventions import EdgeKnockout
 from lexprobe.stages.causal import Causal
@@ -148,6 +146,8 @@ class ValidationStage(Plugin):
     """On a suite with a planted circuit: the construct check (measured through the study's results store) and the
     validity tables of stages 2 and 4's head maps."""
 
+    label = "validation"
+    aliases, summary = ("validate",), "planted-circuit organism: construct check, precision/recall of stages 2 and 4"
     name, title, result = "validation", "Do the stages find the planted circuit?", Validation
     needs, reads = ("inflection", "discovery", "causal"), ("n_perm", "seed", "selection")
 
@@ -199,81 +199,9 @@ def has_plant(suite: Suite) -> bool:
     return "planted_heads" in suite.metadata
 
 
-def _named(heads: pd.DataFrame) -> str:
-    """The heads of a table with layer and head columns, as the reports list them ('none' for none)."""
-    return detection.names({(int(r.layer), int(r.head)) for r in heads.itertuples()}) or "none"
 
 
-def _kept_by_step(per_head: pd.DataFrame) -> pd.DataFrame:
-    """Per planted head, its ``kept_alone`` share at each checked step, starred where it is certified."""
-    cell = [f"{k:.2f}{'*' if c else ''}" if pd.notna(k) else "-" for k, c in
-            zip(per_head["kept_alone"], per_head["certified"])]
-    wide = per_head.assign(cell=cell).pivot(index=["model", "seed", "layer", "head"], columns="step", values="cell")
-    return wide.rename(columns=lambda c: f"step {c}").reset_index()
 
 
-def _curve_summary(curves: pd.DataFrame, n: int = 6) -> pd.DataFrame:
-    """Pooled recall (precision) per map at about ``n`` checkpoints evenly spread from the first at which any map
-    finds a certified head to the last (log-spaced over all of them when none does), a column per checkpoint."""
-    pooled = curves[curves["seed"].astype(str) == detection.ALL_SEEDS]
-    steps = sorted(set(pooled["step"]))
-    found = pooled.loc[pooled["true_positives"] > 0, "step"]
-    span = [s for s in steps if s >= found.min()] if len(found) else []
-    at = {span[int(round(i))] for i in np.linspace(0, len(span) - 1, min(n, len(span)))} if span else \
-        set(log_subset(steps, n))
-    cell = [f"{r:.2f} ({'-' if pd.isna(p) else f'{p:.2f}'})" if pd.notna(r) else "-"
-            for r, p in zip(pooled["recall"], pooled["precision"])]
-    wide = pooled.assign(cell=cell)[pooled["step"].isin(at)].pivot(index="method", columns="step", values="cell")
-    return wide.rename(columns=lambda c: f"step {c}").reset_index().fillna("")
 
 
-def describe(v: Validation | None, stage1: Inflection) -> View:
-    """The validation view: the construct check per seed and how well stages 2 and 4 find the planted heads; ``v``
-    None (stages 2 and 4 did not run) or a suite without a plant says so instead."""
-    if not has_plant(stage1.suite):
-        blocks: tuple[Block, ...] = (Text(
-            "This suite has no planted circuit, so nothing here is held against known heads. `lexprobe validate "
-            "--html FILE` trains (or reuses) the planted organism, whose noun->cue edges were open only in designated "
-            "heads during training, and writes its supplement with this section filled in.", note=True),)
-    elif v is None:
-        blocks = (Text("Stages 2 and 4 did not run, so there are no head maps to validate.", note=True),)
-    else:
-        verdicts = tuple(Text(
-            f"seed {r.seed} step {r.step}: planted "
-            f"{_named(v.planted[v.planted['seed'] == r.seed])}: "
-            f"{'PASS' if r.passes else 'FAIL (the planted set is not ground truth for this seed)'}")
-            for r in v.construct.itertuples())
-        last = at_last_checkpoint(v.per_head)
-        blocks = (
-            Text("Training cut the attention edges from each ambiguous noun's tokens to its cue's tokens in every head "
-                 "but the planted ones. Construct check: cutting the planted heads' target->cue edges at the last "
-                 f"checkpoint must remove at least {validity.MIN_PLANTED:.0%} of best-layer {stage1.score}, cutting "
-                 f"them in every other head at most {validity.MAX_OTHERS:.0%}; a seed that fails has no ground truth.",
-                 note=True),
-            *verdicts,
-            Table(v.construct, "Construct check per seed (last checkpoint)"),
-            *(Text(f"seed {sd}: the planted heads work as {g['reading'].iloc[0]}; certified (each carries the cue "
-                   f"alone or is needed): {_named(g[g['certified']])}") for sd, g in last.groupby("seed")),
-            Table(last, "Per-head construct check: share of intact R² removed when each planted head's edges "
-                        "alone are cut, and kept when it alone keeps them (last checkpoint)"),
-            Table(_kept_by_step(v.per_head), "Per-head construct check across training: share each planted head "
-                                             "keeps alone (* where certified)"),
-            Text("Precision: share of found heads that are certified planted heads (a dash when none are found); "
-                 "recall: share of those found. Across training, a map is scored at each checkpoint against the "
-                 "certified heads whose edges had opened by then.", note=True),
-            Table(v.validity, "Precision and recall against the certified planted heads (those the per-head "
-                              "construct check finds carrying the cue) at the last checkpoint (seed 'all': counts "
-                              "pooled over seeds)"),
-            Figure("detection_chart", {"curves": v.curves, "planted": v.planted},
-                   "precision and recall of each head map across training", "detection"),
-            Table(_curve_summary(v.curves), "Recall (precision) of each map at a few checkpoints from the first at "
-                                            "which any map finds a certified head, pooled over seeds"),
-            Table(v.first_significant, "First checkpoint at which each planted head is significant in each map, "
-                                       "beside its planted opening step, the step from which the per-head "
-                                       "construct check certifies it (carrier_step), and stage 1's onset"),
-            Table(v.readings, "What was planted, what the organism learned (per-head construct check) and how the "
-                              "greedy sufficient set reads, per seed"),
-            Table(detection.pooled(v.rules, ["method", "model"]).query("seed == 'all'"),
-                  "Stage 2's selection rules at the last checkpoint, pooled over seeds (the comparison across "
-                  "profiles with intervals: `lexprobe validate --rules`)"))
-    return View("Validation against a planted circuit", "validation", blocks)

@@ -1,0 +1,247 @@
+"""Stage 4 in words: necessity and sufficiency of heads by patching, the greedy sets, the discovered heads'
+ablations and QK edits; and its view (the ablation half, then the patching half)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lexprobe.analysis.nulls import RANK_RESOLVES
+from lexprobe.analysis.patchmaps import EXACT_PATCH
+from lexprobe.analysis.primitives import at_last_checkpoint
+from lexprobe.analysis.selection import ALPHA
+from lexprobe.base.view import Block, Figure, Heading, Table, Text, View
+from lexprobe.report import Earlier, Report
+from lexprobe.report.findings import Finding, Writer, lead, seeds_in_words
+from lexprobe.report.inflection_report import onset_words
+from lexprobe.stages.ablation import EXACT, Ablation
+from lexprobe.stages.causal import STAGE, Causal
+from lexprobe.stages.patching import RECOVER, Patching
+
+
+def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
+    """Necessity and sufficiency of single heads by patching, the greedy sets, and the study's QK edits."""
+    w = Writer(s4)
+    maps = s4.patch_maps
+    if len(maps):
+        last = int(maps["step"].max())
+        heads = maps[(maps["unit"] == "head") & (maps["step"] == last)]
+        for direction, word in (("noise", "necessary (noising)"), ("denoise", "sufficient (denoising)")):
+            d = heads[heads["direction"] == direction]
+            none = sorted(int(s) for s, g in d.groupby("seed") if not g["significant"].any())
+            found = w.num("patch_maps", "significant", "count", ".0f", step=last, unit="head", direction=direction)
+            w.say(f"Single heads {word} at the last checkpoint after BH-FDR: {found} (head, seed) cases in all; "
+                  f"none in {seeds_in_words(none)}.")
+    greedy = s4.greedy_tests
+    if len(greedy) and (greedy["size"] > 0).any():
+        last = int(greedy["step"].max())
+        reached = greedy[(greedy["step"] == last) & greedy["reached"].astype(bool)]
+        if len(reached):
+            w.say(f"At step {w.num('greedy_tests', 'step', 'max', '.0f')} the greedy sufficient sets need "
+                  f"{w.num('greedy_tests', 'size', 'min', '.0f', step=last, reached=True)} to "
+                  f"{w.num('greedy_tests', 'size', 'max', '.0f', step=last, reached=True)} heads jointly to reach the "
+                  f"recovery target, in {w.num('greedy_tests', 'seed', 'distinct', '.0f', step=last, reached=True)} "
+                  f"of {w.num('greedy_tests', 'seed', 'distinct', '.0f', step=last)} seeds (chosen on these pairs: "
+                  "descriptive, not a test).")
+        else:
+            w.say(f"At step {w.num('greedy_tests', 'step', 'max', '.0f')} no greedy set reaches the recovery target.")
+    tests = s4.tests
+    if len(tests):
+        last = int(tests["step"].max())
+        for family in sorted(tests["family"].unique()):
+            g = tests[(tests["family"] == family) & (tests["step"] == last)]
+            if g.empty:
+                continue
+            text = (f"{family} of the discovered heads at the last checkpoint: median drop in R² "
+                    f"{w.num('tests', 'drop_r2', 'median', '.3f', family=family, step=last)}; below p = "
+                    f"{w.num('=alpha', fmt='g')} "
+                    f"against random same-size sets in {w.num('tests', 'p', 'below', '.0f', family=family, step=last)}"
+                    f" of {w.num('tests', 'p', 'rows', '.0f', family=family, step=last)} seeds")
+            floor = g["p_floor"].max() if "p_floor" in g else np.nan
+            if np.isfinite(floor) and floor > ALPHA:
+                text += " (underpowered: too few random sets for a rank test to reach the threshold)"
+            w.say(text + ".")
+    reg = getattr(s4, "regression", None)
+    if reg is not None and len(reg):
+        for family in sorted(reg["family"].unique()):
+            alpha = w.num("=alpha", fmt="g")
+            more = w.num("regression", "seed", "rows", ".0f", family=family, target_coef=(">", 0),
+                         target_p=("<", ALPHA))
+            seeds = w.num("regression", "seed", "rows", ".0f", family=family)
+            less = w.num("regression", "seed", "rows", ".0f", family=family, target_coef=("<", 0),
+                         target_p=("<", ALPHA))
+            w.say(f"Across checkpoints (the original study's regression of the drop on log step and discovered vs "
+                  f"random), {family} of the discovered heads drops R² more than random sets with p < {alpha} in "
+                  f"{more} of {seeds} seeds and less in {less}.")
+    return w.findings
+
+
+
+def describe(s4: Causal, earlier: Earlier) -> View:
+    """Stage 4's view: the ablation half, then the patching half, the effects' first steps beside stage 1's onsets
+    (``earlier["inflection"]``)."""
+    inflection = earlier["inflection"].inflection if "inflection" in earlier else None
+    return View(f"Stage 4 · {STAGE.title}", "stage4",
+                (Text(lead(findings(s4, earlier))), *ablation_blocks(s4, inflection),
+                 *patching_blocks(s4, inflection)))
+
+
+
+NO_SET = "No seed has heads that pass discovery: there is no discovered set to ablate."
+
+
+ZERO_OPT_IN = ("Zero ablation of the discovered heads across training is opt-in (methods zero, mean, resample, "
+               "knockout); the default tests them by the QK edits below.")
+
+
+def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block]:
+    """The ablation half of stage 4's view: the discovered heads against random sets (when their effect appears),
+    the causal head map, controls, exactness and the original study's QK edits; ``inflection``: stage 1's table
+    (columns model, seed, onset_step) to set the effects' first steps beside."""
+    tests, cm = s4.tests, s4.causal_map
+    blocks: list[Block] = [Text("drop = intact best-layer R^2 - intervened; > 0 hurts", note=True)]
+    if (tests["family"] == "zero").any():
+        blocks.append(Figure("ablation_chart", {"tests": tests},
+                             "zero ablation of the discovered heads across training", "ablation"))
+    elif tests.empty:
+        blocks.append(Text(NO_SET, note=True))
+    else:
+        blocks.append(Text(ZERO_OPT_IN, note=True))
+    for r in s4.onset_of_effect.itertuples():
+        when = (f"from step {r.effect_from_step:.0f} on" if pd.notna(r.effect_from_step)
+                else "at no step (not even at the last checkpoint)")
+        on = onset_words(inflection, r.model, r.seed)
+        blocks.append(Text(f"seed {r.seed}: zero-ablating the discovered heads beats its null {when}"
+                           f"{'; ' + on if on else ''}"))
+    dev = tests[tests["family"] == "zero"]
+    if not dev.empty:
+        blocks.append(Text(f"Each checkpoint at alpha {ALPHA}; p by {', '.join(sorted(dev['method'].unique()))}: a "
+                           f"rank against n random sets cannot go below 1/(n+1) = {dev['p_floor'].max():.3g} with the "
+                           f"fewest sets, so where that floor is above {RANK_RESOLVES:.3g} the t prediction test is "
+                           "used.", note=True))
+    if len(cm):
+        size = int(cm["fdr_family_size"].max())
+        blocks += [Figure("causal_map_chart", {"cmap": cm}, "causal head map (single-head ablation)", "causal-map"),
+                   Text(f"Causal head map: paired item bootstrap of each head's R² drop, one-sided "
+                        f"normal-approximation p from the bootstrap standard error, BH-FDR over "
+                        f"{cm['fdr_family'].iloc[0]} (m = {size}). "
+                        "Null tests of head sets: a rank against the random sets where its floor 1/(n+1) resolves "
+                        "alpha, else a t prediction test (column method).", note=True),
+                   Text(f"A lone cell of the causal head map needs p <= {ALPHA / size:.2g}.", note=True)]
+    blocks += [
+        Table(at_last_checkpoint(tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)"),
+        Table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")]
+    if len(s4.exactness):
+        blocks += [Text(f"Exactness: every target->cue edge cut in every head, on the nouns whose sentences differ "
+                        f"only in an equal-length cue; the largest pair distance must be at most {EXACT:g}.",
+                        note=True),
+                   Table(s4.exactness, "Exactness: every target→cue edge cut")]
+    if len(s4.agreement):
+        blocks.append(Table(s4.agreement, "Causal map vs discovery at the last checkpoint"))
+    blocks += _qk(s4)
+    blocks += [Text(f"{r.method} is not measured on this architecture: {r.reason}.", note=True)
+               for r in s4.refused.itertuples()]
+    if not len(cm):
+        blocks.append(Text("The single-head ablation map, the zero / mean / resample ablations and the edge knockouts "
+                           "are opt-in (Study(head_map=True, methods=...)); necessity per head is answered by the "
+                           "patching maps below.", note=True))
+    return blocks
+
+
+def _qk(s4: Ablation) -> list[Block]:
+    """The original study's QK edits: where qk-copy copies from, per seed how often the edit beats its null, the
+    chart and the study's regression across development."""
+    src = s4.design.loc[s4.design["family"] == "qk-copy", "source_step"]
+    blocks: list[Block] = [Text(f"QK edits of the discovered heads (the original study's test) vs random same-size "
+                                f"sets: qk-copy copies Q and K from step {int(src.iloc[0])} (step 1 when it is stored, "
+                                "else the earliest stored checkpoint after step 0).", note=True)] if len(src) else []
+    t = s4.tests[s4.tests["family"].isin(["qk-zero", "qk-copy"])]
+    for (family, sd), g in t.groupby(["family", "seed"]):
+        last = g.sort_values("step").iloc[-1]
+        blocks.append(Text(f"seed {sd} {family}: at the last checkpoint drop {last.drop_r2:.4f} vs random "
+                           f"({last.n_random}) mean {last.null_mean:.4f}, p = {last.p:.3g} ({last.method}); beats its "
+                           f"null at {int((g['p'] < ALPHA).sum())} of {len(g)} checkpoints"))
+    if len(t):
+        blocks.append(Figure("ablation_chart", {"tests": s4.tests, "family": "qk-copy"}, "QK rows of the discovered "
+                             "heads copied from the earliest checkpoint after step 0, across training, against random "
+                             "sets", "qk-edit"))
+    if len(s4.regression):
+        blocks.append(Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
+                                           "target-vs-random"))
+    return blocks
+
+
+
+def _heads(g: pd.DataFrame) -> str:
+    return " ".join(f"L{r.layer}H{r.head}" for r in g.itertuples() if r.significant) or "-"
+
+
+def _firsts(first: pd.DataFrame) -> str:
+    got = first.dropna(subset=["first_step"]).sort_values(["first_step", "layer", "head"])
+    return ", ".join(f"L{r.layer}H{r.head}@{r.first_step:.0f}" for r in got.itertuples()) or "-"
+
+
+def exactness_line(exact: pd.DataFrame) -> str:
+    """The patching exactness controls in one line: how many checkpoints pass and the worst difference."""
+    worst = exact.drop(columns=["model", "seed", "step", "exact"]).to_numpy(float)
+    return (f"Exactness controls: {int(exact['exact'].sum())} of {len(exact)} checkpoints exact (every difference at "
+            f"most {EXACT_PATCH:g}), worst {np.nanmax(worst) if worst.size else float('nan'):.1e}.")
+
+
+def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block]:
+    """The patching half of stage 4's view: the necessity and sufficiency maps, the last checkpoint's necessary and
+    sufficient heads, the exactness controls, agreement with discovery, when each head first becomes necessary /
+    sufficient (beside the inflection onset), the greedy sufficient sets."""
+    cf, maps = s4.counterfactual, s4.patch_maps
+    blocks: list[Block] = [
+        Heading("Activation patching: necessity and sufficiency at the noun", "patching"),
+        Text(f"Counterfactual: {cf.name} ({len(cf.sentences)} sentences, each cue replaced by a sense-neutral modifier "
+             "in its place; the noun's tokens matched by role). Noising replaces one head's output at the noun by its "
+             "counterfactual output (necessity: drop in R²); denoising restores it in the counterfactual run "
+             "(sufficiency: share of the clean R² above the counterfactual recovered).", note=True)]
+    if maps.empty:
+        return blocks
+    blocks += [Figure("patch_map_chart", {"maps": maps, "direction": "noise"}, "necessity map (noising)",
+                      "necessity-map"),
+               Figure("patch_map_chart", {"maps": maps, "direction": "denoise"}, "sufficiency map (denoising)",
+                      "sufficiency-map"),
+               Text(f"Both maps: paired item bootstrap, normal-approximation p, BH-FDR over "
+                    f"{maps['fdr_family'].iloc[0]} (m = {int(maps['fdr_family_size'].max())}).", note=True)]
+    for sd, g in at_last_checkpoint(maps[maps["unit"] == "head"]).groupby("seed"):
+        nec, suf = g[g["direction"] == "noise"], g[g["direction"] == "denoise"]
+        r = g.iloc[0]
+        base = " (counterfactual distances constant: baseline R^2 0)" if r.baseline_constant else ""
+        extra = sorted({(x.layer, x.head) for x in suf.itertuples() if x.significant}
+                       - {(x.layer, x.head) for x in nec.itertuples() if x.significant})
+        found = f"; sufficiency finds heads necessity missed: {' '.join(f'L{l}H{h}' for l, h in extra)}"
+        blocks.append(Text(f"seed {sd} step {r.step}: clean R^2 {r.r2_clean:.3f}, counterfactual "
+                           f"{r.r2_counterfactual:.3f}{base}; necessary: {_heads(nec)}; sufficient: {_heads(suf)}"
+                           f"{found if extra else ''}"))
+    blocks += [Text(exactness_line(s4.patch_exactness)),
+               Table(s4.patch_exactness, "Exactness controls, every checkpoint (max abs differences; must be at most "
+                                         f"{EXACT_PATCH:g})", collapsed=True),
+               Table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
+                     "discovery"),
+               Table(s4.patch_first.dropna(subset=["first_step"]),
+                     "First checkpoint at which each head is significant")]
+    for (model, sd), g in s4.patch_first.groupby(["model", "seed"]):
+        on = onset_words(inflection, model, sd)
+        blocks.append(Text(f"seed {sd}: {on + '; ' if on else ''}first significant step, necessity: "
+                           f"{_firsts(g[g['direction'] == 'noise'])}; sufficiency: "
+                           f"{_firsts(g[g['direction'] == 'denoise'])}"))
+    if len(s4.greedy_curve):
+        blocks.append(Figure("recovery_chart", {"curve": s4.greedy_curve}, "greedy sufficient sets: recovery curves",
+                             "recovery"))
+    blocks.append(Text(f"Greedy sufficient sets: joint denoising until {RECOVER:.0%} of the clean R^2 above the "
+                       "counterfactual is recovered; the set is chosen on these pairs, so its recovery against random "
+                       "same-size sets is descriptive, not a test.", note=True))
+    for r in s4.greedy_tests[s4.greedy_tests["size"] > 0].itertuples():
+        curve = s4.greedy_curve[(s4.greedy_curve["seed"] == r.seed) & (s4.greedy_curve["step"] == r.step)]
+        blocks.append(Text(f"seed {r.seed} step {r.step}: greedy curve "
+                           f"{', '.join(f'+{c.added} {c.recovered:.2f}' for c in curve.itertuples())}"))
+    blocks.append(Table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)"))
+    return blocks
+
+
+
+REPORT = Report(describe, findings)
