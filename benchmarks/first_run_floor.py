@@ -103,7 +103,7 @@ def main() -> None:
           f"{study.stimulus_set.name} ({len(study.stimulus_set.sentences)} sentences); {cores} cores")
     print(f"training: {n_steps:,d} steps x ({step:.3f} s step + {pack:.3f} s packing its batch) = {train_cpu:,.0f} s "
           f"of one core")
-    print(f"forward passes: {' + '.join(f'stage {k.split()[0]} {v:,d}' for k, v in forwards.items())} = "
+    print(f"forward passes: {' + '.join(f'{k} {v:,d}' for k, v in forwards.items())} = "
           f"{sum(forwards.values()):,d} sentences x {1000 * per_sentence:.3f} ms = {forward_cpu:,.0f} s of one core")
     floor = (train_cpu + forward_cpu) / cores
     print(f"floor of `make run` from nothing on {cores} cores: {floor:,.0f} s = {floor / 60:.1f} min (training "

@@ -72,8 +72,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 result = study.outcome(stage)
                 seconds[stage] = round(time.perf_counter() - t0, 1)
-                if stage == "causal" and hasattr(result, "patch_exactness") and len(result.patch_exactness):
-                    seconds["patch_exact"] = bool(result.patch_exactness["exact"].all())
+                patching = getattr(result, "patching", None)  # None where stage 4 was skipped
+                if patching is not None and len(patching.patch_exactness):
+                    seconds["patch_exact"] = bool(patching.patch_exactness["exact"].all())
             row = {"shape": name, "dtype": dtype, **seconds,
                    "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None}
             rows.append(row)

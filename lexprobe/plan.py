@@ -37,32 +37,22 @@ import io
 import json
 import tempfile
 import time
-import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-import pandas as pd
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, results_dir
 from lexprobe.checkpoints.shapes import TOKENIZER_BYTES, checkpoint_bytes, pythia_config, random_model, word_tokenizer
-from lexprobe.checkpoints.suites import Suite, load_config, log_subset, validate_model
+from lexprobe.checkpoints.suites import Suite, load_config, validate_model
 from lexprobe.engine.config import ENGINE_VERSION, MEASUREMENTS, ExtractConfig
 from lexprobe.engine.device import resolve_device, torch_dtype
 from lexprobe.engine.extract import measure
-from lexprobe.engine.patches import PatchMap
 from lexprobe.stages import STAGES
-from lexprobe.stages.ablation import copy_source, design, measured_conditions
-from lexprobe.stages.causal import Causal
-from lexprobe.stages.discovery import Discovery
-from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.patching import GREEDY, GreedySearch, patch_design
-from lexprobe.stages.perturbation import Perturbation, measurable
-from lexprobe.stages.replication import Replication
-from lexprobe.stimuli.perturb import neutral, standard_set
+from lexprobe.stages.costs import Costing, ModelCost, StageCost, stage_cache_files
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.store.results import ResultsStore, Unit
 from lexprobe.study import Study
@@ -267,104 +257,29 @@ def duration(seconds: float) -> str:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
 
-OWN_COLUMNS: set[str] = {"patch"}  # stage-4 scopes whose tables carry extra columns: one more part per checkpoint
-
-
-@dataclass
-class StageCost:
-    """One stage's estimated cost, summed over the suite's models and seeds."""
-
-    stage: str
-    units: int = 0
-    forward: int = 0
-    files: int = 0  # in the results store
-    cache: int = 0  # of the stage's stage-cache entry
-    disk: float = 0.0
-    seconds: float = 0.0
-
-
-def cache_files(cls: type) -> int:
-    """Files of one stage cache entry of ``cls``: its manifest and a table per DataFrame field, nested dataclass
-    fields included (stimulus sets a stage keeps are not counted)."""
-    hints = typing.get_type_hints(cls)
-    n = 1
-    for f in dataclasses.fields(cls):
-        inner = [t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if dataclasses.is_dataclass(t)]
-        if hints[f.name] is pd.DataFrame:
-            n += 1
-        elif inner:
-            n += cache_files(typing.cast(type, inner[0])) - 1
-    return n
-
-
-def _scaled(cost: UnitCost, main: Stimuli, other: Stimuli) -> tuple[float, dict[str, float]]:
-    """Measure seconds and table bytes of ``other`` from the main set's calibration."""
-    per_sentence = len(other.sentences) / len(main.sentences)
-    rows = {"distances": len(other.pairs) / len(main.pairs), "heads": per_sentence, "embeddings": per_sentence}
-    return cost.measure_seconds * per_sentence, {m: b * rows[m] for m, b in cost.table_bytes.items()}
-
-
-def stand_in_discovery(n_layers: int, n_heads: int, model: str, seeds: tuple[int, ...], passing: int) -> pd.DataFrame:
-    """Stage 2 stats with ``passing`` heads of the middle layer passing discovery in every seed."""
-    mid = n_layers // 2
-    return pd.DataFrame([{"model": model, "seed": sd, "layer": layer, "head": head,
-                          "passes": layer == mid and head < passing}
-                         for sd in seeds for layer in range(n_layers) for head in range(n_heads)])
-
-
 def stage_costs(study: Study, assumed_heads: int = 2, shape: PretrainedConfig | None = None) -> list[StageCost]:
-    """Stages 1-5 of ``study`` as designed, on this machine's sweep workers."""
-    suite, stim, steps = study.checkpoint_suite, study.stimulus_set, study.checkpoints
-    n_workers = workers()
-    sets = measurable(standard_set(stim), stim)
-    p_steps = log_subset(steps, study.perturb_steps) if study.perturb_steps else steps
-    s1, s3, s4 = StageCost("1 inflection"), StageCost("3 perturbation"), StageCost("4 causal")
-    inflection = STAGES["inflection"]
-    reads = inflection.prepare(study.seen_by(inflection), {}).reads  # what stage 1 will measure, asked of it
+    """Every registered stage of ``study`` as it will run, each costed by the stage itself
+    (:meth:`~lexprobe.stages.registry.Stage.cost`) from this machine's calibration of each model."""
+    suite, stim = study.checkpoint_suite, study.stimulus_set
+    models = []
     for model in suite.models:
         cfg, download = model_shape(suite, model, shape)
         cost = unit_cost(cfg, download, stim, study.config)
-        n_ck = sum(len(r.steps) * len(r.seeds or suite.seeds) for r in reads if model in (r.models or suite.models))
-        kept = study.config.measurements
-        s1.units += n_ck
-        s1.forward += n_ck * len(stim.sentences)
-        s1.files += n_ck * (1 + len(kept))
-        s1.disk += n_ck * sum(cost.table_bytes[m] for m in kept)
-        s1.seconds += n_ck * (cost.load_seconds + cost.measure_seconds) / n_workers
-        p_ck = len(suite.seeds) * len(p_steps)
-        s3.seconds += p_ck * cost.load_seconds / n_workers  # one load per checkpoint for every set
-        for ps in sets.values():
-            seconds, tables = _scaled(cost, stim, ps)
-            s3.units += p_ck
-            s3.forward += p_ck * len(ps.sentences)
-            s3.files += p_ck * 3  # manifest, distances, heads
-            s3.disk += p_ck * (tables["distances"] + tables["heads"])
-            s3.seconds += p_ck * seconds / n_workers
-        stats = stand_in_discovery(cfg.num_hidden_layers, cfg.num_attention_heads, model, suite.seeds, assumed_heads)
-        n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
-        plan = design(stats, n_layers, n_heads, study.n_random, study.n_random_dev, study.methods,
-                      study.layer_matched, study.seed, copy_source(suite.steps),
-                      PatchMap(neutral(stim), patch_design(n_layers, n_heads)), study.head_map)
-        for _, _, chosen, rows in measured_conditions(plan, steps, study.map_steps):
-            if rows.empty:
-                continue
-            conds = plan.at(rows)
-            passes = sum(c.cost(n_layers, n_heads) for c in conds)  # intact-pass equivalents per checkpoint
-            patch_rows = sum(len(c.patches) for c in conds if isinstance(c, PatchMap))
-            s4.units += len(chosen) * len(rows)
-            s4.forward += int(len(chosen) * passes * len(stim.sentences))
-            s4.files += len(chosen) * len(set(rows["scope"]) & OWN_COLUMNS)
-            s4.disk += len(chosen) * (len(rows) + patch_rows) * cost.table_bytes["distances"]
-            s4.seconds += len(chosen) * (cost.load_seconds + passes * cost.measure_seconds) / n_workers
-        greedy = GreedySearch(neutral(stim), study.scoring, study.n_random).cost(n_layers, n_heads)
-        g_ck = len(suite.seeds) * len(log_subset(steps, study.redundancy_steps))
-        s4.files += g_ck * len(GREEDY)  # a part per table in each searched checkpoint's folder
-        s4.forward += int(g_ck * greedy * len(stim.sentences))
-        s4.seconds += g_ck * (cost.load_seconds + greedy * cost.measure_seconds) / n_workers
-    s2, s5 = StageCost("2 discovery"), StageCost("5 replication")
-    for cost_, cls in ((s1, Inflection), (s2, Discovery), (s3, Perturbation), (s4, Causal), (s5, Replication)):
-        cost_.cache = cache_files(cls)
-    return [s1, s2, s3, s4, s5]
+        models.append(ModelCost(model, cfg.num_hidden_layers, cfg.num_attention_heads, cost.load_seconds,
+                                cost.measure_seconds, cost.table_bytes))
+    costing = Costing(tuple(models), workers(), assumed_heads)
+    out = []
+    for stage in STAGES.values():
+        c = stage.cost(study.seen_by(stage), costing)
+        c.cache = stage_cache_files(stage.result)
+        out.append(c)
+    return out
+
+
+def _row(stage: str) -> str:
+    """A stage's row name in the plan: '1 inflection', ..., 'validation'."""
+    label = STAGES[stage].label if stage in STAGES else stage
+    return stage if label == stage else f"{label.removeprefix('stage ')} {stage}"
 
 
 def study_plan(study: Study, assumed_heads: int = 2, shape: PretrainedConfig | None = None) -> str:
@@ -380,8 +295,8 @@ def study_plan(study: Study, assumed_heads: int = 2, shape: PretrainedConfig | N
              f"{'disk':>10s} {'time':>10s}"]
     total = StageCost("total", *(sum(getattr(c, f.name) for c in costs) for f in dataclasses.fields(StageCost)[1:]))
     for c in [*costs, total]:
-        lines.append(f"  {c.stage:16s} {c.units:>10,d} {c.forward:>15,d} {c.files:>8,d} {c.cache:>12,d} "
+        lines.append(f"  {_row(c.stage):16s} {c.units:>10,d} {c.forward:>15,d} {c.files:>8,d} {c.cache:>12,d} "
                      f"{size(c.disk):>10s} {duration(c.seconds):>10s}")
-    lines.append("  (stages 2 and 5 only read stored tables: no forward passes; their time is not estimated; disk "
-                 "counts result tables, not the stage cache)")
+    lines.append("  (a stage with no forward passes only reads stored tables; its time is not estimated; disk counts "
+                 "result tables, not the stage cache; validation measures only on a suite with a planted circuit)")
     return "\n".join(lines)

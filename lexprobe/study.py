@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, Generic, TypeVar, overload
 
+import pandas as pd
+
 from lexprobe.analysis.performance import SCORE_OF, Scoring, target_of
 from lexprobe.analysis.selection import DEFAULT_RULE, RULES
 from lexprobe.base.files import fingerprint
@@ -50,6 +52,7 @@ from lexprobe.store.stagecache import StageCache, key_of, units_fingerprint
 S = TypeVar("S")
 RUNTIME = ("progress", "cache")  # settings that change how a study runs, never its numbers
 WHERE = ("root", "device", "batch_size")  # where results live and how they are batched: never their numbers
+SHARED = ("suite", "stimuli", "steps", "dtype", "by", "exclude_embedding", "intervention")  # every stage's inputs
 DERIVING = "lexprobe.stimuli.perturb"  # the code that derives stimulus sets: its source joins their cache key
 
 
@@ -69,6 +72,21 @@ class StageMember(Generic[S]):
 
     def __get__(self, study: Study | None, owner: type) -> S | StageMember[S]:
         return self if study is None else study.result(self.name)
+
+
+def _use(setting: str, stage: Stage[Any]) -> str:
+    """How ``stage`` treats ``setting`` (see :meth:`Study.setting_uses`)."""
+    if setting in stage.refuses:
+        return f"refused: {stage.refuses[setting]}"
+    if setting in RUNTIME + WHERE:
+        return "where"
+    if setting in SHARED:
+        return "shared"
+    if setting in stage.reads:
+        return "reads"
+    earlier = [STAGES[n] for n in (*stage.needs, *stage.uses)]
+    via = [s.name for s in earlier if _use(setting, s) in ("reads",) or _use(setting, s).startswith("via")]
+    return f"via {via[0]}" if via else "not used"
 
 
 def setting(default: Any, help: str, smoke: Any = None, flag: str | None = None, **extra: Any) -> Any:
@@ -176,6 +194,12 @@ class Study:
         """The best-layer rule every stage scores by (``by``, ``exclude_embedding``, the stimuli's target)."""
         return Scoring(self.by, self.exclude_embedding, target_of(self.stimulus_set.pairs))
 
+    @property
+    def baseline(self) -> Condition:
+        """The condition every stage measures under and compares with: the study's ``intervention`` (the intact
+        model by default)."""
+        return self.intervention
+
     @cached_property
     def store(self) -> ResultsStore:
         """The study's results store: one object, so its manifest cache serves every stage."""
@@ -226,24 +250,42 @@ class Study:
         return self._results[name]
 
     def earlier(self, name: str) -> dict[str, Any]:
-        """The outcomes of the stages stage ``name`` needs, by name (a result, or
+        """The outcomes of the stages stage ``name`` needs and uses, by name (a result, or
         :class:`~lexprobe.stages.registry.Skipped`): what its report sets its own result beside."""
-        return {n: self.outcome(n) for n in STAGES[name].needs}
+        stage = STAGES[name]
+        return {n: self.outcome(n) for n in (*stage.needs, *stage.uses)}
+
+    def refusal(self, stage: Stage[Any]) -> str | None:
+        """Why ``stage`` refuses this study (a setting it cannot honour changed from its default), or None."""
+        defaults = {f.name: f.default for f in fields(self)}
+        for setting, why in stage.refuses.items():
+            value = getattr(self, setting)
+            if value != defaults[setting]:
+                shown = value.condition if hasattr(value, "condition") else repr(value)
+                return f"{stage.label} refuses {setting}={shown}: {why}"
+        return None
 
     def seen_by(self, stage: Stage[Any]) -> StageSettings:
         """This study as ``stage`` sees it: the shared inputs and the settings it reads (others refused)."""
         return StageSettings(self, stage, frozenset(f.name for f in fields(self)))
 
     def _compute(self, stage: Stage[Any]) -> tuple[Any, str | None]:
-        earlier = {n: self._keyed(n) for n in stage.needs}
+        """A stage's outcome and cache key: refused (a setting it cannot honour) before any work, skipped when a
+        stage it needs was or it has nothing to show, else run or read from the stage cache. A skipped outcome's key
+        is its reason, so a stage that uses it is cached by it."""
+        refused = self.refusal(stage)
+        if refused is not None:
+            return Skipped(stage.name, refused), f"skipped: {refused}"
+        earlier = {n: self._keyed(n) for n in (*stage.needs, *stage.uses)}
         view = self.seen_by(stage)
         results = {n: r for n, (r, _) in earlier.items()}
-        missing = next((r for r in results.values() if isinstance(r, Skipped)), None)
+        missing = next((results[n] for n in stage.needs if isinstance(results[n], Skipped)), None)
         if missing is not None:
-            return Skipped(stage.name, f"needs {missing.stage}, skipped: {missing.reason}"), None
-        reason = stage.skip(view, results)
-        if reason is not None:
-            return Skipped(stage.name, reason), None
+            reason = f"needs {missing.stage}, skipped: {missing.reason}"
+            return Skipped(stage.name, reason), f"skipped: {reason}"
+        why = stage.skip(view, results)
+        if why is not None:
+            return Skipped(stage.name, why), f"skipped: {why}"
         prepared = stage.prepare(view, results)
 
         def key() -> dict[str, Any] | None:
@@ -303,6 +345,20 @@ class Study:
                                                    "data": data_fingerprint()}
 
         return self._cached(name, StimulusSets, key, {}, DERIVING, lambda: StimulusSets(make()))[0].sets
+
+    @classmethod
+    def setting_uses(cls) -> pd.DataFrame:
+        """How every stage treats every setting (setting, stage, use): ``refused`` (with why: a study that changes it
+        gets no result from that stage), ``reads`` (in its cache key), ``shared`` (the suite, stimuli, checkpoints,
+        engine dtype, best-layer rule and baseline condition every stage measures and scores by), ``via STAGE``
+        (an earlier stage it needs reads it), ``where`` (where results live, how work is run or batched: never a
+        number) or ``not used``. Worked out from the stages' declarations; ``tests/test_study.py`` holds them
+        against what the stages do."""
+        rows = []
+        for stage in STAGES.values():
+            for f in fields(cls):
+                rows.append({"setting": f.name, "stage": stage.name, "use": _use(f.name, stage)})
+        return pd.DataFrame(rows)
 
     inflection = StageMember[Inflection]("inflection")
     discovery = StageMember[Discovery]("discovery")

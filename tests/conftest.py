@@ -11,7 +11,9 @@ import pytest
 from transformers import GPTNeoXForCausalLM
 
 from lexprobe.checkpoints.bpe import train_tokenizer
+from lexprobe.checkpoints.hubcache import add_revision
 from lexprobe.checkpoints.shapes import neox_config, random_model
+from lexprobe.checkpoints.suites import hub_cache
 from lexprobe.stimuli.perturb import neutral
 from lexprobe.stimuli.tables import load_stimuli
 
@@ -64,3 +66,26 @@ def assert_same_tables(got: dict, want: dict, atol: float, rtol: float = 0.0) ->
         pd.testing.assert_frame_equal(a[keys], b[keys], check_dtype=False)
         for col in a.columns.difference(keys):
             np.testing.assert_allclose(a[col], b[col], atol=atol, rtol=rtol, err_msg=f"{name}.{col}")
+
+
+# A tiny study: the suite and stimuli the study-level tests share (tests/test_study.py, tests/test_stage_protocol.py)
+REPO = "lexprobe-test/study-neox{seed_suffix}"
+STEPS = (0, 1, 2, 4, 8)
+SMALL = {"n_boot": 10, "n_perm": 50, "n_random": 2, "n_random_dev": 1, "map_steps": 2, "perturb_steps": 2,
+         "methods": ("zero", "knockout"), "progress": False}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory, tokenizer):
+    """Two seeds x five checkpoints of a tiny random GPT-NeoX, in a hub cache built here."""
+    d = tmp_path_factory.mktemp("hub")
+    for seed in (0, 1):
+        for step in STEPS:
+            repo = REPO.format(seed_suffix=f"-seed{seed}" if seed else "")
+            add_revision(d, repo, f"step{step}", tiny_model(len(tokenizer), seed=100 * seed + step), tokenizer)
+    return hub_cache(d, REPO, models=("tiny",), seeds=(0, 1), name="study-tiny")
+
+
+@pytest.fixture(scope="module")
+def small(stimuli):
+    return stimuli.subset(sorted(stimuli.pairs["word"].unique())[:6], name="small6")

@@ -383,9 +383,10 @@ def test_a_local_folder_of_each_family_runs_stages_1_to_5(local_arch, tmp_path, 
     assert len(study.discovery.stats) == 3 * 4  # one row per head of the last checkpoint's model
     assert len(study.perturbation.sets) >= 2 and study.perturbation.best["step"].max() == 8
     causal = study.causal
-    assert len(causal.patch_exactness) == 2 and causal.patch_exactness["exact"].all()  # the map checkpoints
-    refused = set(causal.refused["method"])
+    exact = causal.patching.patch_exactness
+    assert len(exact) == 2 and exact["exact"].all()  # the map checkpoints
+    refused = set(causal.ablation.refused["method"])
     assert refused == {"llama": {"qk-copy"}, "olmo2": {"qk-zero", "qk-copy"}}.get(local_arch, set())
-    assert not set(causal.design["family"]) & refused  # nothing refused was measured
+    assert not set(causal.ablation.design["family"]) & refused  # nothing refused was measured
     replication = study.outcome("replication")
     assert isinstance(replication, Skipped) and "seed" in replication.reason

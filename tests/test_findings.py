@@ -67,7 +67,7 @@ def test_the_heads_in_words_equal_stage_2s_table(results):
 
 def test_the_patching_and_seed_claims_equal_their_tables(results):
     s4, s5 = results["causal"], results["replication"]
-    maps = s4.patch_maps
+    maps = s4.patching.patch_maps
     heads = maps[(maps["unit"] == "head") & (maps["step"] == maps["step"].max())]
     said = [int(n) for n in re.findall(r"(\d+) \(head, seed\) cases", text_of("causal", results))]
     assert said == [int(heads.loc[heads["direction"] == d, "significant"].sum()) for d in ("noise", "denoise")]

@@ -11,40 +11,18 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import tiny_model
+from conftest import SMALL
 
 import lexprobe.analysis.performance as performance_mod
+import lexprobe.stages.causal as causal_mod
 import lexprobe.stages.discovery as stage2_mod
 import lexprobe.stages.inflection as stage1_mod
 from lexprobe import Study
-from lexprobe.checkpoints.hubcache import add_revision
-from lexprobe.checkpoints.suites import hub_cache
 from lexprobe.cli import build_parser, main, timing_line
 from lexprobe.stages.patching import counterfactual_of
 from lexprobe.stages.perturbation import perturbation_steps, perturbed_sets
 from lexprobe.stimuli.tables import StimulusError
 from lexprobe.store.results import ResultsStore, Unit
-
-REPO = "lexprobe-test/study-neox{seed_suffix}"
-STEPS = (0, 1, 2, 4, 8)
-SMALL = {"n_boot": 10, "n_perm": 50, "n_random": 2, "n_random_dev": 1, "map_steps": 2, "perturb_steps": 2,
-         "methods": ("zero", "knockout"), "progress": False}
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory, tokenizer):
-    """Two seeds x five checkpoints of a tiny random GPT-NeoX, in a hub cache built here."""
-    d = tmp_path_factory.mktemp("hub")
-    for seed in (0, 1):
-        for step in STEPS:
-            repo = REPO.format(seed_suffix=f"-seed{seed}" if seed else "")
-            add_revision(d, repo, f"step{step}", tiny_model(len(tokenizer), seed=100 * seed + step), tokenizer)
-    return hub_cache(d, REPO, models=("tiny",), seeds=(0, 1), name="study-tiny")
-
-
-@pytest.fixture(scope="module")
-def small(stimuli):
-    return stimuli.subset(sorted(stimuli.pairs["word"].unique())[:6], name="small6")
 
 
 @pytest.fixture()
@@ -62,7 +40,7 @@ def test_a_study_in_another_root_never_touches_the_default_store(suite, small, h
     assert str(s1.store.root) == str(tmp_path / "elsewhere") and s1.store is study.store
     # a study with other settings on the same root follows it too
     s4 = study.with_(methods=("zero",)).causal
-    assert not (home / "results").exists() and set(s4.best["condition"]) > {"intact"}
+    assert not (home / "results").exists() and set(s4.ablation.best["condition"]) > {"intact"}
     stored = {p.name for p in (tmp_path / "elsewhere" / "_stages" / "study-tiny" / "small6").iterdir()}
     assert stored == {"inflection", "discovery", "perturbation", "perturbation-sets", "causal",
                       "causal-counterfactual", "replication"}
@@ -90,9 +68,9 @@ def test_best_layer_rule_and_embedding_exclusion_reach_every_stage(suite, small,
     s1, s3, s4 = study.inflection, study.perturbation, study.causal
     assert scores == ["r2_signed"]
     assert len(calls) >= 3 and set(calls) == {("signed", True)}  # stage 1, each perturbed set, stage 4
-    for best in (s1.best, s3.best, s4.best):
+    for best in (s1.best, s3.best, s4.ablation.best):
         assert (best["best_layer"] > 0).all()
-    intact = s4.best[s4.best["condition"] == "intact"].set_index(["seed", "step"])
+    intact = s4.ablation.best[s4.ablation.best["condition"] == "intact"].set_index(["seed", "step"])
     ref = s1.best.set_index(["seed", "step"])
     assert intact["best_layer"].equals(ref.loc[intact.index, "best_layer"])
     pd.testing.assert_series_equal(intact["r2_signed"], ref.loc[intact.index, "r2_signed"])
@@ -123,8 +101,8 @@ def test_stages_are_cached_and_invalidated_by_what_they_depend_on(suite, small, 
         again = Study(suite, small, root=root, **SMALL)
         pd.testing.assert_frame_equal(again.inflection.inflection, computed["s1"].inflection)
         pd.testing.assert_frame_equal(again.discovery.stats, computed["s2"].stats)
-        pd.testing.assert_frame_equal(again.causal.causal_map, computed["s4"].causal_map)
-        pd.testing.assert_frame_equal(again.causal.design, computed["s4"].design)
+        pd.testing.assert_frame_equal(again.causal.ablation.causal_map, computed["s4"].ablation.causal_map)
+        pd.testing.assert_frame_equal(again.causal.ablation.design, computed["s4"].ablation.design)
         assert again.inflection.suite is suite and again.inflection.store is again.store
     # each part's wall time is recorded once, as computed the first time and read from the cache the second
     assert [(k, t["cached"]) for k, t in first.timings.items()] == [
@@ -234,7 +212,8 @@ def test_every_setting_with_a_help_text_is_a_flag_of_every_stage_command():
 
 def test_a_stage_with_nothing_to_show_is_skipped_with_its_reason(suite, small, tmp_path):
     """One seed: replication is skipped (its outcome says why, its result raises a ValueError naming it); too few
-    checkpoints: discovery and everything after it are skipped, stage 1 still stands."""
+    checkpoints: discovery and the stages that need it are skipped, stage 1 still stands (stage 4, which only uses
+    discovery, runs without it: tests/test_stage_protocol.py)."""
     from lexprobe.stages.registry import Skipped, StageSkipped
 
     one = Study(suite.with_(seeds=(0,)), small, root=str(tmp_path / "res"), **SMALL)
@@ -245,7 +224,7 @@ def test_a_stage_with_nothing_to_show_is_skipped_with_its_reason(suite, small, t
     few = Study(suite, small, steps="0,1,2", root=str(tmp_path / "res"), **SMALL)
     assert len(few.inflection.steps) == 3
     assert ">= 4 checkpoints" in few.outcome("discovery").reason
-    assert "needs discovery" in few.outcome("causal").reason
+    assert "needs discovery" in few.outcome("replication").reason
 
 
 def test_smoke_defaults_are_resolved_when_the_study_is_made(monkeypatch):
@@ -305,8 +284,8 @@ def test_stage_plan_counts_what_the_stages_measure_and_store(suite, small, tmp_p
     study = Study(suite, small, root=str(tmp_path / "res"), **SMALL)
     study.causal  # noqa: B018 - stages 1, 2 and 4
     study.perturbation  # noqa: B018
-    monkeypatch.setattr(studyplan, "stand_in_discovery", lambda *a: study.discovery.stats)
-    costs = {c.stage.split()[1]: c for c in studyplan.stage_costs(study)}
+    monkeypatch.setattr(causal_mod, "stand_in_discovery", lambda *a: study.discovery.stats)
+    costs = {c.stage: c for c in studyplan.stage_costs(study)}
     store = ResultsStore(tmp_path / "res")
     stored = store.units("distances")
     intact = [u for u, _ in stored if u.stimuli == small.name and u.condition == "intact"]

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from lexprobe.base.view import View
+import pandas as pd
+
+from lexprobe.base.view import Text, View
 from lexprobe.report.findings import Finding
 from lexprobe.stages import STAGES
 from lexprobe.stages.registry import Skipped
@@ -52,6 +54,12 @@ def report_of(name: str) -> Report[Any]:
             raise KeyError(f"no stage named {name!r}; the stages are {list(STAGES)}")
         REPORTS[name] = import_module(f"lexprobe.report.{name}_report").REPORT
     return REPORTS[name]
+
+
+def left_out(parts: pd.DataFrame) -> list[Text]:
+    """A line per part of a stage left out because an earlier stage it uses was skipped (a result's
+    ``parts_skipped``)."""
+    return [Text(f"Left out: {r.part} (needs {r.needs}, skipped: {r.reason}).") for r in parts.itertuples()]
 
 
 def view(study: Study, name: str) -> View:

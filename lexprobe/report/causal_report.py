@@ -11,41 +11,43 @@ from lexprobe.analysis.patchmaps import EXACT_PATCH
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.selection import ALPHA
 from lexprobe.base.view import Block, Figure, Heading, Table, Text, View
-from lexprobe.report import Earlier, Report
+from lexprobe.report import Earlier, Report, left_out
 from lexprobe.report.findings import Finding, Writer, lead, seeds_in_words
 from lexprobe.report.inflection_report import onset_words
 from lexprobe.stages.ablation import EXACT, Ablation
 from lexprobe.stages.causal import STAGE, Causal
 from lexprobe.stages.patching import RECOVER, Patching
 
+M, G, T = "patching.patch_maps", "patching.greedy_tests", "ablation.tests"  # the tables the findings quote
+
 
 def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
     """Necessity and sufficiency of single heads by patching, the greedy sets, and the study's QK edits."""
     w = Writer(s4)
-    maps = s4.patch_maps
+    maps = s4.patching.patch_maps
     if len(maps):
         last = int(maps["step"].max())
         heads = maps[(maps["unit"] == "head") & (maps["step"] == last)]
         for direction, word in (("noise", "necessary (noising)"), ("denoise", "sufficient (denoising)")):
             d = heads[heads["direction"] == direction]
             none = sorted(int(s) for s, g in d.groupby("seed") if not g["significant"].any())
-            found = w.num("patch_maps", "significant", "count", ".0f", step=last, unit="head", direction=direction)
+            found = w.num(M, "significant", "count", ".0f", step=last, unit="head", direction=direction)
             w.say(f"Single heads {word} at the last checkpoint after BH-FDR: {found} (head, seed) cases in all; "
                   f"none in {seeds_in_words(none)}.")
-    greedy = s4.greedy_tests
+    greedy = s4.patching.greedy_tests
     if len(greedy) and (greedy["size"] > 0).any():
         last = int(greedy["step"].max())
         reached = greedy[(greedy["step"] == last) & greedy["reached"].astype(bool)]
         if len(reached):
-            w.say(f"At step {w.num('greedy_tests', 'step', 'max', '.0f')} the greedy sufficient sets need "
-                  f"{w.num('greedy_tests', 'size', 'min', '.0f', step=last, reached=True)} to "
-                  f"{w.num('greedy_tests', 'size', 'max', '.0f', step=last, reached=True)} heads jointly to reach the "
-                  f"recovery target, in {w.num('greedy_tests', 'seed', 'distinct', '.0f', step=last, reached=True)} "
-                  f"of {w.num('greedy_tests', 'seed', 'distinct', '.0f', step=last)} seeds (chosen on these pairs: "
+            w.say(f"At step {w.num(G, 'step', 'max', '.0f')} the greedy sufficient sets need "
+                  f"{w.num(G, 'size', 'min', '.0f', step=last, reached=True)} to "
+                  f"{w.num(G, 'size', 'max', '.0f', step=last, reached=True)} heads jointly to reach the "
+                  f"recovery target, in {w.num(G, 'seed', 'distinct', '.0f', step=last, reached=True)} "
+                  f"of {w.num(G, 'seed', 'distinct', '.0f', step=last)} seeds (chosen on these pairs: "
                   "descriptive, not a test).")
         else:
-            w.say(f"At step {w.num('greedy_tests', 'step', 'max', '.0f')} no greedy set reaches the recovery target.")
-    tests = s4.tests
+            w.say(f"At step {w.num(G, 'step', 'max', '.0f')} no greedy set reaches the recovery target.")
+    tests = s4.ablation.tests
     if len(tests):
         last = int(tests["step"].max())
         for family in sorted(tests["family"].unique()):
@@ -53,22 +55,22 @@ def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
             if g.empty:
                 continue
             text = (f"{family} of the discovered heads at the last checkpoint: median drop in R² "
-                    f"{w.num('tests', 'drop_r2', 'median', '.3f', family=family, step=last)}; below p = "
+                    f"{w.num(T, 'drop_r2', 'median', '.3f', family=family, step=last)}; below p = "
                     f"{w.num('=alpha', fmt='g')} "
-                    f"against random same-size sets in {w.num('tests', 'p', 'below', '.0f', family=family, step=last)}"
-                    f" of {w.num('tests', 'p', 'rows', '.0f', family=family, step=last)} seeds")
+                    f"against random same-size sets in {w.num(T, 'p', 'below', '.0f', family=family, step=last)}"
+                    f" of {w.num(T, 'p', 'rows', '.0f', family=family, step=last)} seeds")
             floor = g["p_floor"].max() if "p_floor" in g else np.nan
             if np.isfinite(floor) and floor > ALPHA:
                 text += " (underpowered: too few random sets for a rank test to reach the threshold)"
             w.say(text + ".")
-    reg = getattr(s4, "regression", None)
+    reg = s4.ablation.regression
     if reg is not None and len(reg):
         for family in sorted(reg["family"].unique()):
             alpha = w.num("=alpha", fmt="g")
-            more = w.num("regression", "seed", "rows", ".0f", family=family, target_coef=(">", 0),
+            more = w.num("ablation.regression", "seed", "rows", ".0f", family=family, target_coef=(">", 0),
                          target_p=("<", ALPHA))
-            seeds = w.num("regression", "seed", "rows", ".0f", family=family)
-            less = w.num("regression", "seed", "rows", ".0f", family=family, target_coef=("<", 0),
+            seeds = w.num("ablation.regression", "seed", "rows", ".0f", family=family)
+            less = w.num("ablation.regression", "seed", "rows", ".0f", family=family, target_coef=("<", 0),
                          target_p=("<", ALPHA))
             w.say(f"Across checkpoints (the original study's regression of the drop on log step and discovered vs "
                   f"random), {family} of the discovered heads drops R² more than random sets with p < {alpha} in "
@@ -82,8 +84,9 @@ def describe(s4: Causal, earlier: Earlier) -> View:
     (``earlier["inflection"]``)."""
     inflection = earlier["inflection"].inflection if "inflection" in earlier else None
     return View(f"Stage 4 · {STAGE.title}", "stage4",
-                (Text(lead(findings(s4, earlier))), *ablation_blocks(s4, inflection),
-                 *patching_blocks(s4, inflection)))
+                (Text(lead(findings(s4, earlier))), *left_out(s4.parts_skipped),
+                 *ablation_blocks(s4.ablation, inflection),
+                 *patching_blocks(s4.patching, inflection)))
 
 
 

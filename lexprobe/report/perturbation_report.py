@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.base.view import Block, Figure, Table, Text, View
-from lexprobe.report import Earlier, Report
+from lexprobe.report import Earlier, Report, left_out
 from lexprobe.report.findings import Finding, Writer, lead
 from lexprobe.stages.perturbation import MIN_PAIRS, MIN_SHARE, STAGE, Perturbation
 
@@ -45,7 +45,7 @@ def describe(s3: Perturbation, earlier: Earlier) -> View:
         return Table(last.pivot_table(index="seed", columns="perturbation", values=value).reset_index(), caption)
 
     blocks: list[Block] = [
-        Text(lead(findings(s3, earlier))),
+        Text(lead(findings(s3, earlier))), *left_out(s3.parts_skipped),
         Figure("perturbation_chart", {"best": s3.best}, "best-layer R² under each perturbation", "perturbation"),
         Figure("robustness_heatmap", {"heads": s3.heads}, "cue attention kept under perturbation", "robustness"),
         Table(s3.distance, "Perturbed sets (cue-target distance in tokens)"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lexprobe.base.view import Block, Figure, Table, Text, View
-from lexprobe.report import Earlier, Report
+from lexprobe.report import Earlier, Report, left_out
 from lexprobe.report.findings import ALPHA, Finding, Writer, lead
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.replication import STAGE, Replication
@@ -46,7 +46,7 @@ def describe(s5: Replication, earlier: Earlier) -> View:
     seeds and (with stage 4) the ablation effect per seed, beside the trajectories of the stage 1 it compared."""
     stage1: Inflection = earlier["inflection"]
     blocks: list[Block] = [
-        Text(lead(findings(s5, earlier))),
+        Text(lead(findings(s5, earlier))), *left_out(s5.parts_skipped),
         Figure("seed_trajectories", {"best": stage1.best, "inflection": stage1.inflection, "onset": stage1.onset,
                                      "score": stage1.score, "fitted": stage1.fitted},
                "every seed's trajectory with its onset and profile interval", "seed-trajectories"),

@@ -19,7 +19,7 @@ Per (model, seed) it designs the conditions (:func:`design`) and tests them with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -84,7 +84,7 @@ def copy_source(steps: tuple[int, ...]) -> int | None:
     return 1 if 1 in steps else (min(later) if later else None)
 
 
-def design(stats: pd.DataFrame, n_layers: int, n_heads: int, n_random: int, n_random_dev: int,
+def design(stats: pd.DataFrame, *, n_layers: int, n_heads: int, n_random: int, n_random_dev: int,
            methods: tuple[str, ...] = METHODS, layer_matched: bool = False, seed: int = 0,
            source_step: int | None = None, patch_map: PatchMap | None = None, head_map: bool = True) -> Design:
     """One row per (model, seed, condition): its family and role, and where it is measured (``scope`` last | all |
@@ -156,15 +156,12 @@ def exactness(stage1: Inflection, pairs: pd.DataFrame, condition: str) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def design_for(stage2: Discovery, n_random: int, n_random_dev: int, methods: tuple[str, ...],
-               layer_matched: bool, seed: int, source_step: int | None,
-               patch_map: Callable[[int, int], PatchMap] | None = None, head_map: bool = True) -> Design:
-    """Stage 4's :func:`design` for the heads that pass a finished stage 2 (``patch_map``: makes the patch map of a
-    model's shape, (layers, heads))."""
-    stats = stage2.stats
-    n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
-    return design(stats, n_layers, n_heads, n_random, n_random_dev, methods, layer_matched, seed, source_step,
-                  None if patch_map is None else patch_map(n_layers, n_heads), head_map)
+def no_heads_discovered(models: tuple[str, ...], seeds: tuple[int, ...], n_layers: int,
+                        n_heads: int) -> pd.DataFrame:
+    """Stage 2's statistics as :func:`design` reads them when stage 2 did not run: every head, none passing (the
+    design then holds the controls, the single-head map and the patch map, and no discovered set)."""
+    return pd.DataFrame([{"model": m, "seed": sd, "layer": layer, "head": head, "passes": False}
+                         for m in models for sd in seeds for layer in range(n_layers) for head in range(n_heads)])
 
 
 def measured_conditions(plan: Design, steps: tuple[int, ...],
@@ -177,12 +174,12 @@ def measured_conditions(plan: Design, steps: tuple[int, ...],
             yield str(model), int(sd), chosen, g[g["scope"] == scope]
 
 
-def ablation_results(stage1: Inflection, stage2: Discovery, design: pd.DataFrame, pairs: pd.DataFrame,
+def ablation_results(stage1: Inflection, stage2: Discovery | None, design: pd.DataFrame, pairs: pd.DataFrame,
                      key: pd.DataFrame, n_boot: int, seed: int, refused: dict[str, str] | None = None) -> Ablation:
     """Stage 4's ablation tables from the pair distances of every condition (``key``: the design's rows, one per
     condition): best layers, drops, null tests, when the zero ablation's effect appears, the causal head map and its
-    agreement with discovery, the no-op control, exactness and the original study's regression; ``refused``: the
-    methods the architecture cannot apply exactly, with why."""
+    agreement with discovery (none without stage 2), the no-op control, exactness and the original study's
+    regression; ``refused``: the methods the architecture cannot apply exactly, with why."""
     scoring = stage1.scoring
     best = scoring.best(pairs)
     dr = nulls.drops(best)
@@ -190,7 +187,8 @@ def ablation_results(stage1: Inflection, stage2: Discovery, design: pd.DataFrame
     singles = key.loc[key["role"] == "single", "condition"]
     map_pairs = scoring.layers(pairs[pairs["condition"].isin(["intact", *singles])])
     cmap = nulls.causal_map(map_pairs, key, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
-    agree = nulls.agreement(cmap, stage2.stats, step=stage1.steps[-1]) if len(cmap) else pd.DataFrame()
+    agree = (nulls.agreement(cmap, stage2.stats, step=stage1.steps[-1]) if len(cmap) and stage2 is not None
+             else pd.DataFrame())
     return Ablation(design, best, dr, tests, nulls.first_significant(tests[tests["family"] == "zero"]), cmap,
                     agree,
                     dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition"),

@@ -11,6 +11,7 @@ import pandas as pd
 from lexprobe.analysis.curves import fitted_curves, inflections
 from lexprobe.analysis.performance import Scoring, performance, with_pairs
 from lexprobe.checkpoints.suites import Checkpoint, Suite
+from lexprobe.stages.costs import Costing, StageCost
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.store.results import ResultsStore
@@ -106,6 +107,17 @@ class InflectionStage(Plugin):
                           map_fn=parallel_map)
         return Inflection(suite, stimuli, study.store, status, pairs, perf, best, inf,
                           fitted_curves(best, scoring.score), scoring, condition=condition)
+
+
+    def cost(self, study: Context, costing: Costing) -> StageCost:
+        """Every checkpoint it will measure (asked of :meth:`prepare`), loaded and measured once."""
+        out, suite, kept = StageCost(self.name), study.checkpoint_suite, study.config.measurements
+        reads = self.prepare(study, {}).reads
+        for m in costing.models:
+            n = sum(len(r.steps) * len(r.seeds or suite.seeds) for r in reads if m.model in (r.models or suite.models))
+            out.add(n, n * len(study.stimulus_set.sentences), n * (1 + len(kept)),
+                    n * sum(m.table_bytes[k] for k in kept), n * (m.load_seconds + m.measure_seconds) / costing.workers)
+        return out
 
 
 STAGE = InflectionStage()

@@ -13,7 +13,6 @@ sufficient heads or an AND of necessary ones (:func:`lexprobe.analysis.patchmaps
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,7 +27,7 @@ from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import ExtractConfig
 from lexprobe.engine.interventions import Head, random_head_sets
-from lexprobe.engine.patches import DIRECTIONS, PATCH_PREP, PATCH_RUN, Patch, PatchMap, PatchRunner, layer_heads
+from lexprobe.engine.patches import DIRECTIONS, PATCH_PREP, PATCH_RUN, Patch, PatchRunner, layer_heads
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stimuli.perturb import neutral
@@ -91,16 +90,14 @@ def patch_table(patches: tuple[Patch, ...], n_heads: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def patch_map_of(counterfactual: Stimuli) -> Callable[[int, int], PatchMap]:
-    """The patch map of a model's shape (layers, heads) against ``counterfactual`` (:func:`patch_design`)."""
-    return lambda n_layers, n_heads: PatchMap(counterfactual, patch_design(n_layers, n_heads))
 
 
-def patching_results(stage1: Inflection, stage2: Discovery, store: ResultsStore, conditions: list[str],
+def patching_results(stage1: Inflection, stage2: Discovery | None, store: ResultsStore, conditions: list[str],
                      pairs: pd.DataFrame, ptab: pd.DataFrame, n_boot: int, seed: int
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The patch maps (the stored patch-map ``conditions``), their exactness controls, each head's first significant
-    checkpoint and the agreement of the last checkpoint's necessary and sufficient heads with discovery. The maps
+    checkpoint and the agreement of the last checkpoint's necessary and sufficient heads with discovery (none
+    without stage 2). The maps
     are read and scored one (model, seed) at a time, in order, with one generator for the bootstrap draws: the
     tables are those of one pass over every seed, without every seed's patched distances in memory at once."""
     scoring, stim = stage1.scoring, stage1.stimuli
@@ -126,8 +123,9 @@ def patching_results(stage1: Inflection, stage2: Discovery, store: ResultsStore,
     if not maps:
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     out = pd.concat(maps, ignore_index=True)
-    agree = pd.concat([nulls.agreement(out[(out["unit"] == "head") & (out["direction"] == d)], stage2.stats)
-                       .assign(direction=d) for d in ("noise", "denoise")], ignore_index=True)
+    agree = pd.DataFrame() if stage2 is None else pd.concat(
+        [nulls.agreement(out[(out["unit"] == "head") & (out["direction"] == d)], stage2.stats).assign(direction=d)
+         for d in ("noise", "denoise")], ignore_index=True)
     return out, pd.concat(exact, ignore_index=True), patchmaps.first_patched(out), agree
 
 
@@ -254,18 +252,22 @@ def greedy_searches(stage1: Inflection, counterfactual: Stimuli, n_random: int,
             for m in stage1.suite.models for sd in stage1.suite.seeds}
 
 
+def greedy_checkpoints(steps: tuple[int, ...], onset: float | None, n_steps: int) -> tuple[int, ...]:
+    """The checkpoints a greedy search runs at: about ``n_steps`` log-spaced ones from the ``onset`` on, the last
+    included; the last alone where no onset was found (NaN). Before the onset the clean run beats the counterfactual
+    by noise, so there is nothing to recover. ``onset`` None (not known yet, as when a study is planned): from the
+    first checkpoint, the most a search can cost."""
+    if onset is None:
+        onset = steps[0]
+    after = [s for s in steps if s >= onset] if np.isfinite(onset) else []
+    return log_subset(after, n_steps) if after else steps[-1:]
+
+
 def greedy_steps(stage1: Inflection, n_steps: int) -> dict[tuple[str, int], tuple[int, ...]]:
-    """Per (model, seed): about ``n_steps`` log-spaced checkpoints from the seed's estimated onset on (stage 1's
-    ``onset_step``), the last included; the last checkpoint alone where stage 1 found no onset. Before the onset the
-    clean run beats the counterfactual by noise, so there is nothing to recover."""
+    """Per (model, seed): :func:`greedy_checkpoints` from the seed's estimated onset (stage 1's ``onset_step``)."""
     onsets = stage1.inflection.set_index(["model", "seed"])["onset_step"]
-    out = {}
-    for model in stage1.suite.models:
-        for sd in stage1.suite.seeds:
-            onset = onsets.get((model, int(sd)), np.nan)
-            after = [s for s in stage1.steps if s >= onset] if np.isfinite(onset) else []
-            out[model, int(sd)] = log_subset(after, n_steps) if after else stage1.steps[-1:]
-    return out
+    return {(model, int(sd)): greedy_checkpoints(stage1.steps, float(onsets.get((model, int(sd)), np.nan)), n_steps)
+            for model in stage1.suite.models for sd in stage1.suite.seeds}
 
 
 def redundancy(stage1: Inflection, searches: dict[tuple[str, int], GreedySearch],

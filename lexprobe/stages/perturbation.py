@@ -17,9 +17,10 @@ from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.robustness import head_robustness, retained_performance
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
+from lexprobe.stages.costs import Costing, StageCost
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
+from lexprobe.stages.registry import Context, Plugin, Prepared, Reads, parts_skipped, ran
 from lexprobe.stimuli.perturb import cue_token_distance, load_phrases, standard_set
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.sweep.run import extract
@@ -35,6 +36,7 @@ class Perturbation:
     retained: pd.DataFrame
     heads: pd.DataFrame
     summary: pd.DataFrame
+    parts_skipped: pd.DataFrame  # part, needs, reason: what was left out because stage 2 was skipped
 
 
 def perturbation_steps(stage1: Inflection, n_steps: int = 0) -> tuple[int, ...]:
@@ -61,30 +63,31 @@ def measurable(sets: dict[str, Stimuli], stimuli: Stimuli) -> dict[str, Stimuli]
 
 class PerturbationStage(Plugin):
     """Stage 3: every perturbed set (:func:`perturbed_sets`, made once per tokenizer and kept in the stage cache)
-    extracted at :func:`perturbation_steps` into the study's results store and compared with the intact set, best
-    layers chosen by the study's scoring rule."""
+    extracted at :func:`perturbation_steps` into the study's results store under the study's baseline condition and
+    compared with the unperturbed set, best layers chosen by the study's scoring rule. Without stage 2 the perturbed
+    sets are still scored and every head's cue attention tested; only the discovered heads' summary is left out."""
 
     label = "stage 3"
     aliases, summary = (), "stage 3: the heads under perturbed stimuli (cue separated, reframed, neutral)"
     name, title, result = "perturbation", "Are the heads robust to perturbation?", Perturbation
-    needs, reads = ("inflection", "discovery"), ("perturb_steps",)
-
+    needs, uses, reads = ("inflection",), ("discovery",), ("perturb_steps",)
 
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
         s1: Inflection = earlier["inflection"]
         n_steps = study.perturb_steps
         steps = perturbation_steps(s1, n_steps)
         sets = study.derived("perturbation-sets", steps[-1], lambda: perturbed_sets(s1, n_steps))
-        reads = [Reads(m, ps.name, ("intact",), steps) for ps in measurable(sets, s1.stimuli).values()
+        on = (study.baseline.condition,)
+        reads = [Reads(m, ps.name, on, steps) for ps in measurable(sets, s1.stimuli).values()
                  for m in ("distances", "heads")]
-        reads.append(Reads("heads", s1.stimuli.name, ("intact",), steps))
+        reads.append(Reads("heads", s1.stimuli.name, on, steps))
         return Prepared(reads, inputs={"sets": {k: ps.hash for k, ps in sets.items()}},
                         data={"sets": sets, "steps": steps})
 
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Perturbation:
         s1: Inflection = earlier["inflection"]
-        s2: Discovery = earlier["discovery"]
-        suite, stim, store = study.checkpoint_suite, s1.stimuli, study.store
+        s2: Discovery | None = ran(earlier, "discovery")
+        suite, stim, store, condition = study.checkpoint_suite, s1.stimuli, study.store, study.baseline.condition
         sets: dict[str, Stimuli] = prepared.data["sets"]
         steps: tuple[int, ...] = prepared.data["steps"]
         tok = load_tokenizer(s1.tokenizer_at(steps[-1]))
@@ -99,9 +102,9 @@ class PerturbationStage(Plugin):
                              "sentences": len(ps.sentences), "pairs": len(ps.pairs), "enough_pairs": False})
         if scored:  # one load of each checkpoint for every perturbed set
             extract(suite, list(scored.values()), steps, tuple(models), tuple(seeds), root=store.root, config=cfg,
-                    progress=study.progress)
+                    conditions=[study.baseline], progress=study.progress)
         for label, ps in scored.items():
-            where = {"suite": suite.name, "stimuli": ps.name, "condition": "intact", "step": list(steps),
+            where = {"suite": suite.name, "stimuli": ps.name, "condition": condition, "step": list(steps),
                      "model": models, "seed": seeds}
             pairs = with_pairs(store.load("distances", **where), ps)
             bests.append(study.scoring.best(pairs).assign(perturbation=label))
@@ -115,13 +118,32 @@ class PerturbationStage(Plugin):
                          "tokens_max": int(tokens.max()),
                          "phrase_seen_in_training": bool(op == "separate" and
                                                          ps.sentences["parameter"].iloc[0] in seen)})
-        intact = store.load("heads", suite=suite.name, stimuli=stim.name, condition="intact", step=list(steps),
+        intact = store.load("heads", suite=suite.name, stimuli=stim.name, condition=condition, step=list(steps),
                             model=models, seed=seeds)
         rob = head_robustness(intact, pd.concat(heads, ignore_index=True))
-        stats = s2.stats[["model", "seed", "layer", "head", "passes"]].rename(columns={"passes": "discovered"})
-        rob = rob.merge(stats, on=["model", "seed", "layer", "head"], how="left")
+        if s2 is None:
+            rob = rob.assign(discovered=pd.NA)
+        else:
+            stats = s2.stats[["model", "seed", "layer", "head", "passes"]].rename(columns={"passes": "discovered"})
+            rob = rob.merge(stats, on=["model", "seed", "layer", "head"], how="left")
         best = pd.concat(bests, ignore_index=True)
-        return Perturbation(sets, pd.DataFrame(dist), best, retained_performance(best), rob, summary(rob))
+        return Perturbation(sets, pd.DataFrame(dist), best, retained_performance(best), rob, summary(rob),
+                            parts_skipped(earlier, {"the discovered heads' summary": "discovery"}))
+
+
+    def cost(self, study: Context, costing: Costing) -> StageCost:
+        """Each measurable standard set at the perturbation checkpoints: one load per checkpoint for every set."""
+        out, suite, stim = StageCost(self.name), study.checkpoint_suite, study.stimulus_set
+        sets = measurable(standard_set(stim), stim)
+        steps = log_subset(study.checkpoints, study.perturb_steps) if study.perturb_steps else study.checkpoints
+        n = len(suite.seeds) * len(steps)
+        for m in costing.models:
+            out.seconds += n * m.load_seconds / costing.workers
+            for ps in sets.values():
+                seconds, tables = m.scaled(stim, ps)
+                out.add(n, n * len(ps.sentences), n * 3, n * (tables["distances"] + tables["heads"]),
+                        n * seconds / costing.workers)  # files: manifest, distances, heads
+        return out
 
 
 STAGE = PerturbationStage()

@@ -1,12 +1,18 @@
 """What a stage is to the study that runs it, and the registry of stages.
 
-A stage is a plug-in: a ``name`` (its one word on every surface), the earlier stages it ``needs``, the study
-settings it ``reads`` (its cache inputs besides the suite, stimuli, checkpoints, engine config and scoring rule that
-every stage shares), :meth:`Stage.prepare` (what it will measure and read: computed once per study, used for the
-cache key and the run), :meth:`Stage.run`, and :meth:`Stage.skip` (why it has nothing to show on a study, if so:
-too few checkpoints, one seed, no planted circuit). A stage sees the study through
-:class:`StageSettings`, which refuses a setting the stage did not list in ``reads``: a stage cannot depend on a
-setting its cache key leaves out.
+A stage is a plug-in: a ``name`` (its one word on every surface), the earlier stages it ``needs`` (without them
+it has nothing to show) and ``uses`` (it runs without them, and the parts that need them say they were skipped), the
+study settings it ``reads`` (its cache inputs besides the suite, stimuli, checkpoints, engine config, scoring rule
+and baseline condition that every stage shares), the settings it ``refuses`` (with why: a study that changes one
+gets no result from this stage, before any of its work), :meth:`Stage.prepare` (what it will measure and read:
+computed once per study, used for the cache key and the run), :meth:`Stage.run`, :meth:`Stage.skip` (why it has
+nothing to show on a study, if so: too few checkpoints, one seed, no planted circuit) and :meth:`Stage.cost` (what
+it will cost, for ``lexprobe plan``). A stage sees the study through :class:`StageSettings`, which refuses a setting
+the stage did not list in ``reads``: a stage cannot depend on a setting its cache key leaves out. What a stage shows
+and says is its report (:mod:`lexprobe.report`), outside its cache key.
+
+Every stage measures under one ``baseline`` condition, the study's ``intervention`` (the intact model by default):
+its own measurements and the earlier results it compares them with are of the same model.
 """
 
 from __future__ import annotations
@@ -15,18 +21,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+import pandas as pd
+
+from lexprobe.stages.costs import StageCost
+
 if TYPE_CHECKING:
     from lexprobe.analysis.performance import Scoring
     from lexprobe.checkpoints.suites import Suite
+    from lexprobe.engine.conditions import Condition
     from lexprobe.engine.extract import ExtractConfig
+    from lexprobe.stages.costs import Costing
     from lexprobe.stimuli.tables import Stimuli
     from lexprobe.store.results import ResultsStore
 
 R = TypeVar("R")
 
 # what every stage may read without listing it: the study's resolved inputs, shared by every cache key
-COMMON = frozenset({"checkpoint_suite", "stimulus_set", "checkpoints", "config", "scoring", "store", "progress",
-                    "derived", "timings"})
+COMMON = frozenset({"checkpoint_suite", "stimulus_set", "checkpoints", "config", "scoring", "baseline", "store",
+                    "progress", "derived", "timings"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class Context(Protocol):
     checkpoints: tuple[int, ...]
     config: ExtractConfig
     scoring: Scoring
+    baseline: Condition  # what every stage measures under: the study's intervention (the intact model by default)
     store: ResultsStore
     progress: bool
 
@@ -79,7 +92,9 @@ class Stage(Protocol, Generic[R]):
     title: str
     result: type[R]
     needs: tuple[str, ...]
+    uses: tuple[str, ...]
     reads: tuple[str, ...]
+    refuses: dict[str, str]  # setting -> why this stage cannot honour a value other than its default
     given: tuple[str, ...]  # result fields supplied by the study on load, not stored
 
     def skip(self, study: Context, earlier: dict[str, Any]) -> str | None: ...
@@ -90,13 +105,18 @@ class Stage(Protocol, Generic[R]):
 
     def given_values(self, study: Context) -> dict[str, Any]: ...
 
+    def cost(self, study: Context, costing: Costing) -> StageCost: ...
+
 
 class Plugin:
-    """Defaults of a stage plug-in: it needs and reads nothing, stores every field, always has something to show
-    and measures nothing before it runs."""
+    """Defaults of a stage plug-in: it needs, uses, reads and refuses nothing, stores every field, always has
+    something to show and measures nothing before it runs."""
 
+    name: str
     needs: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
+    refuses: dict[str, str] = {}  # a class default, never mutated
     given: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
 
@@ -111,6 +131,10 @@ class Plugin:
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
         return Prepared()
 
+    def cost(self, study: Context, costing: Costing) -> StageCost:
+        """What this stage will measure and store on ``study`` (nothing: it reads stored tables)."""
+        return StageCost(self.name)
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -118,6 +142,23 @@ class Skipped:
 
     stage: str
     reason: str
+
+
+PARTS = ["part", "needs", "reason"]  # the columns of a result's ``parts_skipped`` table
+
+
+def parts_skipped(earlier: dict[str, Any], parts: dict[str, str]) -> pd.DataFrame:
+    """The parts of a stage left out because an earlier stage it uses was skipped: one row per part (``parts``:
+    part -> the stage it needs) whose stage is :class:`Skipped` in ``earlier``, with that stage's reason."""
+    rows = [{"part": part, "needs": need, "reason": earlier[need].reason} for part, need in parts.items()
+            if isinstance(earlier.get(need), Skipped)]
+    return pd.DataFrame(rows, columns=PARTS)
+
+
+def ran(earlier: dict[str, Any], name: str) -> Any:
+    """The result of the earlier stage ``name``, or None when it was skipped."""
+    out = earlier.get(name)
+    return None if isinstance(out, Skipped) else out
 
 
 class StageSkipped(ValueError):

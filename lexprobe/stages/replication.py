@@ -7,7 +7,7 @@ agreement against within-layer and anywhere permutation nulls, and the stage-4 a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -16,7 +16,7 @@ from lexprobe.analysis import agreement as seeds
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.registry import Context, Plugin, Prepared
+from lexprobe.stages.registry import PARTS, Context, Plugin, Prepared, parts_skipped, ran
 
 
 @dataclass
@@ -31,16 +31,17 @@ class Replication:
     head_counts: pd.DataFrame
     causal: pd.DataFrame | None = None
     causal_summary: pd.DataFrame | None = None
+    parts_skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PARTS))
 
 
 class ReplicationStage(Plugin):
     """Stage 5: compare the seeds of finished stages 1, 2 and 4 (bootstrap intervals of the onsets); needs a suite
-    with at least two seeds."""
+    with at least two seeds. Without stage 4 (skipped or refused) the stage-4 effects per seed are left out."""
 
     label = "stage 5"
     aliases, summary = ("seeds",), "stage 5: seed agreement of inflections, mixed model, heads, causal effects"
     name, title, result = "replication", "Do the findings replicate across seeds?", Replication
-    needs, reads = ("inflection", "discovery", "causal"), ("n_perm", "seed")
+    needs, uses, reads = ("inflection", "discovery"), ("causal",), ("n_perm", "seed")
 
     def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
         suite = study.checkpoint_suite
@@ -50,8 +51,10 @@ class ReplicationStage(Plugin):
 
 
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Replication:
-        return replicate(earlier["inflection"], earlier["discovery"], earlier["causal"], n_perm=study.n_perm,
-                         seed=study.seed)
+        out = replicate(earlier["inflection"], earlier["discovery"], ran(earlier, "causal"), n_perm=study.n_perm,
+                        seed=study.seed)
+        out.parts_skipped = parts_skipped(earlier, {"the stage-4 effects per seed": "causal"})
+        return out
 
 
 def replicate(stage1: Inflection, stage2: Discovery, stage4: Causal | None, *, n_perm: int,
@@ -64,7 +67,7 @@ def replicate(stage1: Inflection, stage2: Discovery, stage4: Causal | None, *, n
     mixed = seeds.mixed_model(stage1.best, stage1.inflection, score=stage1.score)
     causal = summary = None
     if stage4 is not None:
-        causal, summary = seeds.causal_agreement(stage4.tests)
+        causal, summary = seeds.causal_agreement(stage4.ablation.tests)
     return Replication(per, spread, mixed, seeds.head_agreement(stage2.stats, n_perm=n_perm, seed=seed),
                        seeds.pairwise_jaccard(stage2.stats), seeds.seed_counts(stage2.stats), causal, summary)
 

@@ -22,6 +22,7 @@ from lexprobe.analysis.selection import passing
 from lexprobe.checkpoints.suites import Suite, log_subset
 from lexprobe.engine.interventions import EdgeKnockout
 from lexprobe.stages.causal import Causal
+from lexprobe.stages.costs import Costing, StageCost
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
@@ -69,14 +70,15 @@ def head_maps(by_step: pd.DataFrame, stage4: Causal) -> dict[str, pd.DataFrame]:
     statistics had training stopped at each checkpoint (``by_step``, :func:`lexprobe.analysis.detection.
     stage2_by_step`), stage 4's causal map (single-head zero ablation) and its patching maps (necessity by noising,
     sufficiency by denoising one head at the noun), and the heads of stage 4's greedy sufficient sets."""
-    heads = stage4.patch_maps[stage4.patch_maps["unit"] == "head"] if len(stage4.patch_maps) else stage4.patch_maps
+    pm = stage4.patching.patch_maps
+    heads = pm[pm["unit"] == "head"] if len(pm) else pm
     maps = {"stage 2 passes": by_step.assign(significant=by_step["passes"]),
             "original rule": by_step.assign(significant=by_step["selected"]),
-            "stage 4 causal map": stage4.causal_map,
+            "stage 4 causal map": stage4.ablation.causal_map,
             "stage 4 necessity (noising)": heads[heads["direction"] == "noise"] if len(heads) else heads,
             "stage 4 sufficiency (denoising)": heads[heads["direction"] == "denoise"] if len(heads) else heads,
-            "stage 4 greedy sufficient set": greedy_map(by_step, stage4.greedy_tests)}
-    if stage4.causal_map.empty:  # the single-head ablation map is opt-in (Study(head_map=True))
+            "stage 4 greedy sufficient set": greedy_map(by_step, stage4.patching.greedy_tests)}
+    if stage4.ablation.causal_map.empty:  # the single-head ablation map is opt-in (Study(head_map=True))
         del maps["stage 4 causal map"]
     return maps
 
@@ -94,15 +96,14 @@ def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
     return sets.assign(significant=named)[cols]
 
 
-def construct_steps(stage1: Inflection) -> tuple[int, ...]:
-    """The checkpoints of the construct check: every one from the planted onset on, where the cue's carriers form,
-    and ``EARLY_STEPS`` log-spaced ones before it (about ``CONSTRUCT_STEPS`` log-spaced ones, the last included,
-    for a suite without a planted onset)."""
-    onset = stage1.onset
+def construct_steps(steps: tuple[int, ...], onset: int | None) -> tuple[int, ...]:
+    """The checkpoints of the construct check among ``steps``: every one from the planted ``onset`` on, where the
+    cue's carriers form, and ``EARLY_STEPS`` log-spaced ones before it (about ``CONSTRUCT_STEPS`` log-spaced ones,
+    the last included, for a suite without a planted onset)."""
     if onset is None:
-        return log_subset(stage1.steps, CONSTRUCT_STEPS)
-    before = [s for s in stage1.steps if s < onset]
-    return tuple(sorted(set(log_subset(before, EARLY_STEPS)) | {s for s in stage1.steps if s >= onset}))
+        return log_subset(steps, CONSTRUCT_STEPS)
+    before = [s for s in steps if s < onset]
+    return tuple(sorted(set(log_subset(before, EARLY_STEPS)) | {s for s in steps if s >= onset}))
 
 
 def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_layers: int,
@@ -110,7 +111,7 @@ def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_
     """Best-layer scores at the construct check's checkpoints per (model, seed), condition ``intact``, ``planted``
     (the planted heads' target->cue edges cut), ``others`` (the same edges cut in every other head), ``all`` and
     each planted head's ``cut:`` and ``alone:`` cuts."""
-    suite, stim, steps = stage1.suite, stage1.stimuli, construct_steps(stage1)
+    suite, stim, steps = stage1.suite, stage1.stimuli, construct_steps(stage1.steps, stage1.onset)
     out = []
     for (model, sd), knockouts in construct_knockouts(planted, n_layers, n_heads).items():
         cuts = {iv.condition: name for name, iv in knockouts.items()}
@@ -150,6 +151,8 @@ class ValidationStage(Plugin):
     aliases, summary = ("validate",), "planted-circuit organism: construct check, precision/recall of stages 2 and 4"
     name, title, result = "validation", "Do the stages find the planted circuit?", Validation
     needs, reads = ("inflection", "discovery", "causal"), ("n_perm", "seed", "selection")
+    refuses = {"intervention": "the construct check cuts edges of the intact model and scores stage 4's maps, "
+                               "which are measured on the intact model"}
 
     def skip(self, study: Context, earlier: dict[str, Any]) -> str | None:
         suite = study.checkpoint_suite
@@ -162,7 +165,7 @@ class ValidationStage(Plugin):
         planted = planted_heads(s1.suite)
         n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
         reads = [Reads("distances", s1.stimuli.name, ("intact", *(iv.condition for iv in cuts.values())),
-                       construct_steps(s1), (model,), (sd,))
+                       construct_steps(s1.steps, s1.onset), (model,), (sd,))
                  for (model, sd), cuts in construct_knockouts(planted, n_layers, n_heads).items()]
         return Prepared(reads, data={"planted": planted, "shape": (n_layers, n_heads)})
 
@@ -188,7 +191,24 @@ class ValidationStage(Plugin):
         rules = detection.scored(detection.rule_maps(by_step), certified, last_only=True)
         return Validation(planted, construct, validity.validity(maps, certified), first, per_head,
                           detection.curves(maps, certified), detection.readings(per_head, earlier["causal"]
-                                                                                .greedy_tests, kind), rules)
+                                                                                .patching.greedy_tests, kind), rules)
+
+
+    def cost(self, study: Context, costing: Costing) -> StageCost:
+        """The construct check's edge cuts of each seed at its checkpoints (nothing on a suite without a plant)."""
+        out, suite = StageCost(self.name), study.checkpoint_suite
+        if not has_plant(suite):
+            return out
+        steps = construct_steps(study.checkpoints, suite.metadata.get("onset"))
+        sentences = len(study.stimulus_set.sentences)
+        for m in costing.models:
+            planted = planted_heads(suite)
+            for cuts in construct_knockouts(planted[planted["model"] == m.model], m.n_layers, m.n_heads).values():
+                passes = sum(iv.cost(m.n_layers, m.n_heads) for iv in cuts.values())
+                out.add(len(steps) * len(cuts), len(steps) * passes * sentences, 0,
+                        len(steps) * len(cuts) * m.table_bytes["distances"],
+                        len(steps) * (m.load_seconds + passes * m.measure_seconds) / costing.workers)
+        return out
 
 
 STAGE = ValidationStage()
