@@ -342,9 +342,24 @@ def test_gpt2_upcast_path_equals_eager_in_float32(tokenizer, few):
     model = random_model(family_config("gpt2", len(tokenizer), 32, 3, 4, positions=128))
     upcast = measure_reference(model, tokenizer, few)
     assert model.transformer.h[0].attn.reorder_and_upcast_attn
-    plain = engine(model, tokenizer, few)  # binding the sites routes it through eager attention
-    assert not model.transformer.h[0].attn.reorder_and_upcast_attn
+    plain = engine(model, tokenizer, few)  # the engine's runs go through eager attention
     compare(plain, upcast, atol=1e-6)
+
+
+def test_binding_gpt2_sites_leaves_the_callers_model_as_it_was(tokenizer, few, cf):
+    """Measuring a GPT-2 whose attention reorders and upcasts (the engine, then patching, whose prefixes run outside
+    nnsight) turns that path off only while lexprobe runs the model: afterwards every layer's flag is the caller's
+    again, and the numbers are those of the eager path (a copy with the flag off for good)."""
+    config = family_config("gpt2", len(tokenizer), 32, 3, 4, positions=128)
+    model, eager = random_model(config), random_model(config)
+    for block in eager.transformer.h:
+        block.attn.reorder_and_upcast_attn = False
+    patches = [Patch(), Patch(None), Patch(((1, 2),), "denoise")]
+    got, want = ({**engine(m, tokenizer, few), "patched": PatchRunner(m, tokenizer, few, cf).distances(patches)}
+                 for m in (model, eager))
+    assert all(block.attn.reorder_and_upcast_attn for block in model.transformer.h)
+    compare(got, want, atol=0)
+    pd.testing.assert_frame_equal(got["patched"], want["patched"])
 
 
 def test_encoders_and_unknown_architectures_are_refused_by_name():

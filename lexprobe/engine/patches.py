@@ -42,7 +42,7 @@ from lexprobe.engine.batching import split_rows
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import cosine_distances
 from lexprobe.engine.interventions import Head, all_heads, heads_of
-from lexprobe.engine.sites import Sites, sites_of
+from lexprobe.engine.sites import Sites, attention_flags, sites_of
 from lexprobe.stimuli.align import Encoded, encode
 from lexprobe.stimuli.tables import Stimuli
 
@@ -262,7 +262,7 @@ class PatchRunner:
         if self.sites.map.absolute_positions:
             moved = {"position_ids": torch.arange(prefix_ids.shape[1], device=shift.device)[None] + shift[:, None]}
             positions = positions + shift[:, None]
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_flags(self.sites.model):
             out = self.sites.model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True,
                                               **moved)
         kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
