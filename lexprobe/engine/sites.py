@@ -162,7 +162,8 @@ def _last_match(names: tuple[str, ...], pattern: str, where: str) -> str:
 
 
 class Sites:
-    """A site map bound to one nnsight-wrapped model: envoys for each site, by layer."""
+    """A site map bound to one nnsight-wrapped model: envoys for each site, by layer (:func:`sites_of` binds them
+    with a wrapper that sets the site map's attention flags for each run)."""
 
     def __init__(self, envoy: nnsight.NNsight, model: PreTrainedModel):
         self.envoy, self.model, self.map = envoy, model, site_map(model)
