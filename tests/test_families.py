@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -17,12 +18,14 @@ import torch
 from conftest import assert_same_tables
 
 from lexprobe.analysis.patchmaps import CLEAN, CORRUPT
+from lexprobe.base.view import Text
 from lexprobe.checkpoints.shapes import family_config, random_model
 from lexprobe.engine.extract import ExtractConfig, measure
 from lexprobe.engine.interventions import EdgeKnockout, HeadAblation, Intervention, QKEdit
-from lexprobe.engine.patches import Patch, PatchRunner, counterfactual_pairs
+from lexprobe.engine.patches import Patch, PatchRunner, PatchWarning, counterfactual_pairs
 from lexprobe.engine.reference import measure_reference
 from lexprobe.engine.sites import Refused, SiteError, Sites, site_map
+from lexprobe.report.causal_report import patching_blocks
 from lexprobe.stages.patching import patch_design
 from lexprobe.stimuli.align import align
 
@@ -342,9 +345,24 @@ def test_gpt2_upcast_path_equals_eager_in_float32(tokenizer, few):
     model = random_model(family_config("gpt2", len(tokenizer), 32, 3, 4, positions=128))
     upcast = measure_reference(model, tokenizer, few)
     assert model.transformer.h[0].attn.reorder_and_upcast_attn
-    plain = engine(model, tokenizer, few)  # binding the sites routes it through eager attention
-    assert not model.transformer.h[0].attn.reorder_and_upcast_attn
+    plain = engine(model, tokenizer, few)  # the engine's runs go through eager attention
     compare(plain, upcast, atol=1e-6)
+
+
+def test_binding_gpt2_sites_leaves_the_callers_model_as_it_was(tokenizer, few, cf):
+    """Measuring a GPT-2 whose attention reorders and upcasts (the engine, then patching, whose prefixes run outside
+    nnsight) turns that path off only while lexprobe runs the model: afterwards every layer's flag is the caller's
+    again, and the numbers are those of the eager path (a copy with the flag off for good)."""
+    config = family_config("gpt2", len(tokenizer), 32, 3, 4, positions=128)
+    model, eager = random_model(config), random_model(config)
+    for block in eager.transformer.h:
+        block.attn.reorder_and_upcast_attn = False
+    patches = [Patch(), Patch(None), Patch(((1, 2),), "denoise")]
+    got, want = ({**engine(m, tokenizer, few), "patched": PatchRunner(m, tokenizer, few, cf).distances(patches)}
+                 for m in (model, eager))
+    assert all(block.attn.reorder_and_upcast_attn for block in model.transformer.h)
+    compare(got, want, atol=0)
+    pd.testing.assert_frame_equal(got["patched"], want["patched"])
 
 
 def test_encoders_and_unknown_architectures_are_refused_by_name():
@@ -390,3 +408,44 @@ def test_a_local_folder_of_each_family_runs_stages_1_to_5(local_arch, tmp_path, 
     assert not set(causal.ablation.design["family"]) & refused  # nothing refused was measured
     replication = study.outcome("replication")
     assert isinstance(replication, Skipped) and "seed" in replication.reason
+
+
+@pytest.mark.parametrize("local_arch", ["gpt2", "gpt_neox"])
+def test_stage4_records_what_patching_used(local_arch, tmp_path, stimuli, tokenizer, monkeypatch):
+    """GPT-2's learned positions drop the sentences whose counterfactual prefix is longer: stage 4's exactness table
+    says per checkpoint how many sentences were patched and pairs scored (what a runner on the checkpoint keeps;
+    GPT-NeoX keeps every one), its view says so, the stage warns once, and a cached rerun reads the same columns."""
+    from lexprobe import Study
+
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
+    for step in (0, 2, 4, 8):
+        family_model(local_arch, len(tokenizer), seed=step).save_pretrained(tmp_path / "run" / f"step{step}")
+        tokenizer.save_pretrained(tmp_path / "run" / f"step{step}")
+    small = stimuli.subset(sorted(stimuli.pairs["word"].unique())[:4], name="small4")
+
+    def causal():
+        study = Study(f"local:{tmp_path / 'run'}", small, n_boot=10, n_perm=50, n_random=2, n_random_dev=1,
+                      map_steps=2, redundancy_steps=1, methods=("zero",), progress=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = study.causal
+        return got, [str(w.message) for w in caught if issubclass(w.category, PatchWarning)]
+
+    s4, warned = causal()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PatchWarning)
+        kept = PatchRunner(family_model(local_arch, len(tokenizer), seed=8), tokenizer, small, s4.counterfactual).pairs
+    (n_sentences, n_pairs), full = ((len(set(p["s1"]) | set(p["s2"])), len(p)) for p in (kept, small.pairs))
+    if local_arch == "gpt2":
+        assert n_pairs < full[1] and len(warned) == 1
+        assert f"fewest: {n_sentences} of {full[0]} sentences patched, {n_pairs} of {full[1]} pairs scored" in warned[0]
+    else:
+        assert (n_sentences, n_pairs) == full and not warned
+    exact = s4.patch_exactness
+    assert len(exact) == 2 and exact["exact"].all()
+    assert (exact["n_sentences"] == n_sentences).all() and (exact["n_pairs"] == n_pairs).all()
+    line = next(b.text for b in patching_blocks(s4, None) if isinstance(b, Text) and b.text.startswith("Counterf"))
+    assert f"; {n_sentences} sentences patched, {n_pairs} pairs scored." in line
+    again, warned = causal()  # from the stage cache
+    pd.testing.assert_frame_equal(again.patch_exactness, exact)
+    assert not warned

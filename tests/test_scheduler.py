@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -13,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_model
 from distributed import Client, LocalCluster
 
+from lexprobe import Study
 from lexprobe.checkpoints.suites import Checkpoint, Loaded
 from lexprobe.organism.suite import ensure_trained
 from lexprobe.store.results import ResultsStore
@@ -90,6 +94,41 @@ def test_pool_sweep_matches_serial_and_shares_a_checkpoints_conditions(organism,
     assert_same_tables(tmp_path / "alone", tmp_path / "shared")
     folder = next((tmp_path / "shared").rglob(f"step{STEPS[-1]}"))
     assert len(list(folder.iterdir())) == 4  # manifest + one part per measurement, however many shares wrote
+
+
+UNGUARDED = """
+import sys
+from lexprobe import Study
+from lexprobe.stimuli.tables import load_stimuli
+
+stimuli = load_stimuli()
+few = stimuli.subset(sorted(stimuli.pairs["word"].unique())[:3], name="few")
+s1 = Study("local:" + sys.argv[1], few, root=sys.argv[2], n_boot=10, progress=False).inflection
+s1.best.to_pickle(sys.argv[3])
+s1.inflection.to_pickle(sys.argv[4])
+"""
+
+
+def test_a_script_without_a_main_guard_runs_its_sweeps_in_its_own_process(few, tokenizer, tmp_path, monkeypatch):
+    """A plain script computing stage 1 with 2 workers configured, without ``if __name__ == "__main__":``: a spawned
+    worker would run the script again, so its sweeps (the measurement and the bootstrap refits) run in its own
+    process, with one warning naming the fix, and give the numbers of a serial run."""
+    run = tmp_path / "run"
+    for step in (0, 1, 2, 4, 8):
+        tiny_model(len(tokenizer), seed=step).save_pretrained(run / f"step{step}")
+        tokenizer.save_pretrained(run / f"step{step}")
+    script = tmp_path / "plain.py"
+    script.write_text(UNGUARDED)
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path / "home"))
+    env = {**os.environ, "LEXPROBE_WORKERS": "2"}
+    got = [tmp_path / "best.pkl", tmp_path / "inflection.pkl"]
+    done = subprocess.run([sys.executable, str(script), str(run), str(tmp_path / "script"), *map(str, got)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stderr.count('put the script\'s body under `if __name__ == "__main__":`') == 1, done.stderr[-4000:]
+    want = Study(f"local:{run}", few, root=str(tmp_path / "serial"), n_boot=10, progress=False).inflection
+    pd.testing.assert_frame_equal(pd.read_pickle(got[0]), want.best)
+    pd.testing.assert_frame_equal(pd.read_pickle(got[1]), want.inflection)
 
 
 def test_parse_scheduler():

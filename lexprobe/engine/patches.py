@@ -6,7 +6,8 @@ place).
 A counterfactual set is any stimulus set whose sentence table has ``source_id`` (the real sentence's id), as every
 perturbed set has. The target's tokens are matched by role, the k-th target token of one sentence with the k-th of
 the other, so a cue of another token length still pairs; a sentence without a counterfactual, or whose target is
-tokenized differently there, is dropped with one counted :class:`PatchWarning`.
+tokenized differently there, is dropped with one counted :class:`PatchWarning` (not in the store's conditions:
+there stage 4 counts what its tables hold and warns once).
 
 A :class:`Patch` names heads (``(layer, head)`` pairs; ``None``: every head of every layer) and a direction:
 
@@ -42,7 +43,7 @@ from lexprobe.engine.batching import split_rows
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import cosine_distances
 from lexprobe.engine.interventions import Head, all_heads, heads_of
-from lexprobe.engine.sites import Sites, sites_of
+from lexprobe.engine.sites import Sites, attention_flags, sites_of
 from lexprobe.stimuli.align import Encoded, encode
 from lexprobe.stimuli.tables import Stimuli
 
@@ -201,10 +202,11 @@ def _split(enc: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
 
 class PatchRunner:
     """A loaded checkpoint prepared for patched runs on a stimulus set and its counterfactual (see the module
-    docstring): prefixes computed once per side and batch, intact head outputs and embeddings at the target kept."""
+    docstring): prefixes computed once per side and batch, intact head outputs and embeddings at the target kept;
+    ``warn``: list the sentences dropped in a :class:`PatchWarning`."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
-                 counterfactual: Stimuli, batch_size: int | None = None):
+                 counterfactual: Stimuli, batch_size: int | None = None, warn: bool = True):
         self.sites = sites_of(model)
         self.stimuli, self.counterfactual = stimuli, counterfactual
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -229,7 +231,7 @@ class PatchRunner:
         keep = torch.from_numpy(np.flatnonzero(same))
         self.rows = real_rows[same]  # rows of stimuli.sentences measured, in this runner's order
         self.sentence_ids = sids[self.rows]
-        self.pairs = self._pairs(stimuli, set(self.sentence_ids.tolist()), dropped)
+        self.pairs = self._pairs(stimuli, set(self.sentence_ids.tolist()), dropped, warn)
         if not len(keep):
             raise ValueError(f"patching {stimuli.name!r} against {counterfactual.name!r}: no sentence can be patched "
                              f"({len(dropped)} dropped)")
@@ -243,10 +245,10 @@ class PatchRunner:
                       for name, enc, moves in (("real", real, 0), ("cf", cf, 1))}
 
     @staticmethod
-    def _pairs(stimuli: Stimuli, kept: set[int], dropped: dict[int, str]) -> pd.DataFrame:
+    def _pairs(stimuli: Stimuli, kept: set[int], dropped: dict[int, str], warn: bool) -> pd.DataFrame:
         pairs = stimuli.pairs
         ok = pairs["s1"].isin(kept) & pairs["s2"].isin(kept)
-        if dropped:
+        if dropped and warn:
             listing = "; ".join(f"sentence_id {s}: {why}" for s, why in sorted(dropped.items())[:5])
             more = f" (and {len(dropped) - 5} more)" if len(dropped) > 5 else ""
             warnings.warn(f"patching {stimuli.name!r}: dropped {len(dropped)} of {len(stimuli.sentences)} sentences "
@@ -262,7 +264,7 @@ class PatchRunner:
         if self.sites.map.absolute_positions:
             moved = {"position_ids": torch.arange(prefix_ids.shape[1], device=shift.device)[None] + shift[:, None]}
             positions = positions + shift[:, None]
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_flags(self.sites.model):
             out = self.sites.model.base_model(input_ids=prefix_ids, attention_mask=prefix_mask, use_cache=True,
                                               **moved)
         kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
@@ -386,8 +388,9 @@ def measure_patch_map(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                       patch_map: PatchMap, batch_size: int | None = None, save_heads: bool = False
                       ) -> dict[str, pd.DataFrame]:
     """The store's tables of a patch map on one loaded checkpoint: distances with a ``patch`` column (and, when the
-    sweep keeps heads tables, an empty one: patched runs read no attention)."""
-    runner = PatchRunner(model, tokenizer, stimuli, patch_map.counterfactual, batch_size)
+    sweep keeps heads tables, an empty one: patched runs read no attention). Dropped sentences are not warned about
+    here, once per checkpoint and worker: their pairs are missing from the table, which stage 4 counts."""
+    runner = PatchRunner(model, tokenizer, stimuli, patch_map.counterfactual, batch_size, warn=False)
     sites: Sites = runner.sites
     patch_map.validate(sites.n_layers, sites.n_heads)
     out = {"distances": runner.distances(list(patch_map.patches))}

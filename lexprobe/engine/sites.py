@@ -11,9 +11,10 @@ change the model's output, and a no-op edit must not.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from lexprobe.base.lazy import nnsight, torch
@@ -68,7 +69,7 @@ class SiteMap:
     mask_arg: int = 4  # positional index, in that call, of the additive mask (b, 1, q, k)
     probs_op: str = r"nn_functional_dropout_\d+"  # regex of the op in the attention function: post-softmax probs
     attn_weights_index: int = 1
-    attention_flags: tuple[tuple[str, Any], ...] = ()  # attributes set on every attention module on binding
+    attention_flags: tuple[tuple[str, Any], ...] = ()  # set on every attention module while lexprobe runs the model
     absolute_positions: bool = False  # learned absolute positions: hidden state 0 depends on a token's position
     differs: str = ""  # one line: what sets the family apart, for the README and the report
 
@@ -161,15 +162,13 @@ def _last_match(names: tuple[str, ...], pattern: str, where: str) -> str:
 
 
 class Sites:
-    """A site map bound to one nnsight-wrapped model: envoys for each site, by layer."""
+    """A site map bound to one nnsight-wrapped model: envoys for each site, by layer (:func:`sites_of` binds them
+    with a wrapper that sets the site map's attention flags for each run)."""
 
     def __init__(self, envoy: nnsight.NNsight, model: PreTrainedModel):
         self.envoy, self.model, self.map = envoy, model, site_map(model)
         self.n_layers = int(model.config.num_hidden_layers)
         self.n_heads, self.n_kv_heads, self.head_dim = head_counts(model.config)
-        for layer in attr(model, self.map.layers):
-            for name, value in self.map.attention_flags:
-                setattr(attr(layer, self.map.attention), name, value)
 
     def layer(self, i: int) -> Envoy:
         return attr(self.envoy, self.map.layers)[i]
@@ -239,14 +238,46 @@ class Sites:
         return out
 
 
+@contextmanager
+def attention_flags(model: PreTrainedModel) -> Iterator[None]:
+    """The site map's attention flags set on every attention module for the duration (GPT-2:
+    ``reorder_and_upcast_attn`` off, so that attention runs through the attention function, where the sites are),
+    the model's own values restored after."""
+    sm = site_map(model)
+    flags = dict(sm.attention_flags)
+    saved = [(m, name, getattr(m, name)) for m in (attr(layer, sm.attention) for layer in attr(model, sm.layers))
+             for name in flags]
+    for m, name, _ in saved:
+        setattr(m, name, flags[name])
+    try:
+        yield
+    finally:
+        for m, name, value in saved:
+            setattr(m, name, value)
+
+
+@cache
+def _wrapper() -> type:
+    """The nnsight wrapper the sites bind: every run of the model (a trace) under :func:`attention_flags`, so the
+    caller's model keeps its own settings between runs (a class made on first use: nnsight is imported lazily)."""
+
+    class Flagged(nnsight.NNsight):
+        def interleave(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            with attention_flags(self._module):
+                return super().interleave(fn, *args, **kwargs)
+
+    return Flagged
+
+
 def sites_of(model: PreTrainedModel) -> Sites:
-    """The model's sites, bound to one nnsight wrapper and checked live (:func:`check_sites`) once per model.
+    """The model's sites, bound to one nnsight wrapper and checked live (:func:`check_sites`) once per model; the
+    wrapper sets the site map's attention flags for each run only (:func:`attention_flags`).
 
     They are kept on the model itself: the model and its sites then form a cycle that the garbage collector frees
     with the model (a weak-keyed cache would not: its value, holding the model, would keep its key alive)."""
     sites = model.__dict__.get("_lexprobe_sites")
     if sites is None:
-        sites = Sites(nnsight.NNsight(model), model)
+        sites = Sites(_wrapper()(model), model)
         check_sites(sites)
         model.__dict__["_lexprobe_sites"] = sites
     return sites

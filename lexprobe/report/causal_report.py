@@ -186,9 +186,20 @@ def _firsts(first: pd.DataFrame) -> str:
 
 def exactness_line(exact: pd.DataFrame) -> str:
     """The patching exactness controls in one line: how many checkpoints pass and the worst difference."""
-    worst = exact.drop(columns=["model", "seed", "step", "exact"]).to_numpy(float)
+    worst = exact.filter(regex=r"_(distance|r2)$").to_numpy(float)
     return (f"Exactness controls: {int(exact['exact'].sum())} of {len(exact)} checkpoints exact (every difference at "
             f"most {EXACT_PATCH:g}), worst {np.nanmax(worst) if worst.size else float('nan'):.1e}.")
+
+
+def patched_words(exact: pd.DataFrame) -> str:
+    """How many sentences each map checkpoint patched and how many pairs it scored (per seed where they differ),
+    from the exactness table's ``n_sentences`` and ``n_pairs``."""
+    seeds = exact.groupby(["n_sentences", "n_pairs"])["seed"].unique()
+    words = [f"{n_sentences} sentences patched, {n_pairs} pairs scored" for n_sentences, n_pairs in seeds.index]
+    if len(words) == 1:
+        return words[0]
+    return "; ".join(f"seed{'s' * (len(sds) > 1)} {' '.join(str(sd) for sd in sorted(sds))}: {w}"
+                     for w, sds in zip(words, seeds))
 
 
 def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block]:
@@ -196,12 +207,13 @@ def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block
     sufficient heads, the exactness controls, agreement with discovery, when each head first becomes necessary /
     sufficient (beside the inflection onset), the greedy sufficient sets."""
     cf, maps = s4.counterfactual, s4.patch_maps
+    patched = f"; {patched_words(s4.patch_exactness)}" if len(s4.patch_exactness) else ""
     blocks: list[Block] = [
         Heading("Activation patching: necessity and sufficiency at the noun", "patching"),
         Text(f"Counterfactual: {cf.name} ({len(cf.sentences)} sentences, each cue replaced by a sense-neutral modifier "
-             "in its place; the noun's tokens matched by role). Noising replaces one head's output at the noun by its "
-             "counterfactual output (necessity: drop in R²); denoising restores it in the counterfactual run "
-             "(sufficiency: share of the clean R² above the counterfactual recovered).", note=True)]
+             f"in its place; the noun's tokens matched by role){patched}. Noising replaces one head's output at the "
+             "noun by its counterfactual output (necessity: drop in R²); denoising restores it in the counterfactual "
+             "run (sufficiency: share of the clean R² above the counterfactual recovered).", note=True)]
     if maps.empty:
         return blocks
     blocks += [Figure("patch_map_chart", {"maps": maps, "direction": "noise"}, "necessity map (noising)",
@@ -222,7 +234,8 @@ def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block
                            f"{found if extra else ''}"))
     blocks += [Text(exactness_line(s4.patch_exactness)),
                Table(s4.patch_exactness, "Exactness controls, every checkpoint (max abs differences; must be at most "
-                                         f"{EXACT_PATCH:g})", collapsed=True),
+                                         f"{EXACT_PATCH:g}), with the sentences patched and the pairs scored",
+                     collapsed=True),
                Table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
                      "discovery"),
                Table(s4.patch_first.dropna(subset=["first_step"]),

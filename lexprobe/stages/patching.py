@@ -13,6 +13,7 @@ sufficient heads or an AND of necessary ones (:func:`lexprobe.analysis.patchmaps
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,7 +28,15 @@ from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import ExtractConfig
 from lexprobe.engine.interventions import Head, random_head_sets
-from lexprobe.engine.patches import DIRECTIONS, PATCH_PREP, PATCH_RUN, Patch, PatchRunner, layer_heads
+from lexprobe.engine.patches import (
+    DIRECTIONS,
+    PATCH_PREP,
+    PATCH_RUN,
+    Patch,
+    PatchRunner,
+    PatchWarning,
+    layer_heads,
+)
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stimuli.perturb import neutral
@@ -45,8 +54,9 @@ TIE = 1e-6  # greedy candidates whose R^2 is within this of the best are tied (f
 @dataclass
 class Patching:
     """Stage 4's patching tables: the counterfactual set, the patches of a map, the necessity and sufficiency maps,
-    their exactness controls, each head's first significant checkpoint, agreement with discovery, and the greedy
-    sufficient sets (recovery curves and their tests)."""
+    their exactness controls (with what was patched at each checkpoint: ``n_sentences``, ``n_pairs``), each head's
+    first significant checkpoint, agreement with discovery, and the greedy sufficient sets (recovery curves and their
+    tests)."""
 
     counterfactual: Stimuli
     patches: pd.DataFrame
@@ -92,14 +102,46 @@ def patch_table(patches: tuple[Patch, ...], n_heads: int) -> pd.DataFrame:
 
 
 
+def _sentences(pairs: pd.DataFrame) -> int:
+    """How many sentences the pairs (columns s1, s2) are made of."""
+    return len(np.union1d(pairs["s1"], pairs["s2"]))
+
+
+def patched_counts(distances: pd.DataFrame, stimuli: Stimuli) -> pd.DataFrame:
+    """Per (model, seed, step) of stored patch-map distances: ``n_pairs``, the pairs scored, and ``n_sentences``,
+    the sentences patched in them (a sentence whose counterfactual cannot be patched is dropped with its pairs:
+    :class:`lexprobe.engine.patches.PatchRunner`)."""
+    ends = stimuli.pairs.set_index("pair_id")[["s1", "s2"]]
+    rows = []
+    for (model, sd, step), g in distances.groupby(["model", "seed", "step"]):
+        ids = g["pair_id"].unique()
+        rows.append({"model": model, "seed": sd, "step": step, "n_sentences": _sentences(ends.loc[ids]),
+                     "n_pairs": len(ids)})
+    return pd.DataFrame(rows)
+
+
+def _warn_dropped(exact: pd.DataFrame, stimuli: Stimuli) -> None:
+    """One warning when a checkpoint's patch map scored fewer pairs than the stimuli have."""
+    short = exact[exact["n_pairs"] < len(stimuli.pairs)]
+    if len(short):
+        warnings.warn(f"stage 4 patching on {stimuli.name!r}: {len(short)} of {len(exact)} map checkpoints scored "
+                      f"fewer pairs than the stimuli have (fewest: {short['n_sentences'].min()} of "
+                      f"{_sentences(stimuli.pairs)} sentences patched, {short['n_pairs'].min()} of "
+                      f"{len(stimuli.pairs)} pairs scored; each checkpoint's counts are patch_exactness's n_sentences "
+                      "and n_pairs): the other sentences' counterfactuals cannot be patched at the noun (none, a noun "
+                      "tokenized differently there, or, where positions are learned as in GPT-2, a prefix longer than "
+                      "the real sentence's)", PatchWarning, stacklevel=3)
+
+
 def patching_results(stage1: Inflection, stage2: Discovery | None, store: ResultsStore, conditions: list[str],
                      pairs: pd.DataFrame, ptab: pd.DataFrame, n_boot: int, seed: int
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The patch maps (the stored patch-map ``conditions``), their exactness controls, each head's first significant
-    checkpoint and the agreement of the last checkpoint's necessary and sufficient heads with discovery (none
-    without stage 2). The maps
-    are read and scored one (model, seed) at a time, in order, with one generator for the bootstrap draws: the
-    tables are those of one pass over every seed, without every seed's patched distances in memory at once."""
+    """The patch maps (the stored patch-map ``conditions``), their exactness controls with what was patched
+    (:func:`patched_counts`; one warning when sentences were dropped), each head's first significant checkpoint and
+    the agreement of the last checkpoint's necessary and sufficient heads with discovery (none without stage 2). The
+    maps are read and
+    scored one (model, seed) at a time, in order, with one generator for the bootstrap draws: the tables are those
+    of one pass over every seed, without every seed's patched distances in memory at once."""
     scoring, stim = stage1.scoring, stage1.stimuli
     rng = np.random.default_rng(seed)
     maps, exact = [], []
@@ -110,6 +152,7 @@ def patching_results(stage1: Inflection, stage2: Discovery | None, store: Result
         except FileNotFoundError:  # this seed's maps were not measured (a skipped checkpoint)
             continue
         ppairs = with_pairs(patched.assign(condition=patched["patch"]).drop(columns="patch"), stim)
+        counts = patched_counts(patched, stim)
         del patched
         mine = pairs[(pairs["model"] == model) & (pairs["seed"] == sd)]
         intact = mine[(mine["condition"] == "intact") & mine["step"].isin(ppairs["step"].unique())
@@ -119,14 +162,16 @@ def patching_results(stage1: Inflection, stage2: Discovery | None, store: Result
         if part.empty:
             continue
         maps.append(part)
-        exact.append(patchmaps.patch_exactness(ppairs, intact, scoring.best(pd.concat([ppairs, intact]))))
+        exact.append(patchmaps.patch_exactness(ppairs, intact, scoring.best(pd.concat([ppairs, intact])))
+                     .merge(counts, on=["model", "seed", "step"], how="left", validate="one_to_one"))
     if not maps:
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
-    out = pd.concat(maps, ignore_index=True)
+    out, checks = pd.concat(maps, ignore_index=True), pd.concat(exact, ignore_index=True)
+    _warn_dropped(checks, stim)
     agree = pd.DataFrame() if stage2 is None else pd.concat(
         [nulls.agreement(out[(out["unit"] == "head") & (out["direction"] == d)], stage2.stats).assign(direction=d)
          for d in ("noise", "denoise")], ignore_index=True)
-    return out, pd.concat(exact, ignore_index=True), patchmaps.first_patched(out), agree
+    return out, checks, patchmaps.first_patched(out), agree
 
 
 def _scores(runner: PatchRunner, scoring: Scoring, patches: list[Patch]) -> dict[str, float]:
@@ -233,7 +278,7 @@ class GreedySearch(Named):
     def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stimuli: Stimuli,
                 config: ExtractConfig, donor: Donor | None, progress: bool) -> dict[str, pd.DataFrame]:
         """One checkpoint's greedy recovery curve and its test row (one runner for the search and the tests)."""
-        runner = PatchRunner(model, tokenizer, stimuli, self.counterfactual, config.batch_size)
+        runner = PatchRunner(model, tokenizer, stimuli, self.counterfactual, config.batch_size, warn=False)
         heads = [(l, h) for l in range(runner.sites.n_layers) for h in range(runner.sites.n_heads)]
         curve, chosen, clean, cf = greedy_set(runner, self.scoring, heads)
         test = set_tests(runner, self.scoring, chosen, clean, cf, self.n_random, self.seed) if chosen else {

@@ -6,16 +6,24 @@ at the last checkpoint: one checkpoint, hundreds of conditions) splits each chec
 shares, each loading the checkpoint itself; the store's folder lock lets the shares of one checkpoint write side by
 side. The pool is started on first use (``spawn``: the workers import lexprobe afresh) and kept for the rest of the
 process, so the many small sweeps of a study pay the start once. ``LEXPROBE_WORKERS`` sets the worker count
-(default: one per CPU core; 1 runs sweeps in this process).
+(default: one per CPU core; 1 runs sweeps in this process). A spawned worker runs the main script again as it starts;
+a sweep that such a run would reach again (a script calling lexprobe outside ``if __name__ == "__main__":``) runs in
+this process instead, with one warning.
 """
 
 from __future__ import annotations
 
+import ast
 import atexit
 import multiprocessing
 import os
+import sys
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import cache
+from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
 from lexprobe.base.progress import tqdm
@@ -30,14 +38,56 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+MAIN_GUARDS = ("__name__ == '__main__'", "'__main__' == __name__")  # ast.unparse of a main guard's test
+
+
 def workers() -> int:
-    """Worker processes a sweep uses: ``LEXPROBE_WORKERS``, else one per CPU core."""
+    """Worker processes a sweep uses: ``LEXPROBE_WORKERS``, else one per CPU core; 1 (this process) where a worker
+    would run this very call again as it starts (:func:`_rerun_by_workers`)."""
     env = os.environ.get("LEXPROBE_WORKERS", "")
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"LEXPROBE_WORKERS={env!r}: use a whole number of worker processes, at least 1")
-        return int(env)
-    return len(os.sched_getaffinity(0))
+    if env and (not env.isdigit() or int(env) < 1):
+        raise ValueError(f"LEXPROBE_WORKERS={env!r}: use a whole number of worker processes, at least 1")
+    n = int(env) if env else len(os.sched_getaffinity(0))
+    if n > 1 and _rerun_by_workers():
+        _warn_in_process(n)
+        return 1
+    return n
+
+
+@cache
+def _warn_in_process(n: int) -> None:
+    """Say, once per process, that sweeps run in this process instead of on ``n`` workers, and why."""
+    warnings.warn(f"lexprobe runs this script's sweeps in this process, not on {n} worker processes: the script "
+                  "calls lexprobe at its top level, and each worker would run it again as it starts (workers are "
+                  "spawned, and a spawned process imports the main script); to use the workers, put the script's "
+                  'body under `if __name__ == "__main__":`', stacklevel=3)
+
+
+@cache
+def _guarded_lines(path: str) -> frozenset[int]:
+    """Lines of a script inside the body of a top-level ``if __name__ == "__main__":`` (none if it cannot be read)."""
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return frozenset()
+    return frozenset(line for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) in MAIN_GUARDS
+                     for line in range(node.body[0].lineno, (node.body[-1].end_lineno or node.lineno) + 1))
+
+
+def _rerun_by_workers() -> bool:
+    """Whether a spawned worker, which runs the main module again as it starts (as ``__mp_main__``), would reach
+    this call again: the call comes from the top level of a script (``python script.py``, ``python -m module``)
+    outside ``if __name__ == "__main__":``. Not so in a notebook, an interactive session, ``python -c`` or a
+    package's ``__main__``, which spawn does not run again."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if main is None or path is None or spec == "__main__" or spec.endswith(".__main__"):
+        return False
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    return frame is not None and frame.f_lineno not in _guarded_lines(path)
 
 
 def _single_thread() -> None:
