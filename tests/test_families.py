@@ -434,18 +434,20 @@ def test_stage4_records_what_patching_used(local_arch, tmp_path, stimuli, tokeni
     s4, warned = causal()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PatchWarning)
-        kept = PatchRunner(family_model(local_arch, len(tokenizer), seed=8), tokenizer, small, s4.counterfactual).pairs
+        last = family_model(local_arch, len(tokenizer), seed=8)
+        kept = PatchRunner(last, tokenizer, small, s4.patching.counterfactual).pairs
     (n_sentences, n_pairs), full = ((len(set(p["s1"]) | set(p["s2"])), len(p)) for p in (kept, small.pairs))
     if local_arch == "gpt2":
         assert n_pairs < full[1] and len(warned) == 1
         assert f"fewest: {n_sentences} of {full[0]} sentences patched, {n_pairs} of {full[1]} pairs scored" in warned[0]
     else:
         assert (n_sentences, n_pairs) == full and not warned
-    exact = s4.patch_exactness
+    exact = s4.patching.patch_exactness
     assert len(exact) == 2 and exact["exact"].all()
     assert (exact["n_sentences"] == n_sentences).all() and (exact["n_pairs"] == n_pairs).all()
-    line = next(b.text for b in patching_blocks(s4, None) if isinstance(b, Text) and b.text.startswith("Counterf"))
+    blocks = patching_blocks(s4.patching, None)
+    line = next(b.text for b in blocks if isinstance(b, Text) and b.text.startswith("Counterf"))
     assert f"; {n_sentences} sentences patched, {n_pairs} pairs scored." in line
     again, warned = causal()  # from the stage cache
-    pd.testing.assert_frame_equal(again.patch_exactness, exact)
+    pd.testing.assert_frame_equal(again.patching.patch_exactness, exact)
     assert not warned
