@@ -11,8 +11,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from lexprobe.base.families import FAMILIES
 from lexprobe.base.paths import home, results_dir
-from lexprobe.checkpoints.shapes import FAMILIES
 
 if TYPE_CHECKING:
     from lexprobe.base.view import View

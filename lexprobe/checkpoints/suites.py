@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from lexprobe.base.families import ENCODERS, FAMILIES
 from lexprobe.checkpoints.hubcache import read_ref, refs_folder, snapshots_folder
-from lexprobe.checkpoints.shapes import ENCODER_TYPES, FAMILIES, PYTHIA_SHAPES
+from lexprobe.checkpoints.shapes import PYTHIA_SHAPES
 
 if TYPE_CHECKING:
     import torch
@@ -255,7 +256,7 @@ def validate_model(model: PreTrainedModel, where: str) -> None:
     weight = next(model.parameters())
     if cfg.model_type not in FAMILIES:
         kind = "an encoder (lexprobe needs a causal model)" if getattr(cfg, "is_encoder_decoder", False) or \
-            cfg.model_type in ENCODER_TYPES else "not a family lexprobe measures"
+            cfg.model_type in ENCODERS else "not a family lexprobe measures"
         raise CheckpointUnavailable(f"{where}: model_type {cfg.model_type!r} is {kind}; lexprobe measures "
                                     f"{', '.join(FAMILIES)}")
     ids = (torch.arange(1, 9, device=weight.device) * 7919 % min(cfg.vocab_size, 50000)).unsqueeze(0)

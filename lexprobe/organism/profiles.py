@@ -96,7 +96,7 @@ class Profile:
     heads: int = 4
     corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(onset=0))
     plant: Plant | None = None  # a planted circuit (:mod:`lexprobe.organism.planted`); None: the default training
-    arch: str = "gpt_neox"  # the family trained (lexprobe.checkpoints.shapes.FAMILIES), in its conventions
+    arch: str = "gpt_neox"  # the family trained (lexprobe.base.families.FAMILIES), in its conventions
 
     @property
     def model(self) -> str:

@@ -13,12 +13,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lexprobe.base.families import FAMILIES
 from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, smoke
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.hubcache import has_revision
 from lexprobe.checkpoints.named import resolve_suite
-from lexprobe.checkpoints.shapes import FAMILIES, family_config
+from lexprobe.checkpoints.shapes import family_config
 from lexprobe.checkpoints.suites import Suite
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.profiles import ORG, PROFILES, Profile
