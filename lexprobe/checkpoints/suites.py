@@ -21,6 +21,7 @@ import numpy as np
 
 from lexprobe.base.families import ENCODERS, FAMILIES
 from lexprobe.checkpoints.hubcache import read_ref, refs_folder, snapshots_folder
+from lexprobe.checkpoints.revisions import STEP_N
 from lexprobe.checkpoints.shapes import PYTHIA_SHAPES
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class Suite:
 
     def revision(self, step: int) -> str:
         """The branch name of a step: as the suite published it, else ``stepN``."""
-        return dict(self.revisions).get(step, f"step{step}")
+        return dict(self.revisions).get(step, STEP_N.format(step))
 
     def checkpoint(self, model: str, seed: int, step: int) -> Checkpoint:
         seed, step = int(seed), int(step)
@@ -179,15 +180,12 @@ def pythia(models: tuple[str, ...] = ("14m",), seeds: tuple[int, ...] = (0,), st
                  repo_template=template, cache_dir=cache_dir, offline=offline)
 
 
-_STEP_DIR = re.compile(r"^step(\d+)$")
-
-
 def local_folder(root: str | Path, name: str | None = None) -> Suite:
     """A folder of ``stepN/`` HF model folders (one model, one seed)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"local suite folder {root} does not exist")
-    steps = sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name)))
+    steps = sorted(r.step for p in root.iterdir() if p.is_dir() and (r := STEP_N.parse(p.name)))
     if not steps:
         raise FileNotFoundError(f"{root} contains no stepN/ folders")
     return Suite(name or root.name, "local", ("local",), (0,), tuple(steps), root=str(root))
@@ -198,7 +196,7 @@ def hub_cache_steps(cache_dir: str | Path, repo: str) -> tuple[int, ...]:
     refs = refs_folder(cache_dir, repo)
     if not refs.is_dir():
         raise FileNotFoundError(f"hub cache {cache_dir} has no repo {repo} (looked for {refs})")
-    return tuple(sorted(int(m.group(1)) for p in refs.iterdir() if (m := _STEP_DIR.match(p.name))))
+    return tuple(sorted(r.step for p in refs.iterdir() if (r := STEP_N.parse(p.name))))
 
 
 def hub_cache(cache_dir: str | Path, repo_template: str, models: tuple[str, ...] | None = None,

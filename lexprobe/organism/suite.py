@@ -19,6 +19,7 @@ from lexprobe.base.paths import home, smoke
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.hubcache import has_revision
 from lexprobe.checkpoints.named import resolve_suite
+from lexprobe.checkpoints.revisions import STEP_N
 from lexprobe.checkpoints.shapes import family_config
 from lexprobe.checkpoints.suites import Suite
 from lexprobe.organism.corpus import Corpus, load_lexicon
@@ -73,7 +74,7 @@ def plant_metadata(profile: Profile) -> dict[str, Any]:
 
 def _written(root: Path, profile: Profile, seed: int) -> int:
     """How many of the seed's checkpoints are in the cache."""
-    return sum(has_revision(root / "hub", profile.repo(seed), f"step{s}") for s in profile.checkpoints)
+    return sum(has_revision(root / "hub", profile.repo(seed), STEP_N.format(s)) for s in profile.checkpoints)
 
 
 def _seed_done(root: Path, profile: Profile, seed: int) -> bool:
