@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, SupportsInt, cast
 
 import numpy as np
 
+from lexprobe.base.heads import Head
 from lexprobe.base.lazy import torch
 from lexprobe.engine.conditions import Donor
 from lexprobe.engine.extract import ExtractConfig, measure
-from lexprobe.engine.hooks import Batch, Edit, Encoded, Head
+from lexprobe.engine.hooks import Batch, Edit, Encoded
 from lexprobe.engine.sites import Refused, Sites, qk_refusal
 
 if TYPE_CHECKING:

@@ -8,7 +8,8 @@ import altair as alt
 import ipywidgets as W
 import pandas as pd
 
-from lexprobe.engine.interventions import KINDS, Head, intervention_of
+from lexprobe.base.heads import Head, head_name
+from lexprobe.engine.interventions import KINDS, intervention_of
 from lexprobe.live import Live
 from lexprobe.views.viz import STEP_AXIS, attention_tokens, lead_head
 
@@ -35,7 +36,7 @@ def inspector(live: Live, found: HeadTables) -> W.Widget:
         m = live.attention(seed, step, sentence_id)
         w = m["attention"][layer, head][m["target"]].mean(0).tolist()
         bars = attention_tokens(m["tokens"], w, m["target"], m["cue"],
-                                title=f"L{layer}H{head} at step {step}: attention from '{r['string']}'")
+                                title=f"{head_name(layer, head)} at step {step}: attention from '{r['string']}'")
         tr = found.trajectories.query("seed == @seed and layer == @layer and head == @head").assign(
             step1=lambda d: d["step"] + 1)
         line = alt.Chart(tr).mark_line(point=True).encode(
@@ -61,7 +62,7 @@ def intervention_explorer(live: Live, found: HeadTables, intact: pd.DataFrame | 
     next to intervened (measured live through the engine; heads marked * pass discovery). ``intact``: the study's
     per-layer intact performance (stage 1's ``perf``), shown without loading a checkpoint; it opens on kind
     ``none`` (intact alone), so nothing is measured until a kind is picked."""
-    heads = [(f"L{r.layer}H{r.head}{' *' if r.passes else ''}", (int(r.layer), int(r.head)))
+    heads = [(f"{head_name(r.layer, r.head)}{' *' if r.passes else ''}", (int(r.layer), int(r.head)))
              for r in found.stats.drop_duplicates(["layer", "head"]).sort_values(["layer", "head"]).itertuples()]
     passing = tuple(sorted({(int(r.layer), int(r.head)) for r in found.stats.itertuples() if r.passes}))
 
