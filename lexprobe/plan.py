@@ -53,9 +53,10 @@ from lexprobe.checkpoints.suites import Suite, load_config, log_subset, validate
 from lexprobe.engine.config import ENGINE_VERSION, MEASUREMENTS, ExtractConfig
 from lexprobe.engine.device import resolve_device, torch_dtype
 from lexprobe.engine.extract import measure
+from lexprobe.engine.interventions import copy_source
 from lexprobe.engine.patches import PatchMap
 from lexprobe.stages import STAGES
-from lexprobe.stages.ablation import copy_source, design, measured_conditions
+from lexprobe.stages.ablation import design, measured_conditions
 from lexprobe.stages.causal import Causal
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection

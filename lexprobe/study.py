@@ -32,6 +32,7 @@ from lexprobe.checkpoints.suites import Suite, parse_steps, tokenizer_identity
 from lexprobe.engine.conditions import Condition
 from lexprobe.engine.device import DEVICES, DTYPES
 from lexprobe.engine.extract import INTACT, ExtractConfig
+from lexprobe.engine.interventions import kinds_help
 from lexprobe.live import Live
 from lexprobe.organism.suite import resolve
 from lexprobe.stages import STAGES
@@ -107,7 +108,7 @@ class Study:
     redundancy_steps: int = setting(4, "stage 4: log-spaced checkpoints at which the greedy sufficient set is "
                                     "sought", smoke=1)
     methods: tuple[str, ...] = setting(LEAN, f"stage 4: the discovered heads' ablations against random sets, "
-                                       f"comma-separated, of {','.join(METHODS)} (knockout adds its edge controls)")
+                                       f"comma-separated, of {kinds_help(METHODS)} (knockout adds its edge controls)")
     head_map: bool = setting(False, "stage 4: also ablate every single head at every map checkpoint (the causal head "
                              "map by zero ablation; necessity is answered by the patching maps)")
     layer_matched: bool = setting(False, "stage 4: random sets match the heads' layers")
