@@ -96,6 +96,29 @@ def test_a_folder_listing_picks_the_naming_that_reads_it():
     assert list(kept) == [10] and "latest" in left
 
 
+def test_every_named_suite_is_in_the_suite_help(capsys):
+    """The help of the study's suite setting, of --suite and the unknown-suite error are generated from the suite
+    registry: every published suite (and the hub, local and hub-cache forms) appears in each by itself."""
+    from dataclasses import fields
+
+    from lexprobe.cli import build_parser
+    from lexprobe.study import Study
+
+    texts = [next(f for f in fields(Study) if f.name == "suite").metadata["help"]]
+    for command in ("extract", "inflection"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        texts.append(capsys.readouterr().out)
+    with pytest.raises(ValueError, match="unknown suite") as err:
+        resolve_suite("gpt-17")
+    texts.append(str(err.value))
+    for text in texts:
+        flat = "".join(text.split())  # argparse wraps lines, at hyphens too
+        for name in [*PUBLISHED, "organism", "pythia-14m", "hub:ORG/NAME", "local:PATH", "hubcache:PATH:ORG/NAME"]:
+            assert name in flat, (name, text)
+    assert "crfm-gpt2-small[:seeds=alias,...]" in texts[0]
+
+
 # per named suite: the family, the revisions written (name -> weight seed; "dup" copies the previous one's weights,
 # "empty" writes a revision without weights, "other" one in another family), with a gap and an irregular name
 CACHES = {

@@ -139,6 +139,14 @@ def named_suite(spec: str, cache_dir: str | None = None) -> Suite | None:
     return None
 
 
+def suite_specs() -> tuple[str, ...]:
+    """Every form of suite spec :func:`resolve_suite` takes, as help texts list them: Pythia's, each published suite by
+    name (with its seeds option), any hub repo, a local folder, a hub cache."""
+    named = (f"{name}[:seeds={p.seeds[0][1]},...]" if p.seeds[0][1] else name for name, p in PUBLISHED.items())
+    return ("pythia-14m", "pythia-70m-deduped", "pythia-14m:seeds=0-9", *named, "hub:ORG/NAME[:pattern=PATTERN]",
+            "local:PATH", "hubcache:PATH:ORG/NAME")
+
+
 def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
     """Suite from a CLI spec: ``pythia-14m`` (``pythia-70m-deduped``, ``pythia-14m:seeds=0-9``) | ``local:PATH`` |
     ``hubcache:PATH:ORG/NAME``. The organism's specs are resolved a layer above, by
@@ -161,6 +169,4 @@ def resolve_suite(spec: str, cache_dir: str | None = None) -> Suite:
         lo = int(m.group(3) or 0)
         hi = int(m.group(4) or lo)
         return pythia((m.group(1),), tuple(range(lo, hi + 1)), deduped=bool(m.group(2)), cache_dir=cache_dir)
-    raise ValueError(f"unknown suite {spec!r}: use organism, pythia-14m, pythia-70m-deduped, "
-                     "pythia-14m:seeds=0-9, crfm-gpt2-small[:seeds=alias,...], crfm-gpt2-medium, olmo-1b, olmo2-1b, "
-                     "amber, smollm2-135m, hub:ORG/NAME[:pattern=REGEX], local:PATH or hubcache:PATH:ORG/NAME")
+    raise ValueError(f"unknown suite {spec!r}: use organism, {', '.join(suite_specs())}")

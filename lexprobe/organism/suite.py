@@ -18,7 +18,7 @@ from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, smoke
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.hubcache import has_revision
-from lexprobe.checkpoints.named import resolve_suite
+from lexprobe.checkpoints.named import resolve_suite, suite_specs
 from lexprobe.checkpoints.revisions import STEP_N
 from lexprobe.checkpoints.shapes import family_config
 from lexprobe.checkpoints.suites import Suite
@@ -209,6 +209,12 @@ def organism_profile(spec: str) -> Profile | None:
             raise ValueError(f"bad organism spec {spec!r}: use {name}:arch=ARCH with ARCH one of "
                              f"{', '.join(FAMILIES)}, and/or :seeds=N (seeds 0..N-1)")
     return profile
+
+
+def suite_help() -> str:
+    """The suite specs :func:`resolve` takes, for help texts (the study's ``suite`` setting, ``--suite``): the
+    organism's, then every one :func:`lexprobe.checkpoints.named.suite_specs` lists, each named suite included."""
+    return " | ".join(("organism[-PROFILE][:arch=ARCH][:seeds=N]", *suite_specs()))
 
 
 def resolve(spec: str, cache_dir: str | None = None) -> Suite:
