@@ -11,8 +11,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from lexprobe.base.families import FAMILIES
 from lexprobe.base.paths import home, results_dir
-from lexprobe.checkpoints.shapes import FAMILIES
 
 if TYPE_CHECKING:
     from lexprobe.base.view import View
@@ -251,11 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
     default_suite = "organism"  # LEXPROBE_SMOKE=1 makes this the smoke profile
+    from lexprobe.organism.suite import suite_help
 
     e = sub.add_parser("extract", help="measure a suite's checkpoints on a stimulus set (resumable)")
-    e.add_argument("--suite", default=default_suite,
-                   help="organism[-PROFILE][:arch=ARCH] | pythia-14m | pythia-70m-deduped | pythia-14m:seeds=0-9 | "
-                        "local:PATH | hubcache:PATH:ORG/NAME (default %(default)s)")
+    e.add_argument("--suite", default=default_suite, help=f"{suite_help()} (default %(default)s)")
     e.add_argument("--steps", default="all", help="all | rivtrott | last | log:N | first:N | 0,1,512")
     e.add_argument("--stimuli", default="lexprobe_nouns", help="shipped set name or a CSV in RAW-C schema")
     e.add_argument("--models", help="comma list of model sizes (default: all of the suite's)")

@@ -34,8 +34,9 @@ from lexprobe.checkpoints.suites import Suite, parse_steps, tokenizer_identity
 from lexprobe.engine.conditions import Condition
 from lexprobe.engine.device import DEVICES, DTYPES
 from lexprobe.engine.extract import INTACT, ExtractConfig
+from lexprobe.engine.interventions import kinds_help
 from lexprobe.live import Live
-from lexprobe.organism.suite import resolve
+from lexprobe.organism.suite import resolve, suite_help
 from lexprobe.stages import STAGES
 from lexprobe.stages.causal import LEAN, METHODS, Causal
 from lexprobe.stages.discovery import Discovery
@@ -103,9 +104,7 @@ class Study:
     (stored under its own condition name); ``counterfactual`` is stage 4's patching counterfactual set (sentences
     with ``source_id``; default: the ``neutral`` perturbation of the stimuli)."""
 
-    suite: str | Suite = setting("organism", "suite spec: organism | organism-PROFILE | pythia-14m | "
-                                 "pythia-14m:seeds=0-9 | local:PATH | hubcache:PATH:ORG/NAME (LEXPROBE_SMOKE=1: "
-                                 "the smoke organism)")
+    suite: str | Suite = setting("organism", f"suite spec: {suite_help()} (LEXPROBE_SMOKE=1: the smoke organism)")
     stimuli: str | Stimuli = setting("lexprobe_nouns", "shipped set name or a CSV in RAW-C schema")
     steps: str = setting("all", "all | rivtrott | last | log:N | first:N | 0,1,512; checkpoints not yet stored "
                          "are measured first")
@@ -125,7 +124,7 @@ class Study:
     redundancy_steps: int = setting(4, "stage 4: log-spaced checkpoints at which the greedy sufficient set is "
                                     "sought", smoke=1)
     methods: tuple[str, ...] = setting(LEAN, f"stage 4: the discovered heads' ablations against random sets, "
-                                       f"comma-separated, of {','.join(METHODS)} (knockout adds its edge controls)")
+                                       f"comma-separated, of {kinds_help(METHODS)} (knockout adds its edge controls)")
     head_map: bool = setting(False, "stage 4: also ablate every single head at every map checkpoint (the causal head "
                              "map by zero ablation; necessity is answered by the patching maps)")
     layer_matched: bool = setting(False, "stage 4: random sets match the heads' layers")

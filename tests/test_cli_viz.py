@@ -102,7 +102,8 @@ def test_the_intervention_explorer_opens_on_stored_intact_scores_and_measures_on
         calls.append((seed, step, intervention))
         return pd.DataFrame({"layer": [0, 1], "r2": [0.5, 0.25], "auc": 0.7})
 
-    live = SimpleNamespace(suite=SimpleNamespace(models=("m",)), seeds=(0, 1), steps=(0, 8), performance=performance)
+    live = SimpleNamespace(suite=SimpleNamespace(models=("m",), steps=(0, 8)), seeds=(0, 1), steps=(0, 8),
+                           performance=performance)
     found = SimpleNamespace(stats=pd.DataFrame({"layer": [0, 1], "head": [1, 0], "passes": [True, False]}))
     intact = pd.DataFrame({"model": "m", "seed": [0, 0, 1, 1], "step": 8, "layer": [0, 1, 0, 1],
                            "r2": [0.1, 0.2, 0.3, 0.4], "auc": 0.6})
@@ -118,3 +119,31 @@ def test_the_intervention_explorer_opens_on_stored_intact_scores_and_measures_on
     step = next(c for c in widget.children if getattr(c, "description", "") == "step")
     kind.value, step.value = "none", 0  # a checkpoint the stored table lacks: measured live, intact
     assert calls[-1] == (0, 0, None)
+    kind.value = "qk-copy"  # copies from the suite's earliest step after 0, as stage 4 does
+    assert (calls[-1][2].method, calls[-1][2].source_step) == ("copy", 8)
+    live.suite.steps = (0,)  # nothing to copy from: not offered
+    kind = next(c for c in intervention_explorer(live, found, intact).children if c.description == "kind")
+    assert "qk-copy" not in kind.options and "qk-zero" in kind.options
+
+
+def test_the_intervention_explorer_runs_every_kind_it_offers_on_a_tiny_model(local_suite, few):
+    from types import SimpleNamespace
+
+    from lexprobe import Study
+    from lexprobe.checkpoints.suites import local_folder
+    from lexprobe.engine.interventions import KINDS
+    from lexprobe.views.widgets import intervention_explorer
+
+    live = Study(local_folder(local_suite), few, progress=False).live
+    found = SimpleNamespace(stats=pd.DataFrame({"layer": [0, 1], "head": [1, 0], "passes": [True, True]}))
+    widget = intervention_explorer(live, found)
+    kind = next(c for c in widget.children if getattr(c, "description", "") == "kind")
+    step = next(c for c in widget.children if getattr(c, "description", "") == "step")
+    step.value = 0  # qk-copy then copies step 4's weights into step 0
+    assert list(kind.options) == list(KINDS)
+    for name in KINDS:
+        kind.value = name
+        got = widget.result.to_dict()
+        rows = pd.DataFrame(got["datasets"][next(iter(got["datasets"]))])
+        counts = rows["condition"].value_counts()  # every layer measured, not an error left unshown
+        assert set(counts.index) == {"intact"} | {name} - {"none"} and counts.nunique() == 1, name

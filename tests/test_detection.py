@@ -10,12 +10,25 @@ import pytest
 from lexprobe.analysis import detection
 from lexprobe.analysis.selection import MIN_STEPS, RULE_TITLES, discover, passing
 from lexprobe.analysis.validity import per_head_check
+from lexprobe.base.heads import head_name, heads_name, parse_head, parse_heads
 
 CERTIFIED = pd.DataFrame({"model": "m", "seed": [0, 0], "layer": [1, 3], "head": [0, 2], "opens_step": [0, 256]})
 
 
 def _map(rows: list[tuple[int, int, int, int, bool]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["seed", "step", "layer", "head", "significant"]).assign(model="m")
+
+
+def test_head_names_are_written_and_read_back_by_one_owner():
+    """Every table, view and report names a head L{layer}H{head} and a set by its heads in the given order."""
+    assert head_name(1, 2) == "L1H2" and head_name(np.int64(10), np.int64(0)) == "L10H0"
+    assert heads_name([(0, 2), (0, 1)]) == "L0H2 L0H1" and heads_name([]) == ""
+    for heads in ((), ((0, 1),), ((3, 0), (0, 1), (12, 15))):
+        assert parse_heads(heads_name(heads)) == heads
+    assert parse_head("L12H3") == (12, 3)
+    for bad in ("l1h2", "L1H", "L1H2 ", "H2L1"):
+        with pytest.raises(ValueError, match="not a head name"):
+            parse_head(bad)
 
 
 def test_a_timed_head_is_expected_only_from_its_opening_step():

@@ -374,13 +374,20 @@ def test_encoders_and_unknown_architectures_are_refused_by_name():
         site_map(type("C", (), {"model_type": "mamba"})())
 
 
-def test_the_loader_and_the_site_table_know_the_same_families():
-    from lexprobe.checkpoints.shapes import ENCODER_TYPES
-    from lexprobe.checkpoints.shapes import FAMILIES as LOADABLE
-    from lexprobe.engine.sites import ENCODERS, SITE_MAPS
+def test_the_site_table_has_a_row_for_each_family_of_the_one_list():
+    """lexprobe.base.families owns the families: the loader, the organism and the command line read it, and the
+    engine's site table has exactly one row per family (and the README's family table lists them all)."""
+    from lexprobe.base.families import FAMILIES as OWNED
+    from lexprobe.base.paths import REPO_ROOT
+    from lexprobe.cli import build_parser
+    from lexprobe.engine.sites import SITE_MAPS
 
-    assert set(LOADABLE) == set(SITE_MAPS) == set(FAMILIES)
-    assert ENCODERS == ENCODER_TYPES
+    assert set(OWNED) == set(SITE_MAPS) == set(FAMILIES)
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert all(f"| `{family}` |" in readme for family in OWNED)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["organism", "train", "--arch", "mamba"])
+    assert build_parser().parse_args(["organism", "train", "--arch", "olmo2"]).arch == "olmo2"
 
 
 @pytest.mark.parametrize("local_arch", ["gpt2", "llama", "olmo2"])

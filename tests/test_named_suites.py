@@ -12,7 +12,15 @@ from lexprobe.checkpoints.bpe import train_tokenizer
 from lexprobe.checkpoints.hubcache import add_revision, refs_folder, snapshots_folder
 from lexprobe.checkpoints.integrity import problems
 from lexprobe.checkpoints.named import PUBLISHED, named_suite, resolve_suite
-from lexprobe.checkpoints.revisions import NAMINGS, OLMO2_1B_TOKENS_PER_STEP, crfm_steps, naming_of
+from lexprobe.checkpoints.revisions import (
+    FOLDERS,
+    NAMINGS,
+    OLMO2_1B_TOKENS_PER_STEP,
+    UNITS,
+    crfm_steps,
+    naming_for,
+    naming_of,
+)
 from lexprobe.checkpoints.suites import hub_cache, load_tokenizer
 from lexprobe.stages.registry import Skipped
 from lexprobe.stimuli.align import encode, special_prefix
@@ -31,6 +39,8 @@ def test_published_names_parse_with_steps_tokens_and_stages():
     assert NAMINGS["amber"].parse("ckpt_000").step == 0 and NAMINGS["amber"].parse("ckpt_358").step == 358
     assert NAMINGS["smollm2"].parse("step-40000").step == 40000
     assert NAMINGS["pythia"].parse("step143000").step == 143000
+    assert NAMINGS["amber"].format(42) == "ckpt_042" and NAMINGS["smollm2"].format(40000) == "step-40000"
+    assert olmo2.format(10000, 10000 * OLMO2_1B_TOKENS_PER_STEP) == "stage1-step10000-tokens21B"  # rounded up
     for naming, bad in (("crfm", "checkpoint_10"), ("olmo", "step1000"), ("smollm2", "step40000"), ("amber", "main")):
         assert NAMINGS[naming].parse(bad) is None
     kept, left = olmo2.read(["stage1-step0-tokens0B", "step1000-tokens5B", "stage1-step1000-tokens5B",
@@ -50,10 +60,63 @@ def test_the_crfm_grid_has_609_checkpoints_per_seed():
 
 def test_a_user_pattern_needs_a_step_group():
     assert naming_of(r"ckpt-(?P<step>\d+)").parse("ckpt-7").step == 7
+    assert naming_of(r"ckpt-(?P<step>\d{3})").parse("ckpt-007").step == 7  # braces of a regex: still a regex
+    with pytest.raises(ValueError, match="reads names but writes none"):
+        naming_of(r"ckpt-(?P<step>\d+)").format(7)
     with pytest.raises(ValueError, match="named group 'step'"):
         naming_of(r"ckpt-(\d+)")
     with pytest.raises(ValueError, match="not a regular expression"):
         naming_of("ckpt-(")
+
+
+@pytest.mark.parametrize("naming", [*NAMINGS.values(), naming_of("run{step}.ckpt"), naming_of("{step}-tokens{tokens}")],
+                         ids=[*NAMINGS, "user", "user-tokens"])
+def test_every_naming_reads_back_what_it_writes(naming):
+    """One Naming per scheme both writes and reads: a name it writes parses to the same step (and the tokens seen,
+    rounded up to its unit)."""
+    unit = UNITS[naming.unit]
+    for step, tokens in ((0, 0), (1, unit), (42, 3 * unit), (1907359, 1907359 * 2**21)):
+        rev = naming.parse(naming.format(step, tokens))
+        assert rev is not None and rev.step == step and rev.stage == 1
+        if "{tokens}" in naming.template:
+            assert 0 <= rev.tokens - tokens < unit
+        else:
+            assert rev.tokens is None
+
+
+def test_a_folder_listing_picks_the_naming_that_reads_it():
+    assert naming_for(["step0", "step8", "logs"]) is NAMINGS["pythia"]
+    assert naming_for(["step-0", "step-8", "step-16", "step8"]) is NAMINGS["smollm2"]
+    assert naming_for(["checkpoint-500", "checkpoint-1000", "runs"]) is NAMINGS["crfm"]
+    assert naming_for(["global_step10", "global_step20", "latest"]) is NAMINGS["deepspeed"]
+    assert naming_for(["logs", "config.json"]) is None
+    user = naming_of("epoch{step}")
+    assert naming_for(["epoch1", "epoch2"], (*FOLDERS, user)) is user
+    kept, left = naming_for(["global_step10", "global_step20", "latest"]).read(["global_step10", "latest"])
+    assert list(kept) == [10] and "latest" in left
+
+
+def test_every_named_suite_is_in_the_suite_help(capsys):
+    """The help of the study's suite setting, of --suite and the unknown-suite error are generated from the suite
+    registry: every published suite (and the hub, local and hub-cache forms) appears in each by itself."""
+    from dataclasses import fields
+
+    from lexprobe.cli import build_parser
+    from lexprobe.study import Study
+
+    texts = [next(f for f in fields(Study) if f.name == "suite").metadata["help"]]
+    for command in ("extract", "inflection"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        texts.append(capsys.readouterr().out)
+    with pytest.raises(ValueError, match="unknown suite") as err:
+        resolve_suite("gpt-17")
+    texts.append(str(err.value))
+    for text in texts:
+        flat = "".join(text.split())  # argparse wraps lines, at hyphens too
+        for name in [*PUBLISHED, "organism", "pythia-14m", "hub:ORG/NAME", "local:PATH", "hubcache:PATH:ORG/NAME"]:
+            assert name in flat, (name, text)
+    assert "crfm-gpt2-small[:seeds=alias,...]" in texts[0]
 
 
 # per named suite: the family, the revisions written (name -> weight seed; "dup" copies the previous one's weights,
@@ -117,7 +180,7 @@ def test_each_named_suite_runs_stages_1_to_5_and_lists_what_it_skipped(spec, tmp
         assert special_prefix(loaded) == []
     assert suite.metadata["listed_from"] == "hub cache"
     left = suite.metadata["left_out"]
-    naming = NAMINGS[PUBLISHED[spec.split(":")[0]].naming]
+    naming = PUBLISHED[spec.split(":")[0]].naming
     assert any(naming.parse(n) is None for n in left)  # an irregular name, listed with why
     assert set(CACHES[spec][1]) == set(left) | {name for _, name in suite.revisions}  # every branch accounted for
     small = stimuli.subset(sorted(stimuli.pairs["word"].unique())[:4], name="small4")

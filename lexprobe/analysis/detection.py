@@ -26,25 +26,13 @@ import pandas as pd
 from lexprobe.analysis.primitives import at_last_checkpoint, stays_from
 from lexprobe.analysis.selection import DEFAULT_RULE as DEFAULT_KEY
 from lexprobe.analysis.selection import MIN_STEPS, RULE_TITLES, RULES, discover, passing
+from lexprobe.base.heads import Head, heads_name
 
 MAP_COLUMNS = ("model", "seed", "step", "layer", "head", "significant")
 ALL_SEEDS = "all"
 COUNTS = ["planted", "found", "true_positives"]
 DEFAULT_RULE = RULE_TITLES[DEFAULT_KEY]  # stage 2's default ``passes``, as the tables name it
 DRAWS = 2000  # bootstrap draws over (profile, seed) units
-Head = tuple[int, int]
-
-
-def head_name(layer: int, head: int) -> str:
-    """A head as the reports write it: L3H1."""
-    return f"L{layer}H{head}"
-
-
-def names(heads: set[Head]) -> str:
-    """Heads as the reports list them: 'L0H1 L2H3'."""
-    return " ".join(head_name(layer, head) for layer, head in sorted(heads))
-
-
 def check_map(name: str, table: pd.DataFrame) -> None:
     """Fail with the map's name when it lacks a head map's columns."""
     missing = [c for c in MAP_COLUMNS if c not in table.columns]
@@ -74,8 +62,8 @@ def scored(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame, last_only:
             found = {(int(r.layer), int(r.head)) for r in g.itertuples() if r.significant}
             want = truth(model, sd, step)
             rows.append({"method": method, "model": model, "seed": int(sd), "step": int(step), "planted": len(want),
-                         "found": len(found), "true_positives": len(found & want), "planted_heads": names(want),
-                         "found_heads": names(found)})
+                         "found": len(found), "true_positives": len(found & want),
+                         "planted_heads": heads_name(sorted(want)), "found_heads": heads_name(sorted(found))})
     return pd.DataFrame(rows, columns=["method", "model", "seed", "step", *COUNTS, "planted_heads", "found_heads"])
 
 

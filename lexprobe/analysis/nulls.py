@@ -34,6 +34,7 @@ from lexprobe.analysis.primitives import (
     word_weights,
 )
 from lexprobe.analysis.selection import ALPHA
+from lexprobe.base.heads import heads_name
 from lexprobe.base.lazy import stats
 
 KEYS = ["model", "seed", "step"]
@@ -220,8 +221,7 @@ def agreement(cmap: pd.DataFrame, discovery: pd.DataFrame, step: int | None = No
                      "causal": len(causal), "discovered": len(passing), "both": both,
                      "jaccard": both / len(union) if union else np.nan,
                      "fisher_p": stats.fisher_exact(table, alternative="greater")[1],
-                     "causal_heads": " ".join(f"L{l}H{h}" for l, h in sorted(causal)),
-                     "discovered_heads": " ".join(f"L{l}H{h}" for l, h in sorted(passing))})
+                     "causal_heads": heads_name(sorted(causal)), "discovered_heads": heads_name(sorted(passing))})
     return pd.DataFrame(rows)
 
 

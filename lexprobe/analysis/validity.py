@@ -21,9 +21,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from lexprobe.analysis.detection import check_map, head_name, pooled, scored
+from lexprobe.analysis.detection import check_map, pooled, scored
 from lexprobe.analysis.patchmaps import reading
 from lexprobe.analysis.primitives import at_last_checkpoint, stays_from
+from lexprobe.base.heads import head_name
 
 MIN_PLANTED = 0.8  # cutting the planted heads' edges must remove at least this share of best-layer R^2
 MAX_OTHERS = 0.2  # cutting the same edges in every other head may remove at most this share

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+from lexprobe.base.families import FAMILIES
 from lexprobe.checkpoints.hubcache import read_ref, snapshots_folder
-from lexprobe.checkpoints.shapes import FAMILIES
 from lexprobe.checkpoints.suites import Checkpoint, CheckpointUnavailable
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")

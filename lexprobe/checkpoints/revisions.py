@@ -1,7 +1,10 @@
 """Revision names as the open checkpoint suites publish them, parsed rather than assumed.
 
-A :class:`Naming` reads a suite's branch names into :class:`Revision` values: the training step, the tokens seen
-where the name gives them (so that curves of different suites can share a tokens axis), and the training stage.
+A :class:`Naming` is one naming scheme (``stepN``, ``step-N``, ``checkpoint-N``, ``ckpt_NNN``, ``global_stepN``,
+OLMo's ``stepN-tokensXB``, OLMo-2's ``stage1-stepN-tokensXB``, a user's pattern): it writes a step's name, for a
+published grid, and reads names back into :class:`Revision` values: the training step, the tokens seen where the name
+gives them (so that curves of different suites can share a tokens axis), and the training stage.
+:func:`naming_for` picks the naming that reads a listing (a run's folders).
 Names a naming does not recognise, and revisions off the first stage's step axis (OLMo-2's ``stage2-ingredient``
 branches), are listed with the reason they are left out, never silently dropped. Where two names give one step
 (OLMo-2 publishes some steps with and without the ``stage1-`` prefix) the first in sorted order is kept and the
@@ -11,10 +14,12 @@ other listed as its alias.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+FIELDS = {"step": r"(?P<step>\d+)", "stage": r"(?P<stage>\d+)", "tokens": r"(?P<tokens>\d+)(?P<unit>[KMBT])"}
 
 
 @dataclass(frozen=True)
@@ -27,18 +32,54 @@ class Revision:
     stage: int = 1
 
 
+def _fields(template: str) -> list[tuple[str, str | None]]:
+    """A template's (literal text, field name) parts; ValueError when it is not a ``str.format`` template."""
+    return [(text, name) for text, name, _, _ in string.Formatter().parse(template)]
+
+
+def template_regex(template: str) -> str:
+    """The regex of the names a template writes: its text literally, ``{step}`` and ``{stage}`` as numbers,
+    ``{tokens}`` as a number and a unit, any other field (``{ingredient}``) as a number that is not read."""
+    return "".join(re.escape(text) + ("" if name is None else FIELDS.get(name, r"\d+"))
+                   for text, name in _fields(template))
+
+
 @dataclass(frozen=True)
 class Naming:
-    """How one suite names its revisions: a regex with a ``step`` group, and optional ``tokens``+``unit`` and
-    ``stage`` groups."""
+    """How one scheme names checkpoints (hub branches, a run's folders): it writes a step's name from ``template``
+    and reads names back by ``patterns``, regexes with a ``step`` group and optional ``tokens``+``unit`` and
+    ``stage`` groups (tried in order; :meth:`of` derives them from templates, so what it writes it reads back)."""
 
     name: str
-    pattern: str
-    example: str
+    template: str | None  # ``{step}`` (``{step:03d}``: zero-padded), ``{tokens}``; None: a user's regex (reads only)
+    patterns: tuple[str, ...]
+    unit: str = "B"  # the unit ``{tokens}`` is written in, rounded up
+
+    @classmethod
+    def of(cls, name: str, template: str, *also: str) -> Naming:
+        """The naming written by ``template`` that also reads the names the ``also`` templates write (another name
+        the scheme is published under, another training stage)."""
+        return cls(name, template, tuple(template_regex(t) for t in (template, *also)))
+
+    @property
+    def example(self) -> str:
+        """A name as this naming writes it, for messages (its pattern where it writes none)."""
+        return self.patterns[0] if self.template is None else self.format(1000, 4 * 10**9)
+
+    def format(self, step: int, tokens: int | None = None) -> str:
+        """The name of a step; ``tokens``: tokens seen by then, where the name gives them (written in ``unit``,
+        rounded up)."""
+        if self.template is None:
+            raise ValueError(f"revision naming {self.name!r} is a regular expression: it reads names but writes "
+                             f"none (give a template such as 'ckpt-{{step}}' instead)")
+        if tokens is None and "{tokens}" in self.template:
+            raise ValueError(f"revision naming {self.name!r} writes the tokens seen: give tokens")
+        written = None if tokens is None else f"{-(-tokens // UNITS[self.unit])}{self.unit}"
+        return self.template.format(step=step, tokens=written)
 
     def parse(self, name: str) -> Revision | None:
         """The revision a branch name denotes, or None when this naming does not recognise it."""
-        m = re.fullmatch(self.pattern, name)
+        m = next(filter(None, (re.fullmatch(p, name) for p in self.patterns)), None)
         if m is None:
             return None
         groups = m.groupdict()
@@ -65,15 +106,31 @@ class Naming:
         return dict(sorted(kept.items())), left
 
 
-NAMINGS: dict[str, Naming] = {
-    "pythia": Naming("pythia", r"step(?P<step>\d+)", "step1000"),
-    "crfm": Naming("crfm", r"checkpoint-(?P<step>\d+)", "checkpoint-4000"),
-    "olmo": Naming("olmo", r"step(?P<step>\d+)-tokens(?P<tokens>\d+)(?P<unit>[KMBT])", "step1000-tokens4B"),
-    "olmo2": Naming("olmo2", r"(?:stage(?P<stage>\d+)-(?:ingredient\d+-)?)?step(?P<step>\d+)-tokens(?P<tokens>\d+)"
-                             r"(?P<unit>[KMBT])", "stage1-step1000-tokens3B"),
-    "amber": Naming("amber", r"ckpt_(?P<step>\d+)", "ckpt_042"),
-    "smollm2": Naming("smollm2", r"step-(?P<step>\d+)", "step-40000"),
-}
+NAMINGS: dict[str, Naming] = {n.name: n for n in (
+    Naming.of("pythia", "step{step}"),
+    Naming.of("crfm", "checkpoint-{step}"),
+    Naming.of("olmo", "step{step}-tokens{tokens}"),
+    Naming.of("olmo2", "stage1-step{step}-tokens{tokens}", "step{step}-tokens{tokens}",
+              "stage{stage}-step{step}-tokens{tokens}",
+              "stage{stage}-ingredient{ingredient}-step{step}-tokens{tokens}"),
+    Naming.of("amber", "ckpt_{step:03d}"),
+    Naming.of("smollm2", "step-{step}"),
+    Naming.of("deepspeed", "global_step{step}"),
+)}
+STEP_N = NAMINGS["pythia"]
+"""``stepN``: Pythia's branches, the organism's, and the default of a hub cache and a local folder."""
+FOLDERS = (STEP_N, NAMINGS["smollm2"], NAMINGS["crfm"], NAMINGS["deepspeed"])
+"""How training runs name their checkpoint folders (``stepN``, ``step-N``, ``checkpoint-N``, ``global_stepN``), in
+the order :func:`naming_for` prefers them."""
+
+
+def naming_for(names: Iterable[str], namings: Iterable[Naming] = FOLDERS) -> Naming | None:
+    """The naming that reads the most of ``names`` (a folder listing, a repo's branches; on a tie the first of
+    ``namings``), or None when none reads any (add a user's :func:`naming_of` to ``namings`` to consider it)."""
+    listed = list(names)
+    count, best = max(((sum(n.parse(x) is not None for x in listed), n) for n in namings),
+                      key=lambda c: c[0], default=(0, None))
+    return best if count else None
 
 
 def crfm_steps() -> tuple[int, ...]:
@@ -91,18 +148,19 @@ def olmo2_1b_steps() -> tuple[int, ...]:
     return tuple(sorted({0, 300, 23100, 66200, 1907359, *range(10000, 1900001, 10000)}))
 
 
-def olmo2_revision_name(step: int) -> str:
-    """The hub branch name OLMo-2-0425-1B gives a stage-1 step: tokens seen in billions, rounded up (the scheme of
-    published names such as ``stage2-ingredient1-step23852-tokens51B``)."""
-    return f"stage1-step{step}-tokens{-(-step * OLMO2_1B_TOKENS_PER_STEP // 10**9)}B"
-
-
 def naming_of(pattern: str) -> Naming:
-    """A naming for a user's suite: a regex with a ``step`` group (optional ``tokens``+``unit``, ``stage``)."""
+    """A naming for a user's suite: a template with a ``{step}`` field (``ckpt-{step}``, optional ``{tokens}``;
+    it writes names too), or a regex with a ``step`` group (optional ``tokens``+``unit``, ``stage``; it only reads)."""
+    try:
+        if any(name == "step" for _, name in _fields(pattern)):
+            return Naming.of("custom", pattern)
+    except ValueError:  # a lone brace: no template, maybe a regex
+        pass
     try:
         groups = re.compile(pattern).groupindex
     except re.error as err:
         raise ValueError(f"revision pattern {pattern!r} is not a regular expression: {err}") from err
     if "step" not in groups:
-        raise ValueError(f"revision pattern {pattern!r} needs a named group 'step', e.g. 'ckpt-(?P<step>\\d+)'")
-    return Naming("custom", pattern, pattern)
+        raise ValueError(f"revision pattern {pattern!r} needs a named group 'step', e.g. 'ckpt-(?P<step>\\d+)', or "
+                         f"a template field, e.g. 'ckpt-{{step}}'")
+    return Naming("custom", None, (pattern,))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lexprobe.base.families import FAMILIES
+
 if TYPE_CHECKING:
     from transformers import GPTNeoXConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
@@ -69,13 +71,6 @@ def checkpoint_bytes(size: str) -> int:
     return param_count(size) * CHECKPOINT_BYTES_PER_PARAM + TOKENIZER_BYTES
 
 
-FAMILIES = ("gpt_neox", "gpt2", "llama", "olmo", "olmo2")
-"""The architectures lexprobe measures (each has a row in :data:`lexprobe.engine.sites.SITE_MAPS`)."""
-ENCODER_TYPES = ("bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
-                 "modernbert")
-"""Encoders, refused by name: every position sees every other, so target-position patching needs a causal model."""
-
-
 def family_config(arch: str, vocab: int, hidden: int, layers: int, heads: int, positions: int = 2048,
                   attention: str = "eager", kv_heads: int | None = None) -> PretrainedConfig:
     """A config of one family at any shape, with that family's conventions: ``gpt_neox`` Pythia's
@@ -95,7 +90,7 @@ def family_config(arch: str, vocab: int, hidden: int, layers: int, heads: int, p
                                     scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True,
                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
     if arch not in FAMILIES:
-        raise ValueError(f"unknown architecture {arch!r}; lexprobe knows {FAMILIES}")
+        raise ValueError(f"unknown architecture {arch!r}; lexprobe knows {tuple(FAMILIES)}")
     kv = kv_heads or (max(heads // 2, 1) if arch == "llama" else heads)
     return AutoConfig.for_model(arch, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                                 num_key_value_heads=kv, intermediate_size=4 * hidden,

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from lexprobe.base.families import ENCODERS, FAMILIES
 from lexprobe.checkpoints.hubcache import read_ref, refs_folder, snapshots_folder
-from lexprobe.checkpoints.shapes import ENCODER_TYPES, FAMILIES, PYTHIA_SHAPES
+from lexprobe.checkpoints.revisions import STEP_N
+from lexprobe.checkpoints.shapes import PYTHIA_SHAPES
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +129,7 @@ class Suite:
 
     def revision(self, step: int) -> str:
         """The branch name of a step: as the suite published it, else ``stepN``."""
-        return dict(self.revisions).get(step, f"step{step}")
+        return dict(self.revisions).get(step, STEP_N.format(step))
 
     def checkpoint(self, model: str, seed: int, step: int) -> Checkpoint:
         seed, step = int(seed), int(step)
@@ -178,15 +180,12 @@ def pythia(models: tuple[str, ...] = ("14m",), seeds: tuple[int, ...] = (0,), st
                  repo_template=template, cache_dir=cache_dir, offline=offline)
 
 
-_STEP_DIR = re.compile(r"^step(\d+)$")
-
-
 def local_folder(root: str | Path, name: str | None = None) -> Suite:
     """A folder of ``stepN/`` HF model folders (one model, one seed)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"local suite folder {root} does not exist")
-    steps = sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name)))
+    steps = sorted(r.step for p in root.iterdir() if p.is_dir() and (r := STEP_N.parse(p.name)))
     if not steps:
         raise FileNotFoundError(f"{root} contains no stepN/ folders")
     return Suite(name or root.name, "local", ("local",), (0,), tuple(steps), root=str(root))
@@ -197,7 +196,7 @@ def hub_cache_steps(cache_dir: str | Path, repo: str) -> tuple[int, ...]:
     refs = refs_folder(cache_dir, repo)
     if not refs.is_dir():
         raise FileNotFoundError(f"hub cache {cache_dir} has no repo {repo} (looked for {refs})")
-    return tuple(sorted(int(m.group(1)) for p in refs.iterdir() if (m := _STEP_DIR.match(p.name))))
+    return tuple(sorted(r.step for p in refs.iterdir() if (r := STEP_N.parse(p.name))))
 
 
 def hub_cache(cache_dir: str | Path, repo_template: str, models: tuple[str, ...] | None = None,
@@ -255,7 +254,7 @@ def validate_model(model: PreTrainedModel, where: str) -> None:
     weight = next(model.parameters())
     if cfg.model_type not in FAMILIES:
         kind = "an encoder (lexprobe needs a causal model)" if getattr(cfg, "is_encoder_decoder", False) or \
-            cfg.model_type in ENCODER_TYPES else "not a family lexprobe measures"
+            cfg.model_type in ENCODERS else "not a family lexprobe measures"
         raise CheckpointUnavailable(f"{where}: model_type {cfg.model_type!r} is {kind}; lexprobe measures "
                                     f"{', '.join(FAMILIES)}")
     ids = (torch.arange(1, 9, device=weight.device) * 7919 % min(cfg.vocab_size, 50000)).unsqueeze(0)

@@ -13,15 +13,13 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
+from lexprobe.base.heads import Head
 from lexprobe.base.lazy import torch
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.sites import Sites
 
 if TYPE_CHECKING:
     from lexprobe.stimuli import align
-
-Head = tuple[int, int]
-
 
 class Encoded(Protocol):
     """What interventions read of an encoded batch (:class:`lexprobe.stimuli.align.Encoded` provides it)."""

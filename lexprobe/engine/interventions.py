@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, SupportsInt, cast
 
 import numpy as np
 
+from lexprobe.base.heads import Head
 from lexprobe.base.lazy import torch
 from lexprobe.engine.conditions import Donor
 from lexprobe.engine.extract import ExtractConfig, measure
-from lexprobe.engine.hooks import Batch, Edit, Encoded, Head
+from lexprobe.engine.hooks import Batch, Edit, Encoded
 from lexprobe.engine.sites import Refused, Sites, qk_refusal
 
 if TYPE_CHECKING:
@@ -347,26 +348,66 @@ class Compose(Intervention):
         return set().union(*(p.donor_layers(n_layers) for p in self.parts)) if self.parts else set()
 
 
-KINDS = ("none", "zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
+@dataclass(frozen=True)
+class Kind:
+    """One intervention kind by name (stage 4's methods, the intervention explorer's choices): what it does to the
+    chosen heads, and what it needs: a per-head QK weight edit (``qk``) is refused where the architecture cannot
+    apply it exactly, and ``copy`` needs the checkpoint to copy from (:func:`copy_source`)."""
+
+    name: str
+    what: str
+    qk: Literal["zero", "copy"] | None = None
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether it needs ``source_step``, the checkpoint it copies weights from."""
+        return self.qk == "copy"
+
+    def refusal(self, model_or_config: Any) -> str | None:
+        """Why this kind cannot be applied exactly to this architecture, or None
+        (:func:`lexprobe.engine.sites.qk_refusal`)."""
+        return None if self.qk is None else qk_refusal(model_or_config, self.qk)
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("none", "the intact model"),
+    Kind("zero", "outputs zeroed"),
+    Kind("mean", "outputs replaced by their mean over the stimulus set"),
+    Kind("resample", "outputs taken from another sentence"),
+    Kind("knockout", "attention edges from the target to the cue cut"),
+    Kind("qk-zero", "Q and K weights zeroed", qk="zero"),
+    Kind("qk-copy", "Q and K weights copied from the earliest checkpoint after step 0", qk="copy"),
+)}
+"""The intervention kinds by name, each with what it does to the chosen heads and what it needs."""
+
+
+def kinds_help(names: Iterable[str]) -> str:
+    """``name (what it does)`` for each kind of ``names``, comma-separated: the kinds as help texts list them."""
+    return ", ".join(f"{name} ({KINDS[name].what})" for name in names)
+
+
+def copy_source(steps: Iterable[int]) -> int | None:
+    """The checkpoint ``qk-copy`` copies Q and K from: the earliest of ``steps`` after 0 (step 1 where it is there;
+    None if none)."""
+    return min((s for s in steps if s > 0), default=None)
 
 
 def intervention_of(kind: str, heads: tuple[Head, ...] | None, seed: int = 0,
                     source_step: int | None = None) -> Intervention | None:
-    """The intervention a kind names on ``heads`` (stage 4's methods and the widgets' choices): one of
-    :data:`KINDS`; ``none`` or no heads: the intact model (None). ``seed`` seeds a resample's donors;
-    ``source_step`` is the checkpoint ``qk-copy`` copies Q and K from."""
+    """The intervention a kind of :data:`KINDS` names on ``heads``; ``none`` or no heads: the intact model (None).
+    ``seed`` seeds a resample's donors; ``source_step`` is the checkpoint a kind that needs one (``qk-copy``) copies
+    from (:func:`copy_source`)."""
     if kind not in KINDS:
-        raise ValueError(f"unknown intervention kind {kind!r}; choose from {KINDS}")
+        raise ValueError(f"unknown intervention kind {kind!r}; choose from {tuple(KINDS)}")
     if kind == "none" or (heads is not None and not heads):
         return None
+    spec = KINDS[kind]
+    if spec.needs_source and source_step is None:
+        raise ValueError(f"{kind} needs the step to copy Q and K from (source_step)")
     if kind == "knockout":
         return EdgeKnockout(heads)
-    if kind == "qk-zero":
-        return QKEdit(heads)
-    if kind == "qk-copy":
-        if source_step is None:
-            raise ValueError("qk-copy needs the step to copy Q and K from (source_step)")
-        return QKEdit(heads, "copy", source_step)
+    if spec.qk is not None:
+        return QKEdit(heads, spec.qk, source_step if spec.needs_source else None)
     method = cast(Literal["zero", "mean", "resample"], kind)  # the kinds left are the ablation methods
     return HeadAblation(heads, method, seed=seed if kind == "resample" else 0)
 

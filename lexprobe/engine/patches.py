@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from lexprobe.base.heads import Head
 from lexprobe.base.lazy import nnsight, torch
 from lexprobe.engine.batching import split_rows
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import cosine_distances
-from lexprobe.engine.interventions import Head, all_heads, heads_of
+from lexprobe.engine.interventions import all_heads, heads_of
 from lexprobe.engine.sites import Sites, attention_flags, sites_of
 from lexprobe.stimuli.align import Encoded, encode
 from lexprobe.stimuli.tables import Stimuli

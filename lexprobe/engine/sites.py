@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal
 
+from lexprobe.base.families import ENCODERS
 from lexprobe.base.lazy import nnsight, torch
 
 if TYPE_CHECKING:
@@ -71,35 +72,23 @@ class SiteMap:
     attn_weights_index: int = 1
     attention_flags: tuple[tuple[str, Any], ...] = ()  # set on every attention module while lexprobe runs the model
     absolute_positions: bool = False  # learned absolute positions: hidden state 0 depends on a token's position
-    differs: str = ""  # one line: what sets the family apart, for the README and the report
 
 
 _LLAMA = dict(layers="model.layers", embed="model.embed_tokens", final_norm="model.norm", attention="self_attn",
               head_output="self_attn.o_proj", qk=QKLayout("self_attn.q_proj", "self_attn.k_proj", "separate"))
-SITE_MAPS: dict[str, SiteMap] = {
+SITE_MAPS: dict[str, SiteMap] = {  # one row per family of lexprobe.base.families.FAMILIES (a test keeps them equal)
     "gpt_neox": SiteMap(layers="gpt_neox.layers", embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm",
                         attention="attention", head_output="attention.dense",
-                        qk=QKLayout("attention.query_key_value", "attention.query_key_value", "per_head"),
-                        differs="Pythia: packed query_key_value with [Q|K|V] per head; rotary on 25% of each head; "
-                                "parallel attention and MLP"),
+                        qk=QKLayout("attention.query_key_value", "attention.query_key_value", "per_head")),
     "gpt2": SiteMap(layers="transformer.h", embed="transformer.drop", final_norm="transformer.ln_f",
                     attention="attn", head_output="attn.c_proj",
                     qk=QKLayout("attn.c_attn", "attn.c_attn", "by_kind", transposed=True),
-                    attention_flags=(("reorder_and_upcast_attn", False),), absolute_positions=True,
-                    differs="Conv1D weights stored (in, out); c_attn packs all heads' Q, then all K, then all V; "
-                            "learned positions (hidden state 0 = tokens + positions); the CRFM runs scale scores by "
-                            "1/(layer+1); their upcast-and-reorder path is routed through eager attention"),
-    "llama": SiteMap(**_LLAMA, differs="Llama, Amber, SmolLM2: separate q/k/v projections, RMSNorm, rotary; with "  # type: ignore[arg-type]
-                     "grouped-query attention a key head serves several query heads"),
-    "olmo": SiteMap(**_LLAMA, differs="OLMo 1: Llama's modules with non-parametric layer norm and optional "  # type: ignore[arg-type]
-                    "QKV clipping"),
+                    attention_flags=(("reorder_and_upcast_attn", False),), absolute_positions=True),
+    "llama": SiteMap(**_LLAMA),  # type: ignore[arg-type]
+    "olmo": SiteMap(**_LLAMA),  # type: ignore[arg-type]
     "olmo2": SiteMap(**{**_LLAMA, "qk": QKLayout("self_attn.q_proj", "self_attn.k_proj", "separate",  # type: ignore[arg-type]
-                                                 joint_norm=True)},
-                     differs="OLMo 2: RMSNorm of Q and K over all heads together (a per-head Q/K weight edit rescales "
-                             "every head); norms after attention and MLP"),
+                                                 joint_norm=True)}),
 }
-ENCODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
-            "modernbert")  # the same list as lexprobe.checkpoints.shapes.ENCODER_TYPES (a test keeps them equal)
 
 
 class Refused(SiteError):

@@ -31,7 +31,7 @@ import torch
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
-from lexprobe.organism.profiles import Head
+from lexprobe.base.heads import Head
 
 ATTENTION = "lexprobe_planted"
 

@@ -9,9 +9,8 @@ from typing import Any, Literal
 import numpy as np
 
 from lexprobe.base.files import fingerprint
+from lexprobe.base.heads import Head
 from lexprobe.organism.corpus import CorpusConfig, Lexicon
-
-Head = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class Profile:
     heads: int = 4
     corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(onset=0))
     plant: Plant | None = None  # a planted circuit (:mod:`lexprobe.organism.planted`); None: the default training
-    arch: str = "gpt_neox"  # the family trained (lexprobe.checkpoints.shapes.FAMILIES), in its conventions
+    arch: str = "gpt_neox"  # the family trained (lexprobe.base.families.FAMILIES), in its conventions
 
     @property
     def model(self) -> str:
@@ -117,7 +116,7 @@ class Profile:
         plant = Plant(**d["plant"] | {"opens": tuple(d["plant"].get("opens", ()))}) if d.get("plant") else None
         return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus), "plant": plant})
 
-    def planted_heads(self, seed: int) -> tuple[tuple[int, int], ...]:
+    def planted_heads(self, seed: int) -> tuple[Head, ...]:
         """The seed's designated heads (none without a plant)."""
         return self.plant.heads(seed, self.layers, self.heads) if self.plant else ()
 

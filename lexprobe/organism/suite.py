@@ -13,12 +13,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lexprobe.base.families import FAMILIES
 from lexprobe.base.files import atomic_write
 from lexprobe.base.paths import home, smoke
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.hubcache import has_revision
-from lexprobe.checkpoints.named import resolve_suite
-from lexprobe.checkpoints.shapes import FAMILIES, family_config
+from lexprobe.checkpoints.named import resolve_suite, suite_specs
+from lexprobe.checkpoints.revisions import STEP_N
+from lexprobe.checkpoints.shapes import family_config
 from lexprobe.checkpoints.suites import Suite
 from lexprobe.organism.corpus import Corpus, load_lexicon
 from lexprobe.organism.profiles import ORG, PROFILES, Profile
@@ -72,7 +74,7 @@ def plant_metadata(profile: Profile) -> dict[str, Any]:
 
 def _written(root: Path, profile: Profile, seed: int) -> int:
     """How many of the seed's checkpoints are in the cache."""
-    return sum(has_revision(root / "hub", profile.repo(seed), f"step{s}") for s in profile.checkpoints)
+    return sum(has_revision(root / "hub", profile.repo(seed), STEP_N.format(s)) for s in profile.checkpoints)
 
 
 def _seed_done(root: Path, profile: Profile, seed: int) -> bool:
@@ -207,6 +209,12 @@ def organism_profile(spec: str) -> Profile | None:
             raise ValueError(f"bad organism spec {spec!r}: use {name}:arch=ARCH with ARCH one of "
                              f"{', '.join(FAMILIES)}, and/or :seeds=N (seeds 0..N-1)")
     return profile
+
+
+def suite_help() -> str:
+    """The suite specs :func:`resolve` takes, for help texts (the study's ``suite`` setting, ``--suite``): the
+    organism's, then every one :func:`lexprobe.checkpoints.named.suite_specs` lists, each named suite included."""
+    return " | ".join(("organism[-PROFILE][:arch=ARCH][:seeds=N]", *suite_specs()))
 
 
 def resolve(spec: str, cache_dir: str | None = None) -> Suite:

@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedToken
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.bpe import train_tokenizer
 from lexprobe.checkpoints.hubcache import add_revision, has_revision
+from lexprobe.checkpoints.revisions import STEP_N
 from lexprobe.checkpoints.shapes import family_config
 from lexprobe.organism.corpus import Corpus, Sample, Span
 from lexprobe.organism.planted import closed_at, closed_heads, mean_leak, planted_forward
@@ -183,7 +184,7 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
         if done in ckpts:
             with open(state_dir / f"train-seed{seed}.jsonl", "a") as log:
                 log.write(json.dumps({"step": done, "loss": losses[-1], "leak": leak_now}) + "\n")
-            add_revision(cache_dir, repo, f"step{done}", model.eval(), tok)
+            add_revision(cache_dir, repo, STEP_N.format(done), model.eval(), tok)
             model.train()
             tmp = state_path.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": done}, tmp)

@@ -10,6 +10,7 @@ from lexprobe.analysis.nulls import RANK_RESOLVES
 from lexprobe.analysis.patchmaps import EXACT_PATCH
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.selection import ALPHA
+from lexprobe.base.heads import head_name, heads_name
 from lexprobe.base.view import Block, Figure, Heading, Table, Text, View
 from lexprobe.report import Earlier, Report, left_out
 from lexprobe.report.findings import Finding, Writer, lead, seeds_in_words
@@ -176,12 +177,12 @@ def _qk(s4: Ablation) -> list[Block]:
 
 
 def _heads(g: pd.DataFrame) -> str:
-    return " ".join(f"L{r.layer}H{r.head}" for r in g.itertuples() if r.significant) or "-"
+    return heads_name((r.layer, r.head) for r in g.itertuples() if r.significant) or "-"
 
 
 def _firsts(first: pd.DataFrame) -> str:
     got = first.dropna(subset=["first_step"]).sort_values(["first_step", "layer", "head"])
-    return ", ".join(f"L{r.layer}H{r.head}@{r.first_step:.0f}" for r in got.itertuples()) or "-"
+    return ", ".join(f"{head_name(r.layer, r.head)}@{r.first_step:.0f}" for r in got.itertuples()) or "-"
 
 
 def exactness_line(exact: pd.DataFrame) -> str:
@@ -228,7 +229,7 @@ def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block
         base = " (counterfactual distances constant: baseline R^2 0)" if r.baseline_constant else ""
         extra = sorted({(x.layer, x.head) for x in suf.itertuples() if x.significant}
                        - {(x.layer, x.head) for x in nec.itertuples() if x.significant})
-        found = f"; sufficiency finds heads necessity missed: {' '.join(f'L{l}H{h}' for l, h in extra)}"
+        found = f"; sufficiency finds heads necessity missed: {heads_name(extra)}"
         blocks.append(Text(f"seed {sd} step {r.step}: clean R^2 {r.r2_clean:.3f}, counterfactual "
                            f"{r.r2_counterfactual:.3f}{base}; necessary: {_heads(nec)}; sufficient: {_heads(suf)}"
                            f"{found if extra else ''}"))

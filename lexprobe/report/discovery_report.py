@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lexprobe.analysis.selection import DEFAULT_RULE, RULE_TITLES
+from lexprobe.base.heads import head_name
 from lexprobe.base.view import Figure, Table, Text, View
 from lexprobe.report import Earlier, Report
 from lexprobe.report.findings import MAX_NAMED, Finding, Writer, lead
@@ -18,7 +19,7 @@ def findings(s2: Discovery, earlier: Earlier) -> list[Finding]:
     with_heads = w.num("stats", "seed", "distinct", ".0f", passes=True)
     per = []
     for (model, sd), g in s2.stats.groupby(["model", "seed"]):
-        heads = [f"L{r.layer}H{r.head}" for r in g.itertuples() if r.passes]
+        heads = [head_name(r.layer, r.head) for r in g.itertuples() if r.passes]
         count = w.num("stats", "passes", "count", ".0f", model=model, seed=sd)
         named = f" ({', '.join(heads)})" if 0 < len(heads) <= MAX_NAMED else ""
         per.append(f"seed {sd}: {count}{named}")

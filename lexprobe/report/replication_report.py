@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from lexprobe.base.heads import head_name
 from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.report import Earlier, Report, left_out
 from lexprobe.report.findings import ALPHA, Finding, Writer, lead
@@ -62,7 +63,7 @@ def describe(s5: Replication, earlier: Earlier) -> View:
     for model, g in s5.head_counts.groupby("model"):
         chosen = g[g["n_seeds_selecting"] > 0].sort_values(["n_seeds_selecting", "layer", "head"],
                                                            ascending=[False, True, True])
-        heads = ", ".join(f"L{r.layer}H{r.head} {r.n_seeds_selecting}" for r in chosen.itertuples()) or "none"
+        heads = ", ".join(f"{head_name(r.layer, r.head)} {r.n_seeds_selecting}" for r in chosen.itertuples()) or "none"
         blocks.append(Text(f"{model}: seeds (of {int(g['n_seeds'].max())}) selecting each head: {heads}"))
     blocks.append(Table(s5.heads, "Head agreement: Jaccard vs within-layer and anywhere permutation nulls"))
     blocks += [Text(f"{r.model}: {r.seeds_with_heads} seed(s) with passing heads: no agreement between seeds to "

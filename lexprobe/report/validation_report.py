@@ -7,6 +7,7 @@ import pandas as pd
 
 from lexprobe.analysis import detection, validity
 from lexprobe.analysis.primitives import at_last_checkpoint
+from lexprobe.base.heads import heads_name
 from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import log_subset
 from lexprobe.report import Earlier, Report
@@ -16,7 +17,7 @@ from lexprobe.stages.validation import Validation
 
 def _named(heads: pd.DataFrame) -> str:
     """The heads of a table with layer and head columns, as the reports list them ('none' for none)."""
-    return detection.names({(int(r.layer), int(r.head)) for r in heads.itertuples()}) or "none"
+    return heads_name(sorted({(int(r.layer), int(r.head)) for r in heads.itertuples()})) or "none"
 
 
 def _kept_by_step(per_head: pd.DataFrame) -> pd.DataFrame:

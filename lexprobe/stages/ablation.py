@@ -28,6 +28,7 @@ from lexprobe.analysis import nulls
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.engine.conditions import Condition
 from lexprobe.engine.interventions import (
+    KINDS,
     EdgeKnockout,
     HeadAblation,
     Intervention,
@@ -40,7 +41,7 @@ from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
 from lexprobe.stimuli.align import encode
 
-METHODS = ("zero", "mean", "resample", "knockout", "qk-zero", "qk-copy")
+METHODS = tuple(kind for kind in KINDS if kind != "none")  # every intervention kind but the intact model
 LEAN = ("qk-zero", "qk-copy")  # the default: the original study's own test (the rest answered by patching)
 DEVELOPMENT = ("zero", "qk-zero", "qk-copy")  # methods measured at every checkpoint (the rest at the last)
 EXACT = 1e-5
@@ -76,12 +77,6 @@ class Ablation:
     exactness: pd.DataFrame
     regression: pd.DataFrame
     refused: pd.DataFrame  # methods this architecture cannot apply exactly (columns method, reason): not measured
-
-
-def copy_source(steps: tuple[int, ...]) -> int | None:
-    """The checkpoint ``qk-copy`` copies Q and K from: step 1, else the earliest stored step after 0 (None if none)."""
-    later = [s for s in steps if s > 0]
-    return 1 if 1 in steps else (min(later) if later else None)
 
 
 def design(stats: pd.DataFrame, *, n_layers: int, n_heads: int, n_random: int, n_random_dev: int,

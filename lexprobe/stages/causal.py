@@ -20,14 +20,13 @@ from lexprobe.analysis.performance import with_pairs
 from lexprobe.base.progress import tqdm
 from lexprobe.checkpoints.integrity import config_of, folder_of
 from lexprobe.checkpoints.suites import CheckpointUnavailable
+from lexprobe.engine.interventions import KINDS, copy_source
 from lexprobe.engine.patches import PatchMap
-from lexprobe.engine.sites import qk_refusal
 from lexprobe.stages.ablation import (
     LEAN,
     METHODS,
     Ablation,
     ablation_results,
-    copy_source,
     design,
     measured_conditions,
     no_heads_discovered,
@@ -205,8 +204,8 @@ STAGE = CausalStage()
 def refused_methods(s1: Inflection, methods: tuple[str, ...]) -> dict[str, str]:
     """The QK-edit methods the suite's architecture cannot apply exactly (read from its last checkpoint's
     ``config.json`` on disk, as JSON: a study opened again imports no transformers for it), with why
-    (:func:`lexprobe.engine.sites.qk_refusal`)."""
-    if not any(m.startswith("qk-") for m in methods):
+    (:meth:`lexprobe.engine.interventions.Kind.refusal`)."""
+    if not any(KINDS[m].qk for m in methods):
         return {}
     suite = s1.suite
     folder = folder_of(suite.checkpoint(suite.models[0], suite.seeds[0], s1.steps[-1]))
@@ -216,6 +215,6 @@ def refused_methods(s1: Inflection, methods: tuple[str, ...]) -> dict[str, str]:
         config = None
     if config is None:  # no config to read: the engine still refuses such an edit when it measures it
         return {}
-    return {m: why for m in methods if m.startswith("qk-") and (why := qk_refusal(config, m.removeprefix("qk-")))}
+    return {m: why for m in methods if (why := KINDS[m].refusal(config))}
 
 

@@ -24,10 +24,11 @@ from lexprobe.analysis import nulls, patchmaps
 from lexprobe.analysis.nulls import vs_null
 from lexprobe.analysis.patchmaps import CLEAN, CORRUPT, reading
 from lexprobe.analysis.performance import Scoring, with_pairs
+from lexprobe.base.heads import Head, head_name, heads_name
 from lexprobe.checkpoints.suites import load_tokenizer, log_subset
 from lexprobe.engine.conditions import Donor, Named
 from lexprobe.engine.extract import ExtractConfig
-from lexprobe.engine.interventions import Head, random_head_sets
+from lexprobe.engine.interventions import random_head_sets
 from lexprobe.engine.patches import (
     DIRECTIONS,
     PATCH_PREP,
@@ -206,7 +207,7 @@ def greedy_set(runner: PatchRunner, scoring: Scoring, heads: list[Head]
         best = next(i for i, v in enumerate(r2) if v >= max(r2) - TIE)
         chosen.append(cands[best])
         recovered = (r2[best] - cf) / room if room > 0 else np.nan
-        curve.append({"size": len(chosen), "added": f"L{cands[best][0]}H{cands[best][1]}", "recovered": recovered,
+        curve.append({"size": len(chosen), "added": head_name(*cands[best]), "recovered": recovered,
                       "r2": r2[best]})
         if recovered >= RECOVER:
             break
@@ -235,7 +236,7 @@ def set_tests(runner: PatchRunner, scoring: Scoring, chosen: tuple[Head, ...], c
     joint = _shares(r2, clean, cf, chosen)
     null = np.array([_shares(r2, clean, cf, s) for s in sets]).reshape(-1, 2)
     single = {h: _shares(r2, clean, cf, (h,)) for h in chosen}
-    return {"set": " ".join(f"L{l}H{h}" for l, h in chosen), "size": len(chosen), "r2_clean": clean,
+    return {"set": heads_name(chosen), "size": len(chosen), "r2_clean": clean,
             "r2_counterfactual": cf, "recovered": joint[0], "reached": bool(joint[0] >= RECOVER),
             "drop_share": joint[1],
             **{f"recovered_{k}": v for k, v in vs_null(null[:, 0], joint[0]).items()},

@@ -19,6 +19,7 @@ from lexprobe.analysis import detection, validity
 from lexprobe.analysis.performance import with_pairs
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.selection import passing
+from lexprobe.base.heads import head_name, parse_heads
 from lexprobe.checkpoints.suites import Suite, log_subset
 from lexprobe.engine.interventions import EdgeKnockout
 from lexprobe.stages.causal import Causal
@@ -92,7 +93,7 @@ def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     grid = stats[["model", "seed", "layer", "head"]].drop_duplicates()
     sets = greedy[["model", "seed", "step", "set"]].merge(grid, on=["model", "seed"])
-    named = [detection.head_name(r.layer, r.head) in str(r.set).split() for r in sets.itertuples()]
+    named = [(r.layer, r.head) in parse_heads(r.set) for r in sets.itertuples()]
     return sets.assign(significant=named)[cols]
 
 
@@ -137,8 +138,8 @@ def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int
         cuts = {"planted": EdgeKnockout(tuple(sorted(mine))), "others": EdgeKnockout(tuple(sorted(every - mine))),
                 "all": EdgeKnockout(tuple(sorted(every)))}
         for h in sorted(mine) if len(mine) > 1 else ():  # one planted head: its cuts are the set's
-            cuts[f"cut:{detection.head_name(*h)}"] = EdgeKnockout((h,))
-            cuts[f"alone:{detection.head_name(*h)}"] = EdgeKnockout(tuple(sorted(every - {h})))
+            cuts[f"cut:{head_name(*h)}"] = EdgeKnockout((h,))
+            cuts[f"alone:{head_name(*h)}"] = EdgeKnockout(tuple(sorted(every - {h})))
         out[str(model), int(sd)] = cuts
     return out
 

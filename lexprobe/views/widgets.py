@@ -8,7 +8,8 @@ import altair as alt
 import ipywidgets as W
 import pandas as pd
 
-from lexprobe.engine.interventions import KINDS, Head, intervention_of
+from lexprobe.base.heads import Head, head_name
+from lexprobe.engine.interventions import KINDS, copy_source, intervention_of
 from lexprobe.live import Live
 from lexprobe.views.viz import STEP_AXIS, attention_tokens, lead_head
 
@@ -35,7 +36,7 @@ def inspector(live: Live, found: HeadTables) -> W.Widget:
         m = live.attention(seed, step, sentence_id)
         w = m["attention"][layer, head][m["target"]].mean(0).tolist()
         bars = attention_tokens(m["tokens"], w, m["target"], m["cue"],
-                                title=f"L{layer}H{head} at step {step}: attention from '{r['string']}'")
+                                title=f"{head_name(layer, head)} at step {step}: attention from '{r['string']}'")
         tr = found.trajectories.query("seed == @seed and layer == @layer and head == @head").assign(
             step1=lambda d: d["step"] + 1)
         line = alt.Chart(tr).mark_line(point=True).encode(
@@ -60,10 +61,13 @@ def intervention_explorer(live: Live, found: HeadTables, intact: pd.DataFrame | 
     """Pick an intervention kind, heads, seed and checkpoint: per-layer R^2 on the whole stimulus set, intact
     next to intervened (measured live through the engine; heads marked * pass discovery). ``intact``: the study's
     per-layer intact performance (stage 1's ``perf``), shown without loading a checkpoint; it opens on kind
-    ``none`` (intact alone), so nothing is measured until a kind is picked."""
-    heads = [(f"L{r.layer}H{r.head}{' *' if r.passes else ''}", (int(r.layer), int(r.head)))
+    ``none`` (intact alone), so nothing is measured until a kind is picked. ``qk-copy`` copies from the suite's
+    earliest checkpoint after step 0, as stage 4 does (not offered when there is none)."""
+    heads = [(f"{head_name(r.layer, r.head)}{' *' if r.passes else ''}", (int(r.layer), int(r.head)))
              for r in found.stats.drop_duplicates(["layer", "head"]).sort_values(["layer", "head"]).itertuples()]
     passing = tuple(sorted({(int(r.layer), int(r.head)) for r in found.stats.itertuples() if r.passes}))
+    source = copy_source(live.suite.steps)
+    kinds = [name for name, k in KINDS.items() if source is not None or not k.needs_source]
 
     def intact_at(seed: int, step: int) -> pd.DataFrame:
         known = pd.DataFrame() if intact is None else intact[
@@ -73,7 +77,8 @@ def intervention_explorer(live: Live, found: HeadTables, intact: pd.DataFrame | 
     def show(kind: str, chosen: tuple[Head, ...], seed: int, step: int) -> alt.Chart:
         runs = [intact_at(seed, step).assign(condition="intact")]
         if kind != "none":
-            runs.append(live.performance(seed, step, intervention_of(kind, chosen)).assign(condition=kind))
+            runs.append(live.performance(seed, step, intervention_of(kind, chosen, source_step=source)).assign(
+                condition=kind))
         bars = alt.Chart(pd.concat(runs)[["condition", "layer", "r2", "auc"]]).mark_bar().encode(
             x=alt.X("condition:N", title=None), y=alt.Y("r2:Q", title="R²"), color="condition:N",
             column=alt.Column("layer:O", title="layer"),
@@ -83,7 +88,7 @@ def intervention_explorer(live: Live, found: HeadTables, intact: pd.DataFrame | 
 
     return W.interactive(
         show, {"auto_display": True},
-        kind=W.Dropdown(options=KINDS, value="none", description="kind"),
+        kind=W.Dropdown(options=kinds, value="none", description="kind"),
         chosen=W.SelectMultiple(options=heads, value=passing or (heads[0][1],), description="heads (* passes)",
                                 rows=8),
         seed=W.Dropdown(options=live.seeds, description="seed"),
