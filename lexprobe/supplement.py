@@ -1,6 +1,7 @@
 """The executable supplement: all five stages in ONE self-contained HTML file (``lexprobe report``).
 
-Every chart is a Vega-Lite spec in a ``<script type="application/json" class="lexprobe-spec">`` block next to its
+Each stage's view is rendered as the notebooks render it (:class:`lexprobe.views.html.Page`). Every chart is a
+Vega-Lite spec in a ``<script type="application/json" class="lexprobe-spec">`` block next to its
 ``<div class="lexprobe-figure">``; one inline copy of the Vega / Vega-Lite / vega-embed bundle (from
 ``vl-convert-python``, the bundle altair's own ``inline=True`` export uses) renders them, so the file opens with no
 network. Tables are plain HTML; a provenance section records versions, the suite, resolved commits, the stimuli
@@ -15,24 +16,21 @@ import platform
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 
 import lexprobe
 from lexprobe import report
 from lexprobe.base.paths import REPO_ROOT
-from lexprobe.base.view import Figure, Heading, Table, Text, View
 from lexprobe.checkpoints.suites import Suite
 from lexprobe.report.findings import abstract
 from lexprobe.stages import STAGES
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.study import Study
-from lexprobe.views import viz
+from lexprobe.views.html import Page
 
 LIBRARIES = ("torch", "transformers", "nnsight", "numpy", "pandas", "scipy", "statsmodels", "ruptures", "altair",
              "vl-convert-python", "pyarrow")
@@ -44,7 +42,6 @@ th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; overflow-w
 th { background: #f2f2f2; }
 .lexprobe-figure { margin: 1em 0 2em; }
 .note { color: #555; font-style: italic; }
-pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
 """
 RENDER = """
 document.querySelectorAll('script.lexprobe-spec').forEach(function (el) {
@@ -52,98 +49,6 @@ document.querySelectorAll('script.lexprobe-spec').forEach(function (el) {
     .catch(function (err) { document.getElementById(el.dataset.figure).textContent = 'chart error: ' + err; });
 });
 """
-
-
-@dataclass
-class Page:
-    """An HTML body being built: blocks in order and the figures (id -> Vega-Lite spec) they reference."""
-
-    blocks: list[str] = field(default_factory=list)
-    figures: dict[str, dict] = field(default_factory=dict)
-
-    def heading(self, text: str, level: int = 2, anchor: str | None = None) -> None:
-        ident = f' id="{anchor}"' if anchor else ""
-        self.blocks.append(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
-
-    def text(self, text: str, note: bool = False) -> None:
-        self.blocks.append(f'<p{" class=note" if note else ""}>{html.escape(text)}</p>')
-
-    def pre(self, text: str) -> None:
-        self.blocks.append(f"<pre>{html.escape(text)}</pre>")
-
-    def table(self, df: pd.DataFrame, caption: str, collapsed: bool = False) -> None:
-        """A table as a reader meets it (see :func:`for_reader`); one wider than ``MAX_COLUMNS`` shows its first
-        columns, and the rest, beside the columns that name a row, in further tables folded below it."""
-        shown, caption = for_reader(df, caption)
-        cap = html.escape(caption)
-        ids = _leading_ids(shown)
-        rest = [c for c in shown.columns if c not in ids]
-        width = MAX_COLUMNS - len(ids)
-        chunks = [rest[i:i + width] for i in range(0, len(rest), width)] or [[]]
-        body = _html_table(shown[ids + chunks[0]])
-        if len(chunks) > 1:
-            body += (f"<details><summary>{len(rest) - width} more columns</summary>"
-                     + "".join(_html_table(shown[ids + c]) for c in chunks[1:]) + "</details>")
-        self.blocks.append(f"<details><summary>{cap} ({len(df)} rows)</summary>{body}</details>" if collapsed
-                           else f"<p><b>{cap}</b></p>{body}")
-
-    def chart(self, name: str, chart: alt.TopLevelMixin, caption: str) -> None:
-        fid = f"fig-{len(self.figures) + 1}-{name}"
-        with alt.data_transformers.disable_max_rows():  # the file must hold every row (big suites: big file)
-            self.figures[fid] = chart.to_dict()
-        self.blocks.append(f'<div class="lexprobe-figure" id="{fid}" data-caption="{html.escape(caption)}"></div>'
-                           f"<p class=note>Figure {len(self.figures)}: {html.escape(caption)}</p>")
-
-    def view(self, view: View) -> None:
-        """A stage's section: its heading, then its blocks (each figure drawn by the viz function it names)."""
-        self.heading(view.title, anchor=view.anchor)
-        if view.skipped:
-            self.text(view.skipped, note=True)
-        for block in view.blocks:
-            match block:
-                case Text():
-                    self.text(block.text, block.note)
-                case Table():
-                    self.table(block.frame, block.caption, block.collapsed)
-                case Figure():
-                    self.chart(block.name, getattr(viz, block.chart)(**block.args), block.caption)
-                case Heading():
-                    self.heading(block.text, anchor=block.anchor)
-
-
-MAX_COLUMNS = 10  # columns a table shows at once; a wider one folds the rest away
-KEY_COLUMNS = ("suite", "stimuli", "condition", "model", "target", "fdr_family")  # said once when constant
-WORDS = {"r2": "R²", "auc": "AUC", "se": "SE", "boot": "bootstrap", "q05": "5%", "q95": "95%", "I2": "I²",
-         "sd": "SD", "n": "n", "cf": "counterfactual", "attn": "attention", "perm": "permutation"}
-
-
-def for_reader(df: pd.DataFrame, caption: str) -> tuple[pd.DataFrame, str]:
-    """A table's columns in words (``r2_clean`` -> "R² clean"), key columns with one value (the model, the suite)
-    moved into the caption instead of repeated on every row."""
-    same = [c for c in KEY_COLUMNS if c in df.columns and len(df) > 1 and df[c].nunique(dropna=False) == 1]
-    if same:
-        caption += " (" + "; ".join(f"{c.replace('_', ' ')}: {df[c].iloc[0]}" for c in same) + ")"
-    out = df.drop(columns=same).rename_axis(columns=None)  # a pivot's axis name would head an empty first column
-    return out.rename(columns={c: " ".join(WORDS.get(w, w) for w in str(c).split("_")) for c in out.columns}), caption
-
-
-def _leading_ids(df: pd.DataFrame, most: int = 4) -> list[str]:
-    """The leading columns that name a row (seed, step, layer, ...): the first ones that are not floats."""
-    ids: list[str] = []
-    for c in list(df.columns)[:most]:
-        if pd.api.types.is_float_dtype(df[c]):
-            break
-        ids.append(c)
-    return ids
-
-
-def _number(v: float) -> str:
-    """Three significant digits; whole numbers from 1,000 up (steps) in full, with separators."""
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    return f'<div class="table-wrap">{df.to_html(index=False, na_rep="–", float_format=_number, border=0)}</div>'
 
 
 def _script_json(obj: object) -> str:

@@ -15,7 +15,8 @@ import pytest
 from lexprobe.base.view import Figure, Heading, Table, Text, View
 from lexprobe.cli import main
 from lexprobe.report.causal_report import NO_SET, ZERO_OPT_IN
-from lexprobe.supplement import Page, document
+from lexprobe.supplement import document
+from lexprobe.views.html import MAX_COLUMNS, MAX_ROWS, Page, show
 from lexprobe.views.text import render_text
 
 FIGURES = {"performance", "layers", "heads", "perturbation", "robustness", "necessity-map", "sufficiency-map",
@@ -97,7 +98,7 @@ VIEW = View("Stage 9 · A made-up stage", "stage9", (
 
 def html_captions(body: str) -> list[str]:
     """The captions of an HTML body's tables, in order (bold ones and folded ones, without the row count)."""
-    found = re.findall(r"<p><b>([^<]*)</b></p>|<summary>([^<]*) \(\d+ rows\)</summary>", body)
+    found = re.findall(r"<p><b>([^<]*)</b>(?: \(no rows\))?</p>|<summary>([^<]*) \(\d+ rows\)</summary>", body)
     return [html.unescape(bold or folded) for bold, folded in found]
 
 
@@ -109,12 +110,27 @@ def test_one_view_renders_as_text_and_as_html_with_every_table():
     assert html_captions(body) == captions
     at = [text.index(f"{c}:") for c in captions]
     assert at == sorted(at)  # every table in the text too, in the view's order
-    assert "0.1235" in text and "Heads that pass: (no rows)" in text
+    assert "0.1235" in text and "Heads that pass: (no rows)" in text and "<b>Heads that pass</b> (no rows)" in body
     for line in ("A finding: 3 < 4.", "How to read it.", "A sub-section", "[figure: score per layer]"):
         assert line in text
     assert "<p>A finding: 3 &lt; 4.</p>" in body and "<p class=note>How to read it.</p>" in body
     assert '<h2 id="stage9">Stage 9 · A made-up stage</h2>' in body and '<h2 id="sub">A sub-section</h2>' in body
     assert list(page.figures) == ["fig-1-layers"] and "Figure 1: score per layer" in body
+
+
+def test_a_view_shows_in_a_notebook_as_the_same_html_with_each_figure_an_offline_chart(monkeypatch):
+    shown: list[tuple] = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append((obj, kw)))
+    show(VIEW)
+    assert [("chart" if kw.get("raw") else "html") for _, kw in shown] == ["html", "chart", "html"]
+    (before, _), (chart, meta), (after, _) = shown
+    assert "application/vnd.jupyter.widget-view+json" in chart and meta == {"metadata": {}, "raw": True}
+    body = before.data + after.data
+    page = Page()
+    page.view(VIEW)
+    assert html_captions(body) == html_captions("".join(page.blocks))  # the supplement's tables, in order
+    assert "A finding: 3 &lt; 4." in before.data and "Figure 1: score per layer" in after.data
+    assert "[figure" not in body and 'class="lexprobe-figure"' not in body  # the chart stands in its slot
 
 
 def test_a_skipped_stage_says_why_in_text_and_html():
@@ -182,8 +198,6 @@ def test_the_report_dates_its_measurements_not_the_rerun_that_wrote_it():
 
 
 def test_tables_fit_a_reader_constant_keys_in_the_caption_no_empty_pivot_column_wide_ones_split():
-    from lexprobe.supplement import MAX_COLUMNS
-
     pivot = pd.DataFrame({"seed": [0, 0, 1], "perturbation": ["a", "b", "a"], "r2_clean": [1.0, 2.0, 3.0]}).pivot_table(
         index="seed", columns="perturbation", values="r2_clean").reset_index().assign(model="m1")
     page = Page()
@@ -195,3 +209,7 @@ def test_tables_fit_a_reader_constant_keys_in_the_caption_no_empty_pivot_column_
     tables = re.findall(r"<table.*?</table>", page.blocks[1], re.S)
     assert len(tables) == 2 and all(len(re.findall(r"<th>", t)) <= MAX_COLUMNS for t in tables)
     assert all("<th>seed</th>" in t for t in tables) and "R² 0" in tables[0] and "0.123" in tables[0]
+    page.table(pd.DataFrame({"seed": range(MAX_ROWS + 1)}), "long")
+    page.table(pd.DataFrame({"seed": range(MAX_ROWS)}), "short")
+    assert page.blocks[2].startswith(f"<details><summary>long ({MAX_ROWS + 1} rows)</summary>")
+    assert page.blocks[3].startswith("<p><b>short</b></p>")

@@ -1,6 +1,6 @@
-"""What a stage shows, as data: a :class:`View` of blocks (text, tables, figures, headings) that both the plain-text
-report (:func:`lexprobe.views.text.render_text`) and the HTML supplement (:mod:`lexprobe.supplement`) render, so
-each stage describes its view once (``describe`` in each stage module)."""
+"""What a stage shows, as data: a :class:`View` of blocks (text, tables, figures, headings) that the plain-text
+report (:func:`lexprobe.views.text.render_text`) and the HTML of the supplement and the notebooks
+(:mod:`lexprobe.views.html`) render, so each stage describes its view once (``describe`` in each stage's report)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Reusable browser checks: did vega figures really draw, and does an HTML file render offline without errors.
+"""Reusable browser checks: did vega figures really draw, does an HTML file render offline without errors, and does a
+notebook read as rich output.
 
 :func:`assert_html_renders` is the check for any HTML file lexprobe writes (``viz.save(chart, "x.html")``, and the
 HTML report when it exists): open it in headless Chromium with every non-file request refused, and assert that each
-figure drew marks and that the console stayed free of errors.
+figure drew marks and that the console stayed free of errors. :func:`reading_problems` is the check for a notebook's
+outputs, in JupyterLab or in nbconvert's HTML export.
 """
 
 from __future__ import annotations
@@ -76,6 +78,57 @@ LAYOUT_JS = """
 def layout_problems(page) -> list[str]:
     """What scrolls sideways or reaches past the text column, and legends without a solid swatch (see LAYOUT_JS)."""
     return page.evaluate(LAYOUT_JS)
+
+
+# Per output of a notebook (JupyterLab's page and nbconvert's HTML export share these classes), what its reader should
+# not meet: the terminal's rendering of a view (a figure placeholder; a table as aligned text: two lines of 3+ words in
+# a row where 3+ words, and half of the shorter line's, end in the same character columns, as right-aligned columns
+# do), and a table, chart or picture reaching past the output's column, unless a wrapper of its own inside the output
+# scrolls it sideways (JupyterLab's output area scrolls anything: that does not count).
+READING_JS = r"""
+(root) => {
+  const out = [];
+  const where = (o) => {
+    const prompt = o.closest('.jp-Cell')?.querySelector('.jp-InputPrompt');
+    return prompt ? `cell ${prompt.innerText.trim().replace(/:$/, '')}` : 'an output';
+  };
+  const wrapped = (el, o, right) => {
+    for (let a = el.parentElement; a && a !== o; a = a.parentElement) {
+      const x = getComputedStyle(a).overflowX;
+      if ((x === 'auto' || x === 'scroll') && a.getBoundingClientRect().right <= right) return true;
+    }
+    return false;
+  };
+  root.querySelectorAll('.jp-OutputArea-output').forEach((o) => {
+    const text = o.innerText;
+    const placeholder = text.match(/\[figure: [^\n]*/);
+    if (placeholder) out.push(`${where(o)}: a figure placeholder ${JSON.stringify(placeholder[0].slice(0, 80))}`);
+    if (/stdout|stderr|text\/plain/.test(o.dataset.mimeType || '')) {
+      const lines = text.split('\n');
+      const ends = lines.map((line) => [...line.matchAll(/\S+/g)].map((m) => m.index + m[0].length));
+      const at = ends.findIndex((a, i) => {
+        const b = ends[i + 1] || [];
+        const shared = a.filter((e) => b.includes(e)).length;
+        return a.length >= 3 && b.length >= 3 && shared >= 3 && shared >= Math.min(a.length, b.length) / 2;
+      });
+      if (at >= 0) out.push(`${where(o)}: a table as text: ${JSON.stringify(lines[at].slice(0, 80))}`);
+    }
+    const right = o.getBoundingClientRect().right + 1;
+    o.querySelectorAll('table, svg, canvas, img, pre').forEach((el) => {
+      const r = el.getBoundingClientRect();
+      if (r.width > 0 && r.right > right && !wrapped(el, o, right)) {
+        out.push(`${where(o)}: a ${el.tagName.toLowerCase()} ${Math.round(r.right - right)} px past the column`);
+      }
+    });
+  });
+  return out;
+}
+"""
+
+
+def reading_problems(target) -> list[str]:
+    """What the reader of the notebook in ``target`` (a Locator or ElementHandle) should not meet (see READING_JS)."""
+    return target.evaluate(READING_JS)
 
 
 @dataclass

@@ -52,7 +52,8 @@ def test_supplement_renders_offline(browser, shot_dir, tmp_path, monkeypatch):
 
 def test_layout_check_fails_on_a_table_past_the_text_column(browser, tmp_path):
     """The layout check is not blind: a table wider than the text column, a chart legend of translucent swatches."""
-    from lexprobe.supplement import Page, document
+    from lexprobe.supplement import document
+    from lexprobe.views.html import Page
 
     page = Page()
     page.table(pd.DataFrame({"seed": [0], "words": ["x" * 40]}), "narrow")

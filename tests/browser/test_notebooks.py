@@ -1,8 +1,10 @@
-"""Every notebook, run in a real JupyterLab in headless Chromium (smoke mode): no errors, every chart drawn.
+"""Every notebook, run in a real JupyterLab in headless Chromium (smoke mode): no errors, every chart drawn, and it
+reads as rich output (no view printed as terminal text, nothing past the column).
 
 Which cells must show a chart is asked of the kernel (IPython's ``Out`` holds each cell's displayed value), not of
-the page, so a chart that fails to render cannot also hide from the check. Notebook 02 also has its widgets
-driven: choosing another head in the inspector and clicking another head in the heatmap must redraw the charts.
+the page, so a chart that fails to render cannot also hide from the check; a cell that shows a stage's view must draw
+as many charts as the captions its HTML (written by Python) numbers. Notebook 02 also has its widgets driven:
+choosing another head in the inspector and clicking another head in the heatmap must redraw the charts.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import ast
 import json
 import re
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from .conftest import NOTEBOOKS
-from .pages import Figure, assert_drawn, figures, screenshot
+from .pages import Figure, assert_drawn, figures, reading_problems, screenshot
 
 RUN_TIMEOUT_MS = 600_000
 
@@ -43,6 +48,12 @@ ERRORS_JS = f"""() => {CURRENT}.content.widgets.filter((c) => c.model.type === '
   shown: [...c.node.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
     .map((e) => e.innerText).filter((t) => /Traceback|\\b\\w*(Error|Exception)\\b/.test(t)).map((t) => t.slice(0, 600)),
 }})).filter((c) => c.model.length || c.shown.length)"""
+
+# Per code cell that shows a stage's view (lexprobe.views.html.show): how many figures its captions number
+VIEW_CELLS_JS = f"""() => {CURRENT}.content.widgets.filter((c) => c.model.type === 'code'
+                                                               && c.node.querySelector('.lexprobe-view'))
+  .map((c) => ({{count: c.model.executionCount, figures: [...c.node.querySelectorAll('.lexprobe-view p.note')]
+    .filter((p) => /^Figure \\d+: /.test(p.innerText)).length}}))"""
 
 
 def notebooks() -> list[str]:
@@ -97,43 +108,71 @@ def cell_figures(page, count: int) -> list[Figure]:
     return figures(cell_node(page, count))
 
 
-def wait_drawn(page, count: int, timeout_s: float = 60) -> list[Figure]:
-    """Charts draw asynchronously (widget comm + vega): poll until the cell's figures have marks."""
+def wait_drawn(page, count: int, timeout_s: float = 60, expected: int = 1) -> list[Figure]:
+    """Charts draw asynchronously (widget comm + vega): poll until the cell shows ``expected`` figures, all with
+    marks."""
     figs: list[Figure] = []
     for _ in range(int(timeout_s * 2)):
         figs = cell_figures(page, count)
-        if figs and all(f.drawn for f in figs):
+        if len(figs) >= expected and all(f.drawn for f in figs):
             return figs
         page.wait_for_timeout(500)
     return figs
 
 
-@pytest.mark.parametrize("name", notebooks())
-def test_notebook_runs_and_draws_every_chart(browser, lab, shot_dir, name):
+@dataclass
+class Ran:
+    """A notebook run to its end in JupyterLab: its name, its page and what went wrong in the browser meanwhile."""
+
+    name: str
+    page: Any
+    problems: list[str]
+
+
+@pytest.fixture(scope="module", params=notebooks())
+def ran(request, browser, lab, shot_dir) -> Iterator[Ran]:
+    """Each notebook opened and run once for the tests below; afterwards a screenshot of what a person would see
+    (also, above all, when a check failed)."""
     problems: list[str] = []
-    page = open_notebook(browser, lab, name, problems)
+    page = open_notebook(browser, lab, request.param, problems)
     try:
         run_all(page)
-        assert_no_errors(page, name)
-        out = page.evaluate(ASK_KERNEL_JS, CHART_CELLS)
-        assert out["status"] == "ok", f"{name}: asking the kernel failed: {out}"
-        info = json.loads(ast.literal_eval(out["data"]["text/plain"]))
-        assert info["prefix"] == sys.prefix, f"{name} ran in {info['prefix']}, not this environment ({sys.prefix})"
-        assert info["charts"], f"{name}: the kernel reports no cell that displayed a chart"
-        for n in info["charts"]:
-            shown = cell_node(page, n).evaluate("(c) => c.querySelector('.jp-OutputArea')?.innerText.slice(0, 300)")
-            assert_drawn(wait_drawn(page, n), f"{name} cell [{n}], whose output reads {shown!r}")
-        assert_drawn(figures(page.locator(".jp-Notebook").first), f"{name} (every figure on the page)")
-        if name.startswith("02_"):
-            check_head_explorer(page)
-            check_inspector(page)
-            assert_no_errors(page, name + " after driving its widgets")
-        assert not problems, f"{name}: " + "; ".join(problems)
-    finally:  # a picture of what a person would see, also (above all) when a check failed
+        yield Ran(request.param, page, problems)
+    finally:
         fit_notebook(page)
-        screenshot(page, shot_dir / f"{name.removesuffix('.ipynb')}.png")
+        screenshot(page, shot_dir / f"{request.param.removesuffix('.ipynb')}.png")
         page.evaluate(f"() => {CURRENT}.sessionContext.shutdown()")  # free the kernel for the next notebook
         page.close()
+
+
+def test_notebook_runs_and_draws_every_chart(ran):
+    name, page = ran.name, ran.page
+    assert_no_errors(page, name)
+    out = page.evaluate(ASK_KERNEL_JS, CHART_CELLS)
+    assert out["status"] == "ok", f"{name}: asking the kernel failed: {out}"
+    info = json.loads(ast.literal_eval(out["data"]["text/plain"]))
+    assert info["prefix"] == sys.prefix, f"{name} ran in {info['prefix']}, not this environment ({sys.prefix})"
+    views = {c["count"]: c["figures"] for c in page.evaluate(VIEW_CELLS_JS)}
+    assert info["charts"] or any(views.values()), f"{name}: no cell displayed a chart or a view with figures"
+    for n in info["charts"]:
+        shown = cell_node(page, n).evaluate("(c) => c.querySelector('.jp-OutputArea')?.innerText.slice(0, 300)")
+        assert_drawn(wait_drawn(page, n), f"{name} cell [{n}], whose output reads {shown!r}")
+    for n, expected in views.items():
+        if expected:
+            assert_drawn(wait_drawn(page, n, expected=expected), f"{name} cell [{n}] (a stage's view)", expected)
+    assert_drawn(figures(page.locator(".jp-Notebook").first), f"{name} (every figure on the page)")
+    if name.startswith("02_"):
+        check_head_explorer(page)
+        check_inspector(page)
+        assert_no_errors(page, name + " after driving its widgets")
+    assert not ran.problems, f"{name}: " + "; ".join(ran.problems)
+
+
+def test_notebook_reads_as_rich_output(ran):
+    """No stage's view printed as the terminal's text (a table as aligned text, a "[figure: ...]" line), and no
+    table or chart reaching past the notebook's column (a wide table scrolls in a wrapper of its own, or folds)."""
+    problems = reading_problems(ran.page.locator(".jp-Notebook").first)
+    assert not problems, f"{ran.name}: " + "; ".join(problems)
 
 
 def fit_notebook(page) -> None:
@@ -192,3 +231,49 @@ def check_inspector(page) -> None:
                         f"{out.inner_text()[:400]!r}")
     assert [f.svg for f in after] != [f.svg for f in before], "choosing another head did not change the chart"
     assert f"H{other} at step" in after[0].svg, f"the inspector's chart does not show head {other}"
+
+
+def test_reading_check_fails_on_a_view_printed_as_text(browser, tmp_path, monkeypatch):
+    """The reading check is not blind. In nbconvert's HTML of a notebook, a view printed as the terminal's text (as
+    notebooks 03-06 did before) fails it, and so does a table wider than the column with no wrapper of its own; the
+    same view shown by ``show`` passes."""
+    import nbformat
+    import pandas as pd
+    from nbconvert import HTMLExporter
+
+    from lexprobe.base.view import Figure as ViewFigure
+    from lexprobe.base.view import Table, Text, View
+    from lexprobe.views.html import show
+    from lexprobe.views.text import render_text
+
+    wide = pd.DataFrame({f"column_{i}": [0.123456, 1.5] for i in range(30)}).assign(seed=[0, 1])
+    view = View("Stage 9 · A made-up stage", "stage9", (
+        Text("Findings. Something rises."),
+        ViewFigure("layer_chart", {"perf": pd.DataFrame({"step": [0, 1], "layer": [0, 0], "r2": [0.1, 0.2]})},
+                   "score per layer", "layers"),
+        Table(wide[["seed", "column_0", "column_1"]], "Scores per seed"), Table(wide, "Every column")))
+    shown: list = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append(obj))
+    show(view)
+    new = nbformat.v4
+    nb = new.new_notebook(cells=[
+        new.new_code_cell("print(render_text(v))", execution_count=1,
+                          outputs=[new.new_output("stream", name="stdout", text=render_text(view))]),
+        new.new_code_cell("wide", execution_count=2,
+                          outputs=[new.new_output("display_data", data={"text/html": wide.to_html()})]),
+        new.new_code_cell("show(v)", execution_count=3,
+                          outputs=[new.new_output("display_data", data={"text/html": o.data})
+                                   for o in shown if hasattr(o, "data")])])
+    path = tmp_path / "notebook.html"
+    path.write_text(HTMLExporter().from_notebook_node(nb)[0], encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+    try:
+        page.goto(path.as_uri())
+        problems = reading_problems(page.locator("body"))
+    finally:
+        page.close()
+    cell = {n: " ".join(p for p in problems if f"[{n}]:" in p) for n in (1, 2, 3)}
+    assert "a figure placeholder" in cell[1] and "a table as text" in cell[1], problems
+    assert "a table" in cell[2] and "past the column" in cell[2], problems
+    assert not cell[3], problems
