@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from lexprobe.base.heads import head_name
@@ -26,19 +28,24 @@ def findings(s5: Replication, earlier: Earlier) -> list[Finding]:
               f"{w.num('spread', 'Q', fmt='.1f', **key)} (p = {w.num('spread', 'p', fmt='.2g', **key)}): the seeds "
               f"{differ}.")
     for r in s5.heads.itertuples():
-        key = {"model": r.model}
-        if r.seeds_with_heads < 2 or not pd.notna(r.jaccard):
+        if r.seeds_with_heads >= 2 and pd.notna(r.jaccard):
+            _head_agreement(w, r)
+        else:
             w.say("Fewer than two seeds have passing heads, so head agreement cannot be measured.")
-            continue
-        agree = "more than chance" if r.p_anywhere < ALPHA else "no more than chance"
-        within = ("so the seeds agree on heads, not only on layers" if r.p_within_layer < ALPHA
-                  else "so what they share is explained by the layers they pick")
-        w.say(f"Seeds share discovered heads {agree}: mean Jaccard {w.num('heads', 'jaccard', fmt='.2f', **key)} "
-              f"against {w.num('heads', 'null_anywhere_mean', fmt='.2f', **key)} for heads drawn anywhere (p = "
-              f"{w.num('heads', 'p_anywhere', fmt='.2g', **key)}) and "
-              f"{w.num('heads', 'null_within_layer_mean', fmt='.2f', **key)} for heads drawn within the same layers "
-              f"(p = {w.num('heads', 'p_within_layer', fmt='.2g', **key)}), {within}.")
     return w.findings
+
+
+def _head_agreement(w: Writer, r: Any) -> None:
+    """One model's head agreement between seeds (a row of ``heads``) against both permutation nulls."""
+    key = {"model": r.model}
+    agree = "more than chance" if r.p_anywhere < ALPHA else "no more than chance"
+    within = ("so the seeds agree on heads, not only on layers" if r.p_within_layer < ALPHA
+              else "so what they share is explained by the layers they pick")
+    w.say(f"Seeds share discovered heads {agree}: mean Jaccard {w.num('heads', 'jaccard', fmt='.2f', **key)} "
+          f"against {w.num('heads', 'null_anywhere_mean', fmt='.2f', **key)} for heads drawn anywhere (p = "
+          f"{w.num('heads', 'p_anywhere', fmt='.2g', **key)}) and "
+          f"{w.num('heads', 'null_within_layer_mean', fmt='.2f', **key)} for heads drawn within the same layers "
+          f"(p = {w.num('heads', 'p_within_layer', fmt='.2g', **key)}), {within}.")
 
 
 
