@@ -12,21 +12,19 @@
   Calibrations are cached in ``$LEXPROBE_HOME/calibration.json`` per shape, dtype, device, threads, batch size
   and stimuli. Sentences are tokenized one token per word (:func:`lexprobe.checkpoints.shapes.word_tokenizer`).
 
-Per stage of a study (:func:`study_plan`): what each of a study's five stages will cost, worked out offline from its
+Per stage of a study (:func:`study_plan`): what each of a study's stages will cost, worked out offline from its
 settings (``lexprobe plan``).
 
-Per stage: units measured ((checkpoint, condition) pairs), forward passes (sentences run through a model), files
-and disk in the packed results store (:mod:`lexprobe.store.pack`: per checkpoint folder a manifest and one part per
-measurement and column set), and time on this machine's sweep workers. Per-unit times and table sizes come from
-the calibration above on the main stimulus set, scaled by sentence count for stage 3's perturbed sets
-(table bytes by their rows). Stage 4's conditions come from its own design (:func:`design` on stand-in discovery
-results with ``assumed_heads`` passing heads per seed, since the real ones are known only after stage 2) and its own
-checkpoint choice per scope (:func:`measured_conditions`); each condition says what it costs in intact forward
-passes (:meth:`~lexprobe.engine.conditions.Condition.cost`: an intervention the share of layers it runs, the engine
-reusing the intact layers below it; a patch map its preparation and one patched run per patch; a greedy search
-``GREEDY_ROUNDS`` rounds over every head plus its random-set tests, an estimate: it stops when 80% is recovered),
-at ``redundancy_steps`` checkpoints per seed for the greedy searches, on the worker pool.
-Stages 2 and 5 measure nothing: they read stored tables (their stage cache entries are counted).
+Per stage: each registered stage costs itself (:meth:`~lexprobe.stages.registry.Stage.cost`, from a
+:class:`~lexprobe.stages.costs.Costing` of this calibration): units measured ((checkpoint, condition) pairs), forward
+passes (sentences run through a model), files and disk in the packed results store (:mod:`lexprobe.store.pack`: per
+checkpoint folder a manifest and one part per measurement and column set), and time on this machine's sweep
+workers. Stage 3 scales the main set's calibration by its perturbed sets' sentences and pairs; stage 4 costs its own
+design on stand-in discovery results (``assumed_heads`` passing heads per seed: the real ones are known only after
+stage 2), each condition saying what it costs in intact forward passes
+(:meth:`~lexprobe.engine.conditions.Condition.cost`), and its greedy searches at the checkpoints its own rule picks;
+validation costs its construct check on a suite with a plant. A stage that only reads stored tables costs no forward
+pass (its stage cache entry is counted).
 """
 
 from __future__ import annotations
