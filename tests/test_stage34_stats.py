@@ -183,7 +183,7 @@ def test_random_head_sets():
 def test_design_has_nulls_controls_and_the_single_head_map():
     stats = pd.DataFrame([{**KEY, "layer": l, "head": h, "passes": (l, h) in {(1, 0), (2, 3)}}
                           for l in range(3) for h in range(4)])
-    plan = design(stats, 3, 4, n_random=7, n_random_dev=3)
+    plan = design(stats, n_layers=3, n_heads=4, n_random=7, n_random_dev=3)
     d = plan.table
     assert set(plan.conditions) == set(d["condition"]) and "intervention" not in d  # specs by name, no objects
     assert (d.query("family == 'single'").shape[0], d.query("role == 'control'").shape[0]) == (12, 1)
@@ -193,7 +193,7 @@ def test_design_has_nulls_controls_and_the_single_head_map():
         assert d.query("family == @m and role == 'random'").shape[0] == 7
     assert d.query("family == 'zero' and scope == 'all'").shape[0] == 1 + 3
     assert d["condition"].is_unique
-    none = design(stats.assign(passes=False), 3, 4, n_random=7, n_random_dev=3).table
+    none = design(stats.assign(passes=False), n_layers=3, n_heads=4, n_random=7, n_random_dev=3).table
     assert set(none["family"]) == {"noop", "edges", "single"}
 
 
@@ -203,10 +203,11 @@ def test_the_lean_default_design_measures_the_qk_edits_and_opt_ins_only_when_ask
     single-head map with ``head_map``."""
     stats = pd.DataFrame([{**KEY, "layer": l, "head": h, "passes": (l, h) in {(1, 0), (2, 3)}}
                           for l in range(3) for h in range(4)])
-    lean = design(stats, 3, 4, n_random=7, n_random_dev=3, methods=LEAN, source_step=1, head_map=False).table
+    shape = {"n_layers": 3, "n_heads": 4, "n_random": 7, "n_random_dev": 3}
+    lean = design(stats, **shape, methods=LEAN, source_step=1, head_map=False).table
     assert set(lean["family"]) == {"noop", "qk-zero", "qk-copy"}
     assert (lean.query("family != 'noop'")["scope"] == "all").sum() == 2 * (1 + 3)
-    full = design(stats, 3, 4, n_random=7, n_random_dev=3, methods=("knockout",), head_map=True).table
+    full = design(stats, **shape, methods=("knockout",), head_map=True).table
     assert set(full["family"]) == {"noop", "edges", "single", "knockout"}
 
 
