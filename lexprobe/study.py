@@ -86,7 +86,7 @@ def _use(setting: str, stage: Stage[Any]) -> str:
     if setting in stage.reads:
         return "reads"
     earlier = [STAGES[n] for n in (*stage.needs, *stage.uses)]
-    via = [s.name for s in earlier if _use(setting, s) in ("reads",) or _use(setting, s).startswith("via")]
+    via = [s.name for s in earlier if (use := _use(setting, s)) == "reads" or use.startswith("via")]
     return f"via {via[0]}" if via else "not used"
 
 
