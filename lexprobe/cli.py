@@ -196,22 +196,30 @@ def _validation(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    """Stage 2's selection rules scored on every planted profile (each validated first: trained, or read from the
-    cache), chosen on the first ``--choose`` seeds of each profile and confirmed on the others."""
+    """Every head-finding method scored on every planted profile (each validated first: trained, or read from the
+    cache), with the two decisions of protocol 3 (docs/validation.md): stage 2's default rule, and the method the
+    report's "which heads" findings quote, each chosen on the first ``--choose`` seeds of each profile and
+    confirmed on the others."""
     import pandas as pd
 
-    from lexprobe.analysis.detection import choose_and_confirm
+    from lexprobe.analysis.detection import RULE_TITLES, choose_and_confirm
     from lexprobe.organism.profiles import PLANTED_PROFILES
+    from lexprobe.stages.validation import CANDIDATES
 
     more = f":seeds={args.seeds}" if args.seeds else ""
-    units = pd.concat([_study(args, _organism(name, args.arch) + more).validation.rules.assign(profile=name)
+    units = pd.concat([_study(args, _organism(name, args.arch) + more).validation.methods.assign(profile=name)
                        for name in PLANTED_PROFILES], ignore_index=True)
-    table, verdict = choose_and_confirm(units, n_choose=args.choose)
-    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.2f}".format):
+    table, rule = choose_and_confirm(units, n_choose=args.choose, candidates=tuple(RULE_TITLES.values()))
+    _, method = choose_and_confirm(units, n_choose=args.choose, candidates=CANDIDATES)
+    shown = ["rule", "units", "planted", "found", "true_positives", "decoys", "decoys_found"] + [
+        f"{k}{e}" for k in ("precision", "recall", "f1", "decoy_fpr", "auroc", "f1_minus_default")
+        for e in ("", "_low", "_high")]
+    with pd.option_context("display.width", 400, "display.max_columns", 40, "display.float_format", "{:.2f}".format):
         for split, g in table.groupby("split", sort=False):
             print(f"\n{split}: seeds {g['seeds'].iloc[0]}")
-            print(g.drop(columns=["default", "split", "seeds"]).to_string(index=False))
-    print(verdict)
+            print(g[[c for c in shown if c in g.columns]].to_string(index=False))
+    print(f"\ndecision 1 (stage 2's default rule): {rule}")
+    print(f"decision 2 (the method the report quotes): {method}")
     return 0
 
 

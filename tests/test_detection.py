@@ -188,8 +188,9 @@ def test_the_detection_chart_draws_both_scores_and_the_opening_steps(tmp_path):
 
 
 def test_validate_rules_runs_every_planted_smoke_profile(capsys, monkeypatch):
-    """End to end on the four planted smoke organisms (trained offline on first use): each is validated, its
-    readings name its planted type, and the rule table covers 2 seeds of each."""
+    """End to end on the planted smoke organisms (trained offline on first use): each is validated, its readings
+    name its planted type, the method table covers 2 seeds of each, and both of protocol 3's decisions are
+    printed; the decoy profile's decoys are checked and the pair tests ran."""
     from lexprobe.cli import main
     from lexprobe.organism.profiles import PLANTED_PROFILES
     from lexprobe.study import Study
@@ -197,15 +198,22 @@ def test_validate_rules_runs_every_planted_smoke_profile(capsys, monkeypatch):
     monkeypatch.setenv("LEXPROBE_SMOKE", "1")
     assert main(["validate", "--rules"]) == 0
     out = capsys.readouterr().out
-    assert "choose: seeds planted:0,1 planted-or:0,1 planted-single:0,1 planted-staggered:0,1" in out
+    assert ("choose: seeds planted:0,1 planted-decoys:0,1 planted-handover:0,1 planted-or:0,1 planted-single:0,1 "
+            "planted-staggered:0,1") in out
     assert out.count("original + prev-token") == 2  # the choose and all splits (smoke has no seeds to confirm on)
-    assert out.rstrip().splitlines()[-1].startswith(("keep the default", "original"))
-    types = {"planted": "joint", "planted-staggered": "joint", "planted-or": "OR", "planted-single": "single"}
+    decisions = out.rstrip().splitlines()[-2:]
+    assert decisions[0].startswith("decision 1") and decisions[1].startswith("decision 2")
+    types = {"planted": "joint", "planted-staggered": "joint", "planted-or": "OR", "planted-single": "single",
+             "planted-decoys": "joint", "planted-handover": "OR"}
     for name in PLANTED_PROFILES:
         v = Study(suite=f"organism-{name}", progress=False).validation
         assert set(v.readings["planted_type"]) == {types[name]}
-        assert set(v.curves["method"]) >= {"stage 2 passes", "original rule", "stage 4 necessity (noising)"}
-        assert len(v.per_head["step"].unique()) > 1 and len(v.rules) == 4 * 2
+        assert set(v.curves["method"]) >= {"stage 2 passes", "original rule", "stage 4 necessity (noising)",
+                                           "stage 2 + patching", "patching + pairs"}
+        rules = v.methods[v.methods["method"].isin(detection.RULE_TITLES.values())]
+        assert len(v.per_head["step"].unique()) > 1 and len(rules) == 4 * 2
+        assert len(v.pairs) == 2 * 6  # the 6 pairs of the top 4 heads, per seed
+        assert (len(v.decoys) > 0) == (name == "planted-decoys")
 
 
 def test_the_study_picks_stage_2s_selection_rule():

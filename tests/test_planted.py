@@ -81,8 +81,8 @@ def test_packed_edges_run_from_each_nouns_tokens_to_its_own_cues_tokens():
     corpus = Corpus(lexicon, MICRO.corpus)
     tok = train_tokenizer(corpus.texts(np.random.default_rng(0), 4, 400), MICRO.vocab_size)
     noun_only = dataclasses.replace(MICRO, plant=Plant(readers="noun"))
-    ids, cut = packed(tok, corpus, noun_only, seed=0, step=3)
-    ids_all, cut_all = packed(tok, corpus, MICRO, seed=0, step=3)
+    ids, cut, _ = packed(tok, corpus, noun_only, seed=0, step=3)
+    ids_all, cut_all, _ = packed(tok, corpus, MICRO, seed=0, step=3)
     assert torch.equal(ids, ids_all) and torch.equal(ids, packed(tok, corpus, MICRO_PLAIN, 0, 3)[0])
     assert torch.equal(ids, batch(tok, corpus, MICRO, 0, 3))  # the token block alone, its edges not built
     nouns = {n.word for n in lexicon.nouns}
@@ -346,3 +346,103 @@ def test_a_single_planted_head_is_checked_with_the_sets_own_cuts():
     got = per_head_check(best, planted).iloc[0]
     assert got["reading"] == "single" and got["certified"]
     assert got["removed_when_cut"] == pytest.approx(0.95) and got["kept_alone"] == pytest.approx(0.97)
+
+
+def test_decoys_attend_along_their_own_edges_the_noun_to_its_cue_or_to_the_token_before_it():
+    lexicon = load_lexicon()
+    corpus = Corpus(lexicon, MICRO.corpus)
+    tok = train_tokenizer(corpus.texts(np.random.default_rng(0), 4, 400), MICRO.vocab_size)
+    lured = dataclasses.replace(MICRO, plant=Plant(readers="noun", decoys=("inert", "previous")))
+    ids, cut, pulls = packed(tok, corpus, lured, seed=0, step=3)
+    assert torch.equal(ids, packed(tok, corpus, MICRO, 0, 3)[0]) and not packed(tok, corpus, MICRO, 0, 3)[2]
+    assert torch.equal(pulls["cue"], cut)  # with noun readers, the decoys' cue edges are the planted edges
+    prev = pulls["previous"]
+    assert prev.any() and (prev.sum(-1) <= 1).all()  # one key per noun token
+    for r, q, k in prev.nonzero().tolist():
+        first = q
+        while first > 0 and prev[r, first - 1].any():
+            first -= 1  # the noun's first token
+        assert k == first - 1  # the token just before the noun
+    heads = lured.decoy_heads(0)
+    assert [h[2] for h in heads] == ["inert", "previous"] and not set(h[:2] for h in heads) & set(
+        lured.planted_heads(0))
+    with pytest.raises(ValueError, match="decoys"):
+        Plant(decoys=("loud",))
+
+
+@pytest.mark.parametrize("kind", ["inert", "constant", "previous"])
+def test_a_held_decoy_writes_the_same_whatever_it_attends_to(planted_model, kind):
+    """Cutting a decoy's edges (changing what it attends to) leaves the model's output unchanged: it carries
+    nothing; cutting an ordinary head's changes it. The constant and previous decoys' own output is not zero."""
+    from lexprobe.organism.planted import DecoyHold
+
+    decoy = (1, 2)
+    hold = DecoyHold(planted_model, ((*decoy, kind),), seed=0)
+    hold.apply(planted_model)
+    ids = torch.randint(2, 60, (2, 10), generator=torch.Generator().manual_seed(1))
+    every = [(la, he) for la in range(3) for he in range(4)]
+    decoy_cut = closed_heads(tuple(h for h in every if h != decoy), 3, 4)  # only the decoy's edges cut
+    other_cut = closed_heads(tuple(h for h in every if h != (0, 1)), 3, 4)  # only an ordinary head's
+    with torch.no_grad():
+        plain = planted_model(input_ids=ids).logits
+        cut_decoy = planted_forward(planted_model, ids, _edges(), decoy_cut).logits
+        cut_other = planted_forward(planted_model, ids, _edges(), other_cut).logits
+    assert torch.allclose(plain, cut_decoy, atol=1e-6) and not torch.allclose(plain, cut_other, atol=1e-4)
+    _, bias, dense = DecoyHold._parts(planted_model, *decoy)
+    assert (dense.abs().sum() == 0) == (kind == "inert")
+    assert kind == "inert" or float((dense @ bias).norm()) > 0
+
+
+def test_the_decoy_check_certifies_a_decoy_empty_only_when_it_moves_nothing_at_every_judged_step():
+    from lexprobe.analysis.validity import decoy_check
+
+    def step(n: int, decoy_cut: float, decoy_alone: float, intact: float = 1.0) -> pd.DataFrame:
+        names = ("intact", "all", "cut:L1H1", "alone:L1H1", "cut:L2H0", "alone:L2H0")
+        return pd.DataFrame({"model": "m", "seed": 0, "step": n, "condition": names,
+                             "r2": (intact, 0.0, intact, 0.0, decoy_cut, decoy_alone)})
+
+    best = pd.concat([step(0, 0.0, 0.5, intact=0.05), step(256, 0.99, 0.01), step(512, 0.7, 0.0)])
+    decoys = pd.DataFrame({"model": "m", "seed": 0, "layer": [1, 2], "head": [1, 0], "kind": ["inert", "constant"]})
+    got = decoy_check(best, decoys)
+    assert not got.loc[got["step"] == 0, "judged"].any()  # before the rise the edges carry nothing to judge
+    by_head = got.groupby(["layer", "head"])["certified_empty"].first()
+    assert bool(by_head[1, 1]) and not bool(by_head[2, 0])  # L2H0 removes 30% when cut at step 512: it carries
+    assert got.query("layer == 2 and step == 256")["empty"].item()
+
+
+def test_auroc_counts_ties_against_the_method():
+    from lexprobe.analysis.detection import auroc
+
+    truth = np.array([True, False, False, False])
+    assert auroc(np.array([3.0, 1, 2, 0]), truth) == 1.0
+    assert auroc(np.array([1.0, 1, 1, 1]), truth) == 0.0  # a flat map gets no credit
+    assert auroc(np.array([2.0, 2, 1, np.nan]), truth) == pytest.approx(2 / 3)
+    assert np.isnan(auroc(np.array([1.0, 2]), np.array([False, False])))
+
+
+@pytest.mark.parametrize("removed,recovered,expected", [
+    ((0.05, 0.0, 0.9), (0.8, 0.7, 0.9), "OR"),  # neither noised alone matters, together they do
+    ((0.8, 0.9, 0.95), (0.05, 0.1, 0.9), "AND"),  # each needed, neither alone restores
+    ((0.05, 0.05, 0.9), (0.05, 0.1, 0.9), "joint"),
+    ((0.5, 0.4, 0.9), (0.5, 0.4, 0.9), "additive"),
+    ((0.05, 0.0, 0.1), (0.0, 0.05, 0.1), "none"),
+])
+def test_pair_readings(removed, recovered, expected):
+    from lexprobe.stages.pairs import pair_reading
+
+    assert pair_reading(removed, recovered) == expected
+
+
+def test_patching_with_partners_names_an_or_member_the_single_maps_miss():
+    from lexprobe.stages.pairs import partners_map
+
+    grid = pd.DataFrame([{"model": "m", "seed": 0, "step": 512, "layer": la, "head": he}
+                         for la in range(2) for he in range(2)])
+    noise = grid.assign(significant=[True, False, False, False], share=[0.6, 0.0, 0.02, 0.01])
+    denoise = grid.assign(significant=False, share=[0.3, 0.1, 0.5, 0.0])
+    pairs = pd.DataFrame([{"model": "m", "seed": 0, "step": 512, "a": "L0H1", "b": "L1H0", "removed_both": 0.7,
+                           "reading": "OR"}, {"model": "m", "seed": 0, "step": 512, "a": "L0H0", "b": "L1H1",
+                                              "removed_both": 0.6, "reading": "additive"}])
+    got = partners_map(noise, denoise, pairs).set_index(["layer", "head"])
+    assert got["significant"].to_dict() == {(0, 0): True, (0, 1): True, (1, 0): True, (1, 1): False}
+    assert got.loc[(0, 1), "score"] == 0.7 and got.loc[(1, 1), "score"] == 0.01

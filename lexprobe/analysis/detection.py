@@ -30,7 +30,7 @@ from lexprobe.base.heads import Head, heads_name
 
 MAP_COLUMNS = ("model", "seed", "step", "layer", "head", "significant")
 ALL_SEEDS = "all"
-COUNTS = ["planted", "found", "true_positives"]
+COUNTS = ["planted", "found", "true_positives", "decoys", "decoys_found"]
 DEFAULT_RULE = RULE_TITLES[DEFAULT_KEY]  # stage 2's default ``passes``, as the tables name it
 DRAWS = 2000  # bootstrap draws over (profile, seed) units
 def check_map(name: str, table: pd.DataFrame) -> None:
@@ -50,27 +50,53 @@ def truth_of(certified: pd.DataFrame) -> Callable[[str, int, int], set[Head]]:
     return lambda model, seed, step: {h for h, o in rows.get((str(model), int(seed)), []) if o <= step}
 
 
-def scored(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame, last_only: bool = False) -> pd.DataFrame:
+def scored(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame, last_only: bool = False,
+           decoys: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (method, model, seed, step) of each map (its last step alone with ``last_only``): how many heads it should
-    name (``planted``), names (``found``) and names rightly (``true_positives``), and which."""
+    name (``planted``), names (``found``) and names rightly (``true_positives``), and which; with ``decoys``
+    (columns model, seed, layer, head: the certified-empty decoy heads) how many decoys there are and how many it
+    names (``decoys_found``); and ``auroc``, the pessimistic threshold-free area (:func:`auroc`) of the map's
+    ``score`` column (its ``significant`` column where it has none)."""
     truth = truth_of(certified)
+    lures = truth_of(decoys if decoys is not None else certified.iloc[:0])
     rows = []
     for method, table in maps.items():
         check_map(method, table)
         at = at_last_checkpoint(table) if last_only and len(table) else table
         for (model, sd, step), g in at.groupby(["model", "seed", "step"]):
-            found = {(int(r.layer), int(r.head)) for r in g.itertuples() if r.significant}
-            want = truth(model, sd, step)
+            heads = [(int(r.layer), int(r.head)) for r in g.itertuples()]
+            found = {h for h, sig in zip(heads, g["significant"]) if sig}
+            want, lure = truth(model, sd, step), lures(model, sd, step)
+            score = (g["score"] if "score" in g.columns else g["significant"]).to_numpy(float)
             rows.append({"method": method, "model": model, "seed": int(sd), "step": int(step), "planted": len(want),
-                         "found": len(found), "true_positives": len(found & want),
+                         "found": len(found), "true_positives": len(found & want), "decoys": len(lure),
+                         "decoys_found": len(found & lure),
+                         "auroc": auroc(score, np.array([h in want for h in heads])),
                          "planted_heads": heads_name(sorted(want)), "found_heads": heads_name(sorted(found))})
-    return pd.DataFrame(rows, columns=["method", "model", "seed", "step", *COUNTS, "planted_heads", "found_heads"])
+    return pd.DataFrame(rows, columns=["method", "model", "seed", "step", *COUNTS, "auroc", "planted_heads",
+                                       "found_heads"])
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """The pessimistic staircase area under the ROC curve: the share of (positive, negative) head pairs in which
+    the positive scores strictly higher, ties counted against the method (InterpBench's and ACDC's convention: a
+    map that cannot tell two heads apart gets no credit for it); NaN without positives or negatives. NaN scores
+    rank lowest."""
+    s = np.where(np.isfinite(score), score, -np.inf)
+    pos, neg = s[positive], s[~positive]
+    if not len(pos) or not len(neg):
+        return np.nan
+    return float((pos[:, None] > neg[None, :]).mean())
 
 
 def rates(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with precision (NaN where nothing is found) and recall (NaN where nothing is planted)."""
-    return table.assign(precision=table["true_positives"] / table["found"].replace(0, np.nan),
-                        recall=table["true_positives"] / table["planted"].replace(0, np.nan))
+    """``table`` with precision (NaN where nothing is found), recall (NaN where nothing is planted) and the decoy
+    false-positive rate (NaN without decoys)."""
+    out = table.assign(precision=table["true_positives"] / table["found"].replace(0, np.nan),
+                       recall=table["true_positives"] / table["planted"].replace(0, np.nan))
+    if "decoys" in table.columns:
+        out["decoy_fpr"] = table["decoys_found"] / table["decoys"].replace(0, np.nan)
+    return out
 
 
 def pooled(per_seed: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -78,14 +104,18 @@ def pooled(per_seed: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     ``all``, ``seeds`` how many), each with precision and recall."""
     if per_seed.empty:
         return rates(per_seed.assign(seeds=pd.Series(dtype=int)))
+    means = {"auroc": ("auroc", "mean")} if "auroc" in per_seed.columns else {}
     sums = per_seed.groupby(list(keys), as_index=False, sort=False).agg(
-        **{c: (c, "sum") for c in COUNTS}, seeds=("seed", "nunique")).assign(seed=ALL_SEEDS)
+        **{c: (c, "sum") for c in COUNTS if c in per_seed.columns}, **means,
+        seeds=("seed", "nunique")).assign(seed=ALL_SEEDS)
     return rates(pd.concat([per_seed.astype({"seed": object}).assign(seeds=1), sums], ignore_index=True))
 
 
-def curves(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame) -> pd.DataFrame:
-    """Precision and recall of every map at every checkpoint it has, per seed and pooled over seeds."""
-    return pooled(scored(maps, certified), ["method", "model", "step"])
+def curves(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame,
+           decoys: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Precision, recall, decoy false-positive rate and AUROC of every map at every checkpoint it has, per seed and
+    pooled over seeds."""
+    return pooled(scored(maps, certified, decoys=decoys), ["method", "model", "step"])
 
 
 def stage2_by_step(heads: pd.DataFrame, best: pd.DataFrame, score: str, n_perm: int, seed: int,
@@ -102,10 +132,33 @@ def stage2_by_step(heads: pd.DataFrame, best: pd.DataFrame, score: str, n_perm: 
     return pd.concat(out, ignore_index=True)
 
 
+# per stage 2 test column of RULES: the (slope, p) columns whose signed -log10 p ranks heads by that test (no slope:
+# the p is one-tailed already)
+EVIDENCE = {"selected": ("slope", "p"), "diff_ok": ("slope_diff", "p_diff"), "beats_prev": (None, "p_prev")}
+
+
+def rule_score(stats: pd.DataFrame, rule: str) -> pd.Series:
+    """A threshold-free score of each head under one of stage 2's rules: per test the rule asks for, the signed
+    evidence ``sign(slope) * -log10(p)`` (``-log10(p)`` for the one-tailed previous-token test), and of those the
+    weakest, since a head passes only when it passes every test."""
+    parts = []
+    for test in RULES[rule]:
+        slope, p = EVIDENCE[test]
+        evidence = -np.log10(stats[p].clip(lower=1e-300))
+        parts.append(evidence * np.sign(stats[slope]) if slope else evidence)
+    return pd.concat(parts, axis=1).min(axis=1)
+
+
 def rule_maps(stats: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Each of stage 2's selection rules (:data:`~lexprobe.analysis.selection.RULES`) as a head map of ``stats``
-    (which has a step column), by title."""
-    return {RULE_TITLES[rule]: stats.assign(significant=passing(stats, rule)) for rule in RULES}
+    (which has a step column), by title, scored by :func:`rule_score`."""
+    return {RULE_TITLES[rule]: stats.assign(significant=passing(stats, rule), score=rule_score(stats, rule))
+            for rule in RULES}
+
+
+def rank_within(table: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` as a percentile rank (0-1] within each (model, seed, step) of ``table``."""
+    return table.groupby(["model", "seed", "step"])[column].rank(pct=True)
 
 
 def carrier_steps(per_head: pd.DataFrame) -> pd.DataFrame:
@@ -167,11 +220,23 @@ def _f1(tp: np.ndarray, found: np.ndarray, planted: np.ndarray) -> np.ndarray:
     return _ratio(2 * tp, found + planted)
 
 
+def _interval(draws: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap draws (NaN, NaN when none is defined)."""
+    if not np.isfinite(draws).any():
+        return np.nan, np.nan
+    lo, hi = np.nanpercentile(draws, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def rule_scores(units: pd.DataFrame, default: str = DEFAULT_RULE, draws: int = DRAWS, seed: int = 0) -> pd.DataFrame:
-    """Per rule (``units``: one row per rule and (profile, model, seed) with the counts of :func:`scored`): precision,
-    recall and F1 pooled over the units, each with a 95% interval from a bootstrap over units (the same draws for
-    every rule, so that differences are paired), and F1 minus the default rule's with its interval."""
-    wide = {c: units.pivot_table(index=["profile", "model", "seed"], columns="method", values=c) for c in COUNTS}
+    """Per method (``units``: one row per method and (profile, model, seed) with the counts of :func:`scored`):
+    precision, recall, F1 and the decoy false-positive rate pooled over the units (counts summed), and the mean
+    per-unit AUROC, each with a 95% interval from a bootstrap over units (the same draws for every method, so that
+    differences are paired), and F1 minus the default method's with its interval. A unit where a method has no row
+    (it was not measured there) does not count for it."""
+    index = ["profile", "model", "seed"]
+    cols = [c for c in (*COUNTS, "auroc") if c in units.columns]
+    wide = {c: units.pivot_table(index=index, columns="method", values=c, dropna=False) for c in cols}
     n = len(wide["planted"])
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, n, size=(draws, n))
@@ -179,22 +244,35 @@ def rule_scores(units: pd.DataFrame, default: str = DEFAULT_RULE, draws: int = D
     rows = []
     order = list(RULE_TITLES.values())
     for rule in sorted(wide["planted"].columns, key=lambda r: order.index(r) if r in order else len(order)):
-        tp, found, planted = (wide[c][rule].to_numpy(float) for c in ("true_positives", "found", "planted"))
-        t, f, p = tp[picks].sum(1), found[picks].sum(1), planted[picks].sum(1)
-        b = {"precision": _ratio(t, f), "recall": _ratio(t, p), "f1": _f1(t, f, p)}
-        boot[rule] = b
-        t, f, p = np.array([tp.sum()]), np.array([found.sum()]), np.array([planted.sum()])
-        point = {"precision": _ratio(t, f)[0], "recall": _ratio(t, p)[0], "f1": _f1(t, f, p)[0]}
-        row: dict[str, object] = {"rule": rule, "default": rule == default, "units": n, "planted": int(planted.sum()),
-                                  "found": int(found.sum()), "true_positives": int(tp.sum())}
+        col = {c: np.nan_to_num(wide[c][rule].to_numpy(float)) for c in COUNTS if c in wide}
+        measured = np.isfinite(wide["planted"][rule].to_numpy(float))
+
+        def measures(idx: np.ndarray | slice, col: dict[str, np.ndarray] = col, rule: str = rule) -> dict:
+            t, f, p = (col[c][idx].sum(-1) for c in ("true_positives", "found", "planted"))
+            out = {"precision": _ratio(np.atleast_1d(t), np.atleast_1d(f)),
+                   "recall": _ratio(np.atleast_1d(t), np.atleast_1d(p)),
+                   "f1": _f1(np.atleast_1d(t), np.atleast_1d(f), np.atleast_1d(p))}
+            if "decoys" in col:
+                out["decoy_fpr"] = _ratio(np.atleast_1d(col["decoys_found"][idx].sum(-1)),
+                                          np.atleast_1d(col["decoys"][idx].sum(-1)))
+            if "auroc" in wide:
+                a = wide["auroc"][rule].to_numpy(float)[idx]
+                with np.errstate(all="ignore"):
+                    out["auroc"] = np.atleast_1d(np.nanmean(np.atleast_2d(a), axis=-1))
+            return out
+
+        boot[rule] = measures(picks)
+        point = {k: float(v[0]) for k, v in measures(slice(None)).items()}
+        row: dict[str, object] = {"rule": rule, "default": rule == default, "units": int(measured.sum()),
+                                  **{c: int(col[c].sum()) for c in COUNTS if c in col}}
         for k, v in point.items():
-            lo, hi = np.nanpercentile(b[k], [2.5, 97.5]) if np.isfinite(b[k]).any() else (np.nan, np.nan)
+            lo, hi = _interval(boot[rule][k])
             row.update({k: v, f"{k}_low": lo, f"{k}_high": hi})
         rows.append(row)
     out = pd.DataFrame(rows)
     if default in boot:
         base = out.set_index("rule").loc[default, "f1"]
-        diffs = {r: np.nanpercentile(boot[r]["f1"] - boot[default]["f1"], [2.5, 97.5]) for r in boot}
+        diffs = {r: _interval(boot[r]["f1"] - boot[default]["f1"]) for r in boot}
         out["f1_minus_default"] = out["f1"] - base
         out["f1_minus_default_low"] = [diffs[r][0] for r in out["rule"]]
         out["f1_minus_default_high"] = [diffs[r][1] for r in out["rule"]]
@@ -202,11 +280,12 @@ def rule_scores(units: pd.DataFrame, default: str = DEFAULT_RULE, draws: int = D
 
 
 def choose_and_confirm(units: pd.DataFrame, n_choose: int = 2, default: str = DEFAULT_RULE, draws: int = DRAWS,
-                       seed: int = 0) -> tuple[pd.DataFrame, str]:
-    """The rule comparison on the first ``n_choose`` seeds of every profile (``choose``), the rest (``confirm``)
-    and all, and the verdict. The rule, fixed before the confirming seeds are scored: on the choosing seeds, the
-    rule with the highest F1 whose F1 beats the default's (lower end of the paired interval above 0) is chosen;
-    it replaces the default only if it beats it on the confirming seeds too."""
+                       seed: int = 0, candidates: Sequence[str] | None = None) -> tuple[pd.DataFrame, str]:
+    """The method comparison on the first ``n_choose`` seeds of every profile (``choose``), the rest (``confirm``)
+    and all, and the verdict. The protocol, fixed before the confirming seeds are scored: on the choosing seeds, the
+    method among ``candidates`` (default: every method of ``units``) with the highest F1 whose F1 beats the
+    default's (lower end of the paired interval above 0) is chosen; it replaces the default only if it beats it on
+    the confirming seeds too."""
     if n_choose < 1:
         raise ValueError(f"choose a rule on at least 1 seed per profile, not {n_choose}")
     rank = units.groupby("profile")["seed"].rank(method="dense")
@@ -216,9 +295,10 @@ def choose_and_confirm(units: pd.DataFrame, n_choose: int = 2, default: str = DE
         split=name, seeds=" ".join(f"{p}:{','.join(map(str, sorted(set(g['seed']))))}"
                                    for p, g in u.groupby("profile")))
         for name, u in parts.items() if len(u)], ignore_index=True)
-    chosen = table[(table["split"] == "choose") & ~table["default"] & (table["f1_minus_default_low"] > 0)]
+    pool = table["rule"].isin(candidates) if candidates is not None else pd.Series(True, index=table.index)
+    chosen = table[pool & (table["split"] == "choose") & ~table["default"] & (table["f1_minus_default_low"] > 0)]
     if chosen.empty:
-        return table, f"keep the default ({default}): no rule beats it on the choosing seeds"
+        return table, f"keep the default ({default}): nothing beats it on the choosing seeds"
     rule = str(chosen.sort_values("f1", ascending=False)["rule"].iloc[0])
     confirm = table[(table["split"] == "confirm") & (table["rule"] == rule)]
     if confirm.empty:

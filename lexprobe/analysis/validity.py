@@ -29,6 +29,10 @@ from lexprobe.base.heads import head_name
 MIN_PLANTED = 0.8  # cutting the planted heads' edges must remove at least this share of best-layer R^2
 MAX_OTHERS = 0.2  # cutting the same edges in every other head may remove at most this share
 NOTHING = 0.2  # a planted set that keeps and removes less than this share of the intact R^2 carries nothing
+DECOY_MAX = 0.05  # a decoy is empty when, cut alone or left alone open, it moves less than this share of what the
+# target->cue edges of all heads carry
+
+
 def construct_check(best: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
     """Per (model, seed) at its last checkpoint: best-layer ``score`` intact (condition ``intact``), with the
     planted heads' target->cue edges cut (``planted``) and with those edges cut in every other head (``others``);
@@ -90,11 +94,41 @@ def per_head_check(best: pd.DataFrame, planted: pd.DataFrame, score: str = "r2")
     return pd.DataFrame(rows)
 
 
-def validity(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame) -> pd.DataFrame:
-    """Precision and recall of each map's significant heads at its last checkpoint against ``certified`` (columns
-    model, seed, layer, head), per (method, model, seed), and a row per method pooled over seeds (seed ``all``:
-    true positives, found and planted heads summed). Precision is NaN where a map finds no head."""
-    return pooled(scored(maps, certified, last_only=True), ["method", "model"])
+def decoy_check(best: pd.DataFrame, decoys: pd.DataFrame, score: str = "r2") -> pd.DataFrame:
+    """Per decoy head at each (model, seed, step) of ``best``: ``removed_when_cut`` (its edges alone cut:
+    ``cut:LxHy``) and ``kept_alone`` (only it keeps them: ``alone:LxHy``) as shares of what the target->cue edges
+    of all heads carry (as in :func:`per_head_check`); ``judged`` where those edges carry at least ``NOTHING`` of
+    the seed's final score (before that there is nothing a decoy could carry); ``empty`` where it is not judged or
+    both shares are under ``DECOY_MAX`` in size; and per head ``certified_empty``: empty at every checked step.
+    A decoy that is not certified empty carries something and is no decoy."""
+    cols = ["model", "seed", "step", "layer", "head", "kind", "edges_carry", "removed_when_cut", "kept_alone",
+            "judged", "empty"]
+    rows = []
+    final = at_last_checkpoint(best[best["condition"] == "intact"]).set_index(["model", "seed"])[score]
+    for (model, sd, step), g in best.groupby(["model", "seed", "step"]):
+        r2 = g.set_index("condition")[score]
+        intact, floor = float(r2["intact"]), float(r2.get("all", np.nan))
+        margin = intact - floor
+        judged = margin > NOTHING * max(intact, float(final.get((model, sd), intact)))
+        for d in decoys[(decoys["model"] == model) & (decoys["seed"] == sd)].itertuples():
+            name = head_name(int(d.layer), int(d.head))
+            kept = (float(r2.get(f"alone:{name}", np.nan)) - floor) / margin if margin > 0 else np.nan
+            removed = (intact - float(r2.get(f"cut:{name}", np.nan))) / margin if margin > 0 else np.nan
+            empty = not judged or bool(abs(kept) < DECOY_MAX and abs(removed) < DECOY_MAX)
+            rows.append({"model": model, "seed": int(sd), "step": int(step), "layer": int(d.layer),
+                         "head": int(d.head), "kind": d.kind, "edges_carry": margin / intact if intact > 0 else np.nan,
+                         "removed_when_cut": removed, "kept_alone": kept, "judged": bool(judged), "empty": empty})
+    out = pd.DataFrame(rows, columns=cols)
+    return out.assign(certified_empty=out.groupby(["model", "seed", "layer", "head"])["empty"].transform("all"))
+
+
+def validity(maps: Mapping[str, pd.DataFrame], certified: pd.DataFrame,
+             decoys: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Precision, recall, the decoy false-positive rate (``decoys``: the certified-empty decoy heads) and the
+    threshold-free AUROC of each map at its last checkpoint against ``certified`` (columns model, seed, layer,
+    head), per (method, model, seed), and a row per method pooled over seeds (seed ``all``: counts summed, AUROC
+    averaged). Precision is NaN where a map finds no head."""
+    return pooled(scored(maps, certified, last_only=True, decoys=decoys), ["method", "model"])
 
 
 def first_significant(maps: Mapping[str, pd.DataFrame], planted: pd.DataFrame) -> pd.DataFrame:

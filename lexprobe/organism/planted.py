@@ -70,13 +70,19 @@ def planted_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                       attention_mask: torch.Tensor, scaling: float, dropout: float = 0.0,
                       edge_cut: torch.Tensor | None = None, closed: torch.Tensor | None = None,
                       leak: list[tuple[torch.Tensor, int]] | None = None, penalized: torch.Tensor | None = None,
+                      pull: list[tuple[torch.Tensor, int]] | None = None,
+                      pulled: dict[Head, torch.Tensor] | None = None,
                       **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The family's eager attention with the (b, q, k) ``edge_cut`` pairs masked in the heads that ``closed`` (layers,
     heads; or per sequence, batch x layers x heads) marks for this module's layer. With a ``leak`` list, appends this
     layer's (summed leak, planted rows): the attention mass on the cut keys without the cut of the closed heads (of
-    those ``penalized`` marks, when given), summed over their query rows with a cut edge."""
+    those ``penalized`` marks, when given), summed over their query rows with a cut edge. With a ``pull`` list,
+    appends per head of ``pulled`` ({(layer, head): its (b, q, k) edges}) in this layer the (summed attention mass
+    on its edges, query rows with an edge)."""
+    layer: int = module.layer_idx  # type: ignore[assignment]  # an int on the attention module of every family
+    if pull is not None and pulled:
+        pull.extend(_pulled_mass(query, key, attention_mask, scaling, layer, pulled))
     if edge_cut is not None and closed is not None:
-        layer: int = module.layer_idx  # type: ignore[assignment]  # an int on the attention module of every family
         k = key.shape[-2]
         cut = (edge_cut[:, None] & _heads_of(closed, layer))[..., :k]  # (b, H, q, k)
         mask = attention_mask[..., :k].expand(-1, cut.shape[1], -1, -1)
@@ -89,6 +95,22 @@ def planted_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         attention_mask = torch.where(cut, torch.finfo(mask.dtype).min, mask)
     eager = importlib.import_module(type(module).__module__).eager_attention_forward  # the family's own
     return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+
+
+def _pulled_mass(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor, scaling: float, layer: int,
+                 pulled: dict[Head, torch.Tensor]) -> list[tuple[torch.Tensor, int]]:
+    """Per pulled head of ``layer``: (attention mass on its edges summed over its query rows with an edge, rows)."""
+    out = []
+    group = query.shape[1] // key.shape[1]
+    for (la, he), edges in pulled.items():
+        if la != layer:
+            continue
+        k = key.shape[-2]
+        scores = torch.matmul(query[:, he], key[:, he // group].transpose(1, 2)) * scaling + mask[:, 0, :, :k]
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+        e = edges[..., :k]
+        out.append(((probs * e).sum(), int(e.any(-1).sum())))
+    return out
 
 
 AttentionInterface.register(ATTENTION, planted_attention)
@@ -108,18 +130,61 @@ def attention_of(model: PreTrainedModel, implementation: str) -> Iterator[None]:
 
 def planted_forward(model: PreTrainedModel, input_ids: torch.Tensor, edge_cut: torch.Tensor, closed: torch.Tensor,
                     leak: list[tuple[torch.Tensor, int]] | None = None, penalized: torch.Tensor | None = None,
-                    **kwargs: Any) -> Any:
+                    pull: list[tuple[torch.Tensor, int]] | None = None,
+                    pulled: dict[Head, torch.Tensor] | None = None, **kwargs: Any) -> Any:
     """The model's output with the ``edge_cut`` (b, T, T) pairs cut in the ``closed`` heads ((layers, heads), or per
     sequence); a ``leak`` list collects each layer's unmasked mass on the cut edges of the ``penalized`` closed heads
-    (all of them by default; :func:`planted_attention`)."""
+    (all of them by default), a ``pull`` list the ``pulled`` heads' mass on their edges (:func:`planted_attention`)."""
     with attention_of(model, ATTENTION):
         return model(input_ids=input_ids, edge_cut=edge_cut, closed=closed, leak=leak, penalized=penalized,
-                     **kwargs)
+                     pull=pull, pulled=pulled, **kwargs)
 
 
 def mean_leak(leak: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
     """The leak of one forward pass: attention mass on the cut keys without the cut, averaged over every closed
-    head's planted query rows (0 when there are none)."""
+    head's planted query rows (0 when there are none). Also the mean mass of a ``pull`` list."""
     rows = sum(n for _, n in leak)
     total = sum((m for m, _ in leak), torch.zeros(()))
     return total / max(rows, 1)
+
+
+class DecoyHold:
+    """Holds decoy heads unable to carry anything (:data:`lexprobe.organism.profiles.DECOY_KINDS`): ``inert`` heads'
+    output columns at 0; ``constant`` and ``previous`` heads' value weights at 0, their value bias at a fixed
+    vector and their output columns at their initial values, so that whatever they attend to they write one fixed
+    non-zero vector. :meth:`apply` after every optimizer step keeps it exact (GPT-NeoX: packed [Q|K|V] per head with
+    biases; other families are refused)."""
+
+    def __init__(self, model: PreTrainedModel, decoys: tuple[tuple[int, int, str], ...], seed: int) -> None:
+        if decoys and model.config.model_type != "gpt_neox":
+            raise ValueError(f"decoy heads are built for gpt_neox (packed QKV with biases), not "
+                             f"{model.config.model_type}")
+        self.decoys = decoys
+        self.fixed: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        gen = torch.Generator().manual_seed(int(seed) * 1000 + 7)
+        for layer, head, kind in decoys:
+            _, _, dense_w = self._parts(model, layer, head)
+            if kind != "inert":
+                hd = dense_w.shape[1]
+                self.fixed[layer, head] = (torch.randn(hd, generator=gen) * 0.5, dense_w.detach().clone())
+
+    @staticmethod
+    def _parts(model: PreTrainedModel, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(value weight rows, value bias, output columns) of one GPT-NeoX head, as views of the parameters."""
+        att: Any = model.get_submodule(f"gpt_neox.layers.{layer}.attention")
+        hd = model.config.hidden_size // model.config.num_attention_heads
+        v = slice(head * 3 * hd + 2 * hd, head * 3 * hd + 3 * hd)
+        return (att.query_key_value.weight.data[v], att.query_key_value.bias.data[v],
+                att.dense.weight.data[:, head * hd:(head + 1) * hd])
+
+    @torch.no_grad()
+    def apply(self, model: PreTrainedModel) -> None:
+        for layer, head, kind in self.decoys:
+            value_w, value_b, dense_w = self._parts(model, layer, head)
+            if kind == "inert":
+                dense_w.zero_()
+                continue
+            bias, columns = self.fixed[layer, head]
+            value_w.zero_()
+            value_b.copy_(bias)
+            dense_w.copy_(columns)

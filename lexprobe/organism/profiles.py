@@ -24,6 +24,9 @@ class Plant:
     leak_penalty: float = 10.0  # weight of the closed heads' unmasked attention mass on the cue in the loss
     opens: tuple[int, ...] = ()  # per designated head (in :meth:`heads` order), the step its edges open; (): step 0
     mode: Literal["all", "one"] = "all"  # "one": each sequence leaves one open designated head open (an OR)
+    decoys: tuple[str, ...] = ()  # one decoy head per entry, of a kind of DECOY_KINDS
+    decoys_from: int = 0  # the step from which the decoys are trained to attend (the planted onset: like carriers)
+    decoy_pull: float = 1.0  # weight of the decoys' attention loss (squared gap to a rising target mass)
 
     def __post_init__(self) -> None:
         if self.readers not in ("noun", "sentence"):
@@ -35,6 +38,9 @@ class Plant:
         if self.mode not in ("all", "one"):
             raise ValueError(f"plant mode {self.mode!r}: choose all (every designated head open) or one (one per "
                              "sequence)")
+        bad = [k for k in self.decoys if k not in DECOY_KINDS]
+        if bad:
+            raise ValueError(f"plant decoys {bad}: choose among {DECOY_KINDS}")
 
     @property
     def plain(self) -> bool:
@@ -49,8 +55,25 @@ class Plant:
         layers = rng.choice(n_layers, self.n_heads, replace=False)
         return tuple(sorted((int(layer), int(rng.integers(n_heads))) for layer in layers))
 
+    def decoy_heads(self, seed: int, n_layers: int, n_heads: int) -> tuple[tuple[int, int, str], ...]:
+        """The seed's decoy heads as (layer, head, kind), in ``decoys`` order: distinct heads outside the designated
+        ones, drawn by ``(salt, seed, 1)`` (so adding decoys keeps the designated heads)."""
+        free = sorted({(la, he) for la in range(n_layers) for he in range(n_heads)}
+                      - set(self.heads(seed, n_layers, n_heads)))
+        if len(self.decoys) > len(free):
+            raise ValueError(f"{len(self.decoys)} decoys need as many heads outside the designated ones ({len(free)})")
+        picks = np.random.default_rng([self.salt, seed, 1]).choice(len(free), len(self.decoys), replace=False)
+        return tuple((*free[int(i)], kind) for i, kind in zip(picks, self.decoys))
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+DECOY_KINDS = ("inert", "constant", "previous")
+"""Decoy heads, trained to attend but structurally unable to carry the sense: ``inert`` attends from the noun to the
+cue and writes exactly zero (its output columns held at 0); ``constant`` attends to the cue and writes one fixed
+non-zero vector whatever it reads (its value weights held at 0, its value bias at a fixed vector); ``previous``
+attends from the noun to whatever token precedes it (the cue, when adjacent) and writes a fixed vector."""
 
 
 ORG = "lexprobe-organism"
@@ -113,12 +136,17 @@ class Profile:
     def from_dict(cls, d: dict) -> Profile:
         """Inverse of ``dataclasses.asdict`` after a JSON round trip (lists back to tuples)."""
         corpus = d["corpus"] | {"separators": tuple(d["corpus"]["separators"])}
-        plant = Plant(**d["plant"] | {"opens": tuple(d["plant"].get("opens", ()))}) if d.get("plant") else None
+        plant = Plant(**d["plant"] | {"opens": tuple(d["plant"].get("opens", ())),
+                                      "decoys": tuple(d["plant"].get("decoys", ()))}) if d.get("plant") else None
         return cls(**d | {"seeds": tuple(d["seeds"]), "corpus": CorpusConfig(**corpus), "plant": plant})
 
     def planted_heads(self, seed: int) -> tuple[Head, ...]:
         """The seed's designated heads (none without a plant)."""
         return self.plant.heads(seed, self.layers, self.heads) if self.plant else ()
+
+    def decoy_heads(self, seed: int) -> tuple[tuple[int, int, str], ...]:
+        """The seed's decoy heads as (layer, head, kind) (none without a plant or decoys)."""
+        return self.plant.decoy_heads(seed, self.layers, self.heads) if self.plant else ()
 
     def fingerprint(self, lexicon: Lexicon) -> str:
         """Hash of the profile (seeds excluded: adding seeds keeps finished ones) and the lexicon."""
@@ -130,6 +158,9 @@ class Profile:
         elif self.plant is not None and self.plant.plain:
             d["plant"].pop("opens")  # and the original plant those it had before timed and OR plants
             d["plant"].pop("mode")
+        if d.get("plant") is not None and not d["plant"]["decoys"]:
+            for k in ("decoys", "decoys_from", "decoy_pull"):  # nor do plants without decoys change theirs
+                d["plant"].pop(k)
         if d["arch"] == "gpt_neox":
             d.pop("arch")  # and GPT-NeoX ones those they had before other families
         else:
@@ -161,6 +192,17 @@ PROFILES = {
                                  plant=Plant(mode="one"), **SMOKE),
     "planted-single-smoke": _profile("planted-single-smoke", seeds=2, total=48, onset=16, every=16,
                                      plant=Plant(n_heads=1), **SMOKE),
+    # decoys (protocol 3): heads that attend like carriers from the planted onset on and carry nothing; and a
+    # handover: the early head alone until step 256, then one of the two per sequence (the late one must carry too)
+    "planted-decoys": _profile("planted-decoys", seeds=5, total=512, onset=128, every=32,
+                               plant=Plant(decoys=DECOY_KINDS, decoys_from=128)),
+    "planted-handover": _profile("planted-handover", seeds=5, total=512, onset=128, every=32,
+                                 plant=Plant(opens=(0, 256), mode="one")),
+    "planted-decoys-smoke": _profile("planted-decoys-smoke", seeds=2, total=48, onset=16, every=16,
+                                     plant=Plant(decoys=DECOY_KINDS, decoys_from=16), **SMOKE),
+    "planted-handover-smoke": _profile("planted-handover-smoke", seeds=2, total=48, onset=16, every=16,
+                                       plant=Plant(opens=(0, 32), mode="one"), **SMOKE),
 }
-# the planted profiles that stage 2's selection rules are scored on (``lexprobe validate --rules``)
-PLANTED_PROFILES = ("planted", "planted-staggered", "planted-or", "planted-single")
+# the planted profiles that stage 2's selection rules are scored on (``lexprobe validate --rules``; protocol 3)
+PLANTED_PROFILES = ("planted", "planted-staggered", "planted-or", "planted-single", "planted-decoys",
+                    "planted-handover")

@@ -57,10 +57,14 @@ def suite_name(profile: Profile) -> str:
 def plant_metadata(profile: Profile) -> dict[str, Any]:
     """What a suite's metadata records of its profile's plant: the plant and each seed's designated heads as
     ``planted_heads`` {seed (str): [[layer, head], ...]} (nothing for profiles without one); a timed or OR plant
-    adds ``planted_opens`` {seed: [[layer, head, opening step], ...]} and ``planted_type``."""
+    adds ``planted_opens`` {seed: [[layer, head, opening step], ...]} and ``planted_type``; a plant with decoys
+    ``decoy_heads`` {seed: [[layer, head, kind], ...]}."""
     if profile.plant is None:
         return {}
-    meta: dict[str, Any] = {"plant": profile.plant.as_dict(),
+    plant = profile.plant.as_dict()
+    if not profile.plant.decoys:  # as plants without decoys always recorded themselves
+        plant = {k: v for k, v in plant.items() if k not in ("decoys", "decoys_from", "decoy_pull")}
+    meta: dict[str, Any] = {"plant": plant,
                             "planted_heads": {str(s): [list(h) for h in profile.planted_heads(s)]
                                               for s in profile.seeds}}
     if not profile.plant.plain:  # timed or OR plants: when each head opens, and how the heads share the cue
@@ -69,6 +73,8 @@ def plant_metadata(profile: Profile) -> dict[str, Any]:
                                  for s in profile.seeds}
         meta["planted_type"] = "OR (one designated head open per sequence)" if profile.plant.mode == "one" \
             else "joint (every open designated head open in every sequence)"
+    if profile.plant.decoys:
+        meta["decoy_heads"] = {str(s): [list(h) for h in profile.decoy_heads(s)] for s in profile.seeds}
     return meta
 
 

@@ -28,7 +28,7 @@ from lexprobe.checkpoints.hubcache import add_revision, has_revision
 from lexprobe.checkpoints.revisions import STEP_N
 from lexprobe.checkpoints.shapes import family_config
 from lexprobe.organism.corpus import Corpus, Sample, Span
-from lexprobe.organism.planted import closed_at, closed_heads, mean_leak, planted_forward
+from lexprobe.organism.planted import DecoyHold, closed_at, closed_heads, mean_leak, planted_forward
 from lexprobe.organism.profiles import Profile
 
 
@@ -62,15 +62,20 @@ def _readers(offsets: list[tuple[int, int]], s: Sample, readers: str) -> list[in
 
 
 def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, step: int,
-           edges: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (batch, seq_len) token block for one step (sentences packed back to back, EOS between documents) and
-    its (batch, seq_len, seq_len) planted edges: True at (query, key) when the key is a token of a sentence's cue and
+           edges: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+    """The (batch, seq_len) token block for one step (sentences packed back to back, EOS between documents), its
+    (batch, seq_len, seq_len) planted edges: True at (query, key) when the key is a token of a sentence's cue and
     the query a token of that sentence's ambiguous noun (or, with the plant's ``readers="sentence"``, any token of
-    the sentence after the cue); None for the edges when not ``edges`` (the same token block, made faster)."""
+    the sentence after the cue); None for the edges when not ``edges`` (the same token block, made faster); and,
+    for a plant with decoys, the edges decoys are trained to attend along: ``cue`` (the noun's tokens to its cue's)
+    and ``previous`` (the noun's tokens to the token before the noun)."""
     readers = p.plant.readers if p.plant else "noun"
+    decoys = bool(edges and p.plant and p.plant.decoys)
     rng = np.random.default_rng([seed, step])
     rows = []
-    cut = torch.zeros(p.batch_size, p.seq_len, p.seq_len, dtype=torch.bool) if edges else None
+    shape = (p.batch_size, p.seq_len, p.seq_len)
+    cut = torch.zeros(shape, dtype=torch.bool) if edges else None
+    pulls = {k: torch.zeros(shape, dtype=torch.bool) for k in ("cue", "previous")} if decoys else {}
     for r in range(p.batch_size):
         ids: list[int] = []
         while len(ids) < p.seq_len:
@@ -83,17 +88,42 @@ def packed(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, 
                 ids.extend(t)
                 if cut is None:
                     continue
+                cue = [start + k for k in _tokens_in(offsets, s.cue_span) if start + k < p.seq_len]
                 for q in _readers(offsets, s, readers):
-                    for k in _tokens_in(offsets, s.cue_span):
-                        if start + q < p.seq_len:
-                            cut[r, start + q, start + k] = True
+                    if start + q < p.seq_len:
+                        cut[r, start + q, cue] = True
+                if decoys:
+                    nouns = [start + q for q in _tokens_in(offsets, s.noun_span) if start + q < p.seq_len]
+                    for q in nouns:
+                        pulls["cue"][r, q, cue] = True
+                        if nouns[0] > 0:
+                            pulls["previous"][r, q, nouns[0] - 1] = True
         rows.append(ids[: p.seq_len])
-    return torch.tensor(rows), cut
+    return torch.tensor(rows), cut, pulls
 
 
 def batch(tok: PreTrainedTokenizerFast, corpus: Corpus, p: Profile, seed: int, step: int) -> torch.Tensor:
     """The (batch, seq_len) token block for one step (:func:`packed` without its edges)."""
     return packed(tok, corpus, p, seed, step, edges=False)[0]
+
+
+DECOY_RAMP = (0.25, 0.9)  # the decoys' target attention mass at ``decoys_from`` and at the last step
+
+
+def decoy_target(p: Profile, step: int) -> float:
+    """The decoys' target attention mass at ``step``: a linear ramp from ``DECOY_RAMP[0]`` (about an untrained
+    head's mass) at the plant's ``decoys_from`` to ``DECOY_RAMP[1]`` at the last step, so that their trajectory
+    rises through training as R^2 does, not in one jump (nothing else trains their queries and keys: what they
+    write does not depend on where they look)."""
+    start = p.plant.decoys_from if p.plant else 0
+    frac = min(1.0, max(0.0, (step - start) / max(1, p.total_steps - start)))
+    return DECOY_RAMP[0] + (DECOY_RAMP[1] - DECOY_RAMP[0]) * frac
+
+
+def decoy_edges(decoys: tuple[tuple[int, int, str], ...], pulls: dict[str, torch.Tensor]
+                ) -> dict[tuple[int, int], torch.Tensor]:
+    """Each decoy head's edges to attend along: the token before the noun for ``previous`` decoys, the cue else."""
+    return {(layer, head): pulls["previous" if kind == "previous" else "cue"] for layer, head, kind in decoys}
 
 
 def lr_at(p: Profile, step: int) -> float:
@@ -145,20 +175,26 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start = state["step"]
+    decoys = p.decoy_heads(seed)
+    hold = DecoyHold(model, decoys, seed)
+    hold.apply(model)
     if start == 0 and not has_revision(cache_dir, repo, "step0"):
         add_revision(cache_dir, repo, "step0", model.eval(), tok)
     ckpts = set(p.checkpoints)
     designated = p.planted_heads(seed)
-    closed = closed_heads(designated, p.layers, p.heads) if p.plant else None  # never open: the other heads
+    # never open: every head but the designated ones and the decoys (which attend freely and carry nothing)
+    closed = closed_heads(designated + tuple(h[:2] for h in decoys), p.layers, p.heads) if p.plant else None
     losses: list[float] = []
     leak_now = float("nan")
     model.train()
     for step in tqdm(range(start, p.total_steps), desc=f"seed {seed}", initial=start, total=p.total_steps,
                      disable=not progress, leave=False):
-        x, cut = packed(tok, corpus, p, seed, step, edges=closed is not None)
+        x, cut, pulls = packed(tok, corpus, p, seed, step, edges=closed is not None)
         for g in opt.param_groups:
             g["lr"] = lr_at(p, step)
         leak: list[tuple[torch.Tensor, int]] = []
+        pull: list[tuple[torch.Tensor, int]] = []
+        pulled = decoy_edges(decoys, pulls) if decoys and p.plant and step >= p.plant.decoys_from else None
         if closed is None or cut is None or p.plant is None:
             loss = model(input_ids=x, labels=x).loss
         else:
@@ -166,18 +202,22 @@ def train_seed(p: Profile, seed: int, corpus: Corpus, tok: PreTrainedTokenizerFa
             if not p.plant.plain:  # timed or OR plants: each sequence's cut at this step
                 now = closed_at(designated, p.plant.opens, p.plant.mode == "one", step, x.shape[0], p.layers,
                                 p.heads, np.random.default_rng([p.plant.salt, seed, step]))
+                now = now & closed_heads(tuple(h[:2] for h in decoys), p.layers, p.heads)[None]  # decoys: open
                 # an OR's designated heads are each closed in some sequences: only never-open heads are penalised
                 penalized = now & closed[None] if p.plant.mode == "one" else None
             loss = planted_forward(model, x, cut, now, leak=leak if p.plant.leak_penalty else None,
-                                   penalized=penalized, labels=x).loss
+                                   penalized=penalized, pull=pull, pulled=pulled, labels=x).loss
         lm_loss = loss
         if leak and p.plant is not None:
             step_leak = mean_leak(leak)
             leak_now = step_leak.item()
             loss = loss + p.plant.leak_penalty * step_leak
+        if pull and p.plant is not None:
+            loss = loss + p.plant.decoy_pull * (mean_leak(pull) - decoy_target(p, step)) ** 2
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        hold.apply(model)
         opt.zero_grad(set_to_none=True)
         losses.append(lm_loss.item())
         done = step + 1

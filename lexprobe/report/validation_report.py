@@ -12,6 +12,7 @@ from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import log_subset
 from lexprobe.report import Earlier, Report
 from lexprobe.stages.inflection import Inflection
+from lexprobe.stages.pairs import PAIR_MIN
 from lexprobe.stages.validation import Validation
 
 
@@ -92,10 +93,38 @@ def describe(v: Validation, earlier: Earlier) -> View:
                                    "construct check certifies it (carrier_step), and stage 1's onset"),
         Table(v.readings, "What was planted, what the organism learned (per-head construct check) and how the "
                           "greedy sufficient set reads, per seed"),
-        Table(detection.pooled(v.rules, ["method", "model"]).query("seed == 'all'"),
-              "Stage 2's selection rules at the last checkpoint, pooled over seeds (the comparison across "
-              "profiles with intervals: `lexprobe validate --rules`)"))
+        *_decoy_blocks(v),
+        Text("Pair tests at the last checkpoint: the 4 heads the single-head patch maps rank highest, noised and "
+             "denoised alone and in pairs. OR: noised together the pair removes at least "
+             f"{PAIR_MIN:.0%} of the clean score and neither alone removes half of that; AND: denoised together "
+             "it restores at least as much and neither alone restores half; joint: both; additive: the pair "
+             "moves that much otherwise. The interaction is the joint share minus the two members' own.",
+             note=True),
+        Table(v.pairs, "Pairwise noising and denoising of the top heads per seed (last checkpoint)"),
+        Table(detection.pooled(v.methods, ["method", "model"]).query("seed == 'all'"),
+              "Every method at the last checkpoint, pooled over seeds: precision, recall, decoy false-positive "
+              "rate and AUROC (pessimistic, ties against the method; mean over seeds). The comparison across "
+              "profiles with intervals and protocol 3's two decisions: `lexprobe validate --rules`"))
     return View(TITLE, "validation", blocks)
+
+
+def _decoy_blocks(v: Validation) -> tuple[Block, ...]:
+    """The decoy check (plants with decoy heads only): what each decoy carries, and whether it is certified
+    empty."""
+    if v.decoys.empty:
+        return ()
+    per_head = v.decoys.groupby(["model", "seed", "layer", "head", "kind"], as_index=False).agg(
+        judged_steps=("judged", "sum"), checked_steps=("step", "nunique"),
+        max_removed=("removed_when_cut", lambda x: x.abs().max()), max_kept=("kept_alone", lambda x: x.abs().max()),
+        certified_empty=("certified_empty", "all"))
+    empty = int(per_head["certified_empty"].sum())
+    return (Text(f"Decoy heads attend to the cue (or to the token before the noun) on a trajectory that rises "
+                 f"after the planted onset, and carry nothing by construction. A decoy is certified empty when, "
+                 f"at every checked step where the noun->cue edges carry the cue, cutting its edges alone removes "
+                 f"and leaving it alone open keeps under {validity.DECOY_MAX:.0%} of what those edges carry: "
+                 f"{empty} of {len(per_head)} decoys are. Naming a certified-empty decoy is a decoy false "
+                 f"positive.", note=True),
+            Table(per_head, "Decoy check per decoy head (largest shares over the judged steps)"))
 
 
 

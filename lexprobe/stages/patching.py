@@ -175,7 +175,7 @@ def patching_results(stage1: Inflection, stage2: Discovery | None, store: Result
     return out, checks, patchmaps.first_patched(out), agree
 
 
-def _scores(runner: PatchRunner, scoring: Scoring, patches: list[Patch]) -> dict[str, float]:
+def patch_scores(runner: PatchRunner, scoring: Scoring, patches: list[Patch]) -> dict[str, float]:
     """Best-layer R^2 of each patch on every pair (the study's rule; constant distances score 0)."""
     dist = scoring.layers(runner.distances(patches).rename(columns={"patch": "condition"}))
     best = scoring.best(with_pairs(dist, runner.stimuli))
@@ -195,14 +195,14 @@ def greedy_set(runner: PatchRunner, scoring: Scoring, heads: list[Head]
     best layer cannot move it: it scores exactly what the set without it scores) and float32 rounding alone (a
     batch size, a device) decides between a tied head and one below the best layer that scores 1e-16 higher, and
     with it the rest of the set."""
-    base = _scores(runner, scoring, [Patch((), "noise"), Patch((), "denoise")])
+    base = patch_scores(runner, scoring, [Patch((), "noise"), Patch((), "denoise")])
     clean, cf = base[CLEAN], base[CORRUPT]
     room = clean - cf
     chosen: list[Head] = []
     curve: list[dict] = []
     while room > 0 and len(chosen) < len(heads):
         cands = sorted(h for h in heads if h not in chosen)
-        got = _scores(runner, scoring, [Patch(tuple(chosen + [h]), "denoise") for h in cands])
+        got = patch_scores(runner, scoring, [Patch(tuple(chosen + [h]), "denoise") for h in cands])
         r2 = [got[Patch(tuple(chosen + [h]), "denoise").name] for h in cands]
         best = next(i for i, v in enumerate(r2) if v >= max(r2) - TIE)
         chosen.append(cands[best])
@@ -232,7 +232,7 @@ def set_tests(runner: PatchRunner, scoring: Scoring, chosen: tuple[Head, ...], c
             if s != chosen][:n_random]
     patches = {p.name: p for s in [chosen, *sets, *((h,) for h in chosen)] for p in
                (Patch(s, "noise"), Patch(s, "denoise"))}
-    r2 = _scores(runner, scoring, list(patches.values()))
+    r2 = patch_scores(runner, scoring, list(patches.values()))
     joint = _shares(r2, clean, cf, chosen)
     null = np.array([_shares(r2, clean, cf, s) for s in sets]).reshape(-1, 2)
     single = {h: _shares(r2, clean, cf, (h,)) for h in chosen}

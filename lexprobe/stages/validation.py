@@ -26,6 +26,7 @@ from lexprobe.stages.causal import Causal
 from lexprobe.stages.costs import Costing, StageCost
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
+from lexprobe.stages.pairs import PairTests, pair_cost, partners_map
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.sweep.run import extract
 
@@ -47,7 +48,9 @@ class Validation:
     per_head: pd.DataFrame  # per checked step: what each planted head carries alone and leaves when cut; certified
     curves: pd.DataFrame  # precision and recall of every map at every checkpoint, per seed and pooled
     readings: pd.DataFrame  # planted type, learned reading, greedy reading per seed
-    rules: pd.DataFrame  # stage 2's selection rules at the last checkpoint, per seed (counts)
+    methods: pd.DataFrame  # every method (stage 2's rules, the maps, the new ones) at the last checkpoint, per seed
+    decoys: pd.DataFrame  # per checked step: what each decoy head carries cut alone and left alone; certified empty
+    pairs: pd.DataFrame  # pairwise noising and denoising of the top heads at the last checkpoint, read per pair
 
 
 def planted_heads(suite: Suite) -> pd.DataFrame:
@@ -65,23 +68,81 @@ def planted_heads(suite: Suite) -> pd.DataFrame:
                          for layer, head in pairs])
 
 
-def head_maps(by_step: pd.DataFrame, stage4: Causal) -> dict[str, pd.DataFrame]:
-    """Every head map held against the planted set, by name (one line per map): stage 2's passing heads and the
-    original study's selection rule alone (its ``selected`` column: slope > 0 and BH q < .05), both from stage 2's
-    statistics had training stopped at each checkpoint (``by_step``, :func:`lexprobe.analysis.detection.
-    stage2_by_step`), stage 4's causal map (single-head zero ablation) and its patching maps (necessity by noising,
-    sufficiency by denoising one head at the noun), and the heads of stage 4's greedy sufficient sets."""
+def decoy_heads(suite: Suite) -> pd.DataFrame:
+    """The suite's decoy heads (columns model, seed, layer, head, kind; empty for a plant without decoys)."""
+    return pd.DataFrame([{"model": model, "seed": int(sd), "layer": int(layer), "head": int(head), "kind": kind}
+                         for model in suite.models
+                         for sd, rows in suite.metadata.get("decoy_heads", {}).items() if int(sd) in suite.seeds
+                         for layer, head, kind in rows],
+                        columns=["model", "seed", "layer", "head", "kind"])
+
+
+def head_maps(by_step: pd.DataFrame, stage4: Causal, rule: str) -> dict[str, pd.DataFrame]:
+    """Every head map held against the planted set, by name (one line per map), each with a threshold-free
+    ``score``: stage 2's passing heads (under the study's ``rule``) and the original study's selection rule alone,
+    both from stage 2's statistics had training stopped at each checkpoint (``by_step``,
+    :func:`lexprobe.analysis.detection.stage2_by_step`; scored by :func:`~lexprobe.analysis.detection.rule_score`),
+    stage 4's causal map (single-head zero ablation, scored by its effect) and its patching maps (necessity by
+    noising, sufficiency by denoising one head at the noun; scored by the share removed or restored), the heads of
+    stage 4's greedy sufficient sets, and stage 2's passing heads confirmed by patching (:func:`confirmed_map`)."""
     pm = stage4.patching.patch_maps
     heads = pm[pm["unit"] == "head"] if len(pm) else pm
-    maps = {"stage 2 passes": by_step.assign(significant=by_step["passes"]),
-            "original rule": by_step.assign(significant=by_step["selected"]),
-            "stage 4 causal map": stage4.ablation.causal_map,
-            "stage 4 necessity (noising)": heads[heads["direction"] == "noise"] if len(heads) else heads,
-            "stage 4 sufficiency (denoising)": heads[heads["direction"] == "denoise"] if len(heads) else heads,
-            "stage 4 greedy sufficient set": greedy_map(by_step, stage4.patching.greedy_tests)}
+    noise = heads[heads["direction"] == "noise"] if len(heads) else heads
+    denoise = heads[heads["direction"] == "denoise"] if len(heads) else heads
+    passes = by_step.assign(significant=by_step["passes"], score=detection.rule_score(by_step, rule))
+    maps = {"stage 2 passes": passes,
+            "original rule": by_step.assign(significant=by_step["selected"],
+                                            score=detection.rule_score(by_step, "original")),
+            "stage 4 causal map": stage4.ablation.causal_map.assign(
+                score=stage4.ablation.causal_map.get("effect", stage4.ablation.causal_map.get("significant"))),
+            "stage 4 necessity (noising)": noise.assign(score=noise["share"]) if len(noise) else noise,
+            "stage 4 sufficiency (denoising)": denoise.assign(score=denoise["share"]) if len(denoise) else denoise,
+            "stage 4 greedy sufficient set": greedy_map(by_step, stage4.patching.greedy_tests),
+            CONFIRMED: confirmed_map(passes, noise, denoise)}
     if stage4.ablation.causal_map.empty:  # the single-head ablation map is opt-in (Study(head_map=True))
         del maps["stage 4 causal map"]
     return maps
+
+
+CONFIRMED = "stage 2 + patching"
+PARTNERS = "patching + pairs"
+HIDDEN = ("stage 2 passes", "original rule")  # maps that are one of stage 2's rules under another name
+# the methods a study without a plant computes: candidates for what the report's "which heads" findings quote
+# (protocol 3, decision 2); "patching + pairs" needs the validation's pair tests
+CANDIDATES = (*detection.RULE_TITLES.values(), "stage 4 necessity (noising)", "stage 4 sufficiency (denoising)",
+              "stage 4 greedy sufficient set", CONFIRMED)
+
+
+def confirmed_map(passes: pd.DataFrame, noise: pd.DataFrame, denoise: pd.DataFrame) -> pd.DataFrame:
+    """Stage 2 confirmed by patching (protocol 3's first new method), at each checkpoint stage 4 patched: the heads
+    that pass stage 2 there and are significant in the single-head noising or denoising map. Stage 2's evidence is
+    correlational (a head may attend as the cue becomes useful and write nothing that carries it); patching tests
+    what the head writes at the noun. Scored by the lower of the two percentile ranks within the checkpoint (stage
+    2's score, the larger patching share): a head ranks high only when both rank it high."""
+    cols = ["model", "seed", "step", "layer", "head"]
+    if noise.empty or denoise.empty:
+        return pd.DataFrame(columns=[*cols, "significant", "score"])
+    patch = noise[cols + ["significant", "share"]].merge(denoise[cols + ["significant", "share"]], on=cols,
+                                                         suffixes=("_noise", "_denoise"))
+    out = passes[cols + ["significant", "score"]].merge(patch, on=cols)
+    out["patched"] = out["significant_noise"].astype(bool) | out["significant_denoise"].astype(bool)
+    out["share"] = out[["share_noise", "share_denoise"]].max(axis=1)
+    score = pd.concat([detection.rank_within(out, "score"), detection.rank_within(out, "share")], axis=1).min(axis=1)
+    return out.assign(significant=out["significant"].astype(bool) & out["patched"], score=score)[
+        [*cols, "significant", "score"]]
+
+
+def pair_results(study: Context, stage1: Inflection, stage4: Causal) -> pd.DataFrame:
+    """The pair tests (:class:`~lexprobe.stages.pairs.PairTests`) of every (model, seed) at the last checkpoint,
+    against stage 4's counterfactual set, measured through the study's results store and read back."""
+    test = PairTests(stage4.patching.counterfactual, stage1.scoring)
+    suite, stim, last = stage1.suite, stage1.stimuli, stage1.steps[-1:]
+    extract(suite, stim, last, root=study.store.root, conditions=[test], progress=study.progress,
+            config=replace(study.config, save_embeddings=False, save_heads=False))
+    table = study.store.load("pair_tests", suite=suite.name, stimuli=stim.name, condition=test.condition,
+                             step=list(last))
+    return table.drop(columns=["suite", "stimuli", "condition"]).sort_values(["model", "seed", "a", "b"],
+                                                                             ignore_index=True)
 
 
 def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
@@ -108,13 +169,13 @@ def construct_steps(steps: tuple[int, ...], onset: int | None) -> tuple[int, ...
 
 
 def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_layers: int,
-                   n_heads: int) -> pd.DataFrame:
+                   n_heads: int, decoys: pd.DataFrame | None = None) -> pd.DataFrame:
     """Best-layer scores at the construct check's checkpoints per (model, seed), condition ``intact``, ``planted``
     (the planted heads' target->cue edges cut), ``others`` (the same edges cut in every other head), ``all`` and
     each planted head's ``cut:`` and ``alone:`` cuts."""
     suite, stim, steps = stage1.suite, stage1.stimuli, construct_steps(stage1.steps, stage1.onset)
     out = []
-    for (model, sd), knockouts in construct_knockouts(planted, n_layers, n_heads).items():
+    for (model, sd), knockouts in construct_knockouts(planted, n_layers, n_heads, decoys).items():
         cuts = {iv.condition: name for name, iv in knockouts.items()}
         extract(suite, stim, steps, models=(model,), seeds=(sd,), root=study.store.root,
                 config=replace(study.config, save_embeddings=False),
@@ -126,10 +187,10 @@ def construct_best(study: Context, stage1: Inflection, planted: pd.DataFrame, n_
     return pd.concat(out, ignore_index=True)
 
 
-def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int
+def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int, decoys: pd.DataFrame | None = None
                         ) -> dict[tuple[str, int], dict[str, EdgeKnockout]]:
     """Per (model, seed): the construct check's cuts: ``planted``, ``others`` and ``all`` (what the edges carry at
-    all), and per planted head
+    all), and per planted head (and per decoy head)
     ``cut:LxHy`` (its edges alone) and ``alone:LxHy`` (every other head's)."""
     every = {(layer, head) for layer in range(n_layers) for head in range(n_heads)}
     out = {}
@@ -137,7 +198,9 @@ def construct_knockouts(planted: pd.DataFrame, n_layers: int, n_heads: int
         mine = {(int(r.layer), int(r.head)) for r in g.itertuples()}
         cuts = {"planted": EdgeKnockout(tuple(sorted(mine))), "others": EdgeKnockout(tuple(sorted(every - mine))),
                 "all": EdgeKnockout(tuple(sorted(every)))}
-        for h in sorted(mine) if len(mine) > 1 else ():  # one planted head: its cuts are the set's
+        lures = set() if decoys is None else {(int(r.layer), int(r.head)) for r in decoys[
+            (decoys["model"] == model) & (decoys["seed"] == sd)].itertuples()}
+        for h in sorted((mine if len(mine) > 1 else set()) | lures):  # one planted head: its cuts are the set's
             cuts[f"cut:{head_name(*h)}"] = EdgeKnockout((h,))
             cuts[f"alone:{head_name(*h)}"] = EdgeKnockout(tuple(sorted(every - {h})))
         out[str(model), int(sd)] = cuts
@@ -163,40 +226,50 @@ class ValidationStage(Plugin):
     def prepare(self, study: Context, earlier: dict[str, Any]) -> Prepared:
         s1: Inflection = earlier["inflection"]
         stats = earlier["discovery"].stats
-        planted = planted_heads(s1.suite)
+        planted, decoys = planted_heads(s1.suite), decoy_heads(s1.suite)
         n_layers, n_heads = int(stats["layer"].max()) + 1, int(stats["head"].max()) + 1
         reads = [Reads("distances", s1.stimuli.name, ("intact", *(iv.condition for iv in cuts.values())),
                        construct_steps(s1.steps, s1.onset), (model,), (sd,))
-                 for (model, sd), cuts in construct_knockouts(planted, n_layers, n_heads).items()]
-        return Prepared(reads, data={"planted": planted, "shape": (n_layers, n_heads)})
+                 for (model, sd), cuts in construct_knockouts(planted, n_layers, n_heads, decoys).items()]
+        return Prepared(reads, data={"planted": planted, "decoys": decoys, "shape": (n_layers, n_heads)})
 
     def run(self, study: Context, earlier: dict[str, Any], prepared: Prepared) -> Validation:
         s1: Inflection = earlier["inflection"]
         s2: Discovery = earlier["discovery"]
-        planted = prepared.data["planted"]
-        best = construct_best(study, s1, planted, *prepared.data["shape"])
+        planted, decoys = prepared.data["planted"], prepared.data["decoys"]
+        n_layers, n_heads = prepared.data["shape"]
+        best = construct_best(study, s1, planted, n_layers, n_heads, decoys)
         construct = validity.construct_check(best, score=s1.score)
         per_head = validity.per_head_check(best, planted, score=s1.score)
         last = at_last_checkpoint(per_head)
         certified = last[last["certified"]][["model", "seed", "layer", "head"]].merge(
             planted, on=["model", "seed", "layer", "head"])
+        lures = validity.decoy_check(best, decoys, score=s1.score)
+        empty = lures[lures["certified_empty"]][["model", "seed", "layer", "head"]].drop_duplicates()
         by_step = detection.stage2_by_step(s2.heads, s1.best, s1.score, study.n_perm, study.seed, final=s2.stats)
         by_step = by_step.assign(passes=passing(by_step, study.selection))
-        maps = head_maps(by_step, earlier["causal"])
+        stage4: Causal = earlier["causal"]
+        maps = head_maps(by_step, stage4, study.selection)
+        pairs = pair_results(study, s1, stage4)
+        maps[PARTNERS] = partners_map(maps["stage 4 necessity (noising)"], maps["stage 4 sufficiency (denoising)"],
+                                      pairs)
         per_step = {k: m for k, m in maps.items() if m["step"].nunique() > 1}
         first = validity.first_significant(per_step, planted).assign(planted_onset=s1.onset).merge(
             s1.inflection[["model", "seed", "onset_step"]], on=["model", "seed"], how="left").merge(
             planted, on=["model", "seed", "layer", "head"])
         first = detection.lags(first, detection.carrier_steps(per_head))
         kind = detection.planted_type(s1.suite.metadata.get("plant", {}))
-        rules = detection.scored(detection.rule_maps(by_step), certified, last_only=True)
-        return Validation(planted, construct, validity.validity(maps, certified), first, per_head,
-                          detection.curves(maps, certified), detection.readings(per_head, earlier["causal"]
-                                                                                .patching.greedy_tests, kind), rules)
+        methods = detection.scored({**detection.rule_maps(by_step), **{k: m for k, m in maps.items()
+                                                                         if k not in HIDDEN}},
+                                   certified, last_only=True, decoys=empty)
+        return Validation(planted, construct, validity.validity(maps, certified, empty), first, per_head,
+                          detection.curves(maps, certified, empty),
+                          detection.readings(per_head, stage4.patching.greedy_tests, kind), methods, lures, pairs)
 
 
     def cost(self, study: Context, costing: Costing) -> StageCost:
-        """The construct check's edge cuts of each seed at its checkpoints (nothing on a suite without a plant)."""
+        """The construct check's edge cuts of each seed at its checkpoints and its pair tests at the last one (nothing
+        on a suite without a plant)."""
         out, suite = StageCost(self.name), study.checkpoint_suite
         if not has_plant(suite):
             return out
@@ -204,11 +277,15 @@ class ValidationStage(Plugin):
         sentences = len(study.stimulus_set.sentences)
         for m in costing.models:
             planted = planted_heads(suite)
-            for cuts in construct_knockouts(planted[planted["model"] == m.model], m.n_layers, m.n_heads).values():
+            for cuts in construct_knockouts(planted[planted["model"] == m.model], m.n_layers, m.n_heads,
+                                            decoy_heads(suite)).values():
                 passes = sum(iv.cost(m.n_layers, m.n_heads) for iv in cuts.values())
                 out.add(len(steps) * len(cuts), len(steps) * passes * sentences, 0,
                         len(steps) * len(cuts) * m.table_bytes["distances"],
                         len(steps) * (m.load_seconds + passes * m.measure_seconds) / costing.workers)
+            pair = pair_cost(m.n_layers, m.n_heads)
+            n = len(suite.seeds)
+            out.add(n, n * pair * sentences, n, 0.0, n * (m.load_seconds + pair * m.measure_seconds) / costing.workers)
         return out
 
 
