@@ -220,6 +220,11 @@ def _rules(args: argparse.Namespace) -> int:
             print(g[[c for c in shown if c in g.columns]].to_string(index=False))
     print(f"\ndecision 1 (stage 2's default rule): {rule}")
     print(f"decision 2 (the method the report quotes): {method}")
+    if args.write:
+        from lexprobe.analysis.groundtruth import write_scores
+
+        path = write_scores(table, {"stage 2 default": rule, "report method": method}, _command(args))
+        print(f"wrote {path} (the scores the stage 2 and 4 findings quote)")
     return 0
 
 
@@ -345,6 +350,8 @@ def _validation_flags(v: argparse.ArgumentParser) -> None:
                                                         "rest)")
     v.add_argument("--choose", type=int, default=2, help="with --rules: seeds per profile to choose a rule on "
                                                          "(default %(default)s; the first ones)")
+    v.add_argument("--write", action="store_true", help="with --rules: write the method table to "
+                                                         "data/validation/methods.csv for the findings to quote")
     v.add_argument("--seeds", type=int, help="with --rules: train and validate seeds 0..N-1 of each profile "
                                              "(default: the profile's own)")
     v.set_defaults(func=_validation)

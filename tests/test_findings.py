@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lexprobe import Study
@@ -85,3 +86,21 @@ def test_a_sentence_with_an_unquoted_number_is_caught():
     """The check above can fail: a hand-written number in a sentence is not among its quotes."""
     f = findings.Finding("onset at step 176 in seed 0 with 12 heads", ())
     assert NUMBER.findall(IDENTIFIERS.sub("", f.text)) == ["176", "12"]
+
+
+def test_the_ground_truth_clause_quotes_the_shipped_scores_and_says_when_there_are_none(tmp_path, monkeypatch):
+    from lexprobe.analysis import groundtruth
+    from lexprobe.report.findings import Writer, ground_truth
+
+    monkeypatch.setattr(groundtruth, "scores_path", lambda: tmp_path / "methods.csv")
+    w = Writer(object())
+    assert "not shipped" in ground_truth(w, "original + trend") and not w.quotes
+    table = pd.DataFrame([{"split": s, "rule": "original + trend", "units": u, "precision": 0.5, "precision_low": 0.25,
+                           "precision_high": 0.75, "recall": r, "recall_low": 0.1, "recall_high": 0.3,
+                           "decoy_fpr": 0.125} for s, u, r in (("choose", 30, 0.2), ("all", 60, 0.15))])
+    groundtruth.write_scores(table, {"stage 2 default": "keep"}, "lexprobe validate --rules")
+    text = ground_truth(w, "original + trend")
+    assert "(60 organism seeds" in text and "recall 0.15 [0.10, 0.30]" in text
+    assert "names 12% of the certified decoy" in text
+    assert sorted(NUMBER.findall(text)) == sorted(q.text for q in w.quotes)
+    assert all(format(read_back(None, q), q.fmt) == q.text for q in w.quotes)

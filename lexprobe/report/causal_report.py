@@ -13,13 +13,16 @@ from lexprobe.analysis.selection import ALPHA
 from lexprobe.base.heads import head_name, heads_name
 from lexprobe.base.view import Block, Figure, Heading, Table, Text, View
 from lexprobe.report import Earlier, Report, left_out
-from lexprobe.report.findings import Finding, Writer, lead, seeds_in_words
+from lexprobe.report.findings import Finding, Writer, ground_truth, lead, seeds_in_words
 from lexprobe.report.inflection_report import onset_words
 from lexprobe.stages.ablation import EXACT, Ablation
 from lexprobe.stages.causal import STAGE, Causal
 from lexprobe.stages.patching import RECOVER, Patching
 
 M, G, T = "patching.patch_maps", "patching.greedy_tests", "ablation.tests"  # the tables the findings quote
+
+
+MAP_METHODS = {"noise": "stage 4 necessity (noising)", "denoise": "stage 4 sufficiency (denoising)"}
 
 
 def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
@@ -34,7 +37,7 @@ def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
             none = sorted(int(s) for s, g in d.groupby("seed") if not g["significant"].any())
             found = w.num(M, "significant", "count", ".0f", step=last, unit="head", direction=direction)
             w.say(f"Single heads {word} at the last checkpoint after BH-FDR: {found} (head, seed) cases in all; "
-                  f"none in {seeds_in_words(none)}.")
+                  f"none in {seeds_in_words(none)}; {ground_truth(w, MAP_METHODS[direction], 'this map')}.")
     greedy = s4.patching.greedy_tests
     if len(greedy) and (greedy["size"] > 0).any():
         last = int(greedy["step"].max())

@@ -8,7 +8,7 @@ from lexprobe.analysis.selection import DEFAULT_RULE, RULE_TITLES
 from lexprobe.base.heads import head_name
 from lexprobe.base.view import Figure, Table, Text, View
 from lexprobe.report import Earlier, Report
-from lexprobe.report.findings import MAX_NAMED, Finding, Writer, lead
+from lexprobe.report.findings import MAX_NAMED, Finding, Writer, ground_truth, lead
 from lexprobe.stages.discovery import STAGE, Discovery
 
 
@@ -23,8 +23,10 @@ def findings(s2: Discovery, earlier: Earlier) -> list[Finding]:
         count = w.num("stats", "passes", "count", ".0f", model=model, seed=sd)
         named = f" ({', '.join(heads)})" if 0 < len(heads) <= MAX_NAMED else ""
         per.append(f"seed {sd}: {count}{named}")
-    w.say(f"Heads whose attention from the noun to its cue rises with disambiguation across training (original rule "
-          f"and trend control, BH-FDR) pass in {with_heads} of {n} seeds; heads per seed: {'; '.join(per)}.")
+    rule = _rule(s2.stats)
+    w.say(f"Heads whose attention from the noun to its cue rises with disambiguation across training ({rule}, "
+          f"BH-FDR) pass in {with_heads} of {n} seeds; heads per seed: {'; '.join(per)}.")
+    w.say(f"Which heads: {rule} named them; {ground_truth(w, rule)}.")
     return w.findings
 
 

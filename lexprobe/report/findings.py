@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from lexprobe.analysis import groundtruth
 from lexprobe.analysis.selection import ALPHA
 
 MAX_NAMED = 6  # heads named in a sentence; more are counted
@@ -25,7 +26,7 @@ class Quote:
     equals its value (or, for a value ``(">", x)`` / ``("<", x)``, compares so): ``value`` (the one row),
     ``count`` (rows where it is true), ``rows``, ``distinct`` (values),
     ``below`` (rows under ``ALPHA``), ``min``, ``max``, ``median``; ``table`` ``@name`` quotes an attribute of the
-    result, ``=name`` one of :data:`CONSTANTS`."""
+    result, ``=name`` one of :data:`CONSTANTS`, ``SHIPPED`` the methods' shipped scores."""
 
     table: str
     where: tuple[tuple[str, Any], ...]
@@ -43,8 +44,14 @@ class Finding:
     quotes: tuple[Quote, ...]
 
 
+SHIPPED = "~ground truth"  # the table name of the methods' shipped scores on the planted ground truth
+
+
 def table_of(result: Any, table: str) -> pd.DataFrame:
-    """A stage result's table by its (dotted) field name, e.g. ``inflection`` or ``mixed.fixed``."""
+    """A stage result's table by its (dotted) field name, e.g. ``inflection`` or ``mixed.fixed``; ``SHIPPED``: the
+    head-finding methods' scores on the planted ground truth (:mod:`lexprobe.analysis.groundtruth`)."""
+    if table == SHIPPED:
+        return groundtruth.shipped()
     obj = result
     for part in table.split("."):
         obj = getattr(obj, part)
@@ -95,6 +102,27 @@ class Writer:
         """End a finding: the sentence and the quotes recorded since the last one."""
         self.findings.append(Finding(text, tuple(self.quotes)))
         self.quotes = []
+
+
+def ground_truth(w: Writer, method: str, name: str = "") -> str:
+    """A clause quoting ``method``'s shipped precision and recall on the planted ground truth (and its decoy
+    false-positive rate), or saying they are not measured; ``name``: how the sentence calls the method (default
+    its table name)."""
+    name = name or method
+    row = groundtruth.row(method)
+    if row is None:
+        return (f"the precision and recall of {name} on the planted ground truth are not shipped with this "
+                f"version (`lexprobe validate --rules --write`)")
+    where = {"split": groundtruth.QUOTED_SPLIT, "rule": method}
+
+    def num(column: str, fmt: str = ".2f") -> str:
+        return "-" if pd.isna(row[column]) else w.num(SHIPPED, column, "value", fmt, **where)
+
+    fpr = "" if pd.isna(row.get("decoy_fpr")) else f", and names {num('decoy_fpr', '.0%')} of the certified decoy heads"
+    return (f"on the planted ground truth ({w.num(SHIPPED, 'units', 'value', '.0f', **where)} organism seeds with "
+            f"known carriers; {groundtruth.SOURCE}) {name} has precision {num('precision')} "
+            f"[{num('precision_low')}, {num('precision_high')}] and recall {num('recall')} [{num('recall_low')}, "
+            f"{num('recall_high')}]{fpr}")
 
 
 def seeds_in_words(ids: list[int]) -> str:
