@@ -425,6 +425,7 @@ def test_auroc_counts_ties_against_the_method():
     ((0.8, 0.9, 0.95), (0.05, 0.1, 0.9), "AND"),  # each needed, neither alone restores
     ((0.05, 0.05, 0.9), (0.05, 0.1, 0.9), "joint"),
     ((0.5, 0.4, 0.9), (0.5, 0.4, 0.9), "additive"),
+    ((0.83, 0.01, 0.83), (0.88, 0.0, 0.88), "one"),  # one carrier and a head that adds nothing
     ((0.05, 0.0, 0.1), (0.0, 0.05, 0.1), "none"),
 ])
 def test_pair_readings(removed, recovered, expected):

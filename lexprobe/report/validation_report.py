@@ -12,7 +12,7 @@ from lexprobe.base.view import Block, Figure, Table, Text, View
 from lexprobe.checkpoints.suites import log_subset
 from lexprobe.report import Earlier, Report
 from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.pairs import PAIR_MIN
+from lexprobe.stages.pairs import ONE, PAIR_MIN
 from lexprobe.stages.validation import Validation
 
 
@@ -97,8 +97,9 @@ def describe(v: Validation, earlier: Earlier) -> View:
         Text("Pair tests at the last checkpoint: the 4 heads the single-head patch maps rank highest, noised and "
              "denoised alone and in pairs. OR: noised together the pair removes at least "
              f"{PAIR_MIN:.0%} of the clean score and neither alone removes half of that; AND: denoised together "
-             "it restores at least as much and neither alone restores half; joint: both; additive: the pair "
-             "moves that much otherwise. The interaction is the joint share minus the two members' own.",
+             "it restores at least as much and neither alone restores half; joint: both; one: one member alone "
+             f"does at least {ONE:.0%} of what the pair does both ways, the other under {1 - ONE:.0%}; additive: "
+             "the pair moves that much otherwise. The interaction is the joint share minus the two members' own.",
              note=True),
         Table(v.pairs, "Pairwise noising and denoising of the top heads per seed (last checkpoint)"),
         Table(detection.pooled(v.methods, ["method", "model"]).query("seed == 'all'"),

@@ -9,7 +9,9 @@ restores:
 
 * ``OR``: the pair's joint noising removes at least ``PAIR_MIN`` while neither member alone removes half of it;
 * ``AND``: the joint denoising restores at least ``PAIR_MIN`` while neither member alone restores half of it;
-* ``joint``: both; ``additive``: the pair moves at least ``PAIR_MIN`` either way but neither holds; ``none``: less.
+* ``joint``: both; ``one``: one member alone removes and restores at least ``ONE`` of what the pair does, the
+  other under ``1 - ONE`` (one carrier, and a head that adds nothing); ``additive``: the pair moves at least
+  ``PAIR_MIN`` either way otherwise; ``none``: less.
 
 The interaction terms (joint minus the sum of the members' own shares) are reported beside the reading. The members
 of an OR pair are what :func:`partners_map` adds to the single-head maps ("patching + pairs").
@@ -37,9 +39,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PAIR_TOP = 4  # heads ranked highest by the single-head shares whose pairs are tested
-PAIR_MIN = 0.2  # the joint share a pair must move to be read as OR, AND, joint or additive
+PAIR_MIN = 0.2  # the joint share a pair must move to be read as OR, AND, joint, one or additive
+ONE = 0.8  # the share of the pair's effect one member carries alone in a pair read ``one``
 PAIRS = ("pair_tests",)  # the store's table of a pair test
-READINGS = ("OR", "AND", "joint", "additive", "none")
+READINGS = ("OR", "AND", "joint", "one", "additive", "none")
 
 
 def pair_reading(removed: tuple[float, float, float], recovered: tuple[float, float, float]) -> str:
@@ -50,7 +53,22 @@ def pair_reading(removed: tuple[float, float, float], recovered: tuple[float, fl
         return "joint"
     if or_ or and_:
         return "OR" if or_ else "AND"
-    return "additive" if max(removed[2], recovered[2]) >= PAIR_MIN else "none"
+    if max(removed[2], recovered[2]) < PAIR_MIN:
+        return "none"
+    for k in (0, 1):
+        alone = [(removed[k], removed[1 - k], removed[2]), (recovered[k], recovered[1 - k], recovered[2])]
+        if all(mine >= ONE * both and other < (1 - ONE) * both for mine, other, both in alone if both >= PAIR_MIN):
+            return "one"
+    return "additive"
+
+
+def with_readings(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pair tests with each pair's reading (:func:`pair_reading`), read at analysis time from the stored
+    shares, so that a change of reading needs no new measurement."""
+    reading = [pair_reading((r.removed_a, r.removed_b, r.removed_both), (r.recovered_a, r.recovered_b,
+                                                                          r.recovered_both))
+               for r in pairs.itertuples()]
+    return pairs.assign(reading=pd.Series(reading, index=pairs.index, dtype=object))
 
 
 def pair_table(runner: PatchRunner, scoring: Scoring, top: int = PAIR_TOP) -> pd.DataFrame:
@@ -79,11 +97,10 @@ def pair_table(runner: PatchRunner, scoring: Scoring, top: int = PAIR_TOP) -> pd
                      "removed_a": removed[0], "removed_b": removed[1], "removed_both": rem_ab,
                      "recovered_a": recovered[0], "recovered_b": recovered[1], "recovered_both": rec_ab,
                      "interaction_noise": rem_ab - removed[0] - removed[1],
-                     "interaction_denoise": rec_ab - recovered[0] - recovered[1],
-                     "reading": pair_reading(removed, recovered)})
+                     "interaction_denoise": rec_ab - recovered[0] - recovered[1]})
     return pd.DataFrame(rows, columns=["a", "b", "r2_clean", "r2_counterfactual", "removed_a", "removed_b",
                                        "removed_both", "recovered_a", "recovered_b", "recovered_both",
-                                       "interaction_noise", "interaction_denoise", "reading"])
+                                       "interaction_noise", "interaction_denoise"])
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from lexprobe.stages.causal import Causal
 from lexprobe.stages.costs import Costing, StageCost
 from lexprobe.stages.discovery import Discovery
 from lexprobe.stages.inflection import Inflection
-from lexprobe.stages.pairs import PairTests, pair_cost, partners_map
+from lexprobe.stages.pairs import PairTests, pair_cost, partners_map, with_readings
 from lexprobe.stages.registry import Context, Plugin, Prepared, Reads
 from lexprobe.sweep.run import extract
 
@@ -141,8 +141,8 @@ def pair_results(study: Context, stage1: Inflection, stage4: Causal) -> pd.DataF
             config=replace(study.config, save_embeddings=False, save_heads=False))
     table = study.store.load("pair_tests", suite=suite.name, stimuli=stim.name, condition=test.condition,
                              step=list(last))
-    return table.drop(columns=["suite", "stimuli", "condition"]).sort_values(["model", "seed", "a", "b"],
-                                                                             ignore_index=True)
+    table = table.drop(columns=["suite", "stimuli", "condition", "reading"], errors="ignore")
+    return with_readings(table.sort_values(["model", "seed", "a", "b"], ignore_index=True))
 
 
 def greedy_map(stats: pd.DataFrame, greedy: pd.DataFrame) -> pd.DataFrame:
