@@ -39,7 +39,7 @@ test: setup chromium
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	LEXPROBE_SMOKE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
-		--sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+		--sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --durations=15
 
 # JupyterLab on notebooks/ with the project's python3 kernel, offline; e.g. make lab LAB_ARGS="--port=8899 --no-browser"
 lab: setup

@@ -207,8 +207,14 @@ def _rules(args: argparse.Namespace) -> int:
     from lexprobe.stages.validation import CANDIDATES
 
     more = f":seeds={args.seeds}" if args.seeds else ""
+    profiles = args.profiles.split(",") if args.profiles else PLANTED_PROFILES
+    unknown = sorted(set(profiles) - set(PLANTED_PROFILES))
+    if unknown:
+        raise ValueError(f"--profiles {','.join(unknown)}: choose among {','.join(PLANTED_PROFILES)}")
+    if set(profiles) != set(PLANTED_PROFILES):
+        print(f"a subset of the planted profiles ({', '.join(profiles)}): protocol 3 fixes all of them")
     units = pd.concat([_study(args, _organism(name, args.arch) + more).validation.methods.assign(profile=name)
-                       for name in PLANTED_PROFILES], ignore_index=True)
+                       for name in profiles], ignore_index=True)
     table, rule = choose_and_confirm(units, n_choose=args.choose, candidates=tuple(RULE_TITLES.values()))
     _, method = choose_and_confirm(units, n_choose=args.choose, candidates=CANDIDATES)
     shown = ["rule", "units", "planted", "found", "true_positives", "decoys", "decoys_found"] + [
@@ -350,6 +356,7 @@ def _validation_flags(v: argparse.ArgumentParser) -> None:
                                                         "rest)")
     v.add_argument("--choose", type=int, default=2, help="with --rules: seeds per profile to choose a rule on "
                                                          "(default %(default)s; the first ones)")
+    v.add_argument("--profiles", help="with --rules: a comma list of planted profiles (default: all of them)")
     v.add_argument("--write", action="store_true", help="with --rules: write the method table to "
                                                          "data/validation/methods.csv for the findings to quote")
     v.add_argument("--seeds", type=int, help="with --rules: train and validate seeds 0..N-1 of each profile "
