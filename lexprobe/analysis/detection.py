@@ -256,9 +256,9 @@ def rule_scores(units: pd.DataFrame, default: str = DEFAULT_RULE, draws: int = D
                 out["decoy_fpr"] = _ratio(np.atleast_1d(col["decoys_found"][idx].sum(-1)),
                                           np.atleast_1d(col["decoys"][idx].sum(-1)))
             if "auroc" in wide:
-                a = wide["auroc"][rule].to_numpy(float)[idx]
-                with np.errstate(all="ignore"):
-                    out["auroc"] = np.atleast_1d(np.nanmean(np.atleast_2d(a), axis=-1))
+                a = np.atleast_2d(wide["auroc"][rule].to_numpy(float)[idx])
+                defined = np.isfinite(a).sum(-1)
+                out["auroc"] = _ratio(np.nansum(a, -1), defined.astype(float))  # mean over units with one
             return out
 
         boot[rule] = measures(picks)
