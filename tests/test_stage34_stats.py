@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lexprobe.analysis.nulls import agreement, causal_map, drops, first_significant, null_tests
+from lexprobe.analysis.nulls import agreement, causal_map, drops, first_significant, null_tests, study_regression
 from lexprobe.analysis.robustness import head_robustness, paired_p, retained_performance
 from lexprobe.engine.interventions import random_head_sets
 from lexprobe.stages.ablation import LEAN, design
@@ -21,8 +21,8 @@ def test_null_test_ranks_the_target_among_random_sets():
                          {**KEY, "step": 5, "condition": "t", "r2": 0.2, "auc": 0.7}]
                         + [{**KEY, "step": 5, "condition": f"r{k}", "r2": 0.5 - 0.01 * k, "auc": 0.9}
                            for k in range(19)])
-    des = pd.DataFrame([{"condition": "t", "family": "zero", "role": "target"}]
-                       + [{"condition": f"r{k}", "family": "zero", "role": "random"} for k in range(19)])
+    des = pd.DataFrame([{**KEY, "condition": "t", "family": "zero", "role": "target"}]
+                       + [{**KEY, "condition": f"r{k}", "family": "zero", "role": "random"} for k in range(19)])
     dr = drops(best)
     assert dr.set_index("condition").loc["t", "drop_r2"] == pytest.approx(0.3)
     t = null_tests(dr, des).iloc[0]
@@ -147,8 +147,8 @@ def test_every_stage_4_test_can_reach_its_threshold():
                              {**KEY, "step": 1, "condition": "t", "r2": 0.1, "auc": 0.9}]
                             + [{**KEY, "step": 1, "condition": f"r{k}", "r2": 0.5 - rng.uniform(0, 0.05), "auc": 0.9}
                                for k in range(n)])
-        des = pd.DataFrame([{"condition": "t", "family": "zero", "role": "target"}]
-                           + [{"condition": f"r{k}", "family": "zero", "role": "random"} for k in range(n)])
+        des = pd.DataFrame([{**KEY, "condition": "t", "family": "zero", "role": "target"}]
+                           + [{**KEY, "condition": f"r{k}", "family": "zero", "role": "random"} for k in range(n)])
         t = null_tests(drops(best), des).iloc[0]
         assert t["method"] == method and t["p"] < 0.05 / 5
         assert method != "rank" or t["p_floor"] == rank_floor(n) <= RANK_RESOLVES
@@ -195,6 +195,30 @@ def test_design_has_nulls_controls_and_the_single_head_map():
     assert d["condition"].is_unique
     none = design(stats.assign(passes=False), n_layers=3, n_heads=4, n_random=7, n_random_dev=3).table
     assert set(none["family"]) == {"noop", "edges", "single"}
+
+
+def test_each_seed_is_joined_to_its_own_design_rows_when_seeds_share_a_condition():
+    """A condition is named by its head set, and one set can serve two seeds: in a 2 x 2 model whose seeds discover
+    different heads, one seed's discovered head is the other's random set, and their random sets coincide (measured
+    at every checkpoint for one seed, at the last for the other). Each seed's null tests and regression hold its
+    own rows: its target, and checkpoints x (target + the random sets measured throughout)."""
+    stats = pd.DataFrame([{**KEY, "seed": sd, "layer": la, "head": h, "passes": (la, h) == (0, sd)}
+                          for sd in (0, 1) for la in range(2) for h in range(2)])
+    plan = design(stats, n_layers=2, n_heads=2, n_random=3, n_random_dev=2, methods=("qk-zero",),
+                  head_map=False).table
+    sets = plan[plan["family"] == "qk-zero"]
+    assert (sets.groupby("condition")[["seed", "role", "scope"]].nunique().max(axis=1) == 2).any()  # shared
+    steps = (0, 1, 2, 4, 8, 16)
+    rng = np.random.default_rng(0)
+    dr = pd.DataFrame([{**KEY, "seed": r.seed, "condition": r.condition, "step": step,
+                        "drop_r2": (0.05 + 0.01 * r.seed if r.role == "target" else 0.0) + rng.normal(0, 0.002)}
+                       for r in sets.itertuples() for step in (steps if r.scope == "all" else steps[-1:])])
+    last = null_tests(dr, plan).query("step == 16").set_index("seed")
+    assert (last["n_random"] == 3).all()
+    assert last["drop_r2"].to_numpy() == pytest.approx([0.05, 0.06], abs=0.01)  # each seed's own target
+    reg = study_regression(dr, plan, ("qk-zero",)).set_index("seed")
+    assert reg["n"].tolist() == [len(steps) * (1 + 2)] * 2
+    assert reg["target_coef"].to_numpy() == pytest.approx([0.05, 0.06], abs=0.01)
 
 
 def test_the_lean_default_design_measures_the_qk_edits_and_opt_ins_only_when_asked():

@@ -38,6 +38,9 @@ from lexprobe.base.heads import heads_name
 from lexprobe.base.lazy import stats
 
 KEYS = ["model", "seed", "step"]
+# a design row is one (model, seed, condition): a condition is named by its intervention (a head set), and one set
+# can be drawn for two seeds, e.g. a random set measured at every checkpoint for one and at the last for the other
+DESIGN_KEYS = ["model", "seed", "condition"]
 RANK_RESOLVES = ALPHA / 5  # a rank test is used only where its floor 1/(n + 1) is at most this
 MAP_FAMILY = "heads x checkpoints of one (model, seed)"
 
@@ -84,7 +87,7 @@ def vs_null(null: np.ndarray, obs: float) -> dict[str, float | str]:
 
 def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r2") -> pd.DataFrame:
     """Target set vs random same-size sets, per (family, model, seed, step)."""
-    eff = effects.merge(design[["condition", "family", "role"]], on="condition", validate="many_to_one")
+    eff = effects.merge(design[[*DESIGN_KEYS, "family", "role"]], on=DESIGN_KEYS, validate="many_to_one")
     rows = []
     for (family, model, seed, step), g in eff.groupby(["family", *KEYS]):
         target = g.loc[g["role"] == "target", score]
@@ -159,7 +162,7 @@ def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", 
     ``pairs`` holds pair-level distances of the intact condition and of every ``single`` condition of ``design``
     (columns condition, model, seed, step, layer, word, pair_key, distance, same, mean_relatedness).
     """
-    single = design[design["role"] == "single"].set_index("condition")
+    single = design[design["role"] == "single"].drop_duplicates("condition").set_index("condition")  # same head
     rng = np.random.default_rng(seed)
     rows = []
     for (model, sd, step), g in pairs.groupby(KEYS):
@@ -240,11 +243,11 @@ def study_regression(effects: pd.DataFrame, design: pd.DataFrame, families: tupl
                      score: str = "drop_r2") -> pd.DataFrame:
     """The original study's test across development: per (family, model, seed), OLS of the effect on
     log10(step + 1) and a target indicator (the discovered heads = 1, random same-size sets = 0) over every
-    checkpoint at which the family's target was measured; the target coefficient with its 95% interval and
-    two-sided p (conventional OLS standard errors)."""
+    checkpoint at which the family's target was measured (``design``: one row per (model, seed, condition)); the
+    target coefficient with its 95% interval and two-sided p (conventional OLS standard errors)."""
     import statsmodels.api as sm
 
-    eff = effects.merge(design[["condition", "family", "role", "scope"]], on="condition", validate="many_to_one")
+    eff = effects.merge(design[[*DESIGN_KEYS, "family", "role", "scope"]], on=DESIGN_KEYS, validate="many_to_one")
     eff = eff[eff["family"].isin(families) & eff["role"].isin(["target", "random"]) & (eff["scope"] == "all")]
     rows = []
     for (family, model, sd), g in eff.groupby(["family", "model", "seed"]):
