@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lexprobe.analysis.nulls import agreement, causal_map, drops, first_significant, null_tests, study_regression
+from lexprobe.analysis.nulls import (
+    REGRESSION_DRAWS,
+    agreement,
+    causal_map,
+    drops,
+    first_significant,
+    null_tests,
+    study_regression,
+)
 from lexprobe.analysis.robustness import head_robustness, paired_p, retained_performance
 from lexprobe.engine.interventions import random_head_sets
 from lexprobe.stages.ablation import LEAN, design
@@ -216,9 +224,41 @@ def test_each_seed_is_joined_to_its_own_design_rows_when_seeds_share_a_condition
     last = null_tests(dr, plan).query("step == 16").set_index("seed")
     assert (last["n_random"] == 3).all()
     assert last["drop_r2"].to_numpy() == pytest.approx([0.05, 0.06], abs=0.01)  # each seed's own target
-    reg = study_regression(dr, plan, ("qk-zero",)).set_index("seed")
-    assert reg["n"].tolist() == [len(steps) * (1 + 2)] * 2
+    reg = study_regression(dr, plan, ("qk-zero",), n_boot=200).set_index("seed")
+    assert reg["n"].tolist() == [len(steps) * (1 + 2)] * 2 and reg["n_sets"].tolist() == [3, 3]
     assert reg["target_coef"].to_numpy() == pytest.approx([0.05, 0.06], abs=0.01)
+
+
+def _set_drops(target: np.ndarray, random: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drops of a target set (``target``: one per checkpoint) and random sets (``random``: sets x checkpoints), with
+    their design, measured at every checkpoint."""
+    names = ["t", *(f"r{k}" for k in range(len(random)))]
+    des = pd.DataFrame([{**KEY, "condition": c, "family": "qk-zero", "role": "target" if c == "t" else "random",
+                         "scope": "all"} for c in names])
+    values = np.vstack([target, random])
+    dr = pd.DataFrame([{**KEY, "condition": c, "step": 2 ** j, "drop_r2": values[i, j]}
+                       for i, c in enumerate(names) for j in range(values.shape[1])])
+    return dr, des
+
+
+def test_the_study_regression_respects_rows_that_share_a_checkpoint_or_a_set():
+    """24 checkpoints x 11 sets are not 264 independent rows. A discovered set that beats every random set at every
+    checkpoint reaches the bootstrap's floor 2/(draws + 1), well below 0.05; one checkpoint alone cannot carry the
+    effect (resampled checkpoints), and a set inside the random sets' spread does not stand out at the set level,
+    though OLS on the rows calls both significant."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.001, (11, 24))
+    dr, des = _set_drops(0.1 + noise[0], noise[1:] + rng.normal(0, 0.005, (10, 1)))
+    strong = study_regression(dr, des, ("qk-zero",)).iloc[0]
+    assert strong["target_p"] == pytest.approx(2 / (REGRESSION_DRAWS + 1)) and strong["target_p"] < 0.05 / 20
+    assert strong["target_low"] > 0.09 and strong["target_p_sets"] < 0.001
+    spike = noise[0] + np.where(np.arange(24) == 12, 1.0, 0.0)  # one checkpoint, nothing at the other 23
+    one = study_regression(*_set_drops(spike, noise[1:]), ("qk-zero",)).iloc[0]
+    assert one["target_p_ols"] < 0.01 and one["target_p"] > 0.2 and one["target_low"] <= 0
+    spread = rng.normal(0, 1, (10, 1))  # each random set's own persistent effect
+    inside = study_regression(*_set_drops(spread.max() - 0.3 + 10 * noise[0], spread + 10 * noise[1:]),
+                              ("qk-zero",)).iloc[0]
+    assert inside["target_p_ols"] < 0.001 and inside["target_p_sets"] > 0.05
 
 
 def test_the_lean_default_design_measures_the_qk_edits_and_opt_ins_only_when_asked():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lexprobe.analysis.nulls import RANK_RESOLVES
+from lexprobe.analysis.nulls import RANK_RESOLVES, REGRESSION_DRAWS
 from lexprobe.analysis.patchmaps import EXACT_PATCH
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.selection import ALPHA
@@ -68,14 +68,15 @@ def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
     if reg is not None and len(reg):
         for family in sorted(reg["family"].unique()):
             alpha = w.num("=alpha", fmt="g")
-            more = w.num("ablation.regression", "seed", "rows", ".0f", family=family, target_coef=(">", 0),
-                         target_p=("<", ALPHA))
             seeds = w.num("ablation.regression", "seed", "rows", ".0f", family=family)
-            less = w.num("ablation.regression", "seed", "rows", ".0f", family=family, target_coef=("<", 0),
-                         target_p=("<", ALPHA))
+            more, less, more_sets, less_sets = (
+                w.num("ablation.regression", "seed", "rows", ".0f", family=family, target_coef=(side, 0),
+                      **{p: ("<", ALPHA)}) for p in ("target_p", "target_p_sets") for side in (">", "<"))
             w.say(f"Across checkpoints (the original study's regression of the drop on log step and discovered vs "
-                  f"random), {family} of the discovered heads drops R² more than random sets with p < {alpha} in "
-                  f"{more} of {seeds} seeds and less in {less}.")
+                  f"random, p from a bootstrap that resamples checkpoints and random sets), {family} of the "
+                  f"discovered heads drops R² more than the random sets' average with p < {alpha} in {more} of "
+                  f"{seeds} seeds and less in {less}; against single random sets (each set's mean drop over the "
+                  f"checkpoints, t prediction), more in {more_sets} and less in {less_sets}.")
     return w.findings
 
 
@@ -170,8 +171,18 @@ def _qk(s4: Ablation) -> list[Block]:
                              "heads copied from the earliest checkpoint after step 0, across training, against random "
                              "sets", "qk-edit"))
     if len(s4.regression):
-        blocks.append(Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
-                                           "target-vs-random"))
+        blocks += [Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
+                                        "target-vs-random"),
+                   Text(f"The regression's rows are not independent: the sets measured at a checkpoint share its "
+                        f"intact model, and a set keeps its heads at every checkpoint. Its 95% interval and p come "
+                        f"from {REGRESSION_DRAWS} draws of a two-way cluster bootstrap (checkpoints and random sets "
+                        f"resampled with replacement, the discovered set kept in every draw), so p cannot go below "
+                        f"{2 / (REGRESSION_DRAWS + 1):.2g}. It holds the discovered set fixed, so it asks whether "
+                        "the set differs from the random sets' average; whether it stands out among single random "
+                        "sets (the study's null: a discovered set no different from a random one) is \"target p "
+                        "sets\": each set's mean drop over the checkpoints, the discovered set's against the random "
+                        "sets' (two-sided t prediction test, the set the unit). \"target p ols\" takes every row as "
+                        "independent and is shown only to compare.", note=True)]
     return blocks
 
 

@@ -188,7 +188,7 @@ def ablation_results(stage1: Inflection, stage2: Discovery | None, design: pd.Da
     return Ablation(design, best, dr, tests, nulls.first_significant(tests[tests["family"] == "zero"]), cmap,
                     agree, dr.merge(noop, on=nulls.DESIGN_KEYS),
                     exactness(stage1, pairs, EdgeKnockout(None).condition),
-                    nulls.study_regression(dr, design, DEVELOPMENT),
+                    nulls.study_regression(dr, design, DEVELOPMENT, seed=seed),
                     pd.DataFrame(list((refused or {}).items()), columns=["method", "reason"]))
 
 
