@@ -10,6 +10,7 @@ from scipy import stats
 from lexprobe.analysis.nulls import (
     REGRESSION_DRAWS,
     agreement,
+    beats_null_after_onset,
     causal_map,
     drops,
     first_significant,
@@ -259,6 +260,21 @@ def test_the_study_regression_respects_rows_that_share_a_checkpoint_or_a_set():
     inside = study_regression(*_set_drops(spread.max() - 0.3 + 10 * noise[0], spread + 10 * noise[1:]),
                               ("qk-zero",)).iloc[0]
     assert inside["target_p_ols"] < 0.001 and inside["target_p_sets"] > 0.05
+
+
+def test_checkpoints_beating_the_null_count_from_the_onset_with_holm():
+    """Only checkpoints at or after the seed's stage-1 onset count, Holm-corrected across them; a rank test whose
+    floor 1/(n + 1) cannot pass the corrected threshold says so; no onset, no count."""
+    p = [0.001, 0.001, 0.001, 0.03, 0.04]  # steps 0 and 1 lie before the onset
+    tests = pd.DataFrame([{"family": "qk-zero", **KEY, "step": st, "p": pv, "method": "t prediction",
+                           "p_floor": 1 / 11} for st, pv in zip((0, 1, 64, 128, 256), p)])
+    onsets = pd.DataFrame([{**KEY, "onset_step": 50.0}])
+    r = beats_null_after_onset(tests, onsets).iloc[0]
+    assert (r["checkpoints"], r["beats_null"], r["can_reject"]) == (3, 1, True)  # uncorrected: 3 of 3
+    ranked = beats_null_after_onset(tests.assign(method="rank", p=1 / 11), onsets).iloc[0]
+    assert (ranked["beats_null"], ranked["can_reject"]) == (0, False)
+    none = beats_null_after_onset(tests, onsets.assign(onset_step=np.nan)).iloc[0]
+    assert (none["checkpoints"], none["beats_null"], none["can_reject"]) == (0, 0, False)
 
 
 def test_the_lean_default_design_measures_the_qk_edits_and_opt_ins_only_when_asked():

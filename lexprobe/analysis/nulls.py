@@ -20,6 +20,7 @@ All functions take tidy tables (best-layer scores per condition and checkpoint, 
 * :func:`study_regression`: the original study's regression across checkpoints (effect ~ log step + target vs
   random); its rows share checkpoints and sets, so its inference is a two-way cluster bootstrap (checkpoints and
   random sets resampled), beside a set-level test of the discovered set against single random sets.
+* :func:`beats_null_after_onset`: how many checkpoints from stage 1's onset on beat their null, Holm-corrected.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from lexprobe.analysis.primitives import (
 )
 from lexprobe.analysis.selection import ALPHA
 from lexprobe.base.heads import heads_name
-from lexprobe.base.lazy import stats
+from lexprobe.base.lazy import multitest, stats
 
 KEYS = ["model", "seed", "step"]
 # a design row is one (model, seed, condition): a condition is named by its intervention (a head set), and one set
@@ -321,3 +322,21 @@ def _bootstrap_p(draws: np.ndarray) -> float:
     d = draws[np.isfinite(draws)]
     return min(1.0, 2 * min(empirical_p(d, 0.0, tol=0.0), empirical_p(-d, 0.0, tol=0.0)))
 
+
+def beats_null_after_onset(tests: pd.DataFrame, onsets: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per (family, model, seed) of :func:`null_tests`: the checkpoints at or after the seed's stage-1 onset
+    (``onsets``: columns model, seed, onset_step; before it nothing is disambiguated, and none without one), how
+    many beat the null after Holm's correction across them (family-wise error ``alpha``), and whether any could
+    (``can_reject``: the smallest p their tests can give, a rank's floor 1/(n + 1) or 0 for the t prediction test,
+    is at most ``alpha`` / checkpoints)."""
+    on = tests.merge(onsets[["model", "seed", "onset_step"]], on=["model", "seed"], how="left")
+    rows = []
+    for (family, model, sd), g in on.groupby(["family", "model", "seed"]):
+        after = g[(g["step"] >= g["onset_step"]) & g["p"].notna()]
+        floor = np.where(after["method"] == "rank", after["p_floor"], 0.0)
+        beats = multitest.multipletests(after["p"], alpha=alpha, method="holm")[0].sum() if len(after) else 0
+        rows.append({"family": family, "model": model, "seed": sd, "onset_step": g["onset_step"].iloc[0],
+                     "checkpoints": len(after), "beats_null": int(beats),
+                     "can_reject": len(after) > 0 and bool(floor.min() <= alpha / len(after))})
+    return pd.DataFrame(rows, columns=["family", "model", "seed", "onset_step", "checkpoints", "beats_null",
+                                       "can_reject"])
