@@ -74,6 +74,33 @@ def test_charts_build_and_export_offline(tmp_path):
     assert [r["role"] for r in bars["datasets"][next(iter(bars["datasets"]))]] == ["other", "cue", "target"]
 
 
+def test_every_chart_of_several_series_has_a_legend_and_the_check_sees_a_missing_one():
+    """The legend check reads the chart as Vega-Lite compiles it: a translucent band's ``legend: null`` cancels the
+    lines' legend (the bug of stage 1's and stage 4's charts), and the check says so; the charts with layers under
+    their series lines keep one legend; one series needs none."""
+    import altair as alt
+
+    steps = (0, 8, 64)
+    best = pd.DataFrame([{"model": "m", "seed": sd, "step": st, "r2": 0.1 * sd + 0.001 * st, "best_layer": 2}
+                         for sd in range(3) for st in steps])
+    inf = pd.DataFrame({"model": "m", "seed": range(3), "curve_model": "segmented2", "shape": "flat->rise",
+                        "onset_step": 8.0, "onset_low_step": 4.0, "onset_high_step": 16.0})
+    fitted = best.assign(fitted=best["r2"], curve_model="segmented2")
+    tests = pd.DataFrame([{"family": "qk-copy", "seed": sd, "step": st, "drop_r2": 0.01 * sd, "null_q05": 0.0,
+                           "null_q95": 0.02, "null_mean": 0.01, "p": 0.5, "n_random": 10}
+                          for sd in range(3) for st in steps])
+    for chart in (viz.performance_chart(best, inf, onset=8, fitted=fitted), viz.ablation_chart(tests, "qk-copy")):
+        assert viz.colour_legends(viz.spec_of(chart)) == [("color", 3, True)]
+        assert viz.legend_problems(chart) == []
+    two = pd.DataFrame({"x": [0, 1, 0, 1], "s": ["a", "a", "b", "b"]})
+    band = alt.Chart(two).mark_area(opacity=0.2).encode(x="x:Q", y="x:Q", color=alt.Color("s:N", legend=None))
+    line = alt.Chart(two).mark_line().encode(x="x:Q", y="x:Q", color="s:N")
+    assert viz.legend_problems(alt.layer(band, line)) == ["colour scale 'color' maps 2 values and has no legend"]
+    assert viz.legend_problems(alt.layer(line, band)) == viz.legend_problems(alt.layer(band, line))  # in any order
+    assert viz.legend_problems(alt.Chart(two[two["s"] == "a"]).mark_line().encode(
+        x="x:Q", y="x:Q", color=alt.Color("s:N", legend=None))) == []  # one series needs no legend
+
+
 def test_head_maps_carry_only_the_columns_they_draw():
     """A patch or causal map chart embeds what it draws (seed, step, head, value, q, significant), not every column
     of the table it is given: the supplement stays small, the table stays whole in the store."""

@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lexprobe.analysis.nulls import agreement, causal_map, drops, first_significant, null_tests
+from lexprobe.analysis.nulls import (
+    REGRESSION_DRAWS,
+    agreement,
+    beats_null_after_onset,
+    causal_map,
+    drops,
+    first_significant,
+    null_tests,
+    study_regression,
+)
 from lexprobe.analysis.robustness import head_robustness, paired_p, retained_performance
 from lexprobe.engine.interventions import random_head_sets
 from lexprobe.stages.ablation import LEAN, design
@@ -21,8 +30,8 @@ def test_null_test_ranks_the_target_among_random_sets():
                          {**KEY, "step": 5, "condition": "t", "r2": 0.2, "auc": 0.7}]
                         + [{**KEY, "step": 5, "condition": f"r{k}", "r2": 0.5 - 0.01 * k, "auc": 0.9}
                            for k in range(19)])
-    des = pd.DataFrame([{"condition": "t", "family": "zero", "role": "target"}]
-                       + [{"condition": f"r{k}", "family": "zero", "role": "random"} for k in range(19)])
+    des = pd.DataFrame([{**KEY, "condition": "t", "family": "zero", "role": "target"}]
+                       + [{**KEY, "condition": f"r{k}", "family": "zero", "role": "random"} for k in range(19)])
     dr = drops(best)
     assert dr.set_index("condition").loc["t", "drop_r2"] == pytest.approx(0.3)
     t = null_tests(dr, des).iloc[0]
@@ -147,8 +156,8 @@ def test_every_stage_4_test_can_reach_its_threshold():
                              {**KEY, "step": 1, "condition": "t", "r2": 0.1, "auc": 0.9}]
                             + [{**KEY, "step": 1, "condition": f"r{k}", "r2": 0.5 - rng.uniform(0, 0.05), "auc": 0.9}
                                for k in range(n)])
-        des = pd.DataFrame([{"condition": "t", "family": "zero", "role": "target"}]
-                           + [{"condition": f"r{k}", "family": "zero", "role": "random"} for k in range(n)])
+        des = pd.DataFrame([{**KEY, "condition": "t", "family": "zero", "role": "target"}]
+                           + [{**KEY, "condition": f"r{k}", "family": "zero", "role": "random"} for k in range(n)])
         t = null_tests(drops(best), des).iloc[0]
         assert t["method"] == method and t["p"] < 0.05 / 5
         assert method != "rank" or t["p_floor"] == rank_floor(n) <= RANK_RESOLVES
@@ -195,6 +204,77 @@ def test_design_has_nulls_controls_and_the_single_head_map():
     assert d["condition"].is_unique
     none = design(stats.assign(passes=False), n_layers=3, n_heads=4, n_random=7, n_random_dev=3).table
     assert set(none["family"]) == {"noop", "edges", "single"}
+
+
+def test_each_seed_is_joined_to_its_own_design_rows_when_seeds_share_a_condition():
+    """A condition is named by its head set, and one set can serve two seeds: in a 2 x 2 model whose seeds discover
+    different heads, one seed's discovered head is the other's random set, and their random sets coincide (measured
+    at every checkpoint for one seed, at the last for the other). Each seed's null tests and regression hold its
+    own rows: its target, and checkpoints x (target + the random sets measured throughout)."""
+    stats = pd.DataFrame([{**KEY, "seed": sd, "layer": la, "head": h, "passes": (la, h) == (0, sd)}
+                          for sd in (0, 1) for la in range(2) for h in range(2)])
+    plan = design(stats, n_layers=2, n_heads=2, n_random=3, n_random_dev=2, methods=("qk-zero",),
+                  head_map=False).table
+    sets = plan[plan["family"] == "qk-zero"]
+    assert (sets.groupby("condition")[["seed", "role", "scope"]].nunique().max(axis=1) == 2).any()  # shared
+    steps = (0, 1, 2, 4, 8, 16)
+    rng = np.random.default_rng(0)
+    dr = pd.DataFrame([{**KEY, "seed": r.seed, "condition": r.condition, "step": step,
+                        "drop_r2": (0.05 + 0.01 * r.seed if r.role == "target" else 0.0) + rng.normal(0, 0.002)}
+                       for r in sets.itertuples() for step in (steps if r.scope == "all" else steps[-1:])])
+    last = null_tests(dr, plan).query("step == 16").set_index("seed")
+    assert (last["n_random"] == 3).all()
+    assert last["drop_r2"].to_numpy() == pytest.approx([0.05, 0.06], abs=0.01)  # each seed's own target
+    reg = study_regression(dr, plan, ("qk-zero",), n_boot=200).set_index("seed")
+    assert reg["n"].tolist() == [len(steps) * (1 + 2)] * 2 and reg["n_sets"].tolist() == [3, 3]
+    assert reg["target_coef"].to_numpy() == pytest.approx([0.05, 0.06], abs=0.01)
+
+
+def _set_drops(target: np.ndarray, random: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drops of a target set (``target``: one per checkpoint) and random sets (``random``: sets x checkpoints), with
+    their design, measured at every checkpoint."""
+    names = ["t", *(f"r{k}" for k in range(len(random)))]
+    des = pd.DataFrame([{**KEY, "condition": c, "family": "qk-zero", "role": "target" if c == "t" else "random",
+                         "scope": "all"} for c in names])
+    values = np.vstack([target, random])
+    dr = pd.DataFrame([{**KEY, "condition": c, "step": 2 ** j, "drop_r2": values[i, j]}
+                       for i, c in enumerate(names) for j in range(values.shape[1])])
+    return dr, des
+
+
+def test_the_study_regression_respects_rows_that_share_a_checkpoint_or_a_set():
+    """24 checkpoints x 11 sets are not 264 independent rows. A discovered set that beats every random set at every
+    checkpoint reaches the bootstrap's floor 2/(draws + 1), well below 0.05; one checkpoint alone cannot carry the
+    effect (resampled checkpoints), and a set inside the random sets' spread does not stand out at the set level,
+    though OLS on the rows calls both significant."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.001, (11, 24))
+    dr, des = _set_drops(0.1 + noise[0], noise[1:] + rng.normal(0, 0.005, (10, 1)))
+    strong = study_regression(dr, des, ("qk-zero",)).iloc[0]
+    assert strong["target_p"] == pytest.approx(2 / (REGRESSION_DRAWS + 1)) and strong["target_p"] < 0.05 / 20
+    assert strong["target_low"] > 0.09 and strong["target_p_sets"] < 0.001
+    spike = noise[0] + np.where(np.arange(24) == 12, 1.0, 0.0)  # one checkpoint, nothing at the other 23
+    one = study_regression(*_set_drops(spike, noise[1:]), ("qk-zero",)).iloc[0]
+    assert one["target_p_ols"] < 0.01 and one["target_p"] > 0.2 and one["target_low"] <= 0
+    spread = rng.normal(0, 1, (10, 1))  # each random set's own persistent effect
+    inside = study_regression(*_set_drops(spread.max() - 0.3 + 10 * noise[0], spread + 10 * noise[1:]),
+                              ("qk-zero",)).iloc[0]
+    assert inside["target_p_ols"] < 0.001 and inside["target_p_sets"] > 0.05
+
+
+def test_checkpoints_beating_the_null_count_from_the_onset_with_holm():
+    """Only checkpoints at or after the seed's stage-1 onset count, Holm-corrected across them; a rank test whose
+    floor 1/(n + 1) cannot pass the corrected threshold says so; no onset, no count."""
+    p = [0.001, 0.001, 0.001, 0.03, 0.04]  # steps 0 and 1 lie before the onset
+    tests = pd.DataFrame([{"family": "qk-zero", **KEY, "step": st, "p": pv, "method": "t prediction",
+                           "p_floor": 1 / 11} for st, pv in zip((0, 1, 64, 128, 256), p)])
+    onsets = pd.DataFrame([{**KEY, "onset_step": 50.0}])
+    r = beats_null_after_onset(tests, onsets).iloc[0]
+    assert (r["checkpoints"], r["beats_null"], r["can_reject"]) == (3, 1, True)  # uncorrected: 3 of 3
+    ranked = beats_null_after_onset(tests.assign(method="rank", p=1 / 11), onsets).iloc[0]
+    assert (ranked["beats_null"], ranked["can_reject"]) == (0, False)
+    none = beats_null_after_onset(tests, onsets.assign(onset_step=np.nan)).iloc[0]
+    assert (none["checkpoints"], none["beats_null"], none["can_reject"]) == (0, 0, False)
 
 
 def test_the_lean_default_design_measures_the_qk_edits_and_opt_ins_only_when_asked():

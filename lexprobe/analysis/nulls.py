@@ -17,6 +17,10 @@ All functions take tidy tables (best-layer scores per condition and checkpoint, 
   BH-FDR over the heads and checkpoints of each (model, seed), as ``fdr_family`` says.
 * :func:`agreement`: per (model, seed), the causal map's significant heads at the last checkpoint against the
   heads that pass correlational discovery (stage 2): counts, Jaccard, Fisher's exact test.
+* :func:`study_regression`: the original study's regression across checkpoints (effect ~ log step + target vs
+  random); its rows share checkpoints and sets, so its inference is a two-way cluster bootstrap (checkpoints and
+  random sets resampled), beside a set-level test of the discovered set against single random sets.
+* :func:`beats_null_after_onset`: how many checkpoints from stage 1's onset on beat their null, Holm-corrected.
 """
 
 from __future__ import annotations
@@ -35,9 +39,13 @@ from lexprobe.analysis.primitives import (
 )
 from lexprobe.analysis.selection import ALPHA
 from lexprobe.base.heads import heads_name
-from lexprobe.base.lazy import stats
+from lexprobe.base.lazy import multitest, stats
 
 KEYS = ["model", "seed", "step"]
+# a design row is one (model, seed, condition): a condition is named by its intervention (a head set), and one set
+# can be drawn for two seeds, e.g. a random set measured at every checkpoint for one and at the last for the other
+DESIGN_KEYS = ["model", "seed", "condition"]
+REGRESSION_DRAWS = 2000  # cluster-bootstrap draws of the study's regression: its smallest two-sided p is 2/2001
 RANK_RESOLVES = ALPHA / 5  # a rank test is used only where its floor 1/(n + 1) is at most this
 MAP_FAMILY = "heads x checkpoints of one (model, seed)"
 
@@ -84,7 +92,7 @@ def vs_null(null: np.ndarray, obs: float) -> dict[str, float | str]:
 
 def null_tests(effects: pd.DataFrame, design: pd.DataFrame, score: str = "drop_r2") -> pd.DataFrame:
     """Target set vs random same-size sets, per (family, model, seed, step)."""
-    eff = effects.merge(design[["condition", "family", "role"]], on="condition", validate="many_to_one")
+    eff = effects.merge(design[[*DESIGN_KEYS, "family", "role"]], on=DESIGN_KEYS, validate="many_to_one")
     rows = []
     for (family, model, seed, step), g in eff.groupby(["family", *KEYS]):
         target = g.loc[g["role"] == "target", score]
@@ -159,7 +167,7 @@ def causal_map(pairs: pd.DataFrame, design: pd.DataFrame, target: str = "same", 
     ``pairs`` holds pair-level distances of the intact condition and of every ``single`` condition of ``design``
     (columns condition, model, seed, step, layer, word, pair_key, distance, same, mean_relatedness).
     """
-    single = design[design["role"] == "single"].set_index("condition")
+    single = design[design["role"] == "single"].drop_duplicates("condition").set_index("condition")  # same head
     rng = np.random.default_rng(seed)
     rows = []
     for (model, sd, step), g in pairs.groupby(KEYS):
@@ -237,15 +245,26 @@ def first_significant(tests: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame
 
 
 def study_regression(effects: pd.DataFrame, design: pd.DataFrame, families: tuple[str, ...],
-                     score: str = "drop_r2") -> pd.DataFrame:
+                     score: str = "drop_r2", n_boot: int = REGRESSION_DRAWS, seed: int = 0) -> pd.DataFrame:
     """The original study's test across development: per (family, model, seed), OLS of the effect on
     log10(step + 1) and a target indicator (the discovered heads = 1, random same-size sets = 0) over every
-    checkpoint at which the family's target was measured; the target coefficient with its 95% interval and
-    two-sided p (conventional OLS standard errors)."""
+    checkpoint at which the family's target was measured (``design``: one row per (model, seed, condition)).
+
+    The rows are not independent: every set at a checkpoint shares its intact model, and every checkpoint of a set
+    its heads. Intervals and p come from a two-way cluster bootstrap of ``n_boot`` draws: checkpoints resampled
+    with replacement and, independently, the random sets (the discovered set, the one in question, kept in every
+    draw), each drawn checkpoint and set bringing all its rows. The 95% interval is the draws' 2.5-97.5%
+    percentiles; the two-sided p is twice the smaller share of draws on either side of 0, counting the observed fit
+    (no smaller than 2 / (n_boot + 1)). This holds the discovered set fixed: it asks whether its effect differs
+    from the random sets' average, not whether it stands out among sets, the study's null (the discovered set no
+    different from a random one). That is ``target_p_sets``: each set's mean effect over the checkpoints (which all
+    sets share), the discovered set's against the random sets' by a two-sided t prediction test (n - 1 df), the
+    set the unit. ``target_p_ols``: the conventional OLS p, which takes every row as independent, for comparison."""
     import statsmodels.api as sm
 
-    eff = effects.merge(design[["condition", "family", "role", "scope"]], on="condition", validate="many_to_one")
+    eff = effects.merge(design[[*DESIGN_KEYS, "family", "role", "scope"]], on=DESIGN_KEYS, validate="many_to_one")
     eff = eff[eff["family"].isin(families) & eff["role"].isin(["target", "random"]) & (eff["scope"] == "all")]
+    rng = np.random.default_rng(seed)
     rows = []
     for (family, model, sd), g in eff.groupby(["family", "model", "seed"]):
         g = g.dropna(subset=[score])
@@ -253,10 +272,71 @@ def study_regression(effects: pd.DataFrame, design: pd.DataFrame, families: tupl
                                              (g["role"] == "target").to_numpy(float)]))
         if len(g) < 4 or np.linalg.matrix_rank(X) < 3:
             continue
-        fit = sm.OLS(g[score].to_numpy(float), X).fit()
-        low, high = fit.conf_int()[2]
-        rows.append({"family": family, "model": model, "seed": sd, "n": len(g),
-                     "n_steps": g["step"].nunique(), "target_coef": fit.params[2], "target_low": low,
-                     "target_high": high, "target_p": fit.pvalues[2], "log_step_coef": fit.params[1],
-                     "log_step_p": fit.pvalues[1]})
+        y = g[score].to_numpy(float)
+        fit = sm.OLS(y, X).fit()
+        draws = _least_squares(X, y, _crossed_weights(g, n_boot, rng))
+        low, high = np.nanquantile(draws[:, 2], [0.025, 0.975])
+        rows.append({"family": family, "model": model, "seed": sd, "n": len(g), "n_steps": g["step"].nunique(),
+                     "n_sets": g["condition"].nunique(), "target_coef": fit.params[2], "target_low": low,
+                     "target_high": high, "target_p": _bootstrap_p(draws[:, 2]),
+                     "target_p_sets": _set_level_p(g, score), "log_step_coef": fit.params[1],
+                     "log_step_p": _bootstrap_p(draws[:, 1]), "target_p_ols": fit.pvalues[2]})
     return pd.DataFrame(rows)
+
+
+def _crossed_weights(g: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Row weights (n_boot, rows) of a two-way cluster bootstrap of ``g`` (columns step, condition, role): how often
+    a row's checkpoint was drawn (checkpoints with replacement) times how often its set was drawn (the random sets
+    with replacement; the target set once in every draw)."""
+    steps, step_of = np.unique(g["step"].to_numpy(), return_inverse=True)
+    sets, set_of = np.unique(g["condition"].to_numpy(), return_inverse=True)
+    random = ~np.isin(sets, g.loc[g["role"] == "target", "condition"].to_numpy())
+    per_step = rng.multinomial(len(steps), np.full(len(steps), 1 / len(steps)), size=n_boot)
+    per_set = np.ones((n_boot, len(sets)))
+    per_set[:, random] = rng.multinomial(random.sum(), np.full(random.sum(), 1 / random.sum()), size=n_boot)
+    return per_step[:, step_of] * per_set[:, set_of]
+
+
+def _least_squares(X: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Weighted least-squares coefficients (draws, columns of ``X``) under each row of weights ``W`` (draws, rows);
+    NaN for a draw whose weighted design is singular (e.g. every drawn checkpoint the same)."""
+    A = np.einsum("bn,ni,nj->bij", W, X, X)
+    v = np.einsum("bn,ni,n->bi", W, X, y)
+    out = np.full(v.shape, np.nan)
+    ok = np.linalg.matrix_rank(A) == X.shape[1]
+    out[ok] = np.linalg.solve(A[ok], v[ok][..., None])[..., 0]
+    return out
+
+
+def _set_level_p(g: pd.DataFrame, score: str) -> float:
+    """Two-sided t prediction p of the target set's mean ``score`` over checkpoints against the random sets'."""
+    per_set = g.groupby("condition")[score].mean()
+    target = per_set.index.isin(g.loc[g["role"] == "target", "condition"])
+    upper = t_prediction_p(per_set[~target].to_numpy(float), float(per_set[target].iloc[0]))
+    return float(np.minimum(1.0, 2 * np.minimum(upper, 1 - upper)))
+
+
+def _bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided bootstrap p that a coefficient is 0: twice the smaller share of ``draws`` at or beyond 0 on either
+    side, the observed fit counted as a draw on each (no smaller than 2 / (draws + 1)); NaN draws are left out."""
+    d = draws[np.isfinite(draws)]
+    return min(1.0, 2 * min(empirical_p(d, 0.0, tol=0.0), empirical_p(-d, 0.0, tol=0.0)))
+
+
+def beats_null_after_onset(tests: pd.DataFrame, onsets: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per (family, model, seed) of :func:`null_tests`: the checkpoints at or after the seed's stage-1 onset
+    (``onsets``: columns model, seed, onset_step; before it nothing is disambiguated, and none without one), how
+    many beat the null after Holm's correction across them (family-wise error ``alpha``), and whether any could
+    (``can_reject``: the smallest p their tests can give, a rank's floor 1/(n + 1) or 0 for the t prediction test,
+    is at most ``alpha`` / checkpoints)."""
+    on = tests.merge(onsets[["model", "seed", "onset_step"]], on=["model", "seed"], how="left")
+    rows = []
+    for (family, model, sd), g in on.groupby(["family", "model", "seed"]):
+        after = g[(g["step"] >= g["onset_step"]) & g["p"].notna()]
+        floor = np.where(after["method"] == "rank", after["p_floor"], 0.0)
+        beats = multitest.multipletests(after["p"], alpha=alpha, method="holm")[0].sum() if len(after) else 0
+        rows.append({"family": family, "model": model, "seed": sd, "onset_step": g["onset_step"].iloc[0],
+                     "checkpoints": len(after), "beats_null": int(beats),
+                     "can_reject": len(after) > 0 and bool(floor.min() <= alpha / len(after))})
+    return pd.DataFrame(rows, columns=["family", "model", "seed", "onset_step", "checkpoints", "beats_null",
+                                       "can_reject"])

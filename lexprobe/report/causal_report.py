@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lexprobe.analysis.nulls import RANK_RESOLVES
+from lexprobe.analysis.nulls import RANK_RESOLVES, REGRESSION_DRAWS, beats_null_after_onset
 from lexprobe.analysis.patchmaps import EXACT_PATCH
 from lexprobe.analysis.primitives import at_last_checkpoint
 from lexprobe.analysis.selection import ALPHA
@@ -71,14 +71,15 @@ def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
     if reg is not None and len(reg):
         for family in sorted(reg["family"].unique()):
             alpha = w.num("=alpha", fmt="g")
-            more = w.num("ablation.regression", "seed", "rows", ".0f", family=family, target_coef=(">", 0),
-                         target_p=("<", ALPHA))
             seeds = w.num("ablation.regression", "seed", "rows", ".0f", family=family)
-            less = w.num("ablation.regression", "seed", "rows", ".0f", family=family, target_coef=("<", 0),
-                         target_p=("<", ALPHA))
+            more, less, more_sets, less_sets = (
+                w.num("ablation.regression", "seed", "rows", ".0f", family=family, target_coef=(side, 0),
+                      **{p: ("<", ALPHA)}) for p in ("target_p", "target_p_sets") for side in (">", "<"))
             w.say(f"Across checkpoints (the original study's regression of the drop on log step and discovered vs "
-                  f"random), {family} of the discovered heads drops R² more than random sets with p < {alpha} in "
-                  f"{more} of {seeds} seeds and less in {less}.")
+                  f"random, p from a bootstrap that resamples checkpoints and random sets), {family} of the "
+                  f"discovered heads drops R² more than the random sets' average with p < {alpha} in {more} of "
+                  f"{seeds} seeds and less in {less}; against single random sets (each set's mean drop over the "
+                  f"checkpoints, t prediction), more in {more_sets} and less in {less_sets}.")
     return w.findings
 
 
@@ -145,7 +146,7 @@ def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block
                    Table(s4.exactness, "Exactness: every target→cue edge cut")]
     if len(s4.agreement):
         blocks.append(Table(s4.agreement, "Causal map vs discovery at the last checkpoint"))
-    blocks += _qk(s4)
+    blocks += _qk(s4, inflection)
     blocks += [Text(f"{r.method} is not measured on this architecture: {r.reason}.", note=True)
                for r in s4.refused.itertuples()]
     if not len(cm):
@@ -155,28 +156,60 @@ def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block
     return blocks
 
 
-def _qk(s4: Ablation) -> list[Block]:
-    """The original study's QK edits: where qk-copy copies from, per seed how often the edit beats its null, the
-    chart and the study's regression across development."""
+def _qk(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block]:
+    """The original study's QK edits: where qk-copy copies from, per seed the last checkpoint's test and how often
+    the edit beats its null from stage 1's onset on (``inflection``; Holm-corrected), the chart and the study's
+    regression across development."""
     src = s4.design.loc[s4.design["family"] == "qk-copy", "source_step"]
     blocks: list[Block] = [Text(f"QK edits of the discovered heads (the original study's test) vs random same-size "
                                 f"sets: qk-copy copies Q and K from step {int(src.iloc[0])} (step 1 when it is stored, "
                                 "else the earliest stored checkpoint after step 0).", note=True)] if len(src) else []
     t = s4.tests[s4.tests["family"].isin(["qk-zero", "qk-copy"])]
+    counts = (beats_null_after_onset(t, inflection).set_index(["family", "seed"]) if inflection is not None
+              else pd.DataFrame())
     for (family, sd), g in t.groupby(["family", "seed"]):
         last = g.sort_values("step").iloc[-1]
         blocks.append(Text(f"seed {sd} {family}: at the last checkpoint drop {last.drop_r2:.4f} vs random "
-                           f"({last.n_random}) mean {last.null_mean:.4f}, p = {last.p:.3g} ({last.method}); beats its "
-                           f"null at {int((g['p'] < ALPHA).sum())} of {len(g)} checkpoints"))
+                           f"({last.n_random}) mean {last.null_mean:.4f}, p = {last.p:.3g} ({last.method})"
+                           + (_after_onset(counts.loc[(family, sd)]) if (family, sd) in counts.index else "")))
+    dev = t[t["step"] < t["step"].max()]
+    if len(counts) and len(dev):
+        blocks.append(Text(f"Checkpoints are counted from each seed's stage-1 onset on (before it nothing is "
+                           f"disambiguated), with Holm's correction across the checkpoints counted (family-wise "
+                           f"error {ALPHA}). Before the last checkpoint a test has {dev['n_random'].min()} random "
+                           f"sets, p by {', '.join(sorted(dev['method'].unique()))}: a rank p cannot go below 1/(n+1) "
+                           f"= {dev['p_floor'].max():.3g}, and where that is above {RANK_RESOLVES:.3g} the t "
+                           "prediction test, which has no floor, is used.", note=True))
     if len(t):
         blocks.append(Figure("ablation_chart", {"tests": s4.tests, "family": "qk-copy"}, "QK rows of the discovered "
                              "heads copied from the earliest checkpoint after step 0, across training, against random "
                              "sets", "qk-edit"))
     if len(s4.regression):
-        blocks.append(Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
-                                           "target-vs-random"))
+        blocks += [Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
+                                        "target-vs-random"),
+                   Text(f"The regression's rows are not independent: the sets measured at a checkpoint share its "
+                        f"intact model, and a set keeps its heads at every checkpoint. Its 95% interval and p come "
+                        f"from {REGRESSION_DRAWS} draws of a two-way cluster bootstrap (checkpoints and random sets "
+                        f"resampled with replacement, the discovered set kept in every draw), so p cannot go below "
+                        f"{2 / (REGRESSION_DRAWS + 1):.2g}. It holds the discovered set fixed, so it asks whether "
+                        "the set differs from the random sets' average; whether it stands out among single random "
+                        "sets (the study's null: a discovered set no different from a random one) is \"target p "
+                        "sets\": each set's mean drop over the checkpoints, the discovered set's against the random "
+                        "sets' (two-sided t prediction test, the set the unit). \"target p ols\" takes every row as "
+                        "independent and is shown only to compare.", note=True)]
     return blocks
 
+
+def _after_onset(r: pd.Series) -> str:
+    """How often the edit beats its null from the seed's stage-1 onset on (a row of
+    :func:`~lexprobe.analysis.nulls.beats_null_after_onset`), as the end of a sentence."""
+    if pd.isna(r["onset_step"]):
+        return "; no stage-1 onset, so no checkpoint is counted"
+    if not r["checkpoints"]:
+        return f"; no checkpoint tested from its stage-1 onset (step {r['onset_step']:.0f}) on"
+    return (f"; from its stage-1 onset (step {r['onset_step']:.0f}) on, beats its null at {r['beats_null']} of "
+            f"{r['checkpoints']} checkpoints after Holm's correction"
+            + ("" if r["can_reject"] else " (none of these tests can reach the corrected threshold)"))
 
 
 def _heads(g: pd.DataFrame) -> str:

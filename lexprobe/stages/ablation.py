@@ -170,25 +170,25 @@ def measured_conditions(plan: Design, steps: tuple[int, ...],
 
 
 def ablation_results(stage1: Inflection, stage2: Discovery | None, design: pd.DataFrame, pairs: pd.DataFrame,
-                     key: pd.DataFrame, n_boot: int, seed: int, refused: dict[str, str] | None = None) -> Ablation:
-    """Stage 4's ablation tables from the pair distances of every condition (``key``: the design's rows, one per
-    condition): best layers, drops, null tests, when the zero ablation's effect appears, the causal head map and its
-    agreement with discovery (none without stage 2), the no-op control, exactness and the original study's
-    regression; ``refused``: the methods the architecture cannot apply exactly, with why."""
+                     n_boot: int, seed: int, refused: dict[str, str] | None = None) -> Ablation:
+    """Stage 4's ablation tables from the pair distances of every condition (``design``: :func:`design`'s table, one
+    row per (model, seed, condition)): best layers, drops, null tests, when the zero ablation's effect appears, the
+    causal head map and its agreement with discovery (none without stage 2), the no-op control, exactness and the
+    original study's regression; ``refused``: the methods the architecture cannot apply exactly, with why."""
     scoring = stage1.scoring
     best = scoring.best(pairs)
     dr = nulls.drops(best)
-    tests = nulls.null_tests(dr, key)
-    singles = key.loc[key["role"] == "single", "condition"]
+    tests = nulls.null_tests(dr, design)
+    singles = design.loc[design["role"] == "single", "condition"]
     map_pairs = scoring.layers(pairs[pairs["condition"].isin(["intact", *singles])])
-    cmap = nulls.causal_map(map_pairs, key, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
+    cmap = nulls.causal_map(map_pairs, design, target=scoring.target, n_boot=n_boot, seed=seed, by=scoring.by)
     agree = (nulls.agreement(cmap, stage2.stats, step=stage1.steps[-1]) if len(cmap) and stage2 is not None
              else pd.DataFrame())
+    noop = design[design["family"] == "noop"][[*nulls.DESIGN_KEYS, "family"]]
     return Ablation(design, best, dr, tests, nulls.first_significant(tests[tests["family"] == "zero"]), cmap,
-                    agree,
-                    dr.merge(key[key["family"].isin(["noop"])][["condition", "family"]], on="condition"),
+                    agree, dr.merge(noop, on=nulls.DESIGN_KEYS),
                     exactness(stage1, pairs, EdgeKnockout(None).condition),
-                    nulls.study_regression(dr, key, DEVELOPMENT),
+                    nulls.study_regression(dr, design, DEVELOPMENT, seed=seed),
                     pd.DataFrame(list((refused or {}).items()), columns=["method", "reason"]))
 
 

@@ -142,8 +142,7 @@ class CausalStage(Plugin):
         dist = study.store.load("distances", suite=suite.name, stimuli=stim.name, condition=conds, step=list(steps),
                                 model=list(table["model"].unique()), seed=[int(s) for s in table["seed"].unique()])
         pairs = with_pairs(dist.drop(columns="patch") if "patch" in dist.columns else dist, stim)
-        key = table.drop(columns=["model", "seed"]).drop_duplicates("condition")
-        ablation = ablation_results(s1, s2, table, pairs, key, n_boot, seed, prepared.data["refused"])
+        ablation = ablation_results(s1, s2, table, pairs, n_boot, seed, prepared.data["refused"])
         n_layers, n_heads = prepared.data["shape"]
         ptab = patch_table(patch_design(n_layers, n_heads), n_heads)
         maps, pexact, pfirst, pagree = patching_results(s1, s2, study.store, patch_cond, pairs, ptab, n_boot, seed)

@@ -77,8 +77,7 @@ class Page:
 
     def chart(self, name: str, chart: alt.TopLevelMixin, caption: str) -> None:
         fid = f"fig-{len(self.figures) + 1}-{name}"
-        with alt.data_transformers.disable_max_rows():  # the page must hold every row (big suites: big page)
-            self.figures[fid] = chart.to_dict()
+        self.figures[fid] = viz.spec_of(chart)  # the page must hold every row (big suites: big page)
         self.blocks += [Slot(fid, caption), f"<p class=note>Figure {len(self.figures)}: {html.escape(caption)}</p>"]
 
     def view(self, view: View) -> None:

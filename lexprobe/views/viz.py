@@ -16,6 +16,9 @@ This module calls :func:`enable_offline` on import; ``alt.renderers.enable(...)`
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,13 @@ enable_offline()  # charts must show in JupyterLab with no network
 STEP_AXIS = alt.Axis(title="training step + 1 (log scale)", format="~s")
 
 
+def series_color(field: str) -> alt.Color:
+    """One colour per value of a nominal ``field``, with a legend of solid swatches; every layer of a chart uses this
+    same encoding: Vega-Lite merges a layered chart's legends, and a layer's ``legend: null`` would cancel the legend
+    another layer asks for (leaving only a console warning)."""
+    return alt.Color(f"{field}:N", title=field, legend=alt.Legend(symbolOpacity=1))
+
+
 SCORE_TITLES = {"r2": "best-layer R²", "r2_signed": "best-layer signed R²", "auc": "best-layer AUC"}
 
 
@@ -64,20 +74,16 @@ def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None
     step, fitted), the chosen curve model as a thin line."""
     d = best.assign(step1=best["step"] + 1, seed=best["seed"].astype(str))
     title = SCORE_TITLES.get(score, score)
-    base = alt.Chart(d).encode(
-        x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
-        y=alt.Y(f"{score}:Q", title=title),
-        color=alt.Color("seed:N", title="seed"),
-    )
+    color = series_color("seed")
+    base = alt.Chart(d).encode(x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+                               y=alt.Y(f"{score}:Q", title=title), color=color)
     layers: list[alt.Chart] = [base.mark_line(point=True, opacity=0.6).encode(
-        color=alt.Color("seed:N", title="seed", legend=alt.Legend(symbolOpacity=1)),
         tooltip=["model", "seed", "step", alt.Tooltip(f"{score}:Q", format=".3f"), "best_layer"])]
-    quiet = alt.Color("seed:N", legend=None)  # the legend is the data lines' (solid swatches), drawn once
     notes = ["lines: best-layer score per checkpoint"]
     if fitted is not None and len(fitted):
         f = fitted.assign(step1=fitted["step"] + 1, seed=fitted["seed"].astype(str))
         layers.append(alt.Chart(f).mark_line(strokeWidth=2.5).encode(
-            x="step1:Q", y=alt.Y("fitted:Q"), color=quiet, detail="model:N",
+            x="step1:Q", y=alt.Y("fitted:Q"), color=color, detail="model:N",
             tooltip=["model", "seed", "curve_model", alt.Tooltip("fitted:Q", format=".3f")]))
         notes.append("thick: the fitted curve model")
     if inflection is not None and len(inflection):
@@ -88,10 +94,10 @@ def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None
         shaded = inf.dropna(subset=["lo", "hi"])
         if len(shaded):
             layers.insert(0, alt.Chart(shaded).mark_rect(opacity=0.15).encode(
-                x="lo:Q", x2="hi:Q", color=quiet, tooltip=tips))
+                x="lo:Q", x2="hi:Q", color=color, tooltip=tips))
             notes.append("shaded: each seed's onset interval (profile likelihood)")
         layers.append(alt.Chart(inf.dropna(subset=["on"])).mark_rule(strokeDash=[2, 2]).encode(
-            x="on:Q", color=quiet, tooltip=tips))
+            x="on:Q", color=color, tooltip=tips))
         notes.append("dotted: its onset")
     if onset is not None:
         planted = pd.DataFrame({"x": [onset + 1], "label": [f"planted onset (step {onset})"]})
@@ -196,6 +202,69 @@ def save(chart: alt.TopLevelMixin, path: str | Path) -> Path:
     return path
 
 
+COLOUR_CHANNELS = ("color", "fill", "stroke")
+LEGEND_CHANNELS = (*COLOUR_CHANNELS, "shape", "size", "opacity", "fillOpacity", "strokeOpacity", "strokeDash")
+
+
+def _walk(node: Any) -> Iterator[dict]:
+    """Every dict inside a JSON-like tree, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def _distinct_values(spec: dict, field: str) -> float:
+    """How many values ``field`` takes across a Vega-Lite spec's data (named datasets and inline values); ``inf``
+    where no data holds it (a transform derives it)."""
+    inline = (n["values"] for n in _walk(spec) if isinstance(n.get("values"), list))
+    tables = [*spec.get("datasets", {}).values(), *inline]
+    values = {json.dumps(row[field]) for rows in tables for row in rows if isinstance(row, dict) and field in row}
+    return len(values) if values else math.inf
+
+
+def _domain_fields(domain: Any) -> list[str]:
+    """The data fields a compiled Vega scale's domain reads (``{"data", "field"}`` or ``{"fields": [...]}``)."""
+    return [f for d in _walk(domain) for f in [d.get("field"), *d.get("fields", [])] if isinstance(f, str)]
+
+
+def colour_legends(spec: dict) -> list[tuple[str, float, bool]]:
+    """Each colour scale of a Vega-Lite spec once compiled to Vega (through ``vl-convert``, the compiler the browser
+    runs): its name, how many values it maps, and whether a legend draws it. The compiled spec is the one to read:
+    Vega-Lite merges layers' legends there, and a layer's ``legend: null`` can cancel another layer's legend with no
+    more than a console warning."""
+    import vl_convert
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    vega = vl_convert.vegalite_to_vega(spec, vl_version=vl_version_for_vl_convert())
+    groups = [vega, *(m for m in _walk(vega.get("marks", [])) if m.get("type") == "group")]
+    drawn = {legend[c] for g in groups for legend in g.get("legends", []) for c in LEGEND_CHANNELS
+             if isinstance(legend.get(c), str)}
+    out = []
+    for scale in (s for g in groups for s in g.get("scales", []) if s["name"].split("_")[-1] in COLOUR_CHANNELS):
+        domain = scale.get("domain")
+        n = len(domain) if isinstance(domain, list) else max(
+            (_distinct_values(spec, f) for f in _domain_fields(domain)), default=math.inf)
+        out.append((scale["name"], n, scale["name"] in drawn))
+    return out
+
+
+def legend_problems(chart: alt.TopLevelMixin | dict) -> list[str]:
+    """What a reader cannot decode: each colour scale with more than one value that no legend explains."""
+    spec = chart if isinstance(chart, dict) else spec_of(chart)
+    return [f"colour scale {name!r} maps {n:g} values and has no legend" for name, n, shown in colour_legends(spec)
+            if n > 1 and not shown]
+
+
+def spec_of(chart: alt.TopLevelMixin) -> dict:
+    """A chart's Vega-Lite spec with every data row (altair's 5,000-row guard off)."""
+    with alt.data_transformers.disable_max_rows():
+        return chart.to_dict()
+
+
 def _verdict(role: str, passes: bool) -> str:
     """A stage-3 test's outcome in words: moved cues are perturbations, the neutral word a control."""
     if role == "control":
@@ -225,9 +294,8 @@ def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart 
     sets' 5-95% band, one colour per seed."""
     d = tests[tests["family"] == family].assign(step1=lambda x: x["step"] + 1, seed=lambda x: x["seed"].astype(str))
     base = alt.Chart(d).encode(x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
-                               color=alt.Color("seed:N"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("null_q05:Q", title="drop in best-layer R²"), y2="null_q95:Q",
-                                              color=alt.Color("seed:N", legend=None))  # the lines' legend is solid
+                               color=series_color("seed"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("null_q05:Q", title="drop in best-layer R²"), y2="null_q95:Q")
     line = base.mark_line(point=True).encode(
         y="drop_r2:Q", tooltip=["seed", "step", alt.Tooltip("drop_r2:Q", format=".4f"),
                                 alt.Tooltip("null_mean:Q", format=".4f"), alt.Tooltip("p:Q", format=".3g"), "n_random"])

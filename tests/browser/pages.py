@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lexprobe.views import viz
+
 SHOTS: list[Path] = []  # screenshots taken in this run, listed at the end of the pytest report
 
 
@@ -75,9 +77,23 @@ LAYOUT_JS = """
 """
 
 
+# The report's figures: id -> Vega-Lite spec (the supplement keeps each in a script beside its figure's div).
+SPECS_JS = """
+() => Object.fromEntries([...document.querySelectorAll('script.lexprobe-spec')]
+  .map((el) => [el.dataset.figure, JSON.parse(el.textContent)]))
+"""
+# Of the figures given by id, those whose drawn SVG has no legend (vega draws one in a `.role-legend` group).
+UNLEGENDED_JS = "(ids) => ids.filter((id) => !document.querySelector(`#${CSS.escape(id)} svg .role-legend`))"
+
+
 def layout_problems(page) -> list[str]:
-    """What scrolls sideways or reaches past the text column, and legends without a solid swatch (see LAYOUT_JS)."""
-    return page.evaluate(LAYOUT_JS)
+    """What scrolls sideways or reaches past the text column, legends without a solid swatch (see LAYOUT_JS), and
+    figures that colour several series (:func:`lexprobe.views.viz.colour_legends` of their spec) but draw no
+    legend."""
+    several = [fid for fid, spec in page.evaluate(SPECS_JS).items()
+               if any(n > 1 for _, n, _ in viz.colour_legends(spec))]
+    return page.evaluate(LAYOUT_JS) + [f"{fid}: several colour series and no legend"
+                                       for fid in page.evaluate(UNLEGENDED_JS, several)]
 
 
 # Per output of a notebook (JupyterLab's page and nbconvert's HTML export share these classes), what its reader should
@@ -162,7 +178,8 @@ def assert_drawn(figs: list[Figure], where: str, expected: int | None = None) ->
 def assert_html_renders(browser, path: Path, expected: int | None = None, shot: Path | None = None,
                         timeout_ms: float = 20_000, width: int = 1200, fits: bool = False) -> list[Figure]:
     """Open an HTML file offline in headless Chromium ``width`` px wide; assert every figure drew and nothing logged
-    an error, and (``fits``) that nothing reaches past the text column and every legend has a solid swatch."""
+    an error, and (``fits``) that nothing reaches past the text column, every legend has a solid swatch and every
+    figure with several colour series has a legend."""
     page = browser.new_page(viewport={"width": width, "height": 900})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)

@@ -51,7 +51,9 @@ def test_supplement_renders_offline(browser, shot_dir, tmp_path, monkeypatch):
 
 
 def test_layout_check_fails_on_a_table_past_the_text_column(browser, tmp_path):
-    """The layout check is not blind: a table wider than the text column, a chart legend of translucent swatches."""
+    """The layout check is not blind: a table wider than the text column, a chart legend of translucent swatches,
+    and two series told apart by colour alone whose legend a layer's ``legend: null`` cancelled; the stage-4 chart
+    that once lost its legend that way passes."""
     from lexprobe.supplement import document
     from lexprobe.views.html import Page
 
@@ -59,12 +61,23 @@ def test_layout_check_fails_on_a_table_past_the_text_column(browser, tmp_path):
     page.table(pd.DataFrame({"seed": [0], "words": ["x" * 40]}), "narrow")
     cells = '<td><div style="width: 200px">wide</div></td>' * 20  # 4,000 px that cannot wrap
     page.blocks.append(f'<p><b>wide</b></p><div class="table-wrap"><table><tr>{cells}</tr></table></div>')
-    faded = alt.Chart(pd.DataFrame({"x": [0, 1], "s": ["a", "b"]})).mark_area(opacity=0.2).encode(
-        x="x:Q", y="x:Q", color="s:N")
+    two = pd.DataFrame({"x": [0, 1, 0, 1], "s": ["a", "a", "b", "b"]})
+    faded = alt.Chart(two).mark_area(opacity=0.2).encode(x="x:Q", y="x:Q", color="s:N")
     page.chart("faded", faded, "a translucent legend")
+    page.chart("unlabelled", alt.layer(faded.encode(color=alt.Color("s:N", legend=None)), faded.mark_line()),
+               "two series, no legend")
+    page.chart("qk-edit", viz.ablation_chart(_qk_tests(), "qk-copy"), "the stage-4 chart, fixed")
     path = tmp_path / "wide.html"
     path.write_text(document("wide", page), encoding="utf-8")
     with pytest.raises(AssertionError) as err:
-        assert_html_renders(browser, path, expected=1, width=1400, fits=True)
-    assert "past the text column" in str(err.value) and "no solid swatch" in str(err.value)
-    assert "narrow" not in str(err.value)
+        assert_html_renders(browser, path, expected=3, width=1400, fits=True)
+    assert "past the text column" in str(err.value) and "fig-1-faded: a legend with no solid swatch" in str(err.value)
+    assert "fig-2-unlabelled: several colour series and no legend" in str(err.value)
+    assert "narrow" not in str(err.value) and "fig-3-qk-edit" not in str(err.value)
+
+
+def _qk_tests() -> pd.DataFrame:
+    """Null tests of a QK edit for two seeds at three checkpoints (the columns :func:`viz.ablation_chart` reads)."""
+    return pd.DataFrame([{"family": "qk-copy", "seed": sd, "step": step, "drop_r2": 0.01 * (sd + 1), "null_q05": 0.0,
+                          "null_q95": 0.02, "null_mean": 0.01, "p": 0.5, "n_random": 10}
+                         for sd in (0, 1) for step in (0, 8, 64)])
