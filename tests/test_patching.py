@@ -265,7 +265,7 @@ def test_greedy_ties_are_broken_by_layer_not_by_rounding(monkeypatch, tie):
         monkeypatch.setattr(patching, "TIE", tie)
     sets = []
     for jitter in (1e-12, -1e-12):
-        monkeypatch.setattr(patching, "_scores", scorer(jitter))
+        monkeypatch.setattr(patching, "patch_scores", scorer(jitter))
         curve, chosen, clean, cf = patching.greedy_set(None, None, heads)
         assert (clean, cf) == (1.0, 0.0) and curve[-1]["recovered"] >= patching.RECOVER
         sets.append(chosen)
