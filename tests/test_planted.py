@@ -368,6 +368,8 @@ def test_decoys_attend_along_their_own_edges_the_noun_to_its_cue_or_to_the_token
         lured.planted_heads(0))
     with pytest.raises(ValueError, match="decoys"):
         Plant(decoys=("loud",))
+    with pytest.raises(ValueError, match="gpt_neox"):
+        dataclasses.replace(lured, arch="llama")  # decoys are refused by name outside GPT-NeoX
 
 
 @pytest.mark.parametrize("kind", ["inert", "constant", "previous"])

@@ -120,6 +120,11 @@ class Profile:
     plant: Plant | None = None  # a planted circuit (:mod:`lexprobe.organism.planted`); None: the default training
     arch: str = "gpt_neox"  # the family trained (lexprobe.base.families.FAMILIES), in its conventions
 
+    def __post_init__(self) -> None:
+        if self.plant is not None and self.plant.decoys and self.arch != "gpt_neox":
+            raise ValueError(f"profile {self.name}: decoy heads are built for gpt_neox (packed QKV with biases: "
+                             f"DecoyHold), not arch={self.arch}")
+
     @property
     def model(self) -> str:
         """The model's name in the suite: pythia-14m-organism (GPT-NeoX), else ARCH-organism."""
