@@ -26,7 +26,10 @@ import lexprobe
 from lexprobe import report
 from lexprobe.base.paths import REPO_ROOT
 from lexprobe.checkpoints.suites import Suite
+from lexprobe.report.across import across, conclusion
+from lexprobe.report.across import view as across_view
 from lexprobe.report.findings import abstract
+from lexprobe.report.front_matter import example_stimuli, glossary, methods, organism_words
 from lexprobe.stages import STAGES
 from lexprobe.stimuli.tables import Stimuli
 from lexprobe.study import Study
@@ -42,6 +45,7 @@ th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; overflow-w
 th { background: #f2f2f2; }
 .lexprobe-figure { margin: 1em 0 2em; }
 .note { color: #555; font-style: italic; }
+nav.contents ul { list-style: none; padding-left: 1em; margin: 0.3em 0 1em; columns: 2; }
 """
 RENDER = """
 document.querySelectorAll('script.lexprobe-spec').forEach(function (el) {
@@ -128,21 +132,36 @@ def _provenance(page: Page, suite: Suite, stimuli: Stimuli, commits: pd.DataFram
 
 
 def supplement(study: Study, commits: pd.DataFrame, command: str) -> str:
-    """The HTML supplement of ``study``: the abstract (each stage's leading finding), then every registered stage's
-    view in order (a skipped stage says why), then the provenance."""
+    """The HTML supplement of ``study``: what the model is, the contents, the abstract (each stage's headline
+    findings and the conclusion), the methods, glossary and example stimuli, every registered stage's view in order
+    (a skipped stage says why), the stages joined per head, then the provenance."""
     page = Page()
     s1 = study.inflection
+    outcomes = {name: study.outcome(name) for name in STAGES}
+    joined = across(outcomes)
+    said = {name: report.findings_of(study, name) for name in STAGES}
     title = f"lexprobe supplement: {s1.suite.name}"
     page.heading(title, level=1)
     page.text(f"{s1.best['model'].nunique()} model(s), {s1.best['seed'].nunique()} seed(s), "
               f"{s1.best['step'].nunique()} checkpoints; stimuli {s1.stimuli.name} ({len(s1.stimuli.pairs)} pairs). "
               "Every chart is embedded in this file and renders without network access.")
+    page.text(organism_words(s1.suite))
+    contents = len(page.blocks)
     page.heading("Abstract", level=2, anchor="abstract")
-    page.text(abstract({name: report.findings_of(study, name) for name in STAGES})
-              + " Each stage below opens with its findings, generated from its tables.")
+    page.text(abstract({**said, "across": conclusion(joined) if joined else []})
+              + " Each stage below opens with its findings, generated from its tables; the section after the stages "
+                "follows each head through all of them.")
+    page.heading("Methods, terms and stimuli", level=2, anchor="methods")
+    page.table(methods(study), "Methods box: what each stage computes (draws and counts from this study's "
+                               "settings)", collapsed=False)
+    page.table(glossary(), "Glossary", collapsed=False)
+    page.table(example_stimuli(outcomes), "Example stimuli: a sentence intact, under each perturbation and control "
+                                          "(stage 3), and as its counterfactual (stage 4)", collapsed=False)
     for name in STAGES:
         page.view(report.view(study, name))
+    page.view(across_view(joined))
     _provenance(page, s1.suite, s1.stimuli, commits, command)
+    page.blocks.insert(contents, page.contents())
     return document(title, page)
 
 

@@ -4,18 +4,20 @@ claims, parsed back out of the text, equal the values in their tables (the smoke
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from lexprobe import Study
-from lexprobe.report import findings, report_of
+from lexprobe.report import across, findings, report_of
 from lexprobe.report.findings import read_back
 from lexprobe.stages.registry import Skipped
 
 NUMBER = re.compile(r"(?<![\w.\-])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?%?")
-IDENTIFIERS = re.compile(r"\bseeds? \d+(?:(?:, | and )\d+)*|\bL\d+H\d+\b")  # names of seeds and heads, not numbers
+# names of seeds, heads and stages, not numbers
+IDENTIFIERS = re.compile(r"\bseeds? \d+(?:(?:, | and )\d+)*|\bL\d+H\d+\b|\bstage \d\b")
 STAGES = ("inflection", "discovery", "perturbation", "causal", "replication")
 
 
@@ -26,6 +28,8 @@ def results():
         study = Study(progress=False)
         got = {name: study.outcome(name) for name in STAGES}
         got["said"] = {name: report_of(name).findings(got[name], study.earlier(name)) for name in STAGES}
+        got["across"] = across.of_study(study)
+        got["said"]["across"] = across.conclusion(got["across"])
     assert not any(isinstance(r, Skipped) for r in got.values()), got
     return got
 
@@ -34,7 +38,7 @@ def text_of(stage: str, results) -> str:
     return " ".join(f.text for f in results["said"][stage])
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", [*STAGES, "across"])
 def test_every_number_in_a_finding_is_a_quote_of_its_table(results, stage):
     for f in results["said"][stage]:
         numbers = NUMBER.findall(IDENTIFIERS.sub("", f.text))
@@ -80,6 +84,44 @@ def test_the_patching_and_seed_claims_equal_their_tables(results):
         assert ("do not differ" in text) == (spread["p"] >= findings.CONSTANTS["alpha"])
     else:
         assert "Too few seeds" in text
+
+
+def test_the_abstract_states_each_stages_headline_including_the_causal_test_and_the_conclusion(results):
+    """The abstract is every stage's headline findings and the conclusion's: stage 4's is the original study's QK-edit
+    test of the discovered heads (whichever way it goes), not only the patching maps."""
+    said = results["said"]
+    text = findings.abstract(said)
+    assert all(f.text in text for found in said.values() for f in findings.headlines(found))
+    assert said["across"][-1].headline and said["across"][-1].text in text  # the conclusion's last word
+    # the smoke organism discovers no head, so stage 4 has no QK test there: a stage 4 result that has one
+    tests = pd.DataFrame([{"family": family, "model": "m", "seed": sd, "step": 8, "drop_r2": 0.01, "p": 0.4,
+                           "p_floor": 0.0099, "n_random": 100} for family in ("qk-copy", "qk-zero") for sd in (0, 1)])
+    empty = pd.DataFrame(columns=["step", "unit", "direction", "seed", "significant", "size"])
+    s4 = SimpleNamespace(ablation=SimpleNamespace(tests=tests, regression=None),
+                         patching=SimpleNamespace(patch_maps=empty, greedy_tests=empty, patch_agreement=empty))
+    said = {"causal": report_of("causal").findings(s4, {})}
+    text = findings.abstract(said)
+    qk = [f.text for f in said["causal"] if f.text.startswith("qk-copy")]
+    assert len(qk) == 1 and qk[0] in text and "in 0 of 2 seeds" in qk[0]  # negative, and still the headline
+    not_headline = [f.text for f in said["causal"] if not f.headline]
+    assert not_headline and not any(t in text for t in not_headline)  # qk-zero's sentence stays in stage 4
+
+
+def test_the_conclusion_counts_equal_the_head_table(results):
+    """The per-head table joins the stages correctly: every head stage 2 passes is in it as discovered, every
+    head a patching map calls significant at the last checkpoint as necessary or sufficient, and no other head."""
+    a, s2, s4 = results["across"], results["discovery"], results["causal"]
+    key = ["seed", "layer", "head"]
+    passing = {tuple(r) for r in s2.stats.loc[s2.stats["passes"], key].itertuples(index=False)}
+    maps = s4.patching.patch_maps
+    last = maps[(maps["unit"] == "head") & (maps["step"] == maps.groupby("seed")["step"].transform("max"))]
+    named = {d: {tuple(r) for r in last.loc[(last["direction"] == d) & last["significant"], key]
+                 .itertuples(index=False)} for d in ("noise", "denoise")}
+    rows = {tuple(r) for r in a.heads[key].itertuples(index=False)}
+    assert rows == passing | named["noise"] | named["denoise"]
+    assert {tuple(r) for r in a.heads.loc[a.heads["discovered"], key].itertuples(index=False)} == passing
+    assert {tuple(r) for r in a.heads.loc[a.heads["necessary"], key].itertuples(index=False)} == named["noise"]
+    assert a.seeds["discovered"].sum() == len(passing)
 
 
 def test_a_sentence_with_an_unquoted_number_is_caught():

@@ -114,7 +114,7 @@ def test_one_view_renders_as_text_and_as_html_with_every_table():
     for line in ("A finding: 3 < 4.", "How to read it.", "A sub-section", "[figure: score per layer]"):
         assert line in text
     assert "<p>A finding: 3 &lt; 4.</p>" in body and "<p class=note>How to read it.</p>" in body
-    assert '<h2 id="stage9">Stage 9 · A made-up stage</h2>' in body and '<h2 id="sub">A sub-section</h2>' in body
+    assert '<h2 id="stage9">Stage 9 · A made-up stage</h2>' in body and '<h3 id="sub">A sub-section</h3>' in body
     assert list(page.figures) == ["fig-1-layers"] and "Figure 1: score per layer" in body
 
 
@@ -174,7 +174,14 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     counts = pd.DataFrame(next(iter(heads["datasets"].values())))
     assert counts["n_seeds_selecting"].sum() == s2.stats["passes"].sum()
     anchors = {a["id"] for t, a in parsed.tags if t.startswith("h") and "id" in a}
-    assert {"stage1", "stage2", "stage3", "stage4", "stage5", "validation", "provenance"} <= anchors
+    assert {"stage1", "stage2", "stage3", "stage4", "stage5", "validation", "across", "abstract", "methods",
+            "provenance"} <= anchors
+    contents = {a["href"][1:] for t, a in parsed.tags if t == "a" and a.get("href", "").startswith("#")}
+    assert contents == anchors  # the table of contents links every section, and nothing else
+    slots = [a for t, a in parsed.tags if t == "div" and "lexprobe-figure" in a.get("class", "")]
+    assert all(a.get("role") == "img" and a.get("aria-label", "").startswith("Chart") for a in slots)
+    said = html.unescape(text)
+    assert "lexprobe's offline developmental model organism" in said and "not EleutherAI's Pythia-14M" in said
     assert s1.stimuli.hash in text and f"lexprobe run --html {out}" in text
     assert "statsmodels" in text and "seed: intercept variance" in text
 
@@ -209,7 +216,31 @@ def test_tables_fit_a_reader_constant_keys_in_the_caption_no_empty_pivot_column_
     tables = re.findall(r"<table.*?</table>", page.blocks[1], re.S)
     assert len(tables) == 2 and all(len(re.findall(r"<th>", t)) <= MAX_COLUMNS for t in tables)
     assert all("<th>seed</th>" in t for t in tables) and "R² 0" in tables[0] and "0.123" in tables[0]
+    kept = Page()
+    kept.table(pd.concat([wide, wide]).assign(model="m1"), "kept", keep=("r2_14", "model"))  # a key stays in the caption
+    first = re.findall(r"<table.*?</table>", kept.blocks[0], re.S)[0]
+    assert re.findall(r"<th>(.*?)</th>", first)[:3] == ["seed", "step", "R² 14"]
+    with pytest.raises(KeyError, match="r2_99"):
+        kept.table(wide, "missing", keep=("r2_99",))
     page.table(pd.DataFrame({"seed": range(MAX_ROWS + 1)}), "long")
     page.table(pd.DataFrame({"seed": range(MAX_ROWS)}), "short")
     assert page.blocks[2].startswith(f"<details><summary>long ({MAX_ROWS + 1} rows)</summary>")
     assert page.blocks[3].startswith("<p><b>short</b></p>")
+    page.table(pd.DataFrame({"seed": range(MAX_ROWS + 1)}), "open", collapsed=False)
+    assert page.blocks[4].startswith("<p><b>open</b></p>")
+
+
+def test_a_censored_step_reads_as_the_bound_it_is_and_a_chart_has_words_for_who_cannot_see_it():
+    from lexprobe.report.inflection_report import censored_shown
+    from lexprobe.views import viz
+
+    inf = pd.DataFrame({"model": "m", "seed": [0, 1], "onset_step": [0.0, 150.0], "onset_censored": [True, False],
+                        "saturation_step": [512.0, 300.0], "saturation_censored": [True, False]})
+    shown = censored_shown(inf)
+    assert list(shown["saturation_step"]) == [">= 512 (censored)", "300"]
+    assert list(shown["onset_step"]) == ["<= 0 (censored)", "150"] and inf["saturation_step"].dtype == float
+    best = pd.DataFrame({"model": "m", "seed": [0, 0, 1, 1], "step": [0, 8, 0, 8], "r2": [0.0, 0.2, 0.0, 0.3],
+                         "best_layer": 1})
+    words = viz.text_alternative(viz.spec_of(viz.performance_chart(best)))
+    assert words.startswith("Chart: Disambiguation across training") and "y axis: best-layer R²" in words
+    assert "colour: seed" in words and "line" in words and "4 data rows" in words

@@ -20,11 +20,14 @@ class Text:
 
 @dataclass(frozen=True)
 class Table:
-    """A table under its caption; ``collapsed``: folded away in the HTML."""
+    """A table under its caption; ``collapsed``: folded away in the HTML (None: when it is long; False: never);
+    ``keep``: columns a finding quotes, shown
+    before any column that a wide table folds away."""
 
     frame: pd.DataFrame
     caption: str
-    collapsed: bool = False
+    collapsed: bool | None = None
+    keep: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

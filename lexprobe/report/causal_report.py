@@ -20,6 +20,12 @@ from lexprobe.stages.causal import STAGE, Causal
 from lexprobe.stages.patching import RECOVER, Patching
 
 M, G, T = "patching.patch_maps", "patching.greedy_tests", "ablation.tests"  # the tables the findings quote
+AGREE = "patching.patch_agreement"
+FAMILY_WORDS = {"qk-copy": "their query and key rows set back to an early checkpoint, the original study's test",
+                "qk-zero": "their query and key rows zeroed", "zero": "their outputs zeroed",
+                "mean": "their outputs set to their mean", "resample": "their outputs resampled from other sentences",
+                "knockout": "their noun-to-cue edges cut"}
+HEADLINE_FAMILY = "qk-copy"  # the original study's test: the abstract states it, whichever way it goes
 
 
 MAP_METHODS = {"noise": "stage 4 necessity (noising)", "denoise": "stage 4 sufficiency (denoising)"}
@@ -28,6 +34,23 @@ MAP_METHODS = {"noise": "stage 4 necessity (noising)", "denoise": "stage 4 suffi
 def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
     """Necessity and sufficiency of single heads by patching, the greedy sets, and the study's QK edits."""
     w = Writer(s4)
+    tests = s4.ablation.tests
+    if len(tests):
+        last = int(tests["step"].max())
+        for family in sorted(tests["family"].unique()):
+            g = tests[(tests["family"] == family) & (tests["step"] == last)]
+            if g.empty:
+                continue
+            text = (f"{family} ({FAMILY_WORDS.get(family, 'an edit')}) of the discovered heads at the last "
+                    f"checkpoint: median drop in R² "
+                    f"{w.num(T, 'drop_r2', 'median', '.3f', family=family, step=last)}; below p = "
+                    f"{w.num('=alpha', fmt='g')} "
+                    f"against random same-size sets in {w.num(T, 'p', 'below', '.0f', family=family, step=last)}"
+                    f" of {w.num(T, 'p', 'rows', '.0f', family=family, step=last)} seeds")
+            floor = g["p_floor"].max() if "p_floor" in g else np.nan
+            if np.isfinite(floor) and floor > ALPHA:
+                text += " (underpowered: too few random sets for a rank test to reach the threshold)"
+            w.say(text + ".", headline=family == HEADLINE_FAMILY)
     maps = s4.patching.patch_maps
     if len(maps):
         last = int(maps["step"].max())
@@ -36,8 +59,12 @@ def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
             d = heads[heads["direction"] == direction]
             none = sorted(int(s) for s, g in d.groupby("seed") if not g["significant"].any())
             found = w.num(M, "significant", "count", ".0f", step=last, unit="head", direction=direction)
-            w.say(f"Single heads {word} at the last checkpoint after BH-FDR: {found} (head, seed) cases in all; "
-                  f"none in {seeds_in_words(none)}; {ground_truth(w, MAP_METHODS[direction], 'this map')}.")
+            agree = s4.patching.patch_agreement
+            overlap = (f", {w.num(AGREE, 'both', 'sum', '.0f', direction=direction)} of them heads stage 2 "
+                       "discovered" if len(agree) and (agree["direction"] == direction).any() else "")
+            w.say(f"Single heads {word} at the last checkpoint after BH-FDR: {found} (head, seed) cases in all"
+                  f"{overlap}; none in {seeds_in_words(none)}; {ground_truth(w, MAP_METHODS[direction], 'this map')}.",
+                  headline=direction == "noise")
     greedy = s4.patching.greedy_tests
     if len(greedy) and (greedy["size"] > 0).any():
         last = int(greedy["step"].max())
@@ -51,22 +78,6 @@ def findings(s4: Causal, earlier: Earlier) -> list[Finding]:
                   "descriptive, not a test).")
         else:
             w.say(f"At step {w.num(G, 'step', 'max', '.0f')} no greedy set reaches the recovery target.")
-    tests = s4.ablation.tests
-    if len(tests):
-        last = int(tests["step"].max())
-        for family in sorted(tests["family"].unique()):
-            g = tests[(tests["family"] == family) & (tests["step"] == last)]
-            if g.empty:
-                continue
-            text = (f"{family} of the discovered heads at the last checkpoint: median drop in R² "
-                    f"{w.num(T, 'drop_r2', 'median', '.3f', family=family, step=last)}; below p = "
-                    f"{w.num('=alpha', fmt='g')} "
-                    f"against random same-size sets in {w.num(T, 'p', 'below', '.0f', family=family, step=last)}"
-                    f" of {w.num(T, 'p', 'rows', '.0f', family=family, step=last)} seeds")
-            floor = g["p_floor"].max() if "p_floor" in g else np.nan
-            if np.isfinite(floor) and floor > ALPHA:
-                text += " (underpowered: too few random sets for a rank test to reach the threshold)"
-            w.say(text + ".")
     reg = s4.ablation.regression
     if reg is not None and len(reg):
         for family in sorted(reg["family"].unique()):
@@ -137,7 +148,8 @@ def ablation_blocks(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block
                         "alpha, else a t prediction test (column method).", note=True),
                    Text(f"A lone cell of the causal head map needs p <= {ALPHA / size:.2g}.", note=True)]
     blocks += [
-        Table(at_last_checkpoint(tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)"),
+        Table(at_last_checkpoint(tests), "Null tests at the last checkpoint (drop in R²; p vs random sets)",
+              keep=("family", "drop_r2", "null_mean", "p", "method", "p_floor")),
         Table(s4.controls[["model", "seed", "step", "condition", "drop_r2"]], "No-op control (drop must be 0)")]
     if len(s4.exactness):
         blocks += [Text(f"Exactness: every target->cue edge cut in every head, on the nouns whose sentences differ "
@@ -186,7 +198,7 @@ def _qk(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block]:
                              "sets", "qk-edit"))
     if len(s4.regression):
         blocks += [Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
-                                        "target-vs-random"),
+                                        "target-vs-random", keep=("n", "target_coef", "target_p", "target_p_sets")),
                    Text(f"The regression's rows are not independent: the sets measured at a checkpoint share its "
                         f"intact model, and a set keeps its heads at every checkpoint. Its 95% interval and p come "
                         f"from {REGRESSION_DRAWS} draws of a two-way cluster bootstrap (checkpoints and random sets "
@@ -274,7 +286,8 @@ def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block
                                          f"{EXACT_PATCH:g}), with the sentences patched and the pairs scored",
                      collapsed=True),
                Table(s4.patch_agreement, "Necessary (noise) and sufficient (denoise) heads at the last checkpoint vs "
-                     "discovery"),
+                     "discovery", keep=("direction", "causal", "discovered", "both", "causal_heads",
+                                        "discovered_heads")),
                Table(s4.patch_first.dropna(subset=["first_step"]),
                      "First checkpoint at which each head is significant")]
     for (model, sd), g in s4.patch_first.groupby(["model", "seed"]):
@@ -292,7 +305,8 @@ def patching_blocks(s4: Patching, inflection: pd.DataFrame | None) -> list[Block
         curve = s4.greedy_curve[(s4.greedy_curve["seed"] == r.seed) & (s4.greedy_curve["step"] == r.step)]
         blocks.append(Text(f"seed {r.seed} step {r.step}: greedy curve "
                            f"{', '.join(f'+{c.added} {c.recovered:.2f}' for c in curve.itertuples())}"))
-    blocks.append(Table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)"))
+    blocks.append(Table(s4.greedy_tests, "Greedy sets against random same-size sets, and how they work (OR / AND)",
+                        keep=("size", "reached", "recovered", "recovered_p", "drop_p", "reading")))
     return blocks
 
 

@@ -25,7 +25,12 @@ def findings(s2: Discovery, earlier: Earlier) -> list[Finding]:
         per.append(f"seed {sd}: {count}{named}")
     rule = _rule(s2.stats)
     w.say(f"Heads whose attention from the noun to its cue rises with disambiguation across training ({rule}, "
-          f"BH-FDR) pass in {with_heads} of {n} seeds; heads per seed: {'; '.join(per)}.")
+          f"BH-FDR) pass in {with_heads} of {n} seeds; heads per seed: {'; '.join(per)}.", headline=True)
+    if s2.stats["passes"].any() and "beats_prev" in s2.stats:
+        failing = w.num("stats", "beats_prev", "rows", ".0f", passes=True, beats_prev=False)
+        w.say(f"Of the {w.num('stats', 'passes', 'count', '.0f')} passing (head, seed) cases, {failing} fail the "
+              "previous-token control (at the last checkpoint they attend no more to the cue than to the token "
+              "before the noun, so their rise may be positional rather than about the cue).", headline=True)
     w.say(f"Which heads: {rule} named them; {ground_truth(w, rule)}.")
     return w.findings
 
@@ -55,7 +60,7 @@ def describe(s2: Discovery, earlier: Earlier) -> View:
         Table(st.groupby(["model", "seed"])[list(CRITERIA)].sum().reset_index(),
               f"Heads meeting each criterion per seed (passes = {_rule(st)})"),
         Table(st[st["passes"]][["model", "seed", "layer", "head", "r", "slope", "q", "q_diff", "q_prev", "beats_prev"]],
-              "Heads that pass, per seed")))
+              "Heads that pass, per seed", keep=("beats_prev",))))
 
 
 

@@ -25,8 +25,8 @@ class Quote:
     """One number in a finding: ``how`` reduces ``column`` over the rows of ``table`` where every ``where`` column
     equals its value (or, for a value ``(">", x)`` / ``("<", x)``, compares so): ``value`` (the one row),
     ``count`` (rows where it is true), ``rows``, ``distinct`` (values),
-    ``below`` (rows under ``ALPHA``), ``min``, ``max``, ``median``; ``table`` ``@name`` quotes an attribute of the
-    result, ``=name`` one of :data:`CONSTANTS`, ``SHIPPED`` the methods' shipped scores."""
+    ``below`` (rows under ``ALPHA``), ``min``, ``max``, ``median``, ``sum``; ``table`` ``@name`` quotes an attribute
+    of the result, ``=name`` one of :data:`CONSTANTS`, ``SHIPPED`` the methods' shipped scores."""
 
     table: str
     where: tuple[tuple[str, Any], ...]
@@ -38,10 +38,11 @@ class Quote:
 
 @dataclass(frozen=True)
 class Finding:
-    """A sentence and the numbers it quotes, in order."""
+    """A sentence and the numbers it quotes, in order; ``headline``: the abstract states it."""
 
     text: str
     quotes: tuple[Quote, ...]
+    headline: bool = False
 
 
 SHIPPED = "~ground truth"  # the table name of the methods' shipped scores on the planted ground truth
@@ -79,7 +80,7 @@ def read_back(result: Any, quote: Quote) -> float:
     reduce = {"count": lambda c: int(c.fillna(False).astype(bool).sum()), "rows": lambda c: len(rows),
               "distinct": lambda c: c.nunique(), "below": lambda c: int((c < ALPHA).sum()),
               "min": lambda c: float(c.min()), "max": lambda c: float(c.max()),
-              "median": lambda c: float(c.median())}
+              "median": lambda c: float(c.median()), "sum": lambda c: float(c.astype(float).sum())}
     return float(reduce[quote.how](col))
 
 
@@ -98,9 +99,9 @@ class Writer:
         self.quotes.append(Quote(table, q.where, column, how, fmt, text))
         return text
 
-    def say(self, text: str) -> None:
-        """End a finding: the sentence and the quotes recorded since the last one."""
-        self.findings.append(Finding(text, tuple(self.quotes)))
+    def say(self, text: str, headline: bool = False) -> None:
+        """End a finding: the sentence and the quotes recorded since the last one (``headline``: in the abstract)."""
+        self.findings.append(Finding(text, tuple(self.quotes), headline))
         self.quotes = []
 
 
@@ -134,21 +135,18 @@ def seeds_in_words(ids: list[int]) -> str:
                                                        ", ".join(names[:-1]) + " and " + names[-1])
 
 
-
-
-
-
-
-
-
-
-
-
 def lead(findings: list[Finding]) -> str:
     """A stage's findings as the paragraph that leads its view (in the report and in the terminal)."""
     return "Findings. " + " ".join(f.text for f in findings)
 
 
+def headlines(found: list[Finding]) -> list[Finding]:
+    """The findings a stage states in the abstract: those marked ``headline`` (its main result, negative or not),
+    else its first."""
+    return [f for f in found if f.headline] or found[:1]
+
+
 def abstract(stages: dict[str, list[Finding]]) -> str:
-    """The report's abstract: the first finding of every stage that ran, in stage order."""
-    return " ".join(found[0].text for found in stages.values() if found)
+    """The report's abstract: the headline findings of every stage that ran, in stage order, then those of the
+    conclusion (``stages`` may hold it last)."""
+    return " ".join(f.text for found in stages.values() for f in headlines(found))

@@ -31,14 +31,20 @@ def findings(s1: Inflection, earlier: Earlier) -> list[Finding]:
             + "; ".join(parts) if parts else f"No seed shows a rise of best-layer {score}")
     if flat:
         text += f"; no onset was found in {seeds_in_words(flat)} (no rise the curve models can place)"
-    w.say(text + " (item-bootstrap intervals).")
+    w.say(text + " (item-bootstrap intervals).", headline=True)
     last = int(s1.best["step"].max())
     w.say(f"At the last checkpoint (step {w.num('best', 'step', 'max', '.0f')}) best-layer {score} is "
           f"{w.num('best', s1.score, 'median', '.3f', step=last)} (median over "
           f"{w.num('best', 'seed', 'distinct', '.0f', step=last)} seeds; range "
           f"{w.num('best', s1.score, 'min', '.3f', step=last)} to {w.num('best', s1.score, 'max', '.3f', step=last)}).")
+    if "saturation_censored" in s1.inflection and s1.inflection["saturation_censored"].fillna(False).any():
+        w.say(f"The rise has not levelled off: saturation is censored at the last checkpoint in "
+              f"{w.num('inflection', 'saturation_censored', 'count', '.0f')} of "
+              f"{w.num('inflection', 'seed', 'rows', '.0f')} seeds (still rising there), so no plateau is observed "
+              "and every last-checkpoint result is taken mid-rise.", headline=True)
     if getattr(s1, "onset", None) is not None:
-        w.say(f"The organism's circuit was planted to open at step {w.num('@onset', fmt='.0f')}.")
+        w.say(f"In the organism's training corpus the cue starts to predict the sense of what follows at step "
+              f"{w.num('@onset', fmt='.0f')} (before it, nothing rewards disambiguation).")
     return w.findings
 
 
@@ -61,6 +67,19 @@ def onset_words(inflection: pd.DataFrame | None, model: str, seed: int) -> str:
     if o.empty:
         return ""
     return f"inflection onset {float(o.iloc[0]):.0f}" if pd.notna(o.iloc[0]) else "no inflection onset"
+
+
+def censored_shown(inflection: pd.DataFrame) -> pd.DataFrame:
+    """The inflection table with every censored step written as the bound it is instead of a number that reads as
+    observed: a saturation '>= 512' (not reached by the last checkpoint), an onset '<= 0' (rising from the first)."""
+    out = inflection.copy()
+    for what, bound in (("onset", "<="), ("saturation", ">=")):
+        flag = f"{what}_censored"
+        if flag in out:
+            cut = out[flag].fillna(False).astype(bool)
+            out[f"{what}_step"] = [f"{bound} {v:.0f} (censored)" if c else (f"{v:.0f}" if pd.notna(v) else "–")
+                                   for v, c in zip(out[f"{what}_step"], cut)]
+    return out
 
 
 def describe(s1: Inflection, earlier: Earlier) -> View:
@@ -88,9 +107,10 @@ def describe(s1: Inflection, earlier: Earlier) -> View:
                                      "score": s1.score, "fitted": s1.fitted},
                "best-layer score across training, all seeds", "performance"),
         Figure("layer_chart", {"perf": s1.perf}, "score per layer and checkpoint (mean over seeds)", "layers"),
-        Table(s1.inflection[["model", "seed", "curve_model", "shape", "onset_step", "onset_low_step", "onset_high_step",
-                             "onset_boot_low_step", "onset_boot_high_step", "midpoint_step", "saturation_step",
-                             "changepoint_step"]], "Inflection per seed")]
+        Table(censored_shown(s1.inflection)[["model", "seed", "curve_model", "shape", "onset_step", "onset_low_step",
+                                             "onset_high_step", "onset_boot_low_step", "onset_boot_high_step",
+                                             "midpoint_step", "saturation_step", "changepoint_step"]],
+              "Inflection per seed (a censored step is a bound: '>= 512' means not reached by the last checkpoint)")]
     last = s1.best.sort_values("step").groupby(["model", "seed"])
     for r in s1.inflection.itertuples():
         g = last.get_group((r.model, r.seed))[s1.score]
@@ -98,7 +118,8 @@ def describe(s1: Inflection, earlier: Earlier) -> View:
                            f"{g.iloc[-1]:.3f} at the last; steepest rise {r.max_increase_from:.0f}->"
                            f"{r.max_increase_step:.0f} ({r.max_increase_per_decade:.3f} per decade)"))
     if s1.onset is not None:
-        blocks.append(Text(f"Planted onset of the organism: step {s1.onset}."))
+        blocks.append(Text(f"Corpus onset of the organism (the cue predicts the continuation's sense from this step "
+                           f"on): step {s1.onset}."))
         for r in s1.inflection.itertuples():
             after = r.onset_low_step > s1.onset and r.onset_low_step < r.onset_high_step  # no (or a failed) interval
             within = s1.onset / 4 <= r.onset_step <= s1.onset * 4

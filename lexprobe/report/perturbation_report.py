@@ -13,25 +13,34 @@ def findings(s3: Perturbation, earlier: Earlier) -> list[Finding]:
     """How much of the intact score each moved cue keeps, and how many discovered heads stay on the cue."""
     w = Writer(s3)
     last = int(s3.retained["step"].max())
+    roles = s3.heads.groupby("perturbation")["role"].first().to_dict() if len(s3.heads) else {}
+    moved = [p for p in sorted(s3.retained["perturbation"].unique()) if roles.get(p, "perturbation") != "control"]
     kept = []
-    for p in sorted(s3.retained["perturbation"].unique()):
-        kept.append(f"{p} {w.num('retained', 'r2_retained', 'median', '.0%', step=last, perturbation=p)}")
-    w.say(f"At the last checkpoint the perturbed sets keep this median share of the intact best-layer R² across "
-          f"seeds: {'; '.join(kept)}.")
+    for p in moved:
+        kept.append(f"{p} {w.num('retained', 'r2_retained_net', 'median', '.0%', step=last, perturbation=p)} "
+                    f"(raw {w.num('retained', 'r2_retained', 'median', '.0%', step=last, perturbation=p)})")
+    if kept:
+        w.say(f"At the last checkpoint, net of each set's own R² before training (its words alone), the perturbed sets "
+              f"keep this median share of the intact gain across seeds: {'; '.join(kept)} (raw: the share of the "
+              "intact R² without that baseline).", headline=True)
+    for p in sorted(set(s3.retained["perturbation"].unique()) - set(moved)):
+        w.say(f"Control '{p}' (the cue removed, a neutral word in its place; not a perturbation) keeps "
+              f"{w.num('retained', 'r2_retained', 'median', '.0%', step=last, perturbation=p)} of the intact R², "
+              "as it should if the cue is what carries the sense.")
     heads = s3.heads[(s3.heads["step"] == last) & s3.heads["discovered"].fillna(False).astype(bool)]
     if heads.empty:
         w.say("No head passed discovery, so no head's cue attention is tested under perturbation.")
         return w.findings
-    moved = w.num("heads", "passes", "count", ".0f", step=last, discovered=True, role="perturbation")
+    robust = w.num("heads", "passes", "count", ".0f", step=last, discovered=True, role="perturbation")
     tests = w.num("heads", "passes", "rows", ".0f", step=last, discovered=True, role="perturbation")
-    text = (f"Of {tests} tests of discovered heads against moved cues at the last checkpoint, {moved} find the head "
+    text = (f"Of {tests} tests of discovered heads against moved cues at the last checkpoint, {robust} find the head "
             "still attending to the cue more than to the word now in its place (robust)")
     if (heads["role"] == "control").any():
         spec = w.num("heads", "passes", "count", ".0f", step=last, discovered=True, role="control")
         n_ctl = w.num("heads", "passes", "rows", ".0f", step=last, discovered=True, role="control")
         text += (f"; in the neutral-word control, {spec} of {n_ctl} attend to the informative cue more than to a "
                  "neutral modifier")
-    w.say(text + ".")
+    w.say(text + ".", headline=True)
     return w.findings
 
 
@@ -49,11 +58,12 @@ def describe(s3: Perturbation, earlier: Earlier) -> View:
         Figure("perturbation_chart", {"best": s3.best}, "best-layer R² under each perturbation", "perturbation"),
         Figure("robustness_heatmap", {"heads": s3.heads}, "cue attention kept under perturbation", "robustness"),
         Table(s3.distance, "Perturbed sets (cue-target distance in tokens)"),
-        per_seed("r2_retained", "Share of the intact best-layer R² kept at the last checkpoint"),
+        per_seed("r2_retained_net", "Headline: share of the intact gain over baseline kept at the last checkpoint: "
+                                    "(R² − baseline) / (intact R² − intact baseline)"),
         per_seed("r2_baseline", "Baseline: each perturbed set's own R² at its first checkpoint (its words alone, "
                                 "before training)"),
-        per_seed("r2_retained_net", "Share of the intact gain over baseline kept: (R² − baseline) / (intact R² − "
-                                    "intact baseline)")]
+        per_seed("r2_retained", "Raw share of the intact best-layer R² kept at the last checkpoint (baseline not "
+                                "removed)")]
     blocks += [Text(f"'{r.perturbation}': not enough pairs ({r.pairs}; at least {MIN_PAIRS} and {MIN_SHARE:.0%} of "
                     "the intact set's are needed): not scored")
                for r in s3.distance[~s3.distance["enough_pairs"].astype(bool)].itertuples()]
@@ -65,7 +75,8 @@ def describe(s3: Perturbation, earlier: Earlier) -> View:
                     "where the cue stood; 'control cue>neutral' (a control, not a perturbation: it removes the cue): "
                     "the head attends to the informative cue more than to a neutral modifier. Each a paired "
                     "one-sided t-test, BH q < .05 over the heads x sets of each seed and checkpoint", note=True),
-               Table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed")]
+               Table(s3.summary, "Discovered heads at the last checkpoint: cue attention intact and perturbed",
+                     keep=tuple(c for c in s3.summary.columns if c.startswith(("robust:", "control "))))]
     return View(f"Stage 3 · {STAGE.title}", "stage3", tuple(blocks))
 
 

@@ -32,20 +32,34 @@ def findings(s5: Replication, earlier: Earlier) -> list[Finding]:
             _head_agreement(w, r)
         else:
             w.say("Fewer than two seeds have passing heads, so head agreement cannot be measured.")
+    if s5.causal_summary is not None and len(s5.causal_summary):
+        _causal_across_seeds(w, s5.causal_summary)
     return w.findings
 
 
 def _head_agreement(w: Writer, r: Any) -> None:
     """One model's head agreement between seeds (a row of ``heads``) against both permutation nulls."""
     key = {"model": r.model}
-    agree = "more than chance" if r.p_anywhere < ALPHA else "no more than chance"
-    within = ("so the seeds agree on heads, not only on layers" if r.p_within_layer < ALPHA
-              else "so what they share is explained by the layers they pick")
-    w.say(f"Seeds share discovered heads {agree}: mean Jaccard {w.num('heads', 'jaccard', fmt='.2f', **key)} "
-          f"against {w.num('heads', 'null_anywhere_mean', fmt='.2f', **key)} for heads drawn anywhere (p = "
-          f"{w.num('heads', 'p_anywhere', fmt='.2g', **key)}) and "
-          f"{w.num('heads', 'null_within_layer_mean', fmt='.2f', **key)} for heads drawn within the same layers "
-          f"(p = {w.num('heads', 'p_within_layer', fmt='.2g', **key)}), {within}.")
+    within = ("more than the layers they pick explain" if r.p_within_layer < ALPHA
+              else "no more than the layers they pick explain")
+    anywhere = ("it exceeds" if r.p_anywhere < ALPHA else "it does not exceed")
+    w.say(f"Seeds share discovered heads {within}: mean Jaccard {w.num('heads', 'jaccard', fmt='.2f', **key)} "
+          f"against {w.num('heads', 'null_within_layer_mean', fmt='.2f', **key)} for heads drawn within the same "
+          f"layers (p = {w.num('heads', 'p_within_layer', fmt='.2g', **key)}); {anywhere} the "
+          f"{w.num('heads', 'null_anywhere_mean', fmt='.2f', **key)} of heads drawn anywhere (p = "
+          f"{w.num('heads', 'p_anywhere', fmt='.2g', **key)}), which layer preference alone can produce.",
+          headline=True)
+
+
+def _causal_across_seeds(w: Writer, summary: pd.DataFrame) -> None:
+    """Stage 4's null tests of the discovered heads combined across seeds (Fisher), one sentence per family."""
+    for r in summary.itertuples():
+        key = {"family": r.family, "model": r.model}
+        w.say(f"Across seeds, {r.family} of the discovered heads beats random same-size sets in "
+              f"{w.num('causal_summary', 'n_significant', fmt='.0f', **key)} of "
+              f"{w.num('causal_summary', 'n_seeds', fmt='.0f', **key)} seeds (Fisher's combined p = "
+              f"{w.num('causal_summary', 'fisher_p', fmt='.2g', **key)}; the smallest p one seed's test can reach: "
+              f"{w.num('causal_summary', 'min_attainable_p', fmt='.2g', **key)}).", headline=r.family == "qk-copy")
 
 
 
@@ -60,7 +74,8 @@ def describe(s5: Replication, earlier: Earlier) -> View:
                "every seed's trajectory with its onset and profile interval", "seed-trajectories"),
         Table(s5.inflection, "Stage 1's onsets per seed on the log10(step+1) scale the spread test uses (se from the "
                              "bootstrap interval)", collapsed=True),
-        Table(s5.spread, "Spread of the onsets and Cochran's Q: do seeds differ more than their intervals allow?"),
+        Table(s5.spread, "Spread of the onsets and Cochran's Q: do seeds differ more than their intervals allow?",
+              keep=("min_onset_step", "max_onset_step", "Q", "p")),
         Text("Mixed model: score ~ pre + post, pre = x - c, post = max(x - c, 0), x = log10(step+1); random intercept "
              "+ post slope per seed (statsmodels MixedLM, REML).", note=True),
         Table(s5.mixed.fixed, "Mixed model fixed effects (score ~ pre + post around the inflection; Wald 95% CI)"),
@@ -72,7 +87,9 @@ def describe(s5: Replication, earlier: Earlier) -> View:
                                                            ascending=[False, True, True])
         heads = ", ".join(f"{head_name(r.layer, r.head)} {r.n_seeds_selecting}" for r in chosen.itertuples()) or "none"
         blocks.append(Text(f"{model}: seeds (of {int(g['n_seeds'].max())}) selecting each head: {heads}"))
-    blocks.append(Table(s5.heads, "Head agreement: Jaccard vs within-layer and anywhere permutation nulls"))
+    blocks.append(Table(s5.heads, "Head agreement: Jaccard vs within-layer and anywhere permutation nulls",
+                        keep=("jaccard", "null_within_layer_mean", "p_within_layer", "null_anywhere_mean",
+                              "p_anywhere")))
     blocks += [Text(f"{r.model}: {r.seeds_with_heads} seed(s) with passing heads: no agreement between seeds to "
                     "measure") for r in s5.heads.itertuples() if r.seeds_with_heads < 2]
     blocks.append(Table(s5.head_pairs, "Jaccard per pair of seeds", collapsed=True))
@@ -80,7 +97,8 @@ def describe(s5: Replication, earlier: Earlier) -> View:
         blocks += [Figure("seed_ablation_chart", {"per_seed": s5.causal}, "ablation effect per seed", "seed-ablation"),
                    Table(s5.causal, "Stage 4's null tests per seed at the last checkpoint (as in stage 4), the "
                                     "inputs of the combined test below", collapsed=True),
-                   Table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)")]
+                   Table(s5.causal_summary, "Stage-4 effect across seeds (Fisher's combined p)",
+                         keep=("n_seeds", "n_significant", "fisher_p", "min_attainable_p"))]
     return View(f"Stage 5 · {STAGE.title}", "stage5", tuple(blocks))
 
 

@@ -34,9 +34,10 @@ class Slot(str):
 
     fid: str
 
-    def __new__(cls, fid: str, caption: str) -> Slot:
-        slot = super().__new__(cls, f'<div class="lexprobe-figure" id="{fid}" data-caption="{html.escape(caption)}">'
-                                    "</div>")
+    def __new__(cls, fid: str, caption: str, alt_text: str = "") -> Slot:
+        label = f' role="img" aria-label="{html.escape(alt_text)}"' if alt_text else ""
+        slot = super().__new__(cls, f'<div class="lexprobe-figure" id="{fid}" data-caption="{html.escape(caption)}"'
+                                    f"{label}></div>")
         slot.fid = fid
         return slot
 
@@ -47,19 +48,30 @@ class Page:
 
     blocks: list[str] = field(default_factory=list)
     figures: dict[str, dict] = field(default_factory=dict)
+    sections: list[tuple[int, str, str]] = field(default_factory=list)  # (level, text, anchor) of anchored headings
 
     def heading(self, text: str, level: int = 2, anchor: str | None = None) -> None:
         ident = f' id="{anchor}"' if anchor else ""
+        if anchor:
+            self.sections.append((level, text, anchor))
         self.blocks.append(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
+
+    def contents(self) -> str:
+        """The table of contents: a link to every anchored heading so far, sub-sections indented."""
+        items = "".join(f'<li style="margin-left:{(level - 2) * 1.5}em"><a href="#{anchor}">{html.escape(text)}</a>'
+                        "</li>" for level, text, anchor in self.sections)
+        return f'<nav class="contents" aria-label="Contents"><b>Contents</b><ul>{items}</ul></nav>'
+
 
     def text(self, text: str, note: bool = False) -> None:
         self.blocks.append(f'<p{" class=note" if note else ""}>{html.escape(text)}</p>')
 
-    def table(self, df: pd.DataFrame, caption: str, collapsed: bool = False) -> None:
+    def table(self, df: pd.DataFrame, caption: str, collapsed: bool | None = None, keep: tuple[str, ...] = ()) -> None:
         """A table as a reader meets it (see :func:`for_reader`); one wider than ``MAX_COLUMNS`` shows its first
-        columns, and the rest, beside the columns that name a row, in further tables folded below it; one longer than
-        ``MAX_ROWS`` (or ``collapsed``) is folded under its caption; an empty one is its caption alone."""
-        shown, caption = for_reader(df, caption)
+        columns (the ``keep`` ones first: those a finding quotes), and the rest, beside the columns that name a row,
+        in further tables folded below it; one longer than ``MAX_ROWS`` (unless ``collapsed`` is False), or
+        ``collapsed``, is folded under its caption; an empty one is its caption alone."""
+        shown, caption = for_reader(kept_first(df, keep), caption)
         cap = html.escape(caption)
         if df.empty:
             self.blocks.append(f"<p><b>{cap}</b> (no rows)</p>")
@@ -73,12 +85,13 @@ class Page:
             body += (f"<details><summary>{len(rest) - width} more columns</summary>"
                      + "".join(_html_table(shown[ids + c]) for c in chunks[1:]) + "</details>")
         self.blocks.append(f"<details><summary>{cap} ({len(df)} rows)</summary>{body}</details>"
-                           if collapsed or len(df) > MAX_ROWS else f"<p><b>{cap}</b></p>{body}")
+                           if collapsed or (collapsed is None and len(df) > MAX_ROWS) else f"<p><b>{cap}</b></p>{body}")
 
     def chart(self, name: str, chart: alt.TopLevelMixin, caption: str) -> None:
         fid = f"fig-{len(self.figures) + 1}-{name}"
-        self.figures[fid] = viz.spec_of(chart)  # the page must hold every row (big suites: big page)
-        self.blocks += [Slot(fid, caption), f"<p class=note>Figure {len(self.figures)}: {html.escape(caption)}</p>"]
+        spec = self.figures[fid] = viz.spec_of(chart)  # the page must hold every row (big suites: big page)
+        self.blocks += [Slot(fid, caption, viz.text_alternative(spec)),
+                        f"<p class=note>Figure {len(self.figures)}: {html.escape(caption)}</p>"]
 
     def view(self, view: View) -> None:
         """A stage's section: its heading, then its blocks."""
@@ -94,11 +107,11 @@ class Page:
             case Text():
                 self.text(block.text, block.note)
             case Table():
-                self.table(block.frame, block.caption, block.collapsed)
+                self.table(block.frame, block.caption, block.collapsed, block.keep)
             case Figure():
                 self.chart(block.name, getattr(viz, block.chart)(**block.args), block.caption)
             case Heading():
-                self.heading(block.text, anchor=block.anchor)
+                self.heading(block.text, level=3, anchor=block.anchor)
 
 
 def show(what: View | Block) -> None:
@@ -145,6 +158,17 @@ def for_reader(df: pd.DataFrame, caption: str) -> tuple[pd.DataFrame, str]:
         caption += " (" + "; ".join(f"{c.replace('_', ' ')}: {df[c].iloc[0]}" for c in same) + ")"
     out = df.drop(columns=same).rename_axis(columns=None)  # a pivot's axis name would head an empty first column
     return out.rename(columns={c: " ".join(WORDS.get(w, w) for w in str(c).split("_")) for c in out.columns}), caption
+
+
+def kept_first(df: pd.DataFrame, keep: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` with its ``keep`` columns moved to just after the columns that name a row (see :func:`_leading_ids`),
+    so that folding a wide table never hides them; a ``keep`` column it lacks is an error, not a silent omission."""
+    if missing := [c for c in keep if c not in df.columns]:
+        raise KeyError(f"columns to keep {missing} are not in the table (it has {list(df.columns)})")
+    keys = [c for c in KEY_COLUMNS if c in df.columns]
+    ids = [c for c in _leading_ids(df.drop(columns=keys)) if c not in keep]
+    kept = [c for c in keep if c not in keys]
+    return df[[*keys, *ids, *kept, *[c for c in df.columns if c not in {*keys, *ids, *kept}]]]
 
 
 def _leading_ids(df: pd.DataFrame, most: int = 4) -> list[str]:

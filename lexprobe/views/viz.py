@@ -100,11 +100,11 @@ def performance_chart(best: pd.DataFrame, inflection: pd.DataFrame | None = None
             x="on:Q", color=color, tooltip=tips))
         notes.append("dotted: its onset")
     if onset is not None:
-        planted = pd.DataFrame({"x": [onset + 1], "label": [f"planted onset (step {onset})"]})
+        planted = pd.DataFrame({"x": [onset + 1], "label": [f"corpus onset (step {onset})"]})
         layers.append(alt.Chart(planted).mark_rule(color="black", strokeDash=[6, 3]).encode(x="x:Q", tooltip=["label"]))
         layers.append(alt.Chart(planted).mark_text(align="left", dx=3, baseline="top", fontSize=10).encode(
             x="x:Q", y=alt.value(2), text="label:N"))
-        notes.append("black dashed: the planted onset")
+        notes.append("black dashed: the corpus onset")
     return alt.layer(*layers).properties(width=520, height=280, title=alt.TitleParams(
         "Disambiguation across training", subtitle="; ".join(notes)))
 
@@ -257,6 +257,45 @@ def legend_problems(chart: alt.TopLevelMixin | dict) -> list[str]:
     spec = chart if isinstance(chart, dict) else spec_of(chart)
     return [f"colour scale {name!r} maps {n:g} values and has no legend" for name, n, shown in colour_legends(spec)
             if n > 1 and not shown]
+
+
+def _title(channel: Any) -> str | None:
+    """An encoding channel's title (its field without one), or None where it has neither."""
+    if not isinstance(channel, dict):
+        return None
+    title = channel.get("title")
+    if isinstance(title, str):
+        return title
+    field = channel.get("field")
+    return field if isinstance(field, str) else None
+
+
+def text_alternative(spec: dict) -> str:
+    """A chart in words, for readers who cannot see it (the figure's ``aria-label``): its title and subtitle, its
+    marks, what each axis and the colour show, and how many data rows it draws."""
+    top = spec.get("title")
+    title = top.get("text") if isinstance(top, dict) else top
+    subtitle = top.get("subtitle") if isinstance(top, dict) else None
+    marks = sorted({m if isinstance(m, str) else str(m.get("type", "")) for n in _walk(spec)
+                    if isinstance(m := n.get("mark"), str | dict)} - {""})
+    seen: dict[str, list[str]] = {}
+    for node in _walk(spec):
+        enc = node.get("encoding")
+        if not isinstance(enc, dict):
+            continue
+        for channel in ("x", "y", "color", "column", "row", "facet"):
+            if (t := _title(enc.get(channel))) and t not in seen.setdefault(channel, []):
+                seen[channel].append(t)
+    facet = spec.get("facet")
+    if isinstance(facet, dict) and (t := _title(facet.get("column") or facet.get("row") or facet)):
+        seen.setdefault("facet", []).append(t)
+    rows = sum(len(v) for v in spec.get("datasets", {}).values())
+    names = {"x": "x axis", "y": "y axis", "color": "colour", "column": "panels by", "row": "panels by",
+             "facet": "panels by"}
+    said = "; ".join(f"{names[c]}: {', '.join(t)}" for c, t in seen.items() if t)
+    head = " ".join(str(t) for t in (title, subtitle) if t)
+    return (f"Chart{': ' + head if head else ''}. {' and '.join(marks) or 'marks'} marks; {said}; {rows} data rows. "
+            "The numbers it draws are in this section's tables.")
 
 
 def spec_of(chart: alt.TopLevelMixin) -> dict:
