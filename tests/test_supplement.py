@@ -217,7 +217,7 @@ def test_tables_fit_a_reader_constant_keys_in_the_caption_no_empty_pivot_column_
     assert len(tables) == 2 and all(len(re.findall(r"<th>", t)) <= MAX_COLUMNS for t in tables)
     assert all("<th>seed</th>" in t for t in tables) and "R² 0" in tables[0] and "0.123" in tables[0]
     kept = Page()
-    kept.table(pd.concat([wide, wide]).assign(model="m1"), "kept", keep=("r2_14", "model"))  # a key stays in the caption
+    kept.table(pd.concat([wide, wide]).assign(model="m1"), "kept", keep=("r2_14", "model"))  # model: in the caption
     first = re.findall(r"<table.*?</table>", kept.blocks[0], re.S)[0]
     assert re.findall(r"<th>(.*?)</th>", first)[:3] == ["seed", "step", "R² 14"]
     with pytest.raises(KeyError, match="r2_99"):

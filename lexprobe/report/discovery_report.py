@@ -54,6 +54,10 @@ def describe(s2: Discovery, earlier: Earlier) -> View:
     return View(f"Stage 2 · {STAGE.title}", "stage2", (
         Text(lead(findings(s2, earlier))),
         Figure("head_stat_chart", {"stats": st}, "head discovery statistic per seed", "heads"),
+        *([Figure("attention_beside_score", {"trajectories": s2.trajectories, "best": earlier["inflection"].best,
+                                             "stats": st, "score": earlier["inflection"].score},
+                  "cue attention of the discovered heads beside best-layer R², per seed", "attention-beside-score")]
+          if st["passes"].any() and "inflection" in earlier else []),
         Text(f"FDR: BH over the {n} heads of each seed, per criterion (permutation null: {perms}; a lone head needs "
              f"p <= {0.05 / n:.2g}); the previous-token control is a paired one-sided t-test at the last checkpoint. "
              f"Criteria: {'; '.join(f'{k} = {v}' for k, v in CRITERIA.items())}.", note=True),

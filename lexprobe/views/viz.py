@@ -435,6 +435,32 @@ def seed_trajectories(best: pd.DataFrame, inflection: pd.DataFrame, onset: int |
     return alt.concat(*panels, columns=columns).properties(title="Every seed's trajectory and its inflection")
 
 
+def attention_beside_score(trajectories: pd.DataFrame, best: pd.DataFrame, stats: pd.DataFrame, score: str = "r2",
+                           columns: int = 3) -> alt.ConcatChart:
+    """Stage 2's relation, drawn: per seed, each discovered head's mean cue attention across training (coloured
+    lines, left axis) beside the best-layer score (black dashed, right axis), on the log step axis."""
+    passed = stats.loc[stats["passes"].astype(bool), ["model", "seed", "layer", "head"]]
+    t = trajectories.merge(passed, on=["model", "seed", "layer", "head"])
+    t = t.assign(step1=t["step"] + 1, series="L" + t["layer"].astype(str) + "H" + t["head"].astype(str))
+    s = best.assign(step1=best["step"] + 1)
+    title = SCORE_TITLES.get(score, score)
+    panels = []
+    for sd in sorted(t["seed"].unique()):
+        heads = alt.Chart(t[t["seed"] == sd]).mark_line(point=True).encode(
+            x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
+            y=alt.Y("cue_attn:Q", title="cue attention (discovered heads)"), color=series_color("series").title("head"),
+            tooltip=["seed", "series", "step", alt.Tooltip("cue_attn:Q", format=".3f")])
+        line = alt.Chart(s[s["seed"] == sd]).mark_line(color="black", strokeDash=[5, 3]).encode(
+            x="step1:Q", y=alt.Y(f"{score}:Q", title=title, axis=alt.Axis(orient="right")),
+            tooltip=["seed", "step", alt.Tooltip(f"{score}:Q", format=".3f")])
+        panels.append(alt.layer(heads, line).resolve_scale(y="independent").properties(
+            width=230, height=150, title=f"seed {sd}"))
+    return alt.concat(*panels, columns=columns).properties(title=alt.TitleParams(
+        "Cue attention of the discovered heads beside disambiguation",
+        subtitle=f"coloured: each discovered head's attention from the noun to its cue (left axis); black dashed: "
+                 f"{title} (right axis)")).resolve_scale(color="shared")
+
+
 def seed_head_map(counts: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
     """Layer x head map of how many seeds select each head (``n_seeds_selecting`` of
     :func:`lexprobe.analysis.agreement.seed_counts`), the count written in each cell."""
