@@ -55,7 +55,9 @@ def describe(s3: Perturbation, earlier: Earlier) -> View:
 
     blocks: list[Block] = [
         Text(lead(findings(s3, earlier))), *left_out(s3.parts_skipped),
-        Figure("perturbation_chart", {"best": s3.best}, "best-layer R² under each perturbation", "perturbation"),
+        Figure("perturbation_chart", {"best": s3.best, "controls": tuple(
+            s3.heads.loc[s3.heads["role"] == "control", "perturbation"].unique()) if len(s3.heads) else ()},
+               "best-layer R² under each perturbation and control", "perturbation"),
         Figure("robustness_heatmap", {"heads": s3.heads}, "cue attention kept under perturbation", "robustness"),
         Table(s3.distance, "Perturbed sets (cue-target distance in tokens)"),
         per_seed("r2_retained_net", "Headline: share of the intact gain over baseline kept at the last checkpoint: "

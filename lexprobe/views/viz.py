@@ -311,21 +311,34 @@ def _verdict(role: str, passes: bool) -> str:
     return "robust" if passes else "not robust"
 
 
-def robustness_heatmap(heads: pd.DataFrame, value: str = "retained") -> alt.Chart:
+def robustness_heatmap(heads: pd.DataFrame, value: str = "retained") -> alt.HConcatChart:
     """Heads x perturbations at the last checkpoint: share of intact cue attention kept (or another column), with
     the robustness test in the tooltip; discovered heads only when any are flagged."""
     last = at_last_checkpoint(heads)
     if "discovered" in last and last["discovered"].fillna(False).astype(bool).any():
         last = last[last["discovered"].fillna(False).astype(bool)]
     d = last.assign(head_id=lambda x: "s" + x["seed"].astype(str) + " L" + x["layer"].astype(str) + "H"
-                    + x["head"].astype(str), robust=lambda x: [_verdict(r, p) for r, p in zip(x["role"], x["passes"])])
-    return alt.Chart(d).mark_rect(stroke="white").encode(
-        x=alt.X("perturbation:N", title="perturbation"), y=alt.Y("head_id:N", title="seed, head"),
-        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="viridis"), title=value),
-        tooltip=["head_id", "perturbation", "test", "robust", alt.Tooltip("cue_intact:Q", format=".3f"),
-                 alt.Tooltip("cue_perturbed:Q", format=".3f"), alt.Tooltip("control:Q", format=".3f"),
-                 alt.Tooltip("q:Q", format=".3g")],
-    ).properties(width=360, title="Cue attention under perturbation (last checkpoint)")
+                    + x["head"].astype(str), robust=lambda x: [_verdict(r, p) for r, p in zip(x["role"], x["passes"])],
+                    fails=lambda x: ["✗" if not p else "" for p in x["passes"].fillna(False).astype(bool)])
+    tips = ["head_id", "perturbation", "test", "robust", alt.Tooltip("cue_intact:Q", format=".3f"),
+            alt.Tooltip("cue_perturbed:Q", format=".3f"), alt.Tooltip("control:Q", format=".3f"),
+            alt.Tooltip("q:Q", format=".3g")]
+    panels = []
+    for role, title, scale, legend in (
+            ("perturbation", "moved cues", alt.Scale(scheme="viridis"), "cue attention kept"),
+            ("control", "control", alt.Scale(scheme="greys"), "neutral / cue (low: specific)")):
+        part = d[d["role"] == role]
+        if part.empty:
+            continue
+        base = alt.Chart(part).encode(x=alt.X("perturbation:N", title=title), y=alt.Y("head_id:N", title="seed, head"))
+        panels.append(alt.layer(
+            base.mark_rect(stroke="white").encode(color=alt.Color(f"{value}:Q", scale=scale,
+                                                                  title=legend if value == "retained" else value),
+                                                  tooltip=tips),
+            base.mark_text(color="#d62728", fontSize=13, fontWeight="bold").encode(text="fails:N")))
+    return alt.hconcat(*panels).resolve_scale(color="independent").properties(title=alt.TitleParams(
+        "Cue attention under perturbation (last checkpoint)", subtitle="✗: the test fails (moved cues: not robust; "
+                                                                      "control: not cue-specific), BH q < .05"))
 
 
 def ablation_chart(tests: pd.DataFrame, family: str = "zero") -> alt.LayerChart | alt.FacetChart:
@@ -351,26 +364,30 @@ def facet_columns(n: int) -> int:
 
 def head_step_map(d: pd.DataFrame, value: str, legend: str, title: str, seed: int | None = None,
                   defined: pd.Series | None = None, note: str = "") -> alt.LayerChart | alt.FacetChart:
-    """Heads (rows) x checkpoints (columns) coloured by ``value``, significant cells outlined, one panel per seed;
-    ``defined``: where the value means something (the colour scale is set from those cells; the rest grey, as
-    ``note`` says)."""
+    """Heads (rows) x checkpoints (columns) coloured by ``value`` on a scale symmetric about 0 (so a small negative
+    value is pale, not the darkest cell), significant cells outlined in black (said in the subtitle), one panel per
+    seed; ``defined``: where the value means something (the colour scale is set from those cells; the rest grey, as
+    ``note`` says, which is said only where some cell is grey)."""
     d = d if seed is None else d[d["seed"] == seed]
     ok = pd.Series(True, index=d.index) if defined is None else defined.reindex(d.index).fillna(False).astype(bool)
     d = d.assign(head_id=lambda x: "L" + x["layer"].astype(str) + "H" + x["head"].astype(str),
                  shown=d[value].where(ok))
     d = d[["seed", "step", "head_id", value, "shown", "q", "significant"]]  # what the chart draws: the table stays
     n = 1 if seed is not None else d["seed"].nunique()
-    color = alt.Color("shown:Q", scale=alt.Scale(scheme="redblue", domainMid=0, reverse=True), title=legend,
+    top = float(d["shown"].abs().max()) if d["shown"].notna().any() else 1.0
+    color = alt.Color("shown:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top], reverse=True), title=legend,
                       legend=alt.Legend(orient="bottom"))  # below the panels: their row keeps the column's width
     cells = alt.Chart().mark_rect().encode(
-        x=alt.X("step:O", title="training step"), y=alt.Y("head_id:N", sort=None, title="head"),
+        x=alt.X("step:O", title="training step", axis=alt.Axis(labelAngle=-90, labelOverlap="greedy")),
+        y=alt.Y("head_id:N", sort=None, title="head"),
         color=alt.condition("isValid(datum.shown)", color, alt.value("#dddddd")),
         stroke=alt.condition("datum.significant", alt.value("black"), alt.value(None)),
         strokeWidth=alt.value(1.5),
         tooltip=["seed", "step", "head_id", alt.Tooltip(f"{value}:Q", format=".4f"), alt.Tooltip("q:Q", format=".3g"),
                  "significant"],
     ).properties(width=480 if n == 1 else max(100, 760 // n), height=260)
-    full = alt.TitleParams(title, subtitle=note) if note else title
+    notes = ["black outline: significant after BH-FDR"] + ([note] if note and not bool(ok.all()) else [])
+    full = alt.TitleParams(title, subtitle=notes)
     if seed is not None:
         return alt.layer(cells, data=d).properties(title=full)
     return alt.layer(cells, data=d).facet(facet=alt.Facet("seed:N", title="seed"),
@@ -412,16 +429,33 @@ def recovery_chart(curve: pd.DataFrame) -> alt.FacetChart:
         facet=alt.Facet("step:O", title="training step"), columns=4).properties(title="Greedy sufficient head sets")
 
 
-def perturbation_chart(best: pd.DataFrame, score: str = "r2") -> alt.Chart:
-    """Best-layer performance across training for the intact set and every perturbation (mean over seeds)."""
+CONTROL_GREY = "#9a9a9a"
+KIND_DASH = {"intact": [1, 0], "perturbation": [5, 2], "control": [1, 3]}
+
+
+def perturbation_chart(best: pd.DataFrame, score: str = "r2", controls: tuple[str, ...] = ()) -> alt.Chart:
+    """Best-layer performance across training for the intact set and every perturbation (mean over seeds); the
+    ``controls`` (sets that remove the cue) in grey and dotted, apart from the perturbations."""
     d = best.groupby(["perturbation", "step"], as_index=False)[score].mean().assign(step1=lambda x: x["step"] + 1)
+    d["kind"] = ["intact" if p == "intact" else "control" if p in controls else "perturbation"
+                 for p in d["perturbation"]]
+    moved = sorted(p for p in d["perturbation"].unique() if p != "intact" and p not in controls)
+    shown = sorted(p for p in d["perturbation"].unique() if p in controls)
+    domain = [*(["intact"] if (d["perturbation"] == "intact").any() else []), *moved, *shown]
+    palette = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#eeca3b", "#9d755d"]
+    colours = [palette[i % len(palette)] for i in range(len(domain) - len(shown))] + [CONTROL_GREY] * len(shown)
+    kinds = [k for k in KIND_DASH if (d["kind"] == k).any()]
     return alt.Chart(d).mark_line(point=True).encode(
         x=alt.X("step1:Q", scale=alt.Scale(type="log"), axis=STEP_AXIS),
         y=alt.Y(f"{score}:Q", title="best-layer R² (mean over seeds)" if score == "r2" else score),
-        color=alt.Color("perturbation:N"), strokeDash=alt.condition("datum.perturbation == 'intact'", alt.value([1, 0]),
-                                                                   alt.value([4, 2])),
-        tooltip=["perturbation", "step", alt.Tooltip(f"{score}:Q", format=".3f")],
-    ).properties(width=520, height=280, title="Disambiguation under perturbation")
+        color=alt.Color("perturbation:N", scale=alt.Scale(domain=domain, range=colours), title="set",
+                        legend=alt.Legend(symbolOpacity=1)),
+        strokeDash=alt.StrokeDash("kind:N", scale=alt.Scale(domain=kinds, range=[KIND_DASH[k] for k in kinds]),
+                                  title="kind", legend=alt.Legend(symbolType="stroke", symbolStrokeColor="black")),
+        tooltip=["perturbation", "kind", "step", alt.Tooltip(f"{score}:Q", format=".3f")],
+    ).properties(width=520, height=280, title=alt.TitleParams(
+        "Disambiguation under perturbation", subtitle="grey dotted: controls (the cue removed: they should keep "
+                                                      "nothing), apart from the perturbations (dashed)"))
 
 
 def seed_trajectories(best: pd.DataFrame, inflection: pd.DataFrame, onset: int | None = None, score: str = "r2",
