@@ -23,7 +23,7 @@ FIGURES = {"performance", "layers", "heads", "perturbation", "robustness", "nece
            "seed-trajectories", "seed-heads"}
 # drawn only when discovery passes heads (ablation, qk-edit, seed-ablation), with the opt-in single-head map
 # (causal-map) or when there is R^2 to recover (recovery)
-OPTIONAL = {"ablation", "qk-edit", "seed-ablation", "causal-map", "recovery"}
+OPTIONAL = {"ablation", "qk-edit", "seed-ablation", "causal-map", "recovery", "regression", "attention-beside-score"}
 
 
 class Parsed(HTMLParser):
@@ -178,8 +178,8 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
             "provenance"} <= anchors
     contents = {a["href"][1:] for t, a in parsed.tags if t == "a" and a.get("href", "").startswith("#")}
     assert contents == anchors  # the table of contents links every section, and nothing else
-    slots = [a for t, a in parsed.tags if t == "div" and "lexprobe-figure" in a.get("class", "")]
-    assert all(a.get("role") == "img" and a.get("aria-label", "").startswith("Chart") for a in slots)
+    labels = [a["aria-label"] for t, a in parsed.tags if t == "div" and a.get("role") == "img"]
+    assert len(labels) == len(specs) and all(label.startswith("Chart") for label in labels)  # a text alternative each
     said = html.unescape(text)
     assert "lexprobe's offline developmental model organism" in said and "not EleutherAI's Pythia-14M" in said
     assert s1.stimuli.hash in text and f"lexprobe run --html {out}" in text

@@ -197,7 +197,9 @@ def _qk(s4: Ablation, inflection: pd.DataFrame | None) -> list[Block]:
                              "heads copied from the earliest checkpoint after step 0, across training, against random "
                              "sets", "qk-edit"))
     if len(s4.regression):
-        blocks += [Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
+        blocks += [Figure("regression_chart", {"regression": s4.regression}, "the original study's regression: the "
+                          "discovered-vs-random coefficient per seed with its 95% interval", "regression"),
+                   Table(s4.regression, "The original study's regression: drop ~ log10(step + 1) + "
                                         "target-vs-random", keep=("n", "target_coef", "target_p", "target_p_sets")),
                    Text(f"The regression's rows are not independent: the sets measured at a checkpoint share its "
                         f"intact model, and a set keeps its heads at every checkpoint. Its 95% interval and p come "

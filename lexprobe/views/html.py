@@ -35,9 +35,10 @@ class Slot(str):
     fid: str
 
     def __new__(cls, fid: str, caption: str, alt_text: str = "") -> Slot:
-        label = f' role="img" aria-label="{html.escape(alt_text)}"' if alt_text else ""
-        slot = super().__new__(cls, f'<div class="lexprobe-figure" id="{fid}" data-caption="{html.escape(caption)}"'
-                                    f"{label}></div>")
+        div = f'<div class="lexprobe-figure" id="{fid}" data-caption="{html.escape(caption)}"></div>'
+        # the text alternative on a wrapper: vega-embed rewrites its own container's aria-label
+        slot = super().__new__(cls, f'<div role="img" aria-label="{html.escape(alt_text)}">{div}</div>' if alt_text
+                               else div)
         slot.fid = fid
         return slot
 

@@ -284,7 +284,9 @@ def text_alternative(spec: dict) -> str:
         if not isinstance(enc, dict):
             continue
         for channel in ("x", "y", "color", "column", "row", "facet"):
-            if (t := _title(enc.get(channel))) and t not in seen.setdefault(channel, []):
+            titled = isinstance(enc.get(channel), dict) and isinstance(enc[channel].get("title"), str)
+            if (t := _title(enc.get(channel))) and t not in seen.setdefault(channel, []) and (
+                    titled or not seen[channel]):  # a bare field name only where no layer titles the channel
                 seen[channel].append(t)
     facet = spec.get("facet")
     if isinstance(facet, dict) and (t := _title(facet.get("column") or facet.get("row") or facet)):
@@ -493,6 +495,26 @@ def attention_beside_score(trajectories: pd.DataFrame, best: pd.DataFrame, stats
         "Cue attention of the discovered heads beside disambiguation",
         subtitle=f"coloured: each discovered head's attention from the noun to its cue (left axis); black dashed: "
                  f"{title} (right axis)")).resolve_scale(color="shared")
+
+
+def regression_chart(regression: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
+    """The study's regression per seed: the discovered-vs-random coefficient (how much more the discovered set's edit
+    drops R² than the random sets' average, across checkpoints) with its cluster-bootstrap 95% interval, one row per
+    seed and a colour per edit; 0 (no difference) marked."""
+    d = regression.assign(seed=regression["seed"].astype(str))
+    base = alt.Chart(d).encode(y=alt.Y("seed:N", title="seed"), yOffset="family:N", color=series_color("family"))
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("target_low:Q", title="discovered minus random: drop in R² "
+                                                                              "(coefficient, 95% interval)"),
+                                                x2="target_high:Q")
+    dots = base.mark_point(filled=True, size=60).encode(
+        x="target_coef:Q", tooltip=["family", "seed", alt.Tooltip("target_coef:Q", format=".4f"),
+                                    alt.Tooltip("target_low:Q", format=".4f"),
+                                    alt.Tooltip("target_high:Q", format=".4f"), alt.Tooltip("target_p:Q", format=".3g"),
+                                    alt.Tooltip("target_p_sets:Q", format=".3g")])
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black", strokeDash=[4, 3]).encode(x="x:Q")
+    return alt.layer(bars, dots, zero).properties(width=480, height=34 * d["seed"].nunique(), title=alt.TitleParams(
+        "The original study's regression, per seed", subtitle="right of the dashed line: the discovered set's edit "
+                                                              "drops R² more than random sets do, on average"))
 
 
 def seed_head_map(counts: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
