@@ -181,7 +181,7 @@ def test_run_ends_with_a_self_contained_report(tmp_path, monkeypatch, capsys):
     labels = [a["aria-label"] for t, a in parsed.tags if t == "div" and a.get("role") == "img"]
     assert len(labels) == len(specs) and all(label.startswith("Chart") for label in labels)  # a text alternative each
     said = html.unescape(text)
-    assert "lexprobe's offline developmental model organism" in said and "not EleutherAI's Pythia-14M" in said
+    assert "lexprobe's offline developmental model organism" in said and "but not EleutherAI's Pythia-14M" in said
     assert s1.stimuli.hash in text and f"lexprobe run --html {out}" in text
     assert "statsmodels" in text and "seed: intercept variance" in text
 

@@ -77,7 +77,7 @@ attends from the noun to whatever token precedes it (the cue, when adjacent) and
 
 
 ORG = "lexprobe-organism"
-MODEL = "pythia-14m-organism"
+MODEL = "neox-organism"  # shaped like Pythia-14M, but lexprobe's own: a name no reader takes for a public model
 TRAINER_VERSION = 1
 FAMILY_RECIPE = 2  # the other families' training config (2: GPT-2 without dropout, like every other family)
 
@@ -127,7 +127,7 @@ class Profile:
 
     @property
     def model(self) -> str:
-        """The model's name in the suite: pythia-14m-organism (GPT-NeoX), else ARCH-organism."""
+        """The model's name in the suite: neox-organism (GPT-NeoX), else ARCH-organism."""
         return MODEL if self.arch == "gpt_neox" else f"{self.arch}-organism"
 
     @property

@@ -28,7 +28,7 @@ def organism_words(suite: Suite) -> str:
              if profile.plant is None else "a circuit is planted: designated heads are trained to carry the cue, and "
              "the validation section scores every method against them")
     return (f"The model is lexprobe's offline developmental model organism (profile '{profile.name}', model name "
-            f"'{profile.model}': lexprobe's own, not EleutherAI's Pythia-14M, though shaped like it): a "
+            f"'{profile.model}'; lexprobe's own, shaped like but not EleutherAI's Pythia-14M): a "
             f"{profile.layers}-layer, {profile.heads}-head {profile.arch} transformer (hidden size "
             f"{profile.hidden_size}, vocabulary {profile.vocab_size}) trained from scratch by lexprobe on CPU for "
             f"{profile.total_steps} steps ({len(suite.seeds)} seeds, {len(suite.steps)} checkpoints each) on a "
