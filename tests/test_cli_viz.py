@@ -174,3 +174,31 @@ def test_the_intervention_explorer_runs_every_kind_it_offers_on_a_tiny_model(loc
         rows = pd.DataFrame(got["datasets"][next(iter(got["datasets"]))])
         counts = rows["condition"].value_counts()  # every layer measured, not an error left unshown
         assert set(counts.index) == {"intact"} | {name} - {"none"} and counts.nunique() == 1, name
+
+
+def test_the_supplements_new_charts_have_their_legends_and_keep_controls_apart():
+    """Stage 3 draws its control apart (grey, its own panel, a failed test marked), stage 2 the discovered heads'
+    cue attention beside R², stage 4 the regression per seed: every colour series explained by a legend."""
+    best = pd.DataFrame([{"model": "m", "seed": sd, "step": st, "r2": 0.1 * sd + 0.001 * st, "perturbation": p}
+                         for sd in range(2) for st in (0, 8, 64) for p in ("intact", "separate-old", "neutral")])
+    chart = viz.perturbation_chart(best, controls=("neutral",))
+    spec = viz.spec_of(chart)
+    assert viz.legend_problems(spec) == []
+    colour = spec["encoding"]["color"]["scale"]
+    assert colour["range"][colour["domain"].index("neutral")] == viz.CONTROL_GREY
+    heads = pd.DataFrame([{"model": "m", "seed": 0, "step": 64, "layer": 0, "head": h, "perturbation": p, "role": r,
+                           "test": "t", "retained": 0.5 + 0.1 * h, "passes": h != 1, "cue_intact": 0.3,
+                           "cue_perturbed": 0.2, "control": 0.1, "q": 0.01, "discovered": True}
+                          for h in range(3) for p, r in (("separate-old", "perturbation"), ("neutral", "control"))])
+    spec = viz.spec_of(viz.robustness_heatmap(heads))
+    assert [p["layer"][0]["encoding"]["x"]["title"] for p in spec["hconcat"]] == ["moved cues", "control"]
+    marks = [row["fails"] for rows in spec["datasets"].values() for row in rows]
+    assert marks.count("✗") == 2 and viz.legend_problems(spec) == []  # head 1 fails in both panels: marked in both
+    stats = pd.DataFrame([{"model": "m", "seed": sd, "layer": 0, "head": h, "passes": h < 2} for sd in range(2)
+                          for h in range(3)])
+    traj = pd.DataFrame([{"model": "m", "seed": sd, "step": st, "layer": 0, "head": h, "cue_attn": 0.1 * h}
+                         for sd in range(2) for st in (0, 8, 64) for h in range(3)])
+    assert viz.legend_problems(viz.attention_beside_score(traj, best[best["perturbation"] == "intact"], stats)) == []
+    reg = pd.DataFrame([{"family": f, "seed": sd, "target_coef": 0.01, "target_low": 0.0, "target_high": 0.02,
+                         "target_p": 0.5, "target_p_sets": 0.5} for f in ("qk-copy", "qk-zero") for sd in range(2)])
+    assert viz.legend_problems(viz.regression_chart(reg)) == []
