@@ -172,7 +172,8 @@ def conclusion(a: Across) -> list[Finding]:
           f"{w.num('heads', 'sufficient', 'count', '.0f')} cases those maps name in all)"
           + (f"; QK edits of each seed's discovered set drop R² more than random same-size sets (p < "
              f"{w.num('=alpha', fmt='g')}) in {w.num('seeds', 'qk_copy_p', 'below', '.0f')} of "
-             f"{w.num('seeds', 'qk_copy_p', 'rows', '.0f')} seeds" if "qk_copy_p" in a.seeds else "") + ".",
+             f"{w.num('seeds', 'qk_copy_p', 'rows', '.0f', qk_copy_p=('>', -1.0))} seeds with a discovered set"
+             if "qk_copy_p" in a.seeds and a.seeds["qk_copy_p"].notna().any() else "") + ".",
           headline=True)
     w.say(_verdict(a), headline=True)
     return w.findings
