@@ -146,3 +146,23 @@ def test_the_ground_truth_clause_quotes_the_shipped_scores_and_says_when_there_a
     assert "names 12% of the certified decoy" in text
     assert sorted(NUMBER.findall(text)) == sorted(q.text for q in w.quotes)
     assert all(format(read_back(None, q), q.fmt) == q.text for q in w.quotes)
+
+
+def test_the_stages_joined_when_only_stage_2_ran():
+    """With the later stages skipped, the per-head table holds stage 2's columns, the conclusion says only what they
+    show (every number a quote) and the section renders without the columns of stages that did not run."""
+    from lexprobe.stages.registry import Skipped
+    from lexprobe.views.html import Page
+
+    stats = pd.DataFrame([{"model": "m", "seed": sd, "layer": 0, "head": h, "passes": h == sd, "r": 0.5, "q": 0.01,
+                           "beats_prev": True} for sd in range(2) for h in range(3)])
+    skipped = Skipped("later", "one seed")
+    joined = across.across({"discovery": SimpleNamespace(stats=stats), "perturbation": skipped, "causal": skipped,
+                            "replication": skipped})
+    assert joined.ran == ("discovery",) and len(joined.heads) == 2 and "necessary" not in joined.heads
+    said = across.conclusion(joined)
+    assert len(said) == 1 and "discovers 2 (head, seed) cases" in said[0].text
+    assert sorted(NUMBER.findall(IDENTIFIERS.sub("", said[0].text))) == sorted(q.text for q in said[0].quotes)
+    page = Page()
+    page.view(across.view(joined))
+    assert "Each discovered head" in "".join(page.blocks)

@@ -218,5 +218,5 @@ def view(a: Across | None) -> View:
         Table(a.seeds, "Each seed, every stage (counts of (head, seed) cases; qk-copy: the original study's test at "
                        "the last checkpoint)", keep=tuple(a.seeds.columns)),
         Table(heads, "Each discovered head, and each head a patching map names, through every stage",
-              collapsed=False, keep=QUOTED)]
+              collapsed=False, keep=tuple(c for c in QUOTED if c in heads.columns))]  # the stages that ran
     return View(title, "across", tuple(blocks))
