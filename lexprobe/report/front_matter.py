@@ -12,6 +12,7 @@ from lexprobe.analysis.nulls import REGRESSION_DRAWS
 from lexprobe.analysis.selection import ALPHA
 from lexprobe.checkpoints.suites import Suite
 from lexprobe.organism.profiles import PROFILES
+from lexprobe.report.perturbation_report import roles
 from lexprobe.stages.registry import Skipped
 
 if TYPE_CHECKING:
@@ -106,8 +107,8 @@ def example_stimuli(outcomes: dict[str, Any], n: int = 2) -> pd.DataFrame:
             for r in intact.itertuples()]
     sets: dict[str, tuple[str, Any]] = {}
     if not isinstance(s3 := outcomes.get("perturbation"), Skipped | None):
-        roles = s3.heads.groupby("perturbation")["role"].first().to_dict() if len(s3.heads) else {}
-        sets |= {name: (roles.get(name, "perturbation"), st) for name, st in s3.sets.items()}
+        of = roles(s3)
+        sets |= {name: (of.get(name, "perturbation"), st) for name, st in s3.sets.items()}
     if not isinstance(s4 := outcomes.get("causal"), Skipped | None):
         sets["counterfactual"] = ("patching", s4.patching.counterfactual)
     for name, (role, st) in sets.items():

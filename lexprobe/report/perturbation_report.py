@@ -9,12 +9,17 @@ from lexprobe.report.findings import Finding, Writer, lead
 from lexprobe.stages.perturbation import MIN_PAIRS, MIN_SHARE, STAGE, Perturbation
 
 
+def roles(s3: Perturbation) -> dict[str, str]:
+    """Each perturbed set's role in stage 3's tests: ``perturbation`` (the cue moved) or ``control`` (removed)."""
+    return s3.heads.groupby("perturbation")["role"].first().to_dict() if len(s3.heads) else {}
+
+
 def findings(s3: Perturbation, earlier: Earlier) -> list[Finding]:
     """How much of the intact score each moved cue keeps, and how many discovered heads stay on the cue."""
     w = Writer(s3)
     last = int(s3.retained["step"].max())
-    roles = s3.heads.groupby("perturbation")["role"].first().to_dict() if len(s3.heads) else {}
-    moved = [p for p in sorted(s3.retained["perturbation"].unique()) if roles.get(p, "perturbation") != "control"]
+    role = roles(s3)
+    moved = [p for p in sorted(s3.retained["perturbation"].unique()) if role.get(p, "perturbation") != "control"]
     kept = []
     for p in moved:
         kept.append(f"{p} {w.num('retained', 'r2_retained_net', 'median', '.0%', step=last, perturbation=p)} "
@@ -55,8 +60,8 @@ def describe(s3: Perturbation, earlier: Earlier) -> View:
 
     blocks: list[Block] = [
         Text(lead(findings(s3, earlier))), *left_out(s3.parts_skipped),
-        Figure("perturbation_chart", {"best": s3.best, "controls": tuple(
-            s3.heads.loc[s3.heads["role"] == "control", "perturbation"].unique()) if len(s3.heads) else ()},
+        Figure("perturbation_chart", {"best": s3.best,
+                                      "controls": tuple(p for p, r in roles(s3).items() if r == "control")},
                "best-layer R² under each perturbation and control", "perturbation"),
         Figure("robustness_heatmap", {"heads": s3.heads}, "cue attention kept under perturbation", "robustness"),
         Table(s3.distance, "Perturbed sets (cue-target distance in tokens)"),
