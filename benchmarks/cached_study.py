@@ -6,7 +6,9 @@
 
 Every measurement (the results store's units) is stored before anything is timed, so "stages recomputed" is what
 a finished study cost before stage results were cached (statistics, bootstraps, permutation nulls, the report) and
-"stages cached" is what it costs now. The stage cache (``$LEXPROBE_HOME/results/_stages``) is moved aside for each
+"stages cached" is what it costs now. A notebook's first open also keeps what its widgets open on (notebook 02's
+attention map, ``lexprobe.live``) and the offline chart bundle: "first open" is that run, "stages cached" the
+reopen after it. The stage cache (``$LEXPROBE_HOME/results/_stages``) is moved aside for each
 recomputed run and put back afterwards; both are timed side by side in this one run.
 """
 
@@ -63,16 +65,17 @@ def main() -> None:
     t = make_run()  # trains / measures / computes whatever is missing, and fills the stage cache
     print(f"first make run (whatever was missing): {t:.1f} s", flush=True)
     nan = float("nan")
-    rows = [("make run", nan if cached_only else without_stage_cache(make_run), make_run())]
+    rows = [("make run", nan if cached_only else without_stage_cache(make_run), nan, make_run())]
     for path in NOTEBOOKS:
-        rows.append((path.stem, nan if cached_only else without_stage_cache(lambda p=path: notebook(p)),
-                     notebook(path)))
-    print(f"\n{'':24s} {'stages recomputed':>18s} {'stages cached':>14s} {'ratio':>7s}  target (cached)")
+        slow = nan if cached_only else without_stage_cache(lambda p=path: notebook(p))
+        rows.append((path.stem, slow, notebook(path), notebook(path)))
+    print(f"\n{'':24s} {'stages recomputed':>18s} {'first open':>11s} {'stages cached':>14s} {'ratio':>7s}  "
+          "target (cached)")
     ok = True
-    for name, slow, fast in rows:
+    for name, slow, first, fast in rows:
         target = TARGETS["make run" if name == "make run" else "notebook"]
         ok &= fast <= target
-        print(f"{name:24s} {slow:16.1f} s {fast:12.1f} s {slow / fast:6.1f}x  <= {target:.0f} s: "
+        print(f"{name:24s} {slow:16.1f} s {first:9.1f} s {fast:12.1f} s {slow / fast:6.1f}x  <= {target:.0f} s: "
               f"{'met' if fast <= target else 'NOT MET'}")
     print(f"\nall cached targets met: {'yes' if ok else 'NO'}")
     sys.exit(0)

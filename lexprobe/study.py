@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 import pandas as pd
@@ -208,7 +209,7 @@ class Study:
     def live(self) -> Live:
         """Live measurements at this study's checkpoints, for the inspectors."""
         return Live(self.checkpoint_suite, self.stimulus_set, self.scoring.target, self.checkpoints,
-                    replace(self.config, save_embeddings=False))
+                    replace(self.config, save_embeddings=False), keep=Path(str(self.root)) / "_live")
 
     def settings(self) -> dict[str, Any]:
         """Every setting that can change a number, as plain values."""

@@ -14,6 +14,7 @@ from lexprobe.analysis.primitives import (
     bh,
     bh_within,
     empirical_p,
+    holm_rejects,
     weighted_auc,
     weighted_r,
     word_weights,
@@ -294,3 +295,16 @@ def test_last_checkpoint_is_per_model_and_seed():
     df = pd.DataFrame({"model": ["a", "a", "b", "b", "b"], "seed": [0, 0, 0, 0, 1], "step": [8, 16, 4, 8, 4]})
     assert at_last_checkpoint(df).index.tolist() == [1, 3, 4]
     assert at_last_checkpoint(df.drop(columns="model")).index.tolist() == [1, 4]
+
+
+def test_holm_rejects_what_statsmodels_holm_rejects():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for m in [1, 2, 3, 5, 8, 13] * 50:
+        p = rng.uniform(0, 0.06, m) ** rng.uniform(0.5, 2)
+        assert holm_rejects(p, 0.05) == int(multipletests(p, alpha=0.05, method="holm")[0].sum())
+    assert holm_rejects(np.array([]), 0.05) == 0
+    assert holm_rejects(np.array([0.01, 0.02, 0.04]), 0.05) == 3  # .01 <= .05/3, .02 <= .05/2, .04 <= .05/1
+    assert holm_rejects(np.array([0.04, 0.01, 0.03]), 0.05) == 1  # .01 <= .05/3, then .03 > .05/2 stops it
+    assert holm_rejects(np.array([0.02, 0.01]), 0.05) == 2  # order does not matter: .01 <= .025, .02 <= .05

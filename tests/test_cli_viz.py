@@ -202,3 +202,44 @@ def test_the_supplements_new_charts_have_their_legends_and_keep_controls_apart()
     reg = pd.DataFrame([{"family": f, "seed": sd, "target_coef": 0.01, "target_low": 0.0, "target_high": 0.02,
                          "target_p": 0.5, "target_p_sets": 0.5} for f in ("qk-copy", "qk-zero") for sd in range(2)])
     assert viz.legend_problems(viz.regression_chart(reg)) == []
+
+
+def test_the_attention_inspector_keeps_intact_maps_and_reopens_without_a_checkpoint(local_suite, few, tmp_path,
+                                                                                    monkeypatch):
+    import lexprobe.live
+    from lexprobe import Study
+    from lexprobe.checkpoints.suites import local_folder
+
+    live = Study(local_folder(local_suite), few, progress=False, root=str(tmp_path / "res")).live
+    sid = int(few.sentences["sentence_id"].iloc[0])
+    late, early = live.attention(0, 4, sid), live.attention(0, 0, sid)
+    assert len(list((tmp_path / "res" / "_live").glob("attention-*.npz"))) == 2  # one file per checkpoint
+    assert not np.allclose(late["attention"], early["attention"])  # the two steps' models differ
+    monkeypatch.setattr(lexprobe.live, "loaded_checkpoint", lambda *a: pytest.fail("a kept map loaded a model"))
+    again = live.attention(0, 4, sid)
+    assert (again["tokens"], again["target"], again["cue"]) == (late["tokens"], late["target"], late["cue"])
+    assert np.array_equal(again["attention"], late["attention"]) and again["attention"].shape[0] == 2
+    with pytest.raises(pytest.fail.Exception, match="loaded a model"):  # any other sentence is measured live
+        live.attention(0, 4, int(few.sentences["sentence_id"].iloc[1]))
+
+
+def test_the_offline_chart_bundle_is_altairs_own_built_once_per_version(tmp_path, monkeypatch):
+    from lexprobe.views import offline
+
+    monkeypatch.setenv("LEXPROBE_HOME", str(tmp_path))
+    text = offline.offline_bundle()
+    assert offline.bundle_path().parent == tmp_path / "cache" and "altair-" in offline.bundle_path().name
+    assert offline.bundle_path().read_text(encoding="utf-8") == text == offline.built_bundle()
+    assert "esm.sh" not in text and len(text) > 100_000  # vega, vega-lite and vega-embed inside: nothing fetched
+    monkeypatch.setattr(offline, "built_bundle", lambda: pytest.fail("built again"))
+    assert offline.offline_bundle() == text
+
+
+def test_views_keep_the_slow_iri_parser_out_of_the_kernel():
+    import subprocess
+    import sys
+
+    code = ("import sys, lexprobe.views.viz, jsonschema; from jsonschema import _format; "
+            "print(sys.modules['rfc3987_syntax'] is None, 'altair' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]

@@ -32,6 +32,7 @@ from lexprobe.analysis.primitives import (
     at_last_checkpoint,
     bh_within,
     empirical_p,
+    holm_rejects,
     stays_from,
     weighted_auc,
     weighted_r,
@@ -39,7 +40,7 @@ from lexprobe.analysis.primitives import (
 )
 from lexprobe.analysis.selection import ALPHA
 from lexprobe.base.heads import heads_name
-from lexprobe.base.lazy import multitest, stats
+from lexprobe.base.lazy import stats
 
 KEYS = ["model", "seed", "step"]
 # a design row is one (model, seed, condition): a condition is named by its intervention (a head set), and one set
@@ -334,7 +335,7 @@ def beats_null_after_onset(tests: pd.DataFrame, onsets: pd.DataFrame, alpha: flo
     for (family, model, sd), g in on.groupby(["family", "model", "seed"]):
         after = g[(g["step"] >= g["onset_step"]) & g["p"].notna()]
         floor = np.where(after["method"] == "rank", after["p_floor"], 0.0)
-        beats = multitest.multipletests(after["p"], alpha=alpha, method="holm")[0].sum() if len(after) else 0
+        beats = holm_rejects(after["p"], alpha)
         rows.append({"family": family, "model": model, "seed": sd, "onset_step": g["onset_step"].iloc[0],
                      "checkpoints": len(after), "beats_null": int(beats),
                      "can_reject": len(after) > 0 and bool(floor.min() <= alpha / len(after))})

@@ -87,6 +87,15 @@ def bh(p: np.ndarray) -> np.ndarray:
     return q
 
 
+def holm_rejects(p: np.ndarray | pd.Series, alpha: float) -> int:
+    """How many of the p values Holm's step-down procedure rejects at family-wise error ``alpha``: the k smallest,
+    for the largest k whose i-th smallest (i = 0..k-1) is at most ``alpha / (m - i)`` (what statsmodels'
+    ``multipletests(method="holm")`` rejects, without the full garbage collection it runs on every call)."""
+    ps = np.sort(np.asarray(p, float))
+    ok = ps <= alpha / (len(ps) - np.arange(len(ps)))
+    return len(ps) if ok.all() else int(np.argmin(ok))
+
+
 def bh_within(df: pd.DataFrame, col: str, keys: list[str] | str) -> pd.Series:
     """:func:`bh` q-values of column ``col`` within each group of ``keys`` (aligned with ``df``; NaN for rows
     with a missing key)."""

@@ -1,17 +1,7 @@
 """Altair charts (each function returns an ``alt.Chart``); :func:`save` exports SVG/PNG/PDF/HTML offline.
 
-Charts render in JupyterLab with no network:
-
-altair's own default renderer emits HTML whose script loads vega, vega-lite and vega-embed from a public CDN when
-the output is viewed, and JupyterLab 4 only ships renderers for vega-lite v3-v5, so on an offline machine every
-chart would be blank. :func:`enable_offline` switches altair to its ``jupyter`` renderer in offline mode: each chart
-becomes an anywidget (``alt.JupyterChart``) whose JavaScript is vega + vega-lite + vega-embed bundled from the
-``vl-convert-python`` wheel, sent to the browser over the kernel connection. Selections (clicks, hovers) run in the
-browser as usual and are also readable from Python (``JupyterChart(chart).selections``). Saved notebooks stay
-small: an output is only a widget reference, not a copy of the ~0.9 MB bundle. Charts are drawn as SVG so that
-text stays crisp and tests can read the marks.
-
-This module calls :func:`enable_offline` on import; ``alt.renderers.enable(...)`` afterwards overrides it.
+Charts render in JupyterLab with no network: importing this module enables the ``lexprobe`` renderer of
+:mod:`lexprobe.views.offline` (``alt.renderers.enable(...)`` afterwards overrides it).
 """
 
 from __future__ import annotations
@@ -26,31 +16,7 @@ import altair as alt
 import pandas as pd
 
 from lexprobe.analysis.primitives import at_last_checkpoint
-
-EMBED_OPTIONS = {"renderer": "svg"}
-
-
-TOP_LEVEL: dict[str, Any] = {"facet": alt.FacetChart, "layer": alt.LayerChart, "concat": alt.ConcatChart,
-             "hconcat": alt.HConcatChart, "vconcat": alt.VConcatChart, "repeat": alt.RepeatChart}
-
-
-def _jupyter_once_validated(spec: dict, **metadata: Any) -> Any:
-    """altair's ``jupyter`` renderer (a JupyterChart widget) without validating the spec a second time: the chart's
-    ``to_dict`` has just validated it, and validating every data row again costs seconds for a heads x checkpoints
-    map."""
-    from altair import JupyterChart
-
-    JupyterChart.enable_offline(offline=metadata.get("offline", False))
-    kind = next((cls for key, cls in TOP_LEVEL.items() if key in spec), alt.Chart)
-    return JupyterChart(chart=kind.from_dict(spec, validate=False),
-                        embed_options=metadata.get("embed_options"))._repr_mimebundle_()
-
-
-def enable_offline() -> None:
-    """Make altair charts render offline in Jupyter (JupyterChart widget with bundled JavaScript, SVG output)."""
-    alt.renderers.register("lexprobe", _jupyter_once_validated)
-    alt.renderers.enable("lexprobe", offline=True, embed_options=EMBED_OPTIONS)
-
+from lexprobe.views.offline import EMBED_OPTIONS, enable_offline
 
 enable_offline()  # charts must show in JupyterLab with no network
 

@@ -34,7 +34,7 @@ def inspector(live: Live, found: HeadTables) -> W.Widget:
     def show(seed: int, step: int, layer: int, head: int, sentence_id: int) -> alt.VConcatChart:
         r = sents.set_index("sentence_id").loc[sentence_id]
         m = live.attention(seed, step, sentence_id)
-        w = m["attention"][layer, head][m["target"]].mean(0).tolist()
+        w = m["attention"][layer, head][m["target"]].mean(0).tolist()  # a numpy array
         bars = attention_tokens(m["tokens"], w, m["target"], m["cue"],
                                 title=f"{head_name(layer, head)} at step {step}: attention from '{r['string']}'")
         tr = found.trajectories.query("seed == @seed and layer == @layer and head == @head").assign(
