@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from lexprobe.analysis.performance import performance, with_pairs
+from lexprobe.base.code import code_fingerprint
 from lexprobe.base.files import atomic_write, fingerprint
 from lexprobe.checkpoints.suites import Checkpoint, Loaded, Suite, load_checkpoint
 from lexprobe.engine.conditions import Donor
@@ -27,7 +28,6 @@ from lexprobe.engine.extract import ExtractConfig, attention_maps, measure
 from lexprobe.engine.interventions import Intervention
 from lexprobe.engine.sites import Sites
 from lexprobe.stimuli.tables import Stimuli
-from lexprobe.store.stagecache import code_fingerprint
 
 
 class SentenceAttention(TypedDict):

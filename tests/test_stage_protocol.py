@@ -15,6 +15,7 @@ from conftest import SMALL
 
 import lexprobe.report as report_mod
 from lexprobe import Study
+from lexprobe.base import code as code_hash
 from lexprobe.base.paths import REPO_ROOT
 from lexprobe.base.view import Text, View
 from lexprobe.cli import build_parser
@@ -23,7 +24,6 @@ from lexprobe.report import Report
 from lexprobe.stages import STAGES, register
 from lexprobe.stages.costs import StageCost
 from lexprobe.stages.registry import Plugin, Skipped
-from lexprobe.store import stagecache
 
 USES = ("reads", "shared", "where", "not used")
 
@@ -146,12 +146,12 @@ def test_rewording_a_view_changes_no_stage_key(tmp_path, monkeypatch):
     module changes that stage's (the check can fail)."""
     copy = tmp_path / "repo"
     shutil.copytree(REPO_ROOT / "lexprobe", copy / "lexprobe", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(stagecache, "REPO_ROOT", copy)
+    monkeypatch.setattr(code_hash, "REPO_ROOT", copy)
     modules = {name: type(stage).__module__ for name, stage in STAGES.items()}
 
     def keys() -> dict[str, str]:
-        stagecache._imports.cache_clear()
-        return {name: stagecache.code_fingerprint.__wrapped__(m) for name, m in modules.items()}
+        code_hash._imports.cache_clear()
+        return {name: code_hash.code_fingerprint.__wrapped__(m) for name, m in modules.items()}
 
     before = keys()
     view = copy / "lexprobe" / "report" / "inflection_report.py"
@@ -163,7 +163,7 @@ def test_rewording_a_view_changes_no_stage_key(tmp_path, monkeypatch):
     stage.write_text(stage.read_text() + "\n# a comment\n")
     after = keys()
     assert after["replication"] != before["replication"] and after["inflection"] == before["inflection"]
-    assert not any("report" in f.parts for m in modules.values() for f in stagecache.code_files(m))
+    assert not any("report" in f.parts for m in modules.values() for f in code_hash.code_files(m))
 
 
 def test_without_discovery_stage_4_runs_what_needs_no_discovered_heads(suite, small, tmp_path):
