@@ -40,7 +40,10 @@ def make_run() -> float:
 def notebook(path: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    client = NotebookClient(nb, kernel_name="python3", timeout=3600, resources={"metadata": {"path": str(path.parent)}})
+    # startup_timeout: on 2026-12-07 a kernel here sometimes started and never answered the client (kernel idle, client
+    # waiting): fail after a minute instead of waiting for the cell timeout
+    client = NotebookClient(nb, kernel_name="python3", timeout=3600, startup_timeout=60,
+                            resources={"metadata": {"path": str(path.parent)}})
     client.execute()
     return time.perf_counter() - t0
 
